@@ -1,0 +1,58 @@
+"""FH-GAN (Bayramli et al., paper 003): DSNet + WGAN-GP + joint ArcFace, 28² → 112² (×4).
+
+Variants: "" (the paper's run), "smoke" (minutes on a laptop CPU).
+"""
+
+import ml_collections
+
+from hallujax.config_base import base_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = base_config()
+  c.method = "fhgan"
+  # §4.1: LR faces from HR by bilinear ×4 downsampling, 28 → 112.
+  c.data.update(source="faceworld", pairing="same_view", input_size=28, target_size=112,
+                downsample="bilinear", num_identities=1000)
+  # §4.1: 6 sparse blocks × 6 conv layers, growth rate 32, 64 low-level filters, 1×1 bottleneck to 128.
+  c.model = ml_collections.ConfigDict(dict(
+      features=64, blocks=6, layers_per_block=6, growth=32, bottleneck=128, upsample_features=64,
+      critic_features=64,
+      # §4.1: "To train ArcFace, we employed ResNet34 ... and set the embedding features to 512".
+      recognizer_stages=(3, 4, 6, 3), recognizer_widths=(64, 128, 256, 512), embedding_dim=512,
+  ))
+  # Eq. 10's weights λ1..λ4 are not given in the paper. We take SRGAN's balance (Ledig et al.: content
+  # loss plus 1e-3 × adversarial), a perceptual weight that puts VGG-feature MSE on the pixel loss's
+  # scale at initialization, and an identity weight of the same order.
+  c.loss = ml_collections.ConfigDict(dict(
+      pixel=1.0, perceptual=0.01, wgan=1e-3, identity=0.01,
+      gradient_penalty=10.0,           # §3.2: "λ is a penalty coefficient which we set to 10"
+      perceptual_layer="conv5_4",      # §3.1.1: "the last convolutional layer of VGG-19"
+      arcface_scale=64.0, arcface_margin=0.5,  # §4.1: s = 64, m = 0.5
+  ))
+  # §4.1: batch 128; DSNet lr 1e-3 "gradually decreased to 1e-5", finished at 56k iterations; then all
+  # networks jointly "for 4 epochs and learning rate of 1e-4" (4 × 1.2M / 128 = 37.5k steps);
+  # ArcFace: SGD, lr 0.01.
+  c.train.update(batch_size=128, steps=56_000 + 37_500, log_every=100, eval_every=2_000,
+                 image_every=2_000, checkpoint_every=2_000)
+  c.train.pretrain_steps = 56_000
+  c.train.generator_lr = 1e-3
+  c.train.generator_final_lr = 1e-5
+  c.train.joint_lr = 1e-4
+  c.train.recognizer_lr = 0.01
+  c.train.recognizer_weight_decay = 5e-4
+  c.weights.vgg19 = ""    # torchvision vgg19 checkpoint (.pth); empty: random perceptual net, logged loudly
+  c.weights.arcface = ""  # insightface arcface_torch iresnet checkpoint; empty: trained here during pretraining
+
+  if variant == "smoke":
+    c.data.update(input_size=16, target_size=64, num_identities=64, train_size=4096, eval_size=64)
+    c.model.update(features=32, blocks=3, layers_per_block=4, growth=16, bottleneck=64,
+                   upsample_features=32, critic_features=32, recognizer_stages=(1, 1, 1, 1),
+                   recognizer_widths=(16, 32, 64, 128), embedding_dim=128)
+    # A shallower VGG layer keeps the CPU step fast; the paper's layer is conv5_4.
+    c.loss.perceptual_layer = "relu2_2"
+    c.train.update(batch_size=8, steps=300, pretrain_steps=200, log_every=25, eval_every=150,
+                   image_every=150, checkpoint_every=100, eval_batches=8)
+  elif variant:
+    raise ValueError(f"Unknown variant {variant!r} of configs/fhgan.py; known: '' (paper), 'smoke'.")
+  return c

@@ -1,0 +1,51 @@
+"""The fields every method config shares: data, training loop, mesh, logging.
+
+A method config (``configs/<method>.py``) starts from ``base_config()`` and
+fills in its paper's fields; every field can be overridden on the command line
+(``--config.train.batch_size=64``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = ""
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      source="faceworld",      # hallujax.data.sources.SOURCES
+      pairing="same_view",     # how "input" relates to "target" (see the source's docstring)
+      input_size=28,           # "input" is resized to input_size² ...
+      input_channels=3,
+      target_size=112,         # ... and "target" to target_size².
+      downsample="bilinear",   # kernel that makes "input" from its full-size view
+      num_identities=1000,     # face world: identities in the world
+      train_size=100_000,      # face world: examples per split
+      eval_size=512,
+      data_dir="",             # on-disk and TFDS sources read from here
+      shuffle_buffer=0,        # 0 = global shuffle (random access); grain shuffles by index
+      worker_count=0,          # grain worker processes (0 = in the main process)
+      prefetch=2,              # batches prefetched to the device
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=16,           # global batch, split over the mesh's data axis
+      steps=1000,
+      log_every=50,            # metrics are fetched from the device only this often
+      eval_every=500,
+      eval_batches=8,
+      image_every=500,         # PNG grids + TensorBoard images
+      checkpoint_every=500,
+      keep_checkpoints=3,
+      compute_dtype="float32", # or "bfloat16": bf16 activations, float32 parameters and loss sums
+      on_nonfinite="stop",     # or "skip": keep the previous state for that step and count it
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1,                 # devices on the data axis (-1 = all that remain)
+      model=1,
+      fsdp=False,              # shard each large parameter over the data axis (ZeRO-3 style)
+      fsdp_min_size=2**18,     # parameters with fewer elements stay replicated
+  ))
+  c.weights = ml_collections.ConfigDict()  # name -> local path of pretrained weights
+  return c

@@ -1,0 +1,1 @@
+"""Face data: sources (face world, TFDS, folders), degradations, alignment, grain pipelines."""

@@ -1,0 +1,170 @@
+"""grain pipelines: source -> resized float examples -> per-process batches.
+
+Training data is shuffled deterministically from ``config.seed`` (grain
+shuffles indices, so the whole split is one global shuffle with no buffer),
+repeated without end, and sharded by process: process ``i`` of ``n`` reads
+every ``n``-th example and makes ``batch_size / n`` of each global batch
+(the trainer assembles the global batch with
+``jax.make_array_from_process_local_data``). Evaluation data is the first
+``eval_batches`` batches of the validation split, in order.
+
+The iterator's position is part of every checkpoint, so a resumed run reads
+exactly the batches the uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import grain
+import numpy as np
+
+from hallujax.data import degradations
+from hallujax.data.sources import make_source
+
+IMAGE_FIELDS = ("input", "target")
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return image.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def to_uint8(image) -> np.ndarray:
+  """float [-1, 1] -> uint8 [0, 255], rounding and clipping."""
+  return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class PrepareExample(grain.transforms.Map):
+  """Resizes "input" to input_size² and "target" to target_size², scales to [-1, 1].
+
+  "input" is resized with the config's downsampling kernel (e.g. FH-GAN's
+  bilinear ×4, paper 003 §4.1); "target" with bicubic, only if the source's
+  native size differs. Landmarks follow the target.
+  """
+
+  def __init__(self, data_config):
+    self.input_size = data_config.input_size
+    self.target_size = data_config.target_size
+    self.input_channels = data_config.input_channels
+    self.downsample = data_config.downsample
+
+  def map(self, example: dict) -> dict:
+    example = dict(example)
+    target = example["target"]
+    if target.shape[0] != self.target_size or target.shape[1] != self.target_size:
+      scale = self.target_size / target.shape[1]
+      target = degradations.resize(target, self.target_size, "bicubic")
+      if "landmarks" in example:
+        example["landmarks"] = (example["landmarks"] * scale).astype(np.float32)
+    source_image = example["input"]
+    if source_image.ndim == 2:
+      source_image = source_image[..., None]
+    if source_image.shape[-1] != self.input_channels:
+      raise ValueError(
+          f"The source gives 'input' images with {source_image.shape[-1]} channels; "
+          f"config.data.input_channels={self.input_channels}. Set input_channels to match the "
+          f"source's modality (3 visible, 1 thermal/near-infrared).")
+    if source_image.shape[0] != self.input_size or source_image.shape[1] != self.input_size:
+      source_image = degradations.resize(source_image, self.input_size, self.downsample)
+      if source_image.ndim == 2:
+        source_image = source_image[..., None]
+    example["input"] = to_unit_range(source_image)
+    example["target"] = to_unit_range(target)
+    return example
+
+
+def local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"config.train.batch_size={global_batch_size} does not split over {process_count} "
+        f"processes; use a multiple of {process_count}.")
+  return global_batch_size // process_count
+
+
+def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The endless, shuffled, process-sharded training batches."""
+  source = make_source(config.data, "train")
+  dataset = (
+      grain.MapDataset.source(source)[process_index::process_count]
+      .seed(config.seed)
+      .shuffle()
+      .repeat()
+      .map(PrepareExample(config.data))
+      .batch(local_batch_size(config.train.batch_size, process_count), drop_remainder=True)
+  )
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
+  if config.data.worker_count > 0:
+    iter_dataset = iter_dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=config.data.worker_count))
+  return iter_dataset
+
+
+def eval_batches(config, split: str = "validation", *, process_index: int = 0,
+                 process_count: int = 1) -> list[dict]:
+  """The first `config.train.eval_batches` batches of `split`, in order (host arrays)."""
+  source = make_source(config.data, split)
+  batch_size = local_batch_size(config.train.batch_size, process_count)
+  dataset = (
+      grain.MapDataset.source(source)[process_index::process_count]
+      .map(PrepareExample(config.data))
+      .batch(batch_size, drop_remainder=True)
+  )
+  count = min(config.train.eval_batches, len(dataset))
+  if count == 0:
+    raise ValueError(
+        f"The {split} split has {len(source)} examples, fewer than one batch of {batch_size}; "
+        f"lower config.train.batch_size or enlarge the split.")
+  return [dataset[i] for i in range(count)]
+
+
+class IteratorStateRecorder:
+  """Wraps a grain iterator and remembers its state after every batch it yields.
+
+  The trainer prefetches batches to the device ahead of the step that
+  consumes them, so the live iterator is always a few batches ahead. A
+  checkpoint must instead record the position right after the last batch a
+  step consumed; ``state_after(k)`` gives it. The object handed to grain's
+  orbax handler (``checkpoint_item``) writes one JSON file per process.
+  """
+
+  def __init__(self, iterator: Iterator):
+    self._iterator = iterator
+    self._states: dict[int, bytes] = {}
+    self._produced = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._iterator)
+    self._produced += 1
+    self._states[self._produced] = json.dumps(self._iterator.get_state()).encode()
+    # Keep only the recent states; the trainer never looks further back than its prefetch depth.
+    self._states.pop(self._produced - 64, None)
+    return batch
+
+  def state_after(self, consumed_batches: int) -> bytes:
+    if consumed_batches == 0:
+      raise ValueError("No batch has been consumed yet.")
+    return self._states[consumed_batches]
+
+  def restore(self, state: bytes) -> None:
+    self._iterator.set_state(json.loads(state.decode()))
+
+
+class SavedIteratorState:
+  """The duck-typed iterator that grain's orbax CheckpointHandler saves and restores."""
+
+  def __init__(self, state: bytes = b"{}"):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return self.state
+
+  def set_state(self, state: bytes) -> None:
+    self.state = state
+
+  def start_prefetch(self) -> None:
+    """Called by grain's handler after restoring; nothing runs ahead here."""

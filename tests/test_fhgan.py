@@ -1,0 +1,136 @@
+"""FH-GAN (paper 003): DSNet's structure, the WGAN-GP penalty, both training phases."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from configs import fhgan as fhgan_config
+from hallujax.methods import fhgan
+from hallujax.models import dsnet
+
+
+def test_exponential_offsets_follow_eq3():
+  # Eq. 3: offsets c^0 .. c^k with c^k <= l, c = 2.
+  assert dsnet.exponential_offsets(1) == [1]
+  assert dsnet.exponential_offsets(4) == [1, 2, 4]
+  assert dsnet.exponential_offsets(7) == [1, 2, 4]
+  outputs = [jnp.full((1, 1, 1, 1), float(i)) for i in range(7)]
+  # Layer 6 reads y5, y4, y2.
+  np.testing.assert_array_equal(dsnet.sparse_inputs(outputs, 6).ravel(), [5.0, 4.0, 2.0])
+
+
+def test_paper_dsnet_has_41_layers_and_upsamples_28_to_112():
+  config = fhgan_config.get_config()
+  generator = fhgan.networks(config)["generator"]
+  shapes = jax.eval_shape(generator.init, jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
+  kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
+             if path[-1].key == "kernel"]
+  assert len(kernels) == 41  # §4.1: "depth of face hallucination network size is 41 layers"
+  block_layers = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(shapes["params"]["block0"])
+                  if path[-1].key == "kernel"]
+  assert all(shape[-1] == 32 for shape in block_layers)  # growth rate 32
+  bottleneck = shapes["params"]["bottleneck"]["kernel"].shape
+  assert bottleneck[:2] == (1, 1) and bottleneck[-1] == 128
+  output = jax.eval_shape(generator.apply, shapes, jnp.zeros((2, 28, 28, 3)))
+  assert output.shape == (2, 112, 112, 3)
+
+
+def test_pixel_shuffle_matches_torch():
+  x = np.random.default_rng(0).normal(size=(2, 3, 5, 4 * 16)).astype(np.float32)
+  expected = torch.nn.functional.pixel_shuffle(torch.from_numpy(x).permute(0, 3, 1, 2), 4)
+  np.testing.assert_allclose(dsnet.pixel_shuffle(jnp.asarray(x), 4),
+                             expected.permute(0, 2, 3, 1).numpy(), atol=0)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_closed_form():
+  # D(x) = <w, x>: its gradient is w everywhere, so the penalty is (‖w‖ - 1)².
+  w = jax.random.normal(jax.random.key(1), (4, 4, 3))
+  critic = lambda x: jnp.sum(x * w, axis=(1, 2, 3))
+  real = jax.random.normal(jax.random.key(2), (5, 4, 4, 3))
+  fake = jax.random.normal(jax.random.key(3), (5, 4, 4, 3))
+  penalty = fhgan.gradient_penalty(critic, real, fake, jax.random.key(4))
+  np.testing.assert_allclose(penalty, (jnp.linalg.norm(w) - 1.0) ** 2, rtol=1e-5)
+
+
+def tiny_config(pretrain_steps):
+  config = fhgan_config.get_config("smoke")
+  config.data.update(input_size=8, target_size=32, num_identities=4)
+  config.model.update(features=8, blocks=2, layers_per_block=3, growth=8, bottleneck=16, upsample_features=8,
+                      critic_features=8, recognizer_stages=(1, 1, 1, 1), recognizer_widths=(8, 8, 8, 8),
+                      embedding_dim=16)
+  config.loss.perceptual_layer = "relu1_2"
+  config.train.update(batch_size=4, pretrain_steps=pretrain_steps)
+  return config
+
+
+def tiny_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  hr = rng.uniform(-1, 1, (config.train.batch_size, 4, 4, 3)).astype(np.float32)
+  hr = np.kron(hr, np.ones((1, config.data.target_size // 4, config.data.target_size // 4, 1), np.float32))
+  factor = config.data.target_size // config.data.input_size
+  lr = hr.reshape(hr.shape[0], config.data.input_size, factor, config.data.input_size, factor, 3).mean((2, 4))
+  return {"input": lr, "target": hr, "identity": np.arange(hr.shape[0], dtype=np.int32) % 4}
+
+
+PRETRAIN_STEPS = 1000   # long enough that the learning-rate decay stays mild over the steps run here
+LEARNING_STEPS = 250
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  """A tiny FH-GAN, its first state and its step, compiled once for every test below.
+
+  Both phases live in the one compiled step (lax.cond on the step number), so
+  a state whose step is PRETRAIN_STEPS exercises the joint phase.
+  """
+  config = tiny_config(PRETRAIN_STEPS)
+  config.train.generator_lr = 3e-3
+  state = fhgan.init_state(config, jax.random.key(0), tiny_batch(config))
+  step = jax.jit(lambda s, b, r: fhgan.train_step(s, b, r, config=config))
+  evaluate = jax.jit(lambda s, b: fhgan.eval_step(s, b, config=config))
+  return config, state, step, evaluate
+
+
+def changed_networks(before, after):
+  return {name for name in before.params
+          if any(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                                              before.params[name], after.params[name])))}
+
+
+def test_pretraining_updates_dsnet_and_arcface_only(tiny):
+  config, state, step, _ = tiny
+  new_state, metrics = step(state, tiny_batch(config), jax.random.key(1))
+  assert float(metrics["phase"]) == 0.0
+  assert changed_networks(state, new_state) == {"generator", "recognizer", "margin_head"}
+  chex.assert_trees_all_equal(state.frozen, new_state.frozen)
+  assert int(new_state.step) == 1
+
+
+def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
+  config, state, step, _ = tiny
+  state = state.replace(step=jnp.asarray(PRETRAIN_STEPS, jnp.int32))
+  new_state, metrics = step(state, tiny_batch(config), jax.random.key(1))
+  assert float(metrics["phase"]) == 1.0
+  assert changed_networks(state, new_state) == {"generator", "critic", "recognizer", "margin_head"}
+  chex.assert_trees_all_equal(state.frozen, new_state.frozen)  # VGG-19 stays frozen
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert float(metrics["gradient_penalty"]) > 0 and float(metrics["loss_identity"]) > 0
+  np.testing.assert_allclose(
+      float(metrics["loss_critic"]),
+      -float(metrics["wasserstein_distance"]) + config.loss.gradient_penalty * float(metrics["gradient_penalty"]),
+      rtol=1e-4)
+
+
+def test_pretraining_beats_bicubic_on_held_out_faces(tiny):
+  """Loss goes down and held-out PSNR rises above bicubic upsampling during pixel-loss pretraining."""
+  config, state, step, evaluate = tiny
+  losses = []
+  for i in range(LEARNING_STEPS):
+    state, metrics = step(state, tiny_batch(config, seed=i), jax.random.key(i))
+    losses.append(float(metrics["loss_pixel"]))
+  values = evaluate(state, tiny_batch(config, seed=10_000))  # images never trained on
+  assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+  assert float(jnp.mean(values["psnr"])) > float(jnp.mean(values["psnr_bicubic"])) + 1.0
