@@ -24,7 +24,16 @@ def base_config() -> ml_collections.ConfigDict:
       num_identities=1000,     # face world: identities in the world
       train_size=100_000,      # face world: examples per split
       eval_size=512,
+      world_seed=0,            # face world: which world (identities and renders follow from it)
+      identity_split="shared", # face world: "shared" identities across splits, or "disjoint" (80/10/10 %)
+      max_yaw=90.0,            # face world: pose ranges in degrees
+      max_pitch=20.0,
+      max_roll=12.0,
       data_dir="",             # on-disk and TFDS sources read from here
+      tfds_name="",            # source "tfds": any TFDS dataset by name
+      crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)
+      strict=False,            # folder sources: fail on an unreadable image instead of skipping it
+      reject_small=True,       # folder sources: reject images smaller than the crop
       shuffle_buffer=0,        # 0 = global shuffle (random access); grain shuffles by index
       worker_count=0,          # grain worker processes (0 = in the main process)
       prefetch=2,              # batches prefetched to the device

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import os
 import time
 from typing import Any, Iterator
 
@@ -196,7 +195,7 @@ class ProgressLine:
 
 def train(config, workdir, *, devices=None) -> TrainResult:
   """Trains `config.method` for `config.train.steps` steps, resuming from `workdir` if it has a checkpoint."""
-  from clu import metric_writers, parameter_overview  # imports tensorflow; kept out of module import.
+  from clu import metric_writers, parameter_overview, periodic_actions  # import tensorflow: kept out of module import
 
   method = get_method(config.method)
   mesh = sharding.make_mesh(config.mesh, devices)
@@ -241,6 +240,8 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
   batches = device_batches(data, mesh, spec, local_batch_size, config.data.prefetch)
   progress = ProgressLine(config.train.steps, step)
+  # clu's hook writes steps/s to TensorBoard and the ETA to the work-unit notes / log.
+  report_progress = periodic_actions.ReportProgress(num_train_steps=config.train.steps, writer=writer)
   total = config.train.steps
   pending: list[tuple[int, dict]] = []
   history: list[dict] = []
@@ -279,6 +280,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
     step += 1
     consumed += 1
     pending.append((step, metrics))
+    report_progress(step)
     is_last = step == total
     checkpoint_now = step % config.train.checkpoint_every == 0 or is_last
     eval_now = step % config.train.eval_every == 0 or is_last

@@ -24,6 +24,15 @@ import importlib
 # name -> "module:class". Each entry's docstring says what it reads.
 SOURCES = {
     "faceworld": "hallujax.data.faceworld:FaceWorldSource",
+    "celeb_a": "hallujax.data.tfds_source:TfdsSource",
+    "lfw": "hallujax.data.tfds_source:TfdsSource",
+    "tfds": "hallujax.data.tfds_source:TfdsSource",
+    "celeba_folder": "hallujax.data.folders:CelebAFolder",
+    "vggface2_folder": "hallujax.data.folders:VGGFace2Folder",
+    "lfw_folder": "hallujax.data.folders:LfwFolder",
+    "image_folder": "hallujax.data.folders:ImageFolder",
+    "paired_folder": "hallujax.data.folders:PairedFolder",
+    "prepared": "hallujax.data.prepare:PreparedSource",
 }
 
 

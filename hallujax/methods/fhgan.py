@@ -97,7 +97,7 @@ def batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
   }
 
 
-def load_pretrained(config, params: dict, frozen: dict, batch_stats: dict) -> None:
+def load_pretrained(config, nets: dict, params: dict, frozen: dict, batch_stats: dict) -> None:
   """Replaces initial weights by the files `config.weights` names; says so loudly when it names none."""
   vgg_path = config.weights.get("vgg19", "")
   if vgg_path:
@@ -109,8 +109,8 @@ def load_pretrained(config, params: dict, frozen: dict, batch_stats: dict) -> No
                     "INITIALIZED VGG-19. Give torchvision's vgg19 checkpoint with --config.weights.vgg19=PATH.")
   arcface_path = config.weights.get("arcface", "")
   if arcface_path:
-    from hallujax.convert.arcface import load_iresnet
-    variables = load_iresnet(arcface_path)
+    from hallujax.convert.arcface import load_arcface
+    variables = load_arcface(arcface_path, nets["recognizer"], config.data.target_size)
     params["recognizer"], batch_stats["recognizer"] = variables["params"], variables["batch_stats"]
     logging.info("Recognizer: ArcFace weights from %s", arcface_path)
   else:
@@ -132,7 +132,7 @@ def init_state(config, rng, batch) -> FHGANState:
   )
   batch_stats = dict(recognizer=recognizer_variables["batch_stats"])
   frozen = dict(perceptual=init_variables(nets["perceptual"], keys["perceptual"], hr)["params"])
-  load_pretrained(config, params, frozen, batch_stats)
+  load_pretrained(config, nets, params, frozen, batch_stats)
   opts = optimizers(config)
   opt_state = {name: opts[name].init(params[name]) for name in TRAINED}
   return FHGANState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,

@@ -1,0 +1,193 @@
+"""The face world: procedural faces with identity, pose, expression, modality and landmarks.
+
+``FaceWorldSource(data_config, split)`` is the default data source of every
+config (SOURCES["faceworld"]). Example ``index`` of a split is a pure function
+of ``(data_config.world_seed, split, index)``: the same index always renders
+the same image. Each image draws an identity, a pose (yaw in
+[-max_yaw, max_yaw], pitch, roll), an expression (neutral, smile, surprise,
+anger, disgust, fear, sadness) with an intensity, illumination, background and
+clothing; the identity's appearance (head and face shape, skin tone, eye, brow,
+nose, mouth geometry and colour, hair) is fixed by ``(world_seed, identity)``.
+
+``data_config.pairing`` says how "input" relates to "target" (always the
+visible RGB render at ``target_size``²):
+
+    same_view           input = the target image itself (the pipeline
+                        downsamples it: FH-GAN, IPFH)
+    frontalize          input = a non-frontal view; target = the frontal view
+                        (yaw = pitch = roll = 0) of the same face, expression
+                        and lighting (VividGAN)
+    thermal_aligned     input = the thermal render of the target's exact view,
+    nir_aligned         or its near-infrared render: pixel-aligned (VPGAN)
+    thermal_unaligned   input = a thermal / NIR image of the same identity with
+    nir_unaligned       another pose, expression and lighting (PCFH, unaligned)
+
+Examples: "input" uint8 (S, S, input_channels), "target" uint8 (S, S, 3) with
+S = target_size, "identity" int32, "landmarks" float32 (68, 2) iBUG-300W
+order in target pixel coordinates (pixel centres at integers),
+"visibility" bool (68,), "yaw" float32 (the input's yaw, degrees),
+"expression" int32 (index into EXPRESSIONS; the target's).
+
+Splits: train, validation and test draw images from different seeds, so they
+share no image. Identities are shared across splits by default
+(``identity_split="shared"``: recognition-style evaluation on seen people);
+``identity_split="disjoint"`` gives train the first 80% of identities,
+validation the next 10% and test the last 10%, for verification on unseen
+identities.
+
+Optional data_config fields (read with defaults): world_seed (0),
+identity_split ("shared"), max_yaw (90), max_pitch (20), max_roll (12).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hallujax.data import faceworld_params as params_lib
+from hallujax.data.faceworld_render import MODALITIES, render_batch
+
+PAIRINGS = ("same_view", "frontalize", "thermal_aligned", "nir_aligned",
+            "thermal_unaligned", "nir_unaligned")
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+EXPRESSIONS = params_lib.EXPRESSIONS
+MAX_SIZE = 512
+
+
+def face_parameters(world_seed: int, identity: int, rng: np.random.Generator, *,
+                    max_yaw=90.0, max_pitch=20.0, max_roll=12.0) -> dict[str, np.ndarray]:
+  """All renderer parameters of one image of `identity`, nuisances drawn from `rng`."""
+  p = dict(params_lib.identity_parameters(world_seed, identity))
+  expression, intensity = params_lib.expression_sample(rng)
+  p.update(params_lib.expression_parameters(expression, intensity))
+  p.update(params_lib.view_parameters(rng, max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll))
+  p["expression_index"] = np.float32(expression)
+  return p
+
+
+def _renderer_inputs(p):
+  return {k: v for k, v in p.items() if k != "expression_index"}
+
+
+def _channels(image: np.ndarray, channels: int) -> np.ndarray:
+  """Converts (H, W, 1|3) uint8 to `channels` channels (luminance or repetition)."""
+  if image.shape[-1] == channels:
+    return image
+  if channels == 3:
+    return np.repeat(image, 3, axis=-1)
+  if channels == 1:
+    luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.round(luminance)[..., None].astype(np.uint8)
+  raise ValueError(f"data.input_channels={channels}; expected 1 or 3.")
+
+
+class FaceWorldSource:
+  """Random-access source of face-world examples (see the module docstring)."""
+
+  def __init__(self, data_config, split: str):
+    if split not in SPLITS:
+      raise ValueError(f"split={split!r}; expected one of {', '.join(SPLITS)}.")
+    self.pairing = data_config.pairing
+    if self.pairing not in PAIRINGS:
+      raise ValueError(f"config.data.pairing={self.pairing!r} is not a face-world pairing. "
+                       f"Known pairings: {', '.join(PAIRINGS)}.")
+    self.size = int(data_config.target_size)
+    if not 8 <= self.size <= MAX_SIZE:
+      raise ValueError(f"config.data.target_size={self.size}; the face world renders 8..{MAX_SIZE} pixels.")
+    self.split = split
+    self.world_seed = int(data_config.get("world_seed", 0))
+    self.input_channels = int(data_config.get("input_channels", 3))
+    self.num_identities = int(data_config.num_identities)
+    self.length = int(data_config.train_size if split == "train" else data_config.eval_size)
+    self.pose_limits = dict(max_yaw=float(data_config.get("max_yaw", 90.0)),
+                            max_pitch=float(data_config.get("max_pitch", 20.0)),
+                            max_roll=float(data_config.get("max_roll", 12.0)))
+    identity_split = data_config.get("identity_split", "shared")
+    if identity_split == "shared":
+      self.identity_range = (0, self.num_identities)
+    elif identity_split == "disjoint":
+      bounds = [0, int(0.8 * self.num_identities), int(0.9 * self.num_identities), self.num_identities]
+      k = SPLITS[split]
+      self.identity_range = (bounds[k], bounds[k + 1])
+      if self.identity_range[0] >= self.identity_range[1]:
+        raise ValueError(f"identity_split='disjoint' needs num_identities >= 10 "
+                         f"(got {self.num_identities}); the {split} split has no identity.")
+    else:
+      raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
+
+  def __len__(self) -> int:
+    return self.length
+
+  def __repr__(self) -> str:
+    return (f"FaceWorldSource(split={self.split!r}, pairing={self.pairing!r}, size={self.size}, "
+            f"identities={self.identity_range}, length={self.length}, world_seed={self.world_seed})")
+
+  def parameters(self, index: int) -> tuple[int, dict, dict]:
+    """(identity, target parameters, input parameters) of example `index`."""
+    if not 0 <= index < self.length:
+      raise IndexError(f"index {index} out of range for {self.split} split of length {self.length}.")
+    rng = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index)])
+    low, high = self.identity_range
+    identity = int(low + rng.integers(high - low))
+    target = face_parameters(self.world_seed, identity, rng, **self.pose_limits)
+    if self.pairing == "frontalize":
+      source = target
+      target = dict(source, yaw=np.float32(0), pitch=np.float32(0), roll=np.float32(0))
+    elif self.pairing.endswith("_unaligned"):
+      source = face_parameters(self.world_seed, identity, rng, **self.pose_limits)
+    else:
+      source = target
+    return identity, target, source
+
+  def _input_modality(self) -> str:
+    return self.pairing.split("_")[0] if self.pairing.startswith(("thermal", "nir")) else "visible"
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    identity, target, source = self.parameters(int(index))
+    modality = self._input_modality()
+    # One compiled program per (size, modalities): visible-only pairings use
+    # ("visible",), thermal / NIR pairings ("visible", "nir", "thermal"), and
+    # always batch 1, so a process compiles at most two programs per size.
+    modalities = ("visible",) if modality == "visible" else MODALITIES
+    rendered = _render_one(target, self.size, modalities)
+    if source is target:
+      image = rendered[modality]
+    else:
+      image = _render_one(source, self.size, modalities)[modality]
+    return {
+        "input": _channels(image, self.input_channels),
+        "target": rendered["visible"],
+        "identity": np.int32(identity),
+        "landmarks": rendered["landmarks"].astype(np.float32),
+        "visibility": rendered["visibility"].astype(bool),
+        "yaw": np.float32(source["yaw"]),
+        "expression": np.int32(target["expression_index"]),
+    }
+
+
+def _render_one(p: dict, size: int, modalities) -> dict[str, np.ndarray]:
+  batch = {k: np.asarray(v, np.float32)[None] for k, v in _renderer_inputs(p).items()}
+  return {k: np.asarray(v)[0] for k, v in render_batch(batch, size=size, modalities=modalities).items()}
+
+
+def render_examples(world_seed: int, identities, views: list[dict], size: int,
+                    modalities=("visible",)) -> dict[str, np.ndarray]:
+  """Renders given identities with given view overrides (yaw, expression, ...).
+
+  `views[k]` may hold any parameter (e.g. {"yaw": 30.0}, or "expression" as
+  a name with "intensity"); the rest are drawn from seed (world_seed, 99, k).
+  Used by the grid and the realism scripts.
+  """
+  batch = []
+  for k, (identity, view) in enumerate(zip(identities, views)):
+    rng = np.random.default_rng([world_seed, 99, k])
+    p = face_parameters(world_seed, int(identity), rng)
+    view = dict(view)
+    if "expression" in view:
+      expression = EXPRESSIONS.index(view.pop("expression"))
+      p.update(params_lib.expression_parameters(expression, view.pop("intensity", 1.0)))
+      p["expression_index"] = np.float32(expression)
+    p.update({k2: np.asarray(v, np.float32) for k2, v in view.items()})
+    batch.append(p)
+  # One face per call: batch 1 is the program the sources compile too.
+  rendered = [_render_one(p, size, tuple(modalities)) for p in batch]
+  return {k: np.stack([r[k] for r in rendered]) for k in rendered[0]}

@@ -1,0 +1,421 @@
+"""On-disk face datasets in the layouts users already have.
+
+Each class is a random-access source ``Source(data_config, split)`` (see
+hallujax.data.sources) reading ``data_config.data_dir``:
+
+    CelebAFolder      img_align_celeba/*.jpg, list_eval_partition.txt (official
+                      0/1/2 = train/validation/test), identity_CelebA.txt,
+                      list_landmarks_align_celeba.txt. Images are centre-cropped
+                      to 178×178 (rows 20..197); "landmarks5" follow the crop.
+    VGGFace2Folder    {train,test}/<identity>/<image>.jpg with optional
+                      bb_landmark/loose_bb_{train,test}.csv and
+                      loose_landmark_{train,test}.csv. Faces are cut out square
+                      around the loose box enlarged 1.3× (whole image without
+                      boxes). train/ is the train split; test/'s identities are
+                      halved, first half validation, second half test.
+    LfwFolder         <person>/<person>_0001.jpg (under data_dir or data_dir/lfw*)
+                      and pairs.txt. LFW is an evaluation set: every split reads
+                      all images; ``pairs()`` gives the verification protocol.
+                      Centre crop (data.crop, default 150).
+    ImageFolder       images directly in data_dir, or in identity subfolders.
+                      train/validation/test subfolders are used as splits when
+                      present, else files are split 18:1:1 by sorted position.
+    PairedFolder      VIS/ with TH/ (thermal pairings) or NIR/ (near-infrared
+                      pairings), files matched by name stem; optional
+                      landmarks/<stem>.txt (68 lines "x y" of the VIS image).
+                      Identity = the name stem before the first "_". Splits as
+                      in ImageFolder (data_dir/<split>/VIS, ... when present).
+
+Bad input: unreadable or corrupt files are skipped (the next readable example
+is returned instead) and counted; the count is logged once per pass over the
+source, or the run fails on the first one with ``data.strict=True``. Grayscale,
+palette, CMYK and RGBA images are converted to RGB (RGBA composited on black).
+Images smaller than ``data.target_size`` on either side are rejected with
+their file name (an error with ``strict``, else skipped and counted). A
+missing dataset directory raises FileNotFoundError saying what layout was
+expected and how to prepare it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import threading
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "validation", "test")
+
+
+class BadImageError(ValueError):
+  """An image file that cannot be used (unreadable, corrupt or too small)."""
+
+
+def to_rgb(image: np.ndarray, name: str = "") -> np.ndarray:
+  """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) uint8."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise BadImageError(f"{name}: expected a grey, RGB or RGBA image, got shape {image.shape}.")
+  if image.dtype != np.uint8:
+    image = np.clip(image, 0, 255).astype(np.uint8)
+  if image.shape[-1] == 1:
+    return np.repeat(image, 3, axis=-1)
+  if image.shape[-1] == 4:
+    alpha = image[..., 3:].astype(np.float32) / 255.0
+    return np.round(image[..., :3] * alpha).astype(np.uint8)
+  return image
+
+
+def read_image(path: str, mode: str = "RGB") -> np.ndarray:
+  """Reads an image file as uint8 RGB (H, W, 3) or grey (H, W, 1); BadImageError if unusable."""
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      image.load()
+      if mode == "L":
+        return np.asarray(image.convert("L"))[..., None]
+      if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        return to_rgb(np.asarray(image.convert("RGBA")), path)
+      return np.asarray(image.convert("RGB"))
+  except (OSError, ValueError, SyntaxError) as error:   # PIL's errors for truncated / corrupt / unknown files
+    raise BadImageError(f"{path}: unreadable image ({error}).") from error
+
+
+def centre_crop(image: np.ndarray, size: int, top: int | None = None, name: str = ""):
+  """Square crop of `size` centred horizontally (and vertically unless `top`). Returns (crop, (top, left))."""
+  height, width = image.shape[:2]
+  check_size(image, size, name)
+  top = (height - size) // 2 if top is None else top
+  left = (width - size) // 2
+  return image[top:top + size, left:left + size], (top, left)
+
+
+def check_size(image: np.ndarray, minimum: int, name: str) -> None:
+  if minimum and (image.shape[0] < minimum or image.shape[1] < minimum):
+    raise BadImageError(f"{name}: image is {image.shape[1]}×{image.shape[0]}, smaller than the "
+                        f"requested {minimum}×{minimum} crop.")
+
+
+def missing_directory(path: str, source: str, layout: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f"config.data.data_dir={path!r} does not hold the {source} dataset. Expected layout: {layout}. "
+      f"Download the dataset yourself (its licence forbids redistribution), unpack it there, or "
+      f"convert it once to array_record shards with `python -m hallujax.data.prepare --source {source} "
+      f"--data_dir DIR --out_dir SHARDS` and read those with data.source='prepared'.")
+
+
+def _split_by_position(items: list, split: str) -> list:
+  """Deterministic 18:1:1 split by sorted position (train, validation, test)."""
+  bucket = {"train": range(0, 18), "validation": (18,), "test": (19,)}[split]
+  return [item for k, item in enumerate(items) if k % 20 in bucket]
+
+
+def _images_under(directory: str) -> list[str]:
+  found = []
+  for root, _, files in os.walk(directory):
+    found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+  return sorted(found)
+
+
+class _FolderSource:
+  """Shared machinery: bad-file skipping and counting, size checks, the contract."""
+
+  source_name = ""
+
+  def __init__(self, data_config, split: str):
+    if split not in SPLITS:
+      raise ValueError(f"split={split!r}; expected one of {', '.join(SPLITS)}.")
+    self.split = split
+    self.data_dir = os.path.expanduser(data_config.get("data_dir", "") or "")
+    self.strict = bool(data_config.get("strict", False))
+    self.minimum_size = int(data_config.get("target_size", 0) or 0)
+    self.pairing = data_config.get("pairing", "same_view")
+    self._bad = {}
+    self._reads = 0
+    self._reported_at = 0
+    self._lock = threading.Lock()
+
+  def _require_same_view(self):
+    if self.pairing != "same_view":
+      raise ValueError(f"The {self.source_name} source gives single visible images; config.data.pairing="
+                       f"{self.pairing!r} needs paired data (use faceworld or paired_folder).")
+
+  def __len__(self) -> int:
+    return len(self.items)
+
+  @property
+  def bad_files(self) -> dict[str, str]:
+    """{path: reason} of the files skipped so far."""
+    return dict(self._bad)
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for {self.source_name} {self.split} split of length {len(self)}.")
+    with self._lock:
+      self._reads += 1
+      if self._bad and self._reads - self._reported_at >= len(self):   # once per pass over the source
+        self._reported_at = self._reads
+        logging.warning("%s %s: skipped %d unusable image files so far (e.g. %s).", self.source_name,
+                        self.split, len(self._bad), next(iter(self._bad.values())))
+    for attempt in range(len(self)):
+      k = (index + attempt) % len(self)
+      try:
+        return self.load(k)
+      except BadImageError as error:
+        if self.strict:
+          raise
+        with self._lock:
+          if str(error) not in self._bad.values():
+            self._bad[self.describe(k)] = str(error)
+    raise BadImageError(f"{self.source_name} {self.split}: no readable image in {self.data_dir}.")
+
+  def describe(self, index: int) -> str:
+    return str(self.items[index])
+
+
+# ----- CelebA ----------------------------------------------------------------------
+
+
+class CelebAFolder(_FolderSource):
+  source_name = "celeba_folder"
+  LAYOUT = ("img_align_celeba/*.jpg, list_eval_partition.txt, identity_CelebA.txt and "
+            "list_landmarks_align_celeba.txt in data_dir")
+  CROP_TOP, CROP = 20, 178
+
+  def __init__(self, data_config, split: str):
+    super().__init__(data_config, split)
+    self._require_same_view()
+    images = os.path.join(self.data_dir, "img_align_celeba")
+    partition_file = os.path.join(self.data_dir, "list_eval_partition.txt")
+    if not os.path.isdir(images) or not os.path.isfile(partition_file):
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    wanted = str(SPLITS.index(split))
+    with open(partition_file) as f:
+      names = [line.split()[0] for line in f if line.strip() and line.split()[1] == wanted]
+    identities = self._table(os.path.join(self.data_dir, "identity_CelebA.txt"), skip=0)
+    landmarks = self._table(os.path.join(self.data_dir, "list_landmarks_align_celeba.txt"), skip=2)
+    self.items = [os.path.join(images, name) for name in names]
+    self.identities = [int(identities[n][0]) - 1 if n in identities else -1 for n in names]
+    self.landmarks = [np.array(landmarks[n], np.float32).reshape(5, 2) if n in landmarks else None for n in names]
+
+  @staticmethod
+  def _table(path: str, skip: int) -> dict[str, list[str]]:
+    if not os.path.isfile(path):
+      return {}
+    with open(path) as f:
+      lines = f.read().splitlines()[skip:]
+    return {parts[0]: parts[1:] for parts in (line.split() for line in lines) if len(parts) > 1}
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    path = self.items[index]
+    image, (top, left) = centre_crop(read_image(path), self.CROP, top=self.CROP_TOP, name=path)
+    check_size(image, self.minimum_size, path)
+    example = {"input": image, "target": image, "identity": np.int32(self.identities[index])}
+    if self.landmarks[index] is not None:
+      example["landmarks5"] = self.landmarks[index] - np.array([left, top], np.float32)
+    return example
+
+
+# ----- VGGFace2 --------------------------------------------------------------------
+
+
+class VGGFace2Folder(_FolderSource):
+  source_name = "vggface2_folder"
+  LAYOUT = ("train/<identity>/<image>.jpg and test/<identity>/<image>.jpg, optional "
+            "bb_landmark/loose_bb_{train,test}.csv and loose_landmark_{train,test}.csv")
+
+  def __init__(self, data_config, split: str):
+    super().__init__(data_config, split)
+    self._require_same_view()
+    part = "train" if split == "train" else "test"
+    root = os.path.join(self.data_dir, part)
+    if not os.path.isdir(root):
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    people = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if split != "train":
+      half = len(people) // 2
+      people = people[:half] if split == "validation" else people[half:]
+    all_people = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    label = {person: k for k, person in enumerate(all_people)}
+    self.items, self.identities = [], []
+    for person in people:
+      files = sorted(f for f in os.listdir(os.path.join(root, person)) if f.lower().endswith(IMAGE_EXTENSIONS))
+      self.items += [os.path.join(root, person, f) for f in files]
+      self.identities += [label[person] + (0 if part == "train" else 100_000)] * len(files)
+    self.boxes = self._csv(os.path.join(self.data_dir, "bb_landmark", f"loose_bb_{part}.csv"))
+    self.points = self._csv(os.path.join(self.data_dir, "bb_landmark", f"loose_landmark_{part}.csv"))
+    self.root = root
+
+  @staticmethod
+  def _csv(path: str) -> dict[str, list[float]]:
+    if not os.path.isfile(path):
+      return {}
+    with open(path) as f:
+      rows = list(csv.reader(f))
+    return {row[0]: [float(v) for v in row[1:]] for row in rows[1:] if row}
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    path = self.items[index]
+    image = read_image(path)
+    key = os.path.splitext(os.path.relpath(path, self.root))[0].replace(os.sep, "/")
+    example = {"identity": np.int32(self.identities[index])}
+    if key in self.boxes:
+      x, y, w, h = self.boxes[key]
+      side = 1.3 * max(w, h)
+      left, top = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+      side = int(round(side))
+      padded = np.pad(image, [(side, side), (side, side), (0, 0)], mode="edge")
+      image = padded[top + side: top + 2 * side, left + side: left + 2 * side]
+      if key in self.points:
+        example["landmarks5"] = (np.array(self.points[key], np.float32).reshape(5, 2)
+                                 - np.array([left, top], np.float32))
+    else:
+      image, _ = centre_crop(image, min(image.shape[:2]), name=path)
+    check_size(image, self.minimum_size, path)
+    example.update(input=image, target=image)
+    return example
+
+
+# ----- LFW -------------------------------------------------------------------------
+
+
+class LfwFolder(_FolderSource):
+  source_name = "lfw_folder"
+  LAYOUT = "<person>/<person>_0001.jpg folders (in data_dir or data_dir/lfw*) and pairs.txt"
+
+  def __init__(self, data_config, split: str):
+    super().__init__(data_config, split)
+    self._require_same_view()
+    self.crop = int(data_config.get("crop", 0) or 150)
+    root = self.data_dir
+    if os.path.isdir(root):
+      nested = sorted(d for d in os.listdir(root) if d.lower().startswith("lfw") and os.path.isdir(os.path.join(root, d)))
+      if nested:
+        root = os.path.join(root, nested[0])
+    if not os.path.isdir(root):
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    people = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not people:
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    self.items, self.identities, self.index_of = [], [], {}
+    for label, person in enumerate(people):
+      for f in sorted(os.listdir(os.path.join(root, person))):
+        if f.lower().endswith(IMAGE_EXTENSIONS):
+          self.index_of[os.path.splitext(f)[0]] = len(self.items)
+          self.items.append(os.path.join(root, person, f))
+          self.identities.append(label)
+    self.pairs_file = next((p for p in (os.path.join(self.data_dir, "pairs.txt"), os.path.join(root, "pairs.txt"))
+                            if os.path.isfile(p)), None)
+
+  def pairs(self) -> list[tuple[int, int, bool]]:
+    """LFW's verification pairs as (index, index, same person), in pairs.txt order."""
+    if self.pairs_file is None:
+      raise FileNotFoundError(f"No pairs.txt in {self.data_dir}; download it from the LFW site next to the images.")
+    result = []
+    with open(self.pairs_file) as f:
+      for line in f.read().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) == 3:
+          a, b, same = f"{parts[0]}_{int(parts[1]):04d}", f"{parts[0]}_{int(parts[2]):04d}", True
+        elif len(parts) == 4:
+          a, b, same = f"{parts[0]}_{int(parts[1]):04d}", f"{parts[2]}_{int(parts[3]):04d}", False
+        else:
+          continue
+        if a in self.index_of and b in self.index_of:
+          result.append((self.index_of[a], self.index_of[b], same))
+    return result
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    path = self.items[index]
+    image, _ = centre_crop(read_image(path), self.crop, name=path)
+    check_size(image, self.minimum_size, path)
+    return {"input": image, "target": image, "identity": np.int32(self.identities[index])}
+
+
+# ----- plain and paired folders ----------------------------------------------------
+
+
+def _split_root(data_dir: str, split: str) -> tuple[str, bool]:
+  """data_dir/<split> when the dataset has split subfolders, else data_dir (split by position)."""
+  candidate = os.path.join(data_dir, split)
+  return (candidate, True) if os.path.isdir(candidate) else (data_dir, False)
+
+
+class ImageFolder(_FolderSource):
+  source_name = "image_folder"
+  LAYOUT = "images in data_dir, optionally in <identity>/ subfolders and train|validation|test/ folders"
+
+  def __init__(self, data_config, split: str):
+    super().__init__(data_config, split)
+    self._require_same_view()
+    if not os.path.isdir(self.data_dir):
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    root, has_splits = _split_root(self.data_dir, split)
+    files = _images_under(root)
+    if not has_splits:
+      files = [f for f in files if os.path.relpath(f, root).split(os.sep)[0] not in SPLITS]
+      files = _split_by_position(files, split)
+    if not files:
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    folders = sorted({os.path.dirname(os.path.relpath(f, root)) for f in files})
+    label = {folder: k for k, folder in enumerate(folders)} if folders != [""] else {}
+    self.items = files
+    self.identities = [label.get(os.path.dirname(os.path.relpath(f, root)), -1) for f in files]
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    path = self.items[index]
+    image = read_image(path)
+    check_size(image, self.minimum_size, path)
+    return {"input": image, "target": image, "identity": np.int32(self.identities[index])}
+
+
+class PairedFolder(_FolderSource):
+  source_name = "paired_folder"
+  LAYOUT = ("VIS/ and TH/ (thermal) or NIR/ (near-infrared) folders with files matched by name, optional "
+            "landmarks/<stem>.txt, optionally inside train|validation|test/")
+
+  def __init__(self, data_config, split: str):
+    super().__init__(data_config, split)
+    if not self.pairing.startswith(("thermal_", "nir_")):
+      raise ValueError(f"paired_folder pairs VIS with TH or NIR images; config.data.pairing={self.pairing!r} "
+                       f"should be one of thermal_aligned, thermal_unaligned, nir_aligned, nir_unaligned.")
+    modality = "TH" if self.pairing.startswith("thermal") else "NIR"
+    self.input_channels = int(data_config.get("input_channels", 1))
+    root, has_splits = _split_root(self.data_dir, split)
+    visible_dir, other_dir = os.path.join(root, "VIS"), os.path.join(root, modality)
+    if not os.path.isdir(visible_dir) or not os.path.isdir(other_dir):
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT)
+    stem = lambda path: os.path.splitext(os.path.relpath(path, visible_dir if path.startswith(visible_dir) else other_dir))[0]
+    visible = {stem(p): p for p in _images_under(visible_dir)}
+    other = {stem(p): p for p in _images_under(other_dir)}
+    names = sorted(set(visible) & set(other))
+    if not has_splits:
+      names = _split_by_position(names, split)
+    if not names:
+      raise missing_directory(self.data_dir, self.source_name, self.LAYOUT + f" (no VIS/{modality} names match)")
+    people = sorted({os.path.basename(n).split("_")[0] for n in names})
+    label = {person: k for k, person in enumerate(people)}
+    self.items = [(visible[n], other[n]) for n in names]
+    self.identities = [label[os.path.basename(n).split("_")[0]] for n in names]
+    self.landmark_files = [os.path.join(root, "landmarks", n + ".txt") for n in names]
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    visible_path, other_path = self.items[index]
+    target = read_image(visible_path)
+    source = read_image(other_path, mode="L" if self.input_channels == 1 else "RGB")
+    for image, path in ((target, visible_path), (source, other_path)):
+      check_size(image, self.minimum_size, path)
+    example = {"input": source, "target": target, "identity": np.int32(self.identities[index])}
+    if os.path.isfile(self.landmark_files[index]):
+      points = np.loadtxt(self.landmark_files[index], dtype=np.float32).reshape(-1, 2)
+      if points.shape == (68, 2):
+        example["landmarks"] = points
+    return example
+

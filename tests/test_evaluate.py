@@ -1,0 +1,59 @@
+"""hallujax.evaluate restores a run, scores it against the ground truth and writes the report files."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hallujax import evaluate, trainer
+from hallujax.metrics import image_quality
+from tests.tiny import tiny_config
+
+
+def block_colour_recognizer(images):
+  """A stand-in recognizer: TinyFaces' identity is its 4x4 colour pattern (the mean of each block)."""
+  batch, size = images.shape[0], images.shape[1]
+  blocks = images.reshape(batch, 4, size // 4, 4, size // 4, 3).mean(axis=(2, 4))
+  return blocks.reshape(batch, -1) - jnp.mean(blocks, axis=(1, 2, 3))[:, None]
+
+
+def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
+  config = tiny_config()
+  config.train.steps = 2
+  workdir = tmp_path / "run"
+  trainer.train(config, workdir)
+  report = evaluate.evaluate(config, str(workdir), split="test", batches=2, compare=(str(workdir),),
+                             recognizer=block_colour_recognizer, grid_rows=4)
+  rows = report["rows"]
+  assert set(rows) == {"run", "run@2"}  # the comparison is the same checkpoint: same numbers
+  assert rows["run"]["psnr"] == rows["run@2"]["psnr"]
+  for name in ("psnr", "ssim", "psnr_y", "ssim_y", "identity_cosine", "verification_auc", "rank1", "rank5"):
+    assert np.isfinite(rows["run"][name]), name
+  assert 0.0 <= rows["run"]["rank1"] <= rows["run"]["rank5"] <= 1.0
+  assert report["examples"] == 16 and report["step"] == 2
+  assert "mse" in report["eval_step"]  # the method's own eval_step values
+
+  # The PSNR row is the mean over the split of the metric on the method's outputs.
+  batches = evaluate.pipeline.eval_batches(config.copy_and_resolve_references(), "test")[:2]
+  method, state, _, _ = evaluate.restore(config, str(workdir))
+  values = [image_quality.psnr_from_unit_range(method.hallucinate(state, b, config=config)["output"], b["target"])
+            for b in batches]
+  np.testing.assert_allclose(rows["run"]["psnr"], float(np.mean(np.concatenate(values))), rtol=1e-5)
+
+  files = tmp_path / "run" / "eval"
+  saved = json.loads((files / "step_2_test.json").read_text())
+  assert saved["rows"]["run"]["psnr"] == rows["run"]["psnr"]
+  table = (files / "step_2_test.md").read_text()
+  assert "| run |" in table and "rank1" in table and "images/s" in table
+  assert (files / "step_2_test_hardest.png").exists() and (files / "step_2_test_easiest.png").exists()
+
+
+def test_evaluate_without_checkpoint_says_how_to_train(tmp_path):
+  config = tiny_config()
+  try:
+    evaluate.evaluate(config, str(tmp_path / "empty"))
+  except FileNotFoundError as error:
+    assert "Train first" in str(error)
+  else:
+    raise AssertionError("evaluate() on a run without checkpoints should fail")
