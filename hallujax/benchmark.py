@@ -5,7 +5,9 @@ mesh the trainer would use: compile time, median step time over --steps
 timed calls (after warm-up), images/s, XLA's FLOP count (cost analysis) and
 achieved FLOP/s, MFU where the device's peak is known (or --peak_tflops),
 and how many times the function was traced (a step that retraces is a bug:
-it must be 1). Inputs are random batches of the method's batch_spec.
+it must be 1). A method with step variants (training phases, lazy
+regularization) gets one line per variant. Inputs are random batches of the
+method's batch_spec.
 """
 
 from __future__ import annotations
@@ -122,20 +124,22 @@ def benchmark(config, steps: int, what: list[str], peak_tflops: float = 0.0) -> 
   results = []
 
   if "train_step" in what:
-    step = trainer.jit_train_step(counted_method, config, mesh, shardings)
-    start = time.perf_counter()
-    compiled = step.lower(state, batch, rng_data).compile()
-    compile_seconds = time.perf_counter() - start
-    flops = flops_of(compiled)
     holder = {"state": state}
+    for variant in trainer.step_variants(method, config):
+      name = "train_step" if variant is None else f"train_step[{variant}]"
+      step = trainer.jit_train_step(counted_method, config, mesh, shardings, variant)
+      counter.pop("train_step", None)
+      start = time.perf_counter()
+      compiled = step.lower(holder["state"], batch, rng_data).compile()
+      compile_seconds = time.perf_counter() - start
 
-    def call():
-      holder["state"], metrics = step(holder["state"], batch, rng_data)
-      return metrics
+      def call():
+        holder["state"], metrics = step(holder["state"], batch, rng_data)
+        return metrics
 
-    time_calls(call, 2)  # warm-up (donation makes the first real call allocate)
-    results.append(report("train_step", compile_seconds, time_calls(call, steps), batch_size, flops, peak,
-                          counter.get("train_step", 0)))
+      time_calls(call, 2)  # warm-up (donation makes the first real call allocate)
+      results.append(report(name, compile_seconds, time_calls(call, steps), batch_size, flops_of(compiled), peak,
+                            counter.get("train_step", 0)))
     state = holder["state"]
 
   if "hallucinate" in what:

@@ -19,7 +19,9 @@ from hallujax.data.pipeline import SavedIteratorState
 
 
 def checkpoint_directory(workdir) -> epath.Path:
-  return epath.Path(workdir) / "checkpoints"
+  """`<workdir>/checkpoints`, made absolute for local paths (orbax requires it); URLs like gs:// stay."""
+  directory = epath.Path(workdir) / "checkpoints"
+  return directory if "://" in str(workdir) else directory.absolute()
 
 
 class Checkpointer:

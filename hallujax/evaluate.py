@@ -32,34 +32,19 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
 from PIL import Image
 
-from hallujax import checkpoint, sharding, trainer
+from hallujax import sharding, trainer
 from hallujax.cli import load_config_file, parse_flags
 from hallujax.data import pipeline
-from hallujax.methods import get_method
 from hallujax.metrics import identity, image_quality
 
 NOT_CANDIDATES = ("target", "lr", "input")
 YAW_BUCKET_DEGREES = 15
-
-
-def restore(config, workdir, step: int | None = None):
-  """(method module, train state, step) of the run in `workdir`."""
-  method = get_method(config.method)
-  batch = trainer.zeros_batch(method.batch_spec(config), config.train.batch_size)
-  abstract = jax.eval_shape(lambda rng: method.init_state(config, rng, batch), jax.random.PRNGKey(0))
-  mesh = sharding.make_mesh(config.mesh)
-  shardings = sharding.state_shardings(abstract, mesh, config.mesh)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                          abstract, shardings)
-  state, step = checkpoint.restore_state(workdir, abstract, step)
-  return method, state, int(step), mesh
 
 
 def resize_to(images: jax.Array, size: int) -> jax.Array:
@@ -71,7 +56,7 @@ def resize_to(images: jax.Array, size: int) -> jax.Array:
 def in_project_recognizer(config_spec: str, workdir: str, step: int | None = None) -> Callable:
   """Embedding function of an ArcFace run trained with configs/arcface.py."""
   recognizer_config = load_config_file(config_spec)
-  method, state, restored_step, _ = restore(recognizer_config, workdir, step)
+  method, state, restored_step, _ = trainer.restore_run(recognizer_config, workdir, step)
   if not hasattr(method, "embed"):
     raise ValueError(f"--recognizer_config names method {recognizer_config.method!r}, which has no embed(); "
                      "use an ArcFace run (configs/arcface.py).")
@@ -231,7 +216,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   if batches is not None:
     config = config.copy_and_resolve_references()
     config.train.eval_batches = batches
-  method, state, step, mesh = restore(config, workdir, step)
+  method, state, step, mesh = trainer.restore_run(config, workdir, step)
   host_batches = pipeline.eval_batches(config, split)
   labels = np.concatenate([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
   yaw = np.concatenate([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
@@ -241,7 +226,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   rows, eval_means, kept, images_per_second = hallucinate_split(
       hallucinate, eval_step, state, mesh, host_batches, recognizer, run_name, include_baselines=True)
   for other in compare:
-    _, other_state, other_step, _ = restore(config, other, None)
+    _, other_state, other_step, _ = trainer.restore_run(config, other, None)
     other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, mesh, host_batches, recognizer,
                                             f"{os.path.basename(os.path.normpath(other))}@{other_step}",
                                             include_baselines=False)

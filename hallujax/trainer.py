@@ -23,7 +23,7 @@ from etils import epath
 from PIL import Image
 
 from hallujax import sharding
-from hallujax.checkpoint import Checkpointer
+from hallujax.checkpoint import Checkpointer, restore_state
 from hallujax.data import pipeline
 from hallujax.methods import get_method
 
@@ -86,12 +86,22 @@ def loss_terms(metrics: dict) -> list[str]:
   return [name for name in metrics if name.startswith("loss")]
 
 
-def checked_train_step(method, config):
+def step_variants(method, config) -> tuple:
+  """The method's step variants; (None,) for a method with one kind of step."""
+  return tuple(method.step_variants(config)) if hasattr(method, "step_variants") else (None,)
+
+
+def step_variant(method, config, step: int):
+  return method.step_variant(config, step) if hasattr(method, "step_variants") else None
+
+
+def checked_train_step(method, config, variant=None):
   """The method's step with the run's RNG folding and the non-finite guard around it."""
+  variant_kwargs = {} if variant is None else {"variant": variant}
 
   def step(state, batch, rng_data):
     rng = jax.random.fold_in(jax.random.wrap_key_data(rng_data), state.step)
-    new_state, metrics = method.train_step(state, batch, rng, config=config)
+    new_state, metrics = method.train_step(state, batch, rng, config=config, **variant_kwargs)
     terms = loss_terms(metrics)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(metrics[t])) for t in terms])) if terms else True
     if config.train.on_nonfinite == "skip":
@@ -104,14 +114,26 @@ def checked_train_step(method, config):
   return step
 
 
-def jit_train_step(method, config, mesh, state_shardings):
+def jit_train_step(method, config, mesh, state_shardings, variant=None):
   """`step(state, batch, rng_data) -> (state, metrics)` jitted with shardings, state donated."""
   return jax.jit(
-      checked_train_step(method, config),
+      checked_train_step(method, config, variant),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,),
   )
+
+
+class TrainSteps:
+  """One jitted program per step variant, compiled on first use; `steps(step, state, batch, rng)`."""
+
+  def __init__(self, method, config, mesh, state_shardings):
+    self.method, self.config = method, config
+    self.jitted = {variant: jit_train_step(method, config, mesh, state_shardings, variant)
+                   for variant in step_variants(method, config)}
+
+  def __call__(self, step: int, state, batch, rng_data):
+    return self.jitted[step_variant(self.method, self.config, step)](state, batch, rng_data)
 
 
 def jit_eval_step(method, config, mesh, state_shardings):
@@ -131,6 +153,23 @@ def init_train_state(method, config, mesh, rng):
   state = method.init_state(config, rng, zeros_batch(spec, config.train.batch_size))
   shardings = sharding.state_shardings(state, mesh, config.mesh)
   return jax.device_put(state, shardings), shardings
+
+
+def restore_run(config, workdir, step: int | None = None):
+  """(method module, train state, step, mesh) of a run's latest (or given) checkpoint.
+
+  The state's structure comes from `jax.eval_shape` of the method's
+  init_state (nothing is computed), laid out over the mesh as training does.
+  """
+  method = get_method(config.method)
+  batch = zeros_batch(method.batch_spec(config), config.train.batch_size)
+  abstract = jax.eval_shape(lambda rng: method.init_state(config, rng, batch), jax.random.key(0))
+  mesh = sharding.make_mesh(config.mesh)
+  shardings = sharding.state_shardings(abstract, mesh, config.mesh)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          abstract, shardings)
+  state, step = restore_state(workdir, abstract, step)
+  return method, state, int(step), mesh
 
 
 def run_evaluation(eval_step, state, batches: list[dict]) -> dict:
@@ -224,7 +263,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
     logging.info("Resumed from %s", checkpointer.path(last_good_step))
     print(f"Resuming from {checkpointer.path(last_good_step)} (step {last_good_step}).", flush=True)
 
-  train_step = jit_train_step(method, config, mesh, state_shardings)
+  train_step = TrainSteps(method, config, mesh, state_shardings)
   eval_step = jit_eval_step(method, config, mesh, state_shardings)
   eval_batches = [sharding.global_batch({n: b[n] for n in spec}, mesh)
                   for b in pipeline.eval_batches(config, process_index=process_index,
@@ -276,7 +315,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
   while step < total:
     batch = next(batches)
-    state, metrics = train_step(state, batch, rng_data)
+    state, metrics = train_step(step, state, batch, rng_data)
     step += 1
     consumed += 1
     pending.append((step, metrics))

@@ -1,5 +1,7 @@
 """FH-GAN (paper 003): DSNet's structure, the WGAN-GP penalty, both training phases."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -81,17 +83,14 @@ LEARNING_STEPS = 250
 
 @pytest.fixture(scope="module")
 def tiny():
-  """A tiny FH-GAN, its first state and its step, compiled once for every test below.
-
-  Both phases live in the one compiled step (lax.cond on the step number), so
-  a state whose step is PRETRAIN_STEPS exercises the joint phase.
-  """
+  """A tiny FH-GAN, its first state, its two phase steps and evaluation, compiled once for the tests below."""
   config = tiny_config(PRETRAIN_STEPS)
   config.train.generator_lr = 3e-3
   state = fhgan.init_state(config, jax.random.key(0), tiny_batch(config))
-  step = jax.jit(lambda s, b, r: fhgan.train_step(s, b, r, config=config))
+  steps = {variant: jax.jit(functools.partial(fhgan.train_step, config=config, variant=variant))
+           for variant in fhgan.step_variants(config)}
   evaluate = jax.jit(lambda s, b: fhgan.eval_step(s, b, config=config))
-  return config, state, step, evaluate
+  return config, state, steps, evaluate
 
 
 def changed_networks(before, after):
@@ -101,8 +100,9 @@ def changed_networks(before, after):
 
 
 def test_pretraining_updates_dsnet_and_arcface_only(tiny):
-  config, state, step, _ = tiny
-  new_state, metrics = step(state, tiny_batch(config), jax.random.key(1))
+  config, state, steps, _ = tiny
+  assert fhgan.step_variant(config, PRETRAIN_STEPS - 1) == "pretrain"
+  new_state, metrics = steps["pretrain"](state, tiny_batch(config), jax.random.key(1))
   assert float(metrics["phase"]) == 0.0
   assert changed_networks(state, new_state) == {"generator", "recognizer", "margin_head"}
   chex.assert_trees_all_equal(state.frozen, new_state.frozen)
@@ -110,9 +110,9 @@ def test_pretraining_updates_dsnet_and_arcface_only(tiny):
 
 
 def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
-  config, state, step, _ = tiny
-  state = state.replace(step=jnp.asarray(PRETRAIN_STEPS, jnp.int32))
-  new_state, metrics = step(state, tiny_batch(config), jax.random.key(1))
+  config, state, steps, _ = tiny
+  assert fhgan.step_variant(config, PRETRAIN_STEPS) == "joint"
+  new_state, metrics = steps["joint"](state, tiny_batch(config), jax.random.key(1))
   assert float(metrics["phase"]) == 1.0
   assert changed_networks(state, new_state) == {"generator", "critic", "recognizer", "margin_head"}
   chex.assert_trees_all_equal(state.frozen, new_state.frozen)  # VGG-19 stays frozen
@@ -126,10 +126,10 @@ def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
 
 def test_pretraining_beats_bicubic_on_held_out_faces(tiny):
   """Loss goes down and held-out PSNR rises above bicubic upsampling during pixel-loss pretraining."""
-  config, state, step, evaluate = tiny
+  config, state, steps, evaluate = tiny
   losses = []
   for i in range(LEARNING_STEPS):
-    state, metrics = step(state, tiny_batch(config, seed=i), jax.random.key(i))
+    state, metrics = steps["pretrain"](state, tiny_batch(config, seed=i), jax.random.key(i))
     losses.append(float(metrics["loss_pixel"]))
   values = evaluate(state, tiny_batch(config, seed=10_000))  # images never trained on
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])

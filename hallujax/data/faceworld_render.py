@@ -92,7 +92,7 @@ def _parts_geometry(p):
   cheek = p["cheek_size"]
   tip_y = p["eye_y"] - p["nose_length"]
   nw = p["nose_width"]
-  vol, line, length = p["hair_volume"], p["hair_line"], p["hair_length"]
+  vol, length = p["hair_volume"], p["hair_length"]
   ear = p["ear_size"]
   jaw_drop = p["jaw_drop"]
   cheek_y = -0.14 + p["cheek_raise"]

@@ -14,11 +14,23 @@ A method module (``hallujax/methods/<name>.py``) defines:
     (parameters, optimizer states, EMA copies, frozen networks). ``batch`` is
     a sample batch (host arrays) for shape inference.
 
-``train_step(state, batch, rng, *, config) -> (state, metrics)``
+``train_step(state, batch, rng, *, config[, variant]) -> (state, metrics)``
     Pure and jittable. Does every update one step needs (critic, generator,
     recognizer, policy ...), increments ``state.step`` and returns scalar
     float32 metrics. Metric names starting with ``loss`` are loss terms: the
     trainer stops (or skips the step) when one is not finite.
+
+Optional, for methods whose steps differ with the step number (training
+phases, lazy regularization every k steps):
+
+``step_variants(config) -> tuple[str, ...]`` and ``step_variant(config, step) -> str``
+    The names of the different steps, and which one runs step number `step`
+    (a host int, counted from 0). The trainer compiles one program per
+    variant, on first use, and passes ``variant=`` to ``train_step``; every
+    variant must return the same state structure and metric names. Choosing
+    on the host beats ``lax.cond`` on ``state.step``: XLA:CPU runs gradients
+    inside a conditional up to 10× slower (cf. jax-ml/jax#12868), and a
+    conditional's FLOP count includes every branch.
 
 ``eval_step(state, batch, *, config) -> dict[str, jax.Array]``
     Per-example evaluation values of shape (batch,), e.g. ``psnr`` and

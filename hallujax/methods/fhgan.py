@@ -1,6 +1,6 @@
 """FH-GAN (Bayramli et al., paper 003): DSNet + WGAN-GP critic + a jointly trained ArcFace.
 
-Two phases, one compiled step (``lax.cond`` on the step number):
+Two phases, two step variants (the trainer compiles each once and picks by step number):
 
 * pretraining (``step < train.pretrain_steps``), paper §4.1: DSNet alone with
   the pixel loss (Eq. 4), Adam, lr 1e-3 decayed to 1e-5. The paper trains
@@ -18,9 +18,6 @@ and the log says so.
 """
 
 from __future__ import annotations
-
-import functools
-from typing import Any
 
 import flax
 import flax.linen as nn
@@ -261,13 +258,19 @@ def joint_step(state: FHGANState, batch, rng, config):
                      wasserstein_distance=-wasserstein, gradient_penalty=penalty)
 
 
-def train_step(state: FHGANState, batch, rng, *, config) -> tuple[FHGANState, dict]:
-  """One step of the phase that `state.step` is in; both phases compile once, into one program."""
-  joint = state.step >= config.train.pretrain_steps
-  state, metrics = jax.lax.cond(
-      joint, functools.partial(joint_step, config=config), functools.partial(pretrain_step, config=config),
-      state, batch, rng)
-  metrics["phase"] = joint.astype(jnp.float32)
+def step_variants(config) -> tuple[str, ...]:
+  return ("pretrain", "joint") if config.train.pretrain_steps > 0 else ("joint",)
+
+
+def step_variant(config, step: int) -> str:
+  return "pretrain" if step < config.train.pretrain_steps else "joint"
+
+
+def train_step(state: FHGANState, batch, rng, *, config, variant: str) -> tuple[FHGANState, dict]:
+  """One step of the phase `variant` ("pretrain" or "joint")."""
+  phase_step = {"pretrain": pretrain_step, "joint": joint_step}[variant]
+  state, metrics = phase_step(state, batch, rng, config)
+  metrics["phase"] = jnp.asarray(variant == "joint", jnp.float32)
   return state.replace(step=state.step + 1), metrics
 
 

@@ -1,0 +1,105 @@
+"""IPFH (paper 004, Zhang et al.): coarse hourglass F_c + REINFORCE patch policy, 16² → 128² (×8).
+
+Variants (``--config configs/ipfh.py:<variant>``):
+
+  ""           the three stages in order in one run (stage "all"): coarse, cognition, policy.
+  "coarse"     only F_c (+ D), paper: batch 128.
+  "cognition"  only SphereFace fine-tuning.
+  "policy"     only P + R (batch 64); point config.weights.coarse / .cognition at
+               the workdirs of the first two runs to start from them.
+  "smoke"      all three stages on 64² faces, tiny networks: minutes on a laptop CPU.
+  Variants combine with "+", e.g. "smoke+policy".
+
+"all" compiles one train step per stage and picks it from the step number on the
+host (no lax.switch on device), so it trains as fast as the three stages run
+separately. The stages in order as separate runs, e.g. with a different batch
+size per stage (paper: 128 for F_c, 64 for the policy):
+
+  python -m hallujax.train --config configs/ipfh.py:coarse --workdir runs/ipfh_coarse
+  python -m hallujax.train --config configs/ipfh.py:cognition --workdir runs/ipfh_cognition
+  python -m hallujax.train --config configs/ipfh.py:policy --workdir runs/ipfh_policy \
+      --config.weights.coarse=runs/ipfh_coarse --config.weights.cognition=runs/ipfh_cognition
+
+Patch selection for evaluation (paper Table VII) is config.policy.selection:
+policy (default), grid (16 patches) or random (30 patches); one checkpoint
+evaluates three ways with --config.policy.selection=grid|random.
+"""
+
+import ml_collections
+
+from hallujax.config_base import base_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  c = base_config()
+  c.method = "ipfh"
+  # §III-C "Preprocessing": 128² aligned faces, "downsampled HR ground-truth images by a
+  # factor of 8 to 16×16" (the kernel is not named; bicubic, the common choice).
+  c.data.update(source="faceworld", pairing="same_view", input_size=16, target_size=128,
+                downsample="bicubic")
+
+  c.stage = "all"  # coarse | cognition | policy | all (the three in order)
+  # The paper gives no step counts; these are ~60 / 30 / 60 epochs of a 100K-image set at the batch sizes below.
+  coarse_steps = ml_collections.FieldReference(50_000)
+  cognition_steps = ml_collections.FieldReference(20_000)
+  policy_steps = ml_collections.FieldReference(100_000)
+  c.stage_steps = ml_collections.ConfigDict(dict(
+      coarse=coarse_steps, cognition=cognition_steps, policy=policy_steps))
+  c.train.steps = coarse_steps + cognition_steps + policy_steps
+  c.train.batch_size = 64  # §III-C: 128 for F_c, 64 for the policy stage; "all" uses one batch size.
+
+  c.coarse = ml_collections.ConfigDict(dict(
+      # "two stacked hourglass modules"; "encoded the images to 4×4×128".
+      network=dict(features=128, num_stacks=2, bottom_size=4),
+      # Paper: "learning rate from 0.1 to 10^-5" with no optimizer named (0.1 suggests SGD
+      # with batch norm); our hourglass has no normalization, so Adam from 10^-3 to 10^-5.
+      learning_rate=1e-3, final_learning_rate=1e-5,
+  ))
+  c.dual = ml_collections.ConfigDict(dict(widths=(64, 128)))  # Fig. 6: k3s2n64, k3s2n128, k3s2 → 3
+  c.cognition = ml_collections.ConfigDict(dict(
+      depth=20, embedding_dim=512,   # SphereFace-20 [35]
+      margin=1.5,                    # Eq. 14: "we set m = 1.5 here"
+      texture_stages=1,              # φ for L_tex: SphereFace's first stage (64 channels)
+      learning_rate=1e-4, final_learning_rate=1e-5,  # fine-tuning rate: not given in the paper
+  ))
+  c.policy = ml_collections.ConfigDict(dict(
+      steps=20,                      # T = 20
+      patch_size=32,                 # "we set patch size of 32×32"
+      selection="policy",            # policy | grid | random (Table VII)
+      random_patches=30,             # "we randomly chosen 30 patches"
+      image_widths=(32, 64, 128, 256),   # image branch: stride-2 residual blocks (128² → 8²)
+      patch_widths=(32, 64),
+      holistic_features=512, context_features=256,  # §III-C: 512-D and 256-D
+      learning_rate=1e-3, final_learning_rate=1e-5,  # "Adam ... from 10^-3 to 10^-5"
+  ))
+  # Local restoration: 128 + 128 channels fused = "256×32×32".
+  c.restoration = ml_collections.ConfigDict(dict(features=128, patch_layers=3, decoder_layers=3))
+  # Weights of L_f and L_id in r_l (Eq. 12) and L_im (Eq. 17); the paper sums them unweighted.
+  c.loss = ml_collections.ConfigDict(dict(feature=1.0, identity=1.0))
+  # Workdirs of finished earlier stages (single-stage runs; see hallujax/methods/ipfh.py).
+  c.weights.coarse = ""
+  c.weights.cognition = ""
+
+  for name in filter(None, variant.split("+")):
+    if name == "smoke":
+      c.data.update(input_size=8, target_size=64, num_identities=16, train_size=2048, eval_size=16)
+      coarse_steps.set(60)
+      cognition_steps.set(30)
+      policy_steps.set(60)
+      c.train.update(batch_size=8, log_every=10, eval_every=150, eval_batches=2, image_every=150,
+                     checkpoint_every=150)
+      c.coarse.network = dict(features=16, num_stacks=2, bottom_size=4)
+      c.dual.widths = (8, 16)
+      c.cognition.update(depth=4, embedding_dim=64, learning_rate=1e-3)
+      c.policy.update(steps=4, patch_size=16, random_patches=8, image_widths=(8, 16, 32),
+                      patch_widths=(8, 16), holistic_features=32, context_features=16)
+      c.restoration.update(features=16, patch_layers=2, decoder_layers=2)
+    elif name in ("coarse", "cognition", "policy"):
+      c.stage = name
+      c.train.steps = c.stage_steps.get_ref(name)
+      if name == "coarse" and "smoke" not in variant:
+        c.train.batch_size = 128
+    else:
+      raise ValueError(f"Unknown IPFH config variant {name!r}; known: smoke, coarse, cognition, "
+                       f"policy (combine with '+', e.g. 'smoke+policy').")
+  return c

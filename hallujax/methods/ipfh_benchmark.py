@@ -1,0 +1,119 @@
+"""python -m hallujax.methods.ipfh_benchmark --config configs/ipfh.py:smoke [--repeats 5]
+
+Images/s of IPFH's T-step policy rollout (policy forward, sampling, patch
+gather, restoration, patch scatter, per-step rewards), two ways on the same
+parameters, batch and RNG:
+
+  scan   the whole rollout as one jitted ``lax.scan`` (what train_step runs);
+  loop   a Python loop of T calls to the jitted, batch-vmapped step function.
+
+Both are forward only, so they compare like with like; the gradient of the
+rollout exists only in the scanned form, and its figure (the policy stage's
+train_step, rollout + backward + update) is printed on a third line. Inputs are
+random batches of the config's shapes (no data source needed). Timings are
+the median of --repeats calls after one warm-up call (which compiles).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from hallujax.methods import ipfh
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "IPFH config, e.g. configs/ipfh.py:smoke.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per variant (after one warm-up call).")
+_TRAIN_STEP = flags.DEFINE_bool("train_step", True, "Also time the policy stage's train_step.")
+flags.mark_flags_as_required(["config"])
+
+
+def random_batch(config, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  low, high, batch_size = config.data.input_size, config.data.target_size, config.train.batch_size
+  return {"input": rng.uniform(-1, 1, (batch_size, low, low, config.data.input_channels)).astype(np.float32),
+          "target": rng.uniform(-1, 1, (batch_size, high, high, 3)).astype(np.float32),
+          "identity": rng.integers(0, config.data.num_identities, (batch_size,)).astype(np.int32)}
+
+
+def timed(function, repeats: int) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` further calls)."""
+  start = time.perf_counter()
+  jax.block_until_ready(function())
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(function())
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times)
+
+
+def rollout_functions(config, state, batch):
+  """(scan, loop): zero-argument callables returning the final images of a sampled policy rollout."""
+  networks = ipfh.build_networks(config)
+  batch_size = batch["input"].shape[0]
+  steps, settings, actions = ipfh.selection_plan(config, batch_size, jax.random.key(1))
+  keys = jax.random.split(jax.random.key(2), (batch_size, steps))
+  coarse = jax.jit(functools.partial(ipfh.coarse_images, networks=networks))(
+      state.params, lr_images=jnp.asarray(batch["input"]))
+  examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
+              "input": jnp.asarray(batch["input"])}
+
+  scanned = jax.jit(functools.partial(ipfh.batched_rollout, networks=networks, settings=settings))
+  step = jax.jit(jax.vmap(
+      lambda params, example, carry, step_input: ipfh.rollout_step(
+          params, networks, settings, example, carry, step_input),
+      in_axes=(None, 0, 0, 0)))
+  initial = jax.jit(jax.vmap(lambda image: ipfh.initial_carry(image, settings.patch_size)))
+
+  def scan():
+    images, _ = scanned(state.params, examples=examples, keys=keys, forced_actions=actions)
+    return images
+
+  def loop():
+    carry = initial(coarse)
+    for t in range(steps):
+      carry, _ = step(state.params, examples, carry, (keys[:, t], actions[:, t]))
+    return carry[0]
+
+  return scan, loop, steps
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config.stage == "all":
+    config.stage = "policy"   # time the policy stage's step; sizes are the config's
+  batch = random_batch(config)
+  state = ipfh.init_state(config, jax.random.key(config.seed), batch)
+  scan, loop, steps = rollout_functions(config, state, batch)
+  batch_size = config.train.batch_size
+  device = jax.devices()[0]
+  print(f"IPFH rollout: {config.data.input_size}² → {config.data.target_size}², T={steps}, "
+        f"{config.policy.patch_size}² patches, batch {batch_size}, selection {config.policy.selection}, "
+        f"on {device.device_kind} ({jax.device_count()} device(s) visible, 1 used)")
+  results = {}
+  for name, function in (("scan", scan), ("loop", loop)):
+    first, median = timed(function, _REPEATS.value)
+    results[name] = batch_size / median
+    print(f"  {name:<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
+          f"{results[name]:9.1f} images/s", flush=True)
+  np.testing.assert_allclose(np.asarray(scan()), np.asarray(loop()), rtol=1e-4, atol=1e-4)
+  if _TRAIN_STEP.value:
+    train_step = jax.jit(functools.partial(ipfh.train_step, config=config))
+    first, median = timed(lambda: train_step(state, batch, jax.random.key(3)), _REPEATS.value)
+    print(f"  {'train_step':<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
+          f"{batch_size / median:9.1f} images/s  (scanned rollout + gradient + Adam)", flush=True)
+  print(f"scan vs loop: {results['scan']:.1f} vs {results['loop']:.1f} images/s "
+        f"({results['scan'] / results['loop']:.2f}×)")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,196 @@
+"""IPFH networks (paper 004, Zhang et al., "identity-preserving face hallucination").
+
+- `CoarseHallucinator` F_c (§III-B.1, Eq. 1): bicubic ×8, two stacked hourglasses.
+- `PolicyController` P (§III-B.2, Fig. 3): image state + context → logits over
+  every pixel location of the W×H image.
+- `LocalRestoration` R (§III-B.2, Fig. 4): image branch + patch branch, fused
+  at 2·features × P × P (256 × 32 × 32 in the paper), decoded to the repaired patch.
+- `DualConsistency` D (§III-B.3, Fig. 6): three 3×3 stride-2 convolutions,
+  HR → LR (32² → 4² on patches, 128² → 16² on whole images).
+
+The cognition network C is SphereFace with the A-softmax head
+(hallujax.models.recognition). All modules take NHWC images in [-1, 1] and
+work on a single example or a batch (flax convolutions add and remove a
+missing batch dimension), so the method can vmap per-example rollouts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hallujax.models.recognition import SPHEREFACE_UNITS, PReLU, torch_padding
+from hallujax.nn.hourglass import ResidualBlock, StackedHourglass
+
+
+def _log2_ratio(large: int, small: int, what: str) -> int:
+  """log2(large / small), or an error naming `what` when it is not a whole power of two."""
+  ratio = large / small
+  levels = round(math.log2(ratio)) if ratio >= 1 else -1
+  if levels < 0 or small * 2**levels != large:
+    raise ValueError(f"{what}: {large} / {small} must be a power of two (got ratio {ratio}).")
+  return levels
+
+
+def bicubic_upsample(images: jax.Array, size: int) -> jax.Array:
+  """Bicubic resize of (..., H, W, C) images to size × size (paper: "interpolated LR images to 128×128")."""
+  shape = images.shape[:-3] + (size, size, images.shape[-1])
+  return jax.image.resize(images, shape, method="bicubic")
+
+
+class CoarseHallucinator(nn.Module):
+  """F_c: LR (16²) → coarse HR ỹ (128²), one output per stacked hourglass (last = ỹ).
+
+  Paper §III-C: "we interpolated LR images to 128×128 and encoded the images to
+  4×4×128 with kernel size 3×3, stride 2 in stacked hourglass modules".
+  Choice (the paper shows the network only in its supplement): each stack
+  predicts a residual added to the bicubic image, so ỹ starts at bicubic.
+  """
+
+  target_size: int = 128
+  features: int = 128
+  num_stacks: int = 2
+  bottom_size: int = 4
+
+  @nn.compact
+  def __call__(self, lr_images: jax.Array) -> list[jax.Array]:
+    bicubic = bicubic_upsample(lr_images, self.target_size)
+    depth = _log2_ratio(self.target_size, self.bottom_size, "coarse target_size / bottom_size")
+    residuals = StackedHourglass(self.num_stacks, depth, self.features, out_channels=3,
+                                 name="stacked_hourglass")(bicubic)
+    return [bicubic + residual for residual in residuals]
+
+
+class PolicyController(nn.Module):
+  """P: logits over all H·W patch locations given the image state and the context.
+
+  Paper §III-B.2: "The image branch adopts several residual blocks to extract
+  image holistic feature while the patch branch joins the patch feature and
+  location feature (action vector) as context feature ... fuses state features
+  by concatenating holistic feature and context feature and feeds it into a
+  fully-connected layer. A softmax layer is finally appended to produce a
+  W×H-D vector". Holistic 512-D, context 256-D (§III-C). Returns logits
+  (flattened row-major: index = row · W + column); the softmax is the caller's.
+  """
+
+  image_widths: Sequence[int] = (32, 64, 128, 256)  # one stride-2 residual block each
+  patch_widths: Sequence[int] = (32, 64)            # stride-2 convs on the last patch
+  holistic_features: int = 512
+  context_features: int = 256
+
+  @nn.compact
+  def __call__(self, image: jax.Array, last_patch: jax.Array,
+               last_action_one_hot: jax.Array) -> jax.Array:
+    height, width = image.shape[-3], image.shape[-2]
+    if last_action_one_hot.shape[-1] != height * width:
+      raise ValueError(
+          f"last_action_one_hot has {last_action_one_hot.shape[-1]} entries; expected one per "
+          f"pixel location of the {height}×{width} image ({height * width})."
+      )
+    holistic = image
+    for index, width_ in enumerate(self.image_widths):
+      holistic = ResidualBlock(width_, strides=2, name=f"image_block_{index}")(holistic)
+    holistic = jnp.mean(nn.relu(holistic), axis=(-3, -2))
+    holistic = nn.relu(nn.Dense(self.holistic_features, name="holistic")(holistic))
+
+    patch = last_patch
+    for index, width_ in enumerate(self.patch_widths):
+      patch = nn.relu(nn.Conv(width_, (3, 3), strides=2, name=f"patch_conv_{index}")(patch))
+    patch = jnp.mean(patch, axis=(-3, -2))
+    context = jnp.concatenate([patch, last_action_one_hot], axis=-1)
+    context = nn.relu(nn.Dense(self.context_features, name="context")(context))
+
+    state = jnp.concatenate([holistic, context], axis=-1)
+    return nn.Dense(height * width, name="logits")(state)
+
+
+class LocalRestoration(nn.Module):
+  """R: repaired patch p̂_t from the image state ŷ_{t-1} and the selected patch p_t.
+
+  Paper §III-B.2 (Fig. 4): "We extract image feature with convolution layers to
+  obtain WpHp feature where WpHp is the same size with the patch ... convolutional
+  layers with kernel size 3×3, stride 1 to obtain the patch feature with same size
+  of patch. We incorporate the whole image feature and patch feature"; §III-C:
+  "fused the entire image and patch features of 256×32×32". Image branch:
+  stride-2 3×3 convolutions from H² down to P², then one 3×3; patch branch:
+  `patch_layers` 3×3 stride-1 convolutions; each branch has `features`
+  channels (128 + 128 = 256 fused). Choice: the decoder predicts a residual
+  added to the input patch, so an untrained R starts near the identity.
+  """
+
+  patch_size: int = 32
+  features: int = 128
+  patch_layers: int = 3
+  decoder_layers: int = 3
+
+  @nn.compact
+  def __call__(self, image: jax.Array, patch: jax.Array) -> jax.Array:
+    levels = _log2_ratio(image.shape[-3], self.patch_size, "image size / patch_size")
+    image_feature = image
+    for index in range(levels):
+      image_feature = nn.relu(nn.Conv(self.features, (3, 3), strides=2,
+                                      name=f"image_down_{index}")(image_feature))
+    image_feature = nn.relu(nn.Conv(self.features, (3, 3), name="image_out")(image_feature))
+
+    patch_feature = patch
+    for index in range(self.patch_layers):
+      patch_feature = nn.relu(nn.Conv(self.features, (3, 3), name=f"patch_{index}")(patch_feature))
+
+    fused = jnp.concatenate([image_feature, patch_feature], axis=-1)
+    for index in range(self.decoder_layers - 1):
+      fused = nn.relu(nn.Conv(self.features, (3, 3), name=f"decoder_{index}")(fused))
+    return patch + nn.Conv(patch.shape[-1], (3, 3), name="decoder_out")(fused)
+
+
+class DualConsistency(nn.Module):
+  """D: HR → LR by three 3×3 stride-2 convolutions (Fig. 6: k3s2n64, k3s2n128, then 3 channels).
+
+  Paper §III-B.3: "we feed the generated HR patches of 32×32 into three
+  convolution layers with 3×3 kernel size and stride 2, achieving LR patches
+  of 4×4". Fully convolutional, so a whole 128² image maps to 16², the LR
+  input's size (used for the image-level LR term of Eq. 17). Leaky ReLU
+  between layers (choice; the paper names no activation).
+  """
+
+  widths: Sequence[int] = (64, 128)
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images
+    for index, width in enumerate(self.widths):
+      x = nn.leaky_relu(nn.Conv(width, (3, 3), strides=2, name=f"conv_{index}")(x), 0.2)
+    return nn.Conv(images.shape[-1], (3, 3), strides=2, name=f"conv_{len(self.widths)}")(x)
+
+
+class SphereFaceTextureFeatures(nn.Module):
+  """φ for the texture loss: the first `stages` stages of `recognition.SphereFace`, same parameter names.
+
+  Paper Eq. 11: "We extract the convolutional feature maps with the
+  pre-trained SphereFace model ... as the texture information". Apply it with
+  the SphereFace parameters (the unused deeper layers are ignored). Unlike
+  the full network it has no fully connected layer, so it runs on patches of
+  any size (32² HR and 4² LR patches alike). tests/test_ipfh.py checks it
+  against SphereFace's own intermediate activations.
+  """
+
+  depth: int = 20
+  stages: int = 1
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    conv = lambda features, strides, name: nn.Conv(
+        features, (3, 3), strides=(strides, strides), padding=torch_padding(1), name=name)
+    x = images
+    widths = (64, 128, 256, 512)[:self.stages]
+    for stage, (units, width) in enumerate(zip(SPHEREFACE_UNITS[self.depth], widths), 1):
+      x = PReLU(name=f"relu{stage}_1")(conv(width, 2, f"conv{stage}_1")(x))
+      for unit in range(units):
+        first, second = 2 + 2 * unit, 3 + 2 * unit
+        residual = PReLU(name=f"relu{stage}_{first}")(conv(width, 1, f"conv{stage}_{first}")(x))
+        residual = PReLU(name=f"relu{stage}_{second}")(conv(width, 1, f"conv{stage}_{second}")(residual))
+        x = x + residual
+    return x

@@ -1,0 +1,288 @@
+"""IPFH (paper 004): the scanned rollout, the REINFORCE estimator and the three training stages."""
+
+import functools
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hallujax.methods import get_method, ipfh
+from hallujax.models.ipfh import SphereFaceTextureFeatures
+from hallujax.models.recognition import SphereFace
+
+BATCH = 2
+
+
+def load_config(variant=""):
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).parents[1] / "configs" / "ipfh.py"
+  spec = importlib.util.spec_from_file_location("ipfh_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def tiny_config(stage="all"):
+  """32² HR from 4² LR (×8), 8² patches, T = 3, a few channels per layer."""
+  c = load_config("smoke")
+  c.stage = stage
+  c.data.update(input_size=4, target_size=32, num_identities=5)
+  c.stage_steps.update(coarse=2, cognition=1, policy=2)
+  c.train.batch_size = BATCH
+  c.coarse.network = dict(features=4, num_stacks=2, bottom_size=16)
+  c.dual.widths = (4, 4)
+  c.cognition.update(depth=4, embedding_dim=8)
+  c.policy.update(steps=3, patch_size=8, random_patches=4, image_widths=(4, 8), patch_widths=(4,),
+                  holistic_features=8, context_features=8)
+  c.restoration.update(features=4, patch_layers=1, decoder_layers=2)
+  return c
+
+
+def random_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  low, high = config.data.input_size, config.data.target_size
+  return {"input": rng.uniform(-1, 1, (BATCH, low, low, 3)).astype(np.float32),
+          "target": rng.uniform(-1, 1, (BATCH, high, high, 3)).astype(np.float32),
+          "identity": np.array([1, 3], np.int32)}
+
+
+@pytest.fixture(scope="module")
+def tiny_state():
+  config = tiny_config()
+  batch = random_batch(config)
+  return config, batch, ipfh.init_state(config, jax.random.key(0), batch)
+
+
+def test_ipfh_is_registered_and_follows_the_method_contract():
+  assert get_method("ipfh") is ipfh
+
+
+def test_patch_corner_reads_every_pixel_as_a_centre_and_clamps_at_borders():
+  corner = lambda row, column: tuple(int(v) for v in ipfh.patch_corner(jnp.int32(row * 32 + column), 32, 32, 8))
+  assert corner(16, 16) == (12, 12)   # centre → top-left = location − P/2
+  assert corner(0, 0) == (0, 0)       # clamped at the top-left border
+  assert corner(31, 30) == (24, 24)   # clamped at the bottom-right border
+  assert corner(3, 29) == (0, 24)
+
+
+def test_low_resolution_patch_is_an_exact_crop_on_the_lr_grid_and_interpolates_between():
+  lr = jnp.arange(4 * 4 * 3, dtype=jnp.float32).reshape(4, 4, 3)
+  aligned = ipfh.low_resolution_patch(lr, jnp.int32(8), jnp.int32(16), patch_size=16, scale=8)
+  np.testing.assert_array_equal(aligned, lr[1:3, 2:4])
+  halfway = ipfh.low_resolution_patch(lr, jnp.int32(4), jnp.int32(0), patch_size=16, scale=8)
+  np.testing.assert_allclose(halfway, (lr[0:2, 0:2] + lr[1:3, 0:2]) / 2)
+  last = ipfh.low_resolution_patch(lr, jnp.int32(16), jnp.int32(16), patch_size=16, scale=8)
+  np.testing.assert_array_equal(last, lr[2:4, 2:4])
+
+
+def test_grid_selection_covers_the_image_with_non_overlapping_patches():
+  config = load_config()
+  config.policy.selection = "grid"
+  steps, settings, actions = ipfh.selection_plan(config, 1, jax.random.key(0))
+  assert steps == 16 and not settings.use_policy   # paper: 128² evenly into 16 patches of 32²
+  corners = {tuple(int(v) for v in ipfh.patch_corner(a, 128, 128, 32)) for a in actions[0]}
+  assert corners == {(row, column) for row in range(0, 128, 32) for column in range(0, 128, 32)}
+
+
+def test_texture_features_are_sphereface_first_stage_activations():
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  network = SphereFace(depth=20, embedding_dim=8)
+
+  @jax.jit
+  def features_and_expected(images):
+    params = network.init(jax.random.key(2), images)["params"]
+    _, state = network.apply({"params": params}, images, capture_intermediates=True)
+    # relu1_3 is the second PReLU of stage 1's residual unit; stage 1's output adds it to relu1_1.
+    intermediates = state["intermediates"]
+    expected = intermediates["relu1_1"]["__call__"][0] + intermediates["relu1_3"]["__call__"][0]
+    return SphereFaceTextureFeatures(depth=20, stages=1).apply({"params": params}, images), expected
+
+  features, expected = features_and_expected(images)
+  np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_scanned_rollout_equals_a_python_loop_over_the_same_step(tiny_state):
+  config, batch, state = tiny_state
+  networks = ipfh.build_networks(config)
+  steps, settings, actions = ipfh.selection_plan(config, BATCH, jax.random.key(3))
+  params = state.params
+  keys = jax.random.split(jax.random.key(4), (BATCH, steps))
+  coarse = ipfh.coarse_images(params, networks, jnp.asarray(batch["input"]))
+  examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
+              "input": jnp.asarray(batch["input"])}
+
+  scanned = jax.jit(functools.partial(ipfh.batched_rollout, networks=networks, settings=settings))
+  images, outputs = scanned(params, examples=examples, keys=keys, forced_actions=actions)
+
+  step = jax.jit(jax.vmap(
+      lambda params, example, carry, step_input: ipfh.rollout_step(
+          params, networks, settings, example, carry, step_input),
+      in_axes=(None, 0, 0, 0)))
+  carry = jax.vmap(lambda image: ipfh.initial_carry(image, settings.patch_size))(coarse)
+  looped_actions = []
+  for t in range(steps):
+    carry, output = step(params, examples, carry, (keys[:, t], actions[:, t]))
+    looped_actions.append(output.action)
+  looped_actions = np.stack(looped_actions, axis=1)
+
+  np.testing.assert_array_equal(outputs.action, looped_actions)
+  assert len(np.unique(looped_actions)) > 1                # the check is not vacuous
+  np.testing.assert_allclose(images, carry[0], rtol=1e-5, atol=1e-5)
+  assert np.max(np.abs(np.asarray(images) - np.asarray(coarse))) > 1e-3   # patches were repaired
+
+
+def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
+  """Batch of 2, T = 2, softmax policy over 3 actions; reward r_2 depends on both actions.
+
+  The expectation of the REINFORCE gradient (with reward-to-go and the
+  leave-one-out baseline), summed exactly over all 3⁴ joint actions, must equal
+  ∇ E[r_1 + r_2] computed by differentiating the enumerated expectation.
+  """
+  logits = jnp.array([0.3, -0.5, 1.1])
+  first_reward = jnp.array([1.0, -2.0, 0.5])
+  second_reward = jnp.array([[0.0, 3.0, -1.0], [2.0, 0.5, 1.0], [-1.5, 0.0, 4.0]])  # [a_1, a_2]
+
+  def expected_return(logits):
+    p = jax.nn.softmax(logits)
+    return jnp.sum(p[:, None] * p[None, :] * (first_reward[:, None] + second_reward))
+
+  exact = jax.grad(expected_return)(logits)
+
+  @jax.jit
+  def weighted_estimate(actions):   # actions (2, 2): [example, step]
+    p = jax.nn.softmax(logits)
+    (a, b), (c, d) = actions
+    rewards = jnp.array([[first_reward[a], second_reward[a, b]], [first_reward[c], second_reward[c, d]]])
+    gradient = jax.grad(lambda l: ipfh.reinforce_loss(jax.nn.log_softmax(l)[actions], rewards))(logits)
+    # reinforce_loss averages over the batch; −gradient estimates ∇ E[return] per example.
+    return -p[a] * p[b] * p[c] * p[d] * gradient
+
+  estimate = sum(weighted_estimate(jnp.array(actions).reshape(2, 2))
+                 for actions in itertools.product(range(3), repeat=4))
+  np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
+
+
+def _changed(before, after) -> bool:
+  return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+
+
+def test_step_variants_pick_the_stage_of_each_step_on_the_host():
+  config = tiny_config()   # stage "all": 2 coarse, 1 cognition, 2 policy steps
+  assert ipfh.step_variants(config) == ("coarse", "cognition", "policy")
+  assert [ipfh.step_variant(config, step) for step in range(6)] == [
+      "coarse", "coarse", "cognition", "policy", "policy", "policy"]
+  for stage in ipfh.STAGES:
+    single = tiny_config(stage)
+    assert ipfh.step_variants(single) == (stage,)
+    assert ipfh.step_variant(single, 0) == ipfh.step_variant(single, 10**6) == stage
+
+
+def test_each_stage_trains_its_networks_and_freezes_the_others(tiny_state):
+  """Stage "all" with 2 coarse, 1 cognition, 2 policy steps, one jitted program per stage."""
+  config, batch, state = tiny_state
+  train_steps = {variant: jax.jit(functools.partial(ipfh.train_step, config=config, variant=variant))
+                 for variant in ipfh.step_variants(config)}
+  trained_by = ["coarse", "coarse", "cognition", "policy", "policy"]
+  names = None
+  for index, stage in enumerate(trained_by):
+    variant = ipfh.step_variant(config, index)
+    assert variant == stage
+    before = state
+    state, metrics = train_steps[variant](state, batch, jax.random.key(10 + index))
+    assert int(state.step) == index + 1
+    assert float(metrics["stage"]) == ipfh.STAGES.index(stage)
+    assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
+    names = names or set(metrics)
+    assert set(metrics) == names   # the trainer needs the same metric names from every variant
+    for group in ("coarse", "dual", "cognition", "policy", "restoration"):
+      should_change = group in ipfh.STAGE_GROUPS[stage]
+      assert _changed(before.params[group], state.params[group]) == should_change, (stage, group)
+    for optimizer in ipfh.STAGES:
+      assert _changed(before.optimizer_states[optimizer], state.optimizer_states[optimizer]) == (
+          optimizer == stage), (stage, optimizer)
+    if stage != "coarse":
+      assert float(metrics["loss_coarse"]) == 0.0   # zeros for the stages not run
+  assert float(metrics["loss_policy"]) != 0.0 and float(metrics["loss_restoration"]) > 0.0
+  # The stage is chosen on the host: no conditional (lax.cond / lax.switch) in the program.
+  jaxpr = jax.make_jaxpr(functools.partial(ipfh.train_step, config=config, variant="cognition"))(
+      state, batch, jax.random.key(0))
+  assert "cond" not in {equation.primitive.name for equation in jaxpr.jaxpr.eqns}
+
+
+def test_train_step_names_the_missing_or_wrong_variant(tiny_state):
+  config, batch, state = tiny_state
+  with pytest.raises(ValueError, match="variant= one of coarse, cognition, policy"):
+    ipfh.train_step(state, batch, jax.random.key(0), config=config)
+  with pytest.raises(ValueError, match="variant='coarse'.*trains policy"):
+    ipfh.train_step(state, batch, jax.random.key(0), config=tiny_config("policy"), variant="coarse")
+
+
+def test_fixed_selections_train_only_the_restoration_network_and_evaluate(tiny_state):
+  """Table VII's baselines: "random" patches in training, the "grid" at evaluation."""
+  config, batch, state = tiny_state
+  config = tiny_config("policy")
+  config.policy.selection = "random"
+  new_state, metrics = jax.jit(functools.partial(ipfh.train_step, config=config))(
+      state, batch, jax.random.key(1))
+  assert _changed(state.params["restoration"], new_state.params["restoration"])
+  assert not _changed(state.params["policy"], new_state.params["policy"])
+  assert float(metrics["loss_policy"]) == 0.0
+  config.policy.selection = "grid"
+  values = jax.jit(functools.partial(ipfh.eval_step, config=config))(new_state, batch)
+  assert set(values) >= {"psnr", "ssim", "psnr_coarse", "psnr_bicubic", "identity_cosine"}
+  assert all(v.shape == (BATCH,) and np.all(np.isfinite(v)) for v in values.values())
+  # The grid covers the image, so every pixel of the output was repaired by R.
+  columns = ipfh.hallucinate(new_state, batch, config=config)
+  changed = np.any(np.asarray(columns["output"]) != np.asarray(columns["coarse"]), axis=-1)
+  inside = np.all(np.abs(np.asarray(columns["coarse"])) < 1, axis=-1)   # the output is clipped
+  assert inside.sum() > 100 and np.all(changed[inside])
+
+
+def test_a_policy_run_starts_from_the_coarse_and_cognition_runs_checkpoints(tiny_state, tmp_path):
+  from hallujax.checkpoint import Checkpointer
+  config, batch, state = tiny_state
+  trained = state.replace(params=jax.tree.map(lambda p: p + 1.0, state.params))
+  for name in ("coarse_run", "cognition_run"):
+    checkpointer = Checkpointer(tmp_path / name, keep=1)
+    checkpointer.save(7, trained, jax.random.key_data(jax.random.key(0)), b"{}")
+    checkpointer.close()
+  config = tiny_config("policy")
+  config.weights.coarse = str(tmp_path / "coarse_run")
+  config.weights.cognition = str(tmp_path / "cognition_run")
+  loaded = ipfh._load_previous_stages(config, state)
+  for group in ("coarse", "dual", "cognition"):
+    chex.assert_trees_all_equal(loaded.params[group], trained.params[group])
+  for group in ("policy", "restoration"):
+    chex.assert_trees_all_equal(loaded.params[group], state.params[group])
+  config.weights.coarse = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="missing"):
+    ipfh._load_previous_stages(config, state)
+
+
+def test_configuration_errors_name_the_field():
+  config = tiny_config()
+  config.policy.selection = "evenly"
+  with pytest.raises(ValueError, match="config.policy.selection='evenly'"):
+    ipfh.check_config(config)
+  config = tiny_config()
+  config.policy.patch_size = 12
+  with pytest.raises(ValueError, match="patch_size=12"):
+    ipfh.check_config(config)
+  config = tiny_config()
+  config.train.steps = 3
+  with pytest.raises(ValueError, match="stage_steps"):
+    ipfh.check_config(config)
+
+
+def test_paper_config_matches_the_paper():
+  config = load_config()
+  assert (config.data.input_size, config.data.target_size) == (16, 128)
+  assert (config.policy.steps, config.policy.patch_size) == (20, 32)
+  assert config.train.steps == sum(config.stage_steps[s] for s in ipfh.STAGES)
+  ipfh.check_config(config)
+  policy = load_config("policy")
+  assert policy.stage == "policy" and policy.train.steps == policy.stage_steps.policy
