@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import time
 from typing import Any, Iterator
 
@@ -200,6 +199,27 @@ def image_grid(columns: dict, max_rows: int = 8) -> np.ndarray:
   return np.concatenate(rows, axis=0)
 
 
+class GridColumns:
+  """The method's `hallucinate`, jitted, returning its columns in the order the method wrote them.
+
+  jax returns dicts with sorted keys; the order is taken while tracing instead.
+  """
+
+  def __init__(self, method, config):
+    self.order: list[str] = []
+
+    def columns(state, batch):
+      images = method.hallucinate(state, batch, config=config)
+      self.order = list(images)
+      return images
+
+    self.jitted = jax.jit(columns)
+
+  def __call__(self, state, batch) -> dict[str, np.ndarray]:
+    images = jax.device_get(self.jitted(state, batch))
+    return {name: images[name] for name in self.order}
+
+
 def write_image_grid(workdir, step: int, grid: np.ndarray) -> str:
   directory = epath.Path(workdir) / "images"
   directory.mkdir(parents=True, exist_ok=True)
@@ -268,7 +288,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   eval_batches = [sharding.global_batch({n: b[n] for n in spec}, mesh)
                   for b in pipeline.eval_batches(config, process_index=process_index,
                                                  process_count=process_count)]
-  hallucinate = jax.jit(functools.partial(method.hallucinate, config=config))
+  hallucinate = GridColumns(method, config)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=process_index > 0)
   writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
@@ -332,7 +352,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
       print(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(evaluation.items())),
             flush=True)
     if images_now and process_index == 0:
-      columns = jax.device_get(hallucinate(state, eval_batches[0]))
+      columns = hallucinate(state, eval_batches[0])
       grid = image_grid(columns)
       path = write_image_grid(workdir, step, grid)
       writer.write_images(step, {"hallucinations": grid[None]})

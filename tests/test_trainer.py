@@ -98,9 +98,13 @@ def test_run_writes_tensorboard_events_images_and_checkpoints(tmp_path):
   images = sorted((epath.Path(tmp_path) / "images").glob("*.png"))
   assert [p.name for p in images] == ["step_0000004.png"]
   from PIL import Image
-  grid = np.asarray(Image.open(images[0]))
-  # rows: min(8, batch) examples of 16 px; columns: lr | output | target.
+  grid = np.asarray(Image.open(images[0])).astype(np.float32)
+  # rows: min(8, batch) examples of 16 px; columns in the method's order: output | lr | target.
   assert grid.shape == (8 * 16, 3 * 16, 3)
+  output_column, lr_column, target_column = grid[:, :16], grid[:, 16:32], grid[:, 32:]
+  # TinyFaces' LR is the block mean of a blocky target, so shown enlarged it equals the target.
+  assert np.abs(lr_column - target_column).max() <= 1
+  assert np.abs(output_column - target_column).max() > 1
   assert "mse" in result.evaluation and np.isfinite(result.evaluation["mse"])
   # Checkpoints hold the data position too: one JSON file per process.
   data_files = list((epath.Path(tmp_path) / "checkpoints" / "4" / "data").glob("process_*.json"))

@@ -18,7 +18,6 @@ FLOP count includes both branches. Adam uses the lazy-regularization correction
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax

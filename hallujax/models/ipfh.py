@@ -48,7 +48,13 @@ class CoarseHallucinator(nn.Module):
   Paper §III-C: "we interpolated LR images to 128×128 and encoded the images to
   4×4×128 with kernel size 3×3, stride 2 in stacked hourglass modules".
   Choice (the paper shows the network only in its supplement): each stack
-  predicts a residual added to the bicubic image, so ỹ starts at bicubic.
+  predicts a residual added to the bicubic image, and each stack's last
+  convolution (its 1×1 head) starts at zero, so ỹ starts exactly at bicubic
+  and the MSE of Eq. 2 ("We train this network with pixel-wise MSE") only has
+  to learn the correction. The hourglass has no normalization and sums its two
+  branches at every scale, so a randomly initialised head gave residuals of std
+  ~5 in [-1, 1] units (17.5 dB vs bicubic's 22.2 dB after the smoke run's 60 steps);
+  zero-initialised, the smoke run's coarse stage ends above bicubic.
   """
 
   target_size: int = 128
@@ -61,6 +67,7 @@ class CoarseHallucinator(nn.Module):
     bicubic = bicubic_upsample(lr_images, self.target_size)
     depth = _log2_ratio(self.target_size, self.bottom_size, "coarse target_size / bottom_size")
     residuals = StackedHourglass(self.num_stacks, depth, self.features, out_channels=3,
+                                 head_init=nn.initializers.zeros,  # ỹ = bicubic at init
                                  name="stacked_hourglass")(bicubic)
     return [bicubic + residual for residual in residuals]
 

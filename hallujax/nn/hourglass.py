@@ -77,12 +77,15 @@ class StackedHourglass(nn.Module):
   loss can supervise every stack (intermediate supervision); the last one is
   the prediction. Between stacks the features and the head output are mapped
   back to `features` channels by 1×1 convolutions and added to the input.
+  `head_init` initialises the heads' kernels (zeros for a residual output
+  that should start at 0, as in IPFH's coarse hallucinator).
   """
 
   num_stacks: int
   depth: int
   features: int
   out_channels: int
+  head_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -93,7 +96,7 @@ class StackedHourglass(nn.Module):
       y = Hourglass(self.depth, self.features, name=f"hourglass_{stack}")(x)
       y = ResidualBlock(self.features, name=f"after_{stack}")(y)
       y = nn.relu(nn.Conv(self.features, (1, 1), name=f"features_{stack}")(y))
-      head = nn.Conv(self.out_channels, (1, 1), name=f"head_{stack}")(y)
+      head = nn.Conv(self.out_channels, (1, 1), kernel_init=self.head_init, name=f"head_{stack}")(y)
       outputs.append(head)
       if stack + 1 < self.num_stacks:
         x = (x + nn.Conv(self.features, (1, 1), name=f"merge_features_{stack}")(y)
