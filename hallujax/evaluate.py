@@ -254,35 +254,41 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   return report
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run to evaluate (its checkpoints/ directory).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Data split to evaluate on.")
-_BATCHES = flags.DEFINE_integer("batches", None, "Batches to evaluate (default: config.train.eval_batches).")
-_COMPARE = flags.DEFINE_multi_string("compare", [], "Other runs of the same config to add as rows.")
-_RECOGNIZER_CONFIG = flags.DEFINE_string("recognizer_config", None, "ArcFace config (configs/arcface.py[:variant]).")
-_RECOGNIZER_WORKDIR = flags.DEFINE_string("recognizer_workdir", None, "ArcFace run trained with that config.")
-_ARCFACE_WEIGHTS = flags.DEFINE_string("arcface_weights", None, "insightface arcface_torch backbone.pth.")
-_ARCFACE_STAGES = flags.DEFINE_list("arcface_stages", ["3", "4", "6", "3"], "iResNet stage sizes of those weights.")
-flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a command (so the module imports anywhere)."""
+  config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.",
+                                  lock_config=False)
+  flags.DEFINE_string("workdir", None, "The run to evaluate (its checkpoints/ directory).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Data split to evaluate on.")
+  flags.DEFINE_integer("batches", None, "Batches to evaluate (default: config.train.eval_batches).")
+  flags.DEFINE_multi_string("compare", [], "Other runs of the same config to add as rows.")
+  flags.DEFINE_string("recognizer_config", None, "ArcFace config (configs/arcface.py[:variant]).")
+  flags.DEFINE_string("recognizer_workdir", None, "ArcFace run trained with that config.")
+  flags.DEFINE_string("arcface_weights", None, "insightface arcface_torch backbone.pth.")
+  flags.DEFINE_list("arcface_stages", ["3", "4", "6", "3"], "iResNet stage sizes of those weights.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   recognizer = None
-  if _RECOGNIZER_WORKDIR.value:
-    if not _RECOGNIZER_CONFIG.value:
+  if FLAGS.recognizer_workdir:
+    if not FLAGS.recognizer_config:
       raise app.UsageError("--recognizer_workdir needs --recognizer_config (the config it was trained with).")
-    recognizer = in_project_recognizer(_RECOGNIZER_CONFIG.value, _RECOGNIZER_WORKDIR.value)
-  elif _ARCFACE_WEIGHTS.value:
-    recognizer = arcface_torch_recognizer(_ARCFACE_WEIGHTS.value, tuple(int(s) for s in _ARCFACE_STAGES.value))
-  report = evaluate(_CONFIG.value, _WORKDIR.value, step=_STEP.value, split=_SPLIT.value, batches=_BATCHES.value,
-                    compare=tuple(_COMPARE.value), recognizer=recognizer)
+    recognizer = in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
+  elif FLAGS.arcface_weights:
+    recognizer = arcface_torch_recognizer(FLAGS.arcface_weights, tuple(int(s) for s in FLAGS.arcface_stages))
+  report = evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split, batches=FLAGS.batches,
+                    compare=tuple(FLAGS.compare), recognizer=recognizer)
   print(epath.Path(report["files"] + ".md").read_text())
   print(f"Wrote {report['files']}.json, .md and image grids.")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=parse_flags)

@@ -21,18 +21,23 @@ from PIL import Image
 
 from hallujax.cli import parse_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "StyleGAN2 config, e.g. configs/stylegan2.py.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training run whose latest checkpoint to sample.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A rosinality .pt or stylegan2-ada state dict instead.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest).")
-_NUM = flags.DEFINE_integer("num", 16, "Number of samples.")
-_TRUNCATION = flags.DEFINE_float("truncation", 1.0, "Truncation ψ (1 = none; 0.5-0.7 for cleaner faces).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the latents.")
-_COLUMNS = flags.DEFINE_integer("columns", 0, "Images per grid row (0: about √num).")
-_OUT = flags.DEFINE_string("out", "samples.png", "Output PNG path.")
-_ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Let torch.load unpickle non-tensor objects "
-                                  "(training checkpoints with an 'args' entry). Only for files you trust.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a command (so the module imports anywhere)."""
+  config_flags.DEFINE_config_file("config", None, "StyleGAN2 config, e.g. configs/stylegan2.py.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training run whose latest checkpoint to sample.")
+  flags.DEFINE_string("checkpoint", None, "A rosinality .pt or stylegan2-ada state dict instead.")
+  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest).")
+  flags.DEFINE_integer("num", 16, "Number of samples.")
+  flags.DEFINE_float("truncation", 1.0, "Truncation ψ (1 = none; 0.5-0.7 for cleaner faces).")
+  flags.DEFINE_integer("seed", 0, "Seed of the latents.")
+  flags.DEFINE_integer("columns", 0, "Images per grid row (0: about √num).")
+  flags.DEFINE_string("out", "samples.png", "Output PNG path.")
+  flags.DEFINE_bool("allow_pickle", False, "Let torch.load unpickle non-tensor objects "
+                    "(training checkpoints with an 'args' entry). Only for files you trust.")
 
 
 def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -86,21 +91,22 @@ def sample(generator, variables, num: int, truncation: float, seed: int, batch_s
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if _CHECKPOINT.value:
-    generator, variables = generator_from_checkpoint(_CHECKPOINT.value, _CONFIG.value, _ALLOW_PICKLE.value,
-                                                     _TRUNCATION.value)
-  elif _WORKDIR.value and _CONFIG.value is not None:
-    generator, variables = generator_from_run(_CONFIG.value, _WORKDIR.value, _STEP.value)
+  if FLAGS.checkpoint:
+    generator, variables = generator_from_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.allow_pickle,
+                                                     FLAGS.truncation)
+  elif FLAGS.workdir and FLAGS.config is not None:
+    generator, variables = generator_from_run(FLAGS.config, FLAGS.workdir, FLAGS.step)
   else:
     raise app.UsageError("Give --config and --workdir (a training run), or --checkpoint (a PyTorch file).")
-  images = sample(generator, variables, _NUM.value, _TRUNCATION.value, _SEED.value)
-  columns = _COLUMNS.value or math.ceil(math.sqrt(_NUM.value))
-  out = epath.Path(_OUT.value)
+  images = sample(generator, variables, FLAGS.num, FLAGS.truncation, FLAGS.seed)
+  columns = FLAGS.columns or math.ceil(math.sqrt(FLAGS.num))
+  out = epath.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   with out.open("wb") as f:
     Image.fromarray(image_grid(images, columns)).save(f, format="PNG")
-  print(f"Wrote {out} ({_NUM.value} samples, {generator.resolution}², truncation {_TRUNCATION.value}).")
+  print(f"Wrote {out} ({FLAGS.num} samples, {generator.resolution}², truncation {FLAGS.truncation}).")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=parse_flags)
