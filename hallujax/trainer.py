@@ -291,7 +291,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   hallucinate = GridColumns(method, config)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=process_index > 0)
-  writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  writer.write_hparams(_flatten(config.to_dict()))
   step = int(jax.device_get(state.step))
   if step == 0:
     params = getattr(state, "params", state)
