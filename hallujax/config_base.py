@@ -34,7 +34,6 @@ def base_config() -> ml_collections.ConfigDict:
       crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)
       strict=False,            # folder sources: fail on an unreadable image instead of skipping it
       reject_small=True,       # folder sources: reject images smaller than the crop
-      shuffle_buffer=0,        # 0 = global shuffle (random access); grain shuffles by index
       worker_count=0,          # grain worker processes (0 = in the main process)
       prefetch=2,              # batches prefetched to the device
   ))

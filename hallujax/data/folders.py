@@ -38,6 +38,7 @@ expected and how to prepare it.
 
 from __future__ import annotations
 
+import abc
 import csv
 import logging
 import os
@@ -121,7 +122,7 @@ def _images_under(directory: str) -> list[str]:
   return sorted(found)
 
 
-class _FolderSource:
+class _FolderSource(abc.ABC):
   """Shared machinery: bad-file skipping and counting, size checks, the contract."""
 
   source_name = ""
@@ -152,8 +153,9 @@ class _FolderSource:
     """{path: reason} of the files skipped so far."""
     return dict(self._bad)
 
+  @abc.abstractmethod
   def load(self, index: int) -> dict[str, np.ndarray]:
-    raise NotImplementedError
+    """Example `index` of this layout (each layout reads its own files)."""
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     if not 0 <= index < len(self):
