@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hallujax.models.recognition import SPHEREFACE_UNITS, PReLU, torch_padding
+from hallujax.models.recognition import sphereface_stages
 from hallujax.nn.hourglass import ResidualBlock, StackedHourglass
 
 
@@ -190,15 +190,4 @@ class SphereFaceTextureFeatures(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
-    conv = lambda features, strides, name: nn.Conv(
-        features, (3, 3), strides=(strides, strides), padding=torch_padding(1), name=name)
-    x = images
-    widths = (64, 128, 256, 512)[:self.stages]
-    for stage, (units, width) in enumerate(zip(SPHEREFACE_UNITS[self.depth], widths), 1):
-      x = PReLU(name=f"relu{stage}_1")(conv(width, 2, f"conv{stage}_1")(x))
-      for unit in range(units):
-        first, second = 2 + 2 * unit, 3 + 2 * unit
-        residual = PReLU(name=f"relu{stage}_{first}")(conv(width, 1, f"conv{stage}_{first}")(x))
-        residual = PReLU(name=f"relu{stage}_{second}")(conv(width, 1, f"conv{stage}_{second}")(residual))
-        x = x + residual
-    return x
+    return sphereface_stages(images, self.depth, self.stages, jnp.float32)

@@ -45,6 +45,12 @@ def torch_padding(padding: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return ((padding, padding), (padding, padding))
 
 
+def torch_conv(features: int, kernel: int, strides: int, padding: int, name: str, dtype: Dtype) -> nn.Conv:
+  """A bias-free conv laid out like ``torch.nn.Conv2d(..., padding=p, bias=False)`` with He fan-out init."""
+  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=torch_padding(padding),
+                 use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+
+
 def flatten_channel_major(x: jax.Array) -> jax.Array:
   """(B, H, W, C) -> (B, C*H*W) in PyTorch's NCHW flatten order."""
   return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
@@ -68,9 +74,8 @@ class ImprovedBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda features, kernel, strides, padding, name: nn.Conv(
-        features, (kernel, kernel), strides=(strides, strides), padding=torch_padding(padding),
-        use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name)
+    conv = lambda features, kernel, strides, padding, name: torch_conv(
+        features, kernel, strides, padding, name, self.dtype)
     out = batch_norm(train, self.dtype, "bn1")(x)
     out = conv(self.features, 3, 1, 1, "conv1")(out)
     out = batch_norm(train, self.dtype, "bn2")(out)
@@ -198,6 +203,28 @@ class MarginHead(nn.Module):
 SPHEREFACE_UNITS = {4: (0, 0, 0, 0), 10: (0, 1, 2, 0), 20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
 
 
+def sphereface_stages(x: jax.Array, depth: int, num_stages: int, dtype: Dtype) -> jax.Array:
+  """SphereFace's first `num_stages` conv stages, called inside a compact module's ``__call__``.
+
+  Each stage: a stride-2 3x3 conv + PReLU, then residual units of two 3x3
+  conv + PReLU. The layers are created in the calling module under the
+  ``sphere20a`` names (conv1_1, relu1_1, ...), so SphereFace and IPFH's
+  texture features read the same parameters.
+  """
+  conv = lambda features, strides, name: nn.Conv(
+      features, (3, 3), strides=(strides, strides), padding=torch_padding(1), dtype=dtype,
+      kernel_init=nn.initializers.xavier_uniform(), name=name)
+  widths = (64, 128, 256, 512)[:num_stages]
+  for stage, (units, width) in enumerate(zip(SPHEREFACE_UNITS[depth], widths), 1):
+    x = PReLU(name=f"relu{stage}_1")(conv(width, 2, f"conv{stage}_1")(x))
+    for unit in range(units):
+      first, second = 2 + 2 * unit, 3 + 2 * unit
+      residual = PReLU(name=f"relu{stage}_{first}")(conv(width, 1, f"conv{stage}_{first}")(x))
+      residual = PReLU(name=f"relu{stage}_{second}")(conv(width, 1, f"conv{stage}_{second}")(residual))
+      x = x + residual
+  return x
+
+
 class SphereFace(nn.Module):
   """SphereFace-20 (Liu et al. 2017, ``sphere20a``): 4 stride-2 conv + PReLU stages with residual units.
 
@@ -217,17 +244,7 @@ class SphereFace(nn.Module):
     del train
     if self.depth not in SPHEREFACE_UNITS:
       raise ValueError(f"SphereFace(depth={self.depth}) is not defined; known depths: {sorted(SPHEREFACE_UNITS)}.")
-    conv = lambda features, strides, name: nn.Conv(
-        features, (3, 3), strides=(strides, strides), padding=torch_padding(1), dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(), name=name)
-    x = images.astype(self.dtype)
-    for stage, (units, width) in enumerate(zip(SPHEREFACE_UNITS[self.depth], (64, 128, 256, 512)), 1):
-      x = PReLU(name=f"relu{stage}_1")(conv(width, 2, f"conv{stage}_1")(x))
-      for unit in range(units):
-        first, second = 2 + 2 * unit, 3 + 2 * unit
-        residual = PReLU(name=f"relu{stage}_{first}")(conv(width, 1, f"conv{stage}_{first}")(x))
-        residual = PReLU(name=f"relu{stage}_{second}")(conv(width, 1, f"conv{stage}_{second}")(residual))
-        x = x + residual
+    x = sphereface_stages(images.astype(self.dtype), self.depth, 4, self.dtype)
     x = nn.Dense(self.embedding_dim, dtype=self.dtype, name="fc5")(flatten_channel_major(x))
     return x.astype(jnp.float32)
 

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hallujax.models.recognition import batch_norm, conv_init, torch_padding
+from hallujax.models.recognition import batch_norm, conv_init, torch_conv, torch_padding
 
 Dtype = Any
 
@@ -95,9 +95,8 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda features, kernel, strides, padding, name: nn.Conv(
-        features, (kernel, kernel), strides=(strides, strides), padding=torch_padding(padding),
-        use_bias=False, kernel_init=conv_init, dtype=self.dtype, name=name)
+    conv = lambda features, kernel, strides, padding, name: torch_conv(
+        features, kernel, strides, padding, name, self.dtype)
     out = nn.relu(batch_norm(train, self.dtype, "bn1")(conv(self.features, 1, 1, 0, "conv1")(x)))
     out = nn.relu(batch_norm(train, self.dtype, "bn2")(conv(self.features, 3, self.strides, 1, "conv2")(out)))
     out = batch_norm(train, self.dtype, "bn3")(conv(4 * self.features, 1, 1, 0, "conv3")(out))
