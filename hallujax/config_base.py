@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
       max_yaw=90.0,            # face world: pose ranges in degrees
       max_pitch=20.0,
       max_roll=12.0,
+      render_on="host",        # face world: "host" renders each example in the input pipeline; "device"
+                               # ships only renderer parameters and renders batches on the accelerator
+                               # (hallujax.data.device_render), for when the host would starve it
       data_dir="",             # on-disk and TFDS sources read from here
       tfds_name="",            # source "tfds": any TFDS dataset by name
       crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from hallujax import sharding
 from hallujax.checkpoint import Checkpointer, restore_state
-from hallujax.data import pipeline
+from hallujax.data import device_render, pipeline
 from hallujax.methods import get_method
 
 
@@ -61,15 +61,27 @@ def zeros_batch(spec: dict, batch_size: int) -> dict:
   return {name: np.zeros((batch_size, *s.shape), s.dtype) for name, s in spec.items()}
 
 
+def batch_to_devices(host_batch: dict, mesh, spec: dict, local_batch_size: int, render=None) -> dict:
+  """One host batch -> the method's fields as global arrays split over the mesh's data axis.
+
+  With `render` (config.data.render_on="device") the host batch holds face-world
+  renderer parameters, and `render` makes the method's fields from them on the devices.
+  """
+  if render is None:
+    validate_batch(host_batch, spec, local_batch_size)
+    return sharding.global_batch({name: host_batch[name] for name in spec}, mesh)
+  batch = render(sharding.global_batch(host_batch, mesh))
+  validate_batch(batch, spec, local_batch_size * jax.process_count())  # global arrays
+  return batch
+
+
 def device_batches(iterator: Iterator, mesh, spec: dict, local_batch_size: int,
-                   depth: int) -> Iterator[dict]:
-  """Validates host batches and keeps `depth` of them in flight to the devices."""
+                   depth: int, render=None) -> Iterator[dict]:
+  """Validates host batches and keeps `depth` of them in flight to the devices (see batch_to_devices)."""
   queue = collections.deque()
 
   def enqueue():
-    batch = next(iterator)
-    validate_batch(batch, spec, local_batch_size)
-    queue.append(sharding.global_batch({name: batch[name] for name in spec}, mesh))
+    queue.append(batch_to_devices(next(iterator), mesh, spec, local_batch_size, render))
 
   for _ in range(max(depth, 1)):
     enqueue()
@@ -233,23 +245,54 @@ def write_image_grid(workdir, step: int, grid: np.ndarray) -> str:
 
 
 class ProgressLine:
-  """Step, steps/s, ETA and losses on one terminal line per log window."""
+  """Step, steps/s, ETA, input wait and losses on one terminal line per log window.
 
-  def __init__(self, total_steps: int, start_step: int):
+  Input wait is the share of the window's wall time the loop spent blocked on
+  the next batch: with batches prefetched to the devices, that is time the
+  devices had nothing to train on. Above `STARVED` (after the first window,
+  which holds compilation and the pipeline's start) it says once how to feed
+  the devices faster.
+  """
+
+  STARVED = 0.2
+
+  def __init__(self, total_steps: int, start_step: int, input_hint: str):
     self.total_steps = total_steps
     self.last_step = start_step
     self.last_time = time.perf_counter()
+    self.input_wait = 0.0
+    self.windows = 0
+    self.input_hint = input_hint
 
-  def __call__(self, step: int, means: dict) -> float:
+  def waited(self, seconds: float) -> None:
+    self.input_wait += seconds
+
+  def __call__(self, step: int, means: dict) -> dict[str, float]:
     now = time.perf_counter()
-    steps_per_second = (step - self.last_step) / max(now - self.last_time, 1e-9)
-    self.last_step, self.last_time = step, now
+    window = max(now - self.last_time, 1e-9)
+    steps_per_second = (step - self.last_step) / window
+    input_wait = min(self.input_wait / window, 1.0)
+    self.last_step, self.last_time, self.input_wait = step, now, 0.0
+    self.windows += 1
     eta = (self.total_steps - step) / max(steps_per_second, 1e-9)
     losses = "  ".join(f"{name} {value:.4g}" for name, value in sorted(means.items())
                        if name != "nonfinite")
     print(f"step {step}/{self.total_steps}  {steps_per_second:.2f} steps/s  "
-          f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}  {losses}", flush=True)
-    return steps_per_second
+          f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}  input wait {input_wait:.0%}  {losses}",
+          flush=True)
+    if self.windows > 1 and input_wait > self.STARVED and self.input_hint:
+      print(f"The devices waited for input {input_wait:.0%} of this window. {self.input_hint}", flush=True)
+      self.input_hint = ""
+    return {"steps_per_second": steps_per_second, "input_wait_fraction": input_wait}
+
+
+def input_hint(data_config) -> str:
+  """How to feed the devices faster with this data config (for ProgressLine)."""
+  if data_config.source == "faceworld" and not device_render.renders_on_device(data_config):
+    return ("Render the face world on the devices: --config.data.render_on=device "
+            "(python -m hallujax.data.faceworld_benchmark --pipeline compares the two).")
+  return ("Decode and resize in worker processes: raise --config.data.worker_count, or convert the "
+          "dataset once to array_record shards (python -m hallujax.data.prepare).")
 
 
 def train(config, workdir, *, devices=None) -> TrainResult:
@@ -272,6 +315,8 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   rng_data = jax.random.key_data(train_rng)
   state, state_shardings = init_train_state(method, config, mesh, init_rng)
   spec = method.batch_spec(config)
+  render = (device_render.make_renderer(config.data, mesh, fields=tuple(spec))
+            if device_render.renders_on_device(config.data) else None)
 
   data = pipeline.IteratorStateRecorder(iter(pipeline.train_dataset(
       config, process_index=process_index, process_count=process_count)))
@@ -285,7 +330,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
   train_step = TrainSteps(method, config, mesh, state_shardings)
   eval_step = jit_eval_step(method, config, mesh, state_shardings)
-  eval_batches = [sharding.global_batch({n: b[n] for n in spec}, mesh)
+  eval_batches = [batch_to_devices(b, mesh, spec, local_batch_size, render)
                   for b in pipeline.eval_batches(config, process_index=process_index,
                                                  process_count=process_count)]
   hallucinate = GridColumns(method, config)
@@ -297,8 +342,8 @@ def train(config, workdir, *, devices=None) -> TrainResult:
     params = getattr(state, "params", state)
     print(parameter_overview.get_parameter_overview(params, include_stats=False), flush=True)
 
-  batches = device_batches(data, mesh, spec, local_batch_size, config.data.prefetch)
-  progress = ProgressLine(config.train.steps, step)
+  batches = device_batches(data, mesh, spec, local_batch_size, config.data.prefetch, render)
+  progress = ProgressLine(config.train.steps, step, input_hint(config.data))
   # clu's hook writes steps/s to TensorBoard and the ETA to the work-unit notes / log.
   report_progress = periodic_actions.ReportProgress(num_train_steps=config.train.steps, writer=writer)
   total = config.train.steps
@@ -328,13 +373,15 @@ def train(config, workdir, *, devices=None) -> TrainResult:
       means["skipped_steps"] = float(sum(m["nonfinite"] for m in values))
     means.pop("nonfinite")
     last_step = pending[-1][0]
-    means["steps_per_second"] = progress(last_step, means)
+    means.update(progress(last_step, means))
     writer.write_scalars(last_step, means)
     history.append(dict(means, step=last_step))
     pending.clear()
 
   while step < total:
+    waiting_since = time.perf_counter()
     batch = next(batches)
+    progress.waited(time.perf_counter() - waiting_since)
     state, metrics = train_step(step, state, batch, rng_data)
     step += 1
     consumed += 1

@@ -4,7 +4,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hallujax.data import faceworld
+from hallujax.data import faceworld, faceworld_params, faceworld_render
+from hallujax.data.faceworld_render import render_batch
 from hallujax.data.sources import make_source
 
 SIZE = 48
@@ -81,6 +82,30 @@ def test_infrared_pairings(modality):
   other = unaligned[2]
   assert other["identity"] == identity and other["yaw"] == pytest.approx(view["yaw"])
   assert make_source(data_config(pairing=f"{modality}_aligned", input_channels=3), "train")[2]["input"].shape[-1] == 3
+
+
+def test_modalities_render_the_same_alone_and_packed_together():
+  # The shader packs up to four 8-bit channels per output word (visible RGB + one
+  # infrared modality); all three modalities take two words. Every combination
+  # must give each modality exactly as it renders alone.
+  source = make_source(data_config(), "train")
+  faces = [faceworld._renderer_inputs(source.parameters(index)[1]) for index in (0, 3)]
+  batch = faceworld_params.stack(faces)
+  alone = {m: render_batch(batch, size=32, modalities=(m,))[m] for m in faceworld_render.MODALITIES}
+  for modalities in [("visible", "thermal"), ("visible", "nir"), faceworld_render.MODALITIES]:
+    together = render_batch(batch, size=32, modalities=modalities)
+    for modality in modalities:
+      np.testing.assert_array_equal(together[modality], alone[modality], err_msg=f"{modality} in {modalities}")
+  assert alone["nir"].shape == (2, 32, 32, 1) and alone["thermal"].max() > 128  # the 4th byte is not lost
+
+
+def test_identity_parameters_are_drawn_once_and_cannot_be_changed_by_callers():
+  first = faceworld_params.identity_parameters(0, 7)
+  first["head_width"] = np.float32(5.0)
+  again = faceworld_params.identity_parameters(0, 7)
+  assert again["head_width"] != 5.0
+  with pytest.raises(ValueError, match="read-only"):
+    again["skin_colour"][0] = 0.0
 
 
 def test_landmarks_sit_on_the_features_and_hide_at_profile():

@@ -109,3 +109,20 @@ def test_run_writes_tensorboard_events_images_and_checkpoints(tmp_path):
   # Checkpoints hold the data position too: one JSON file per process.
   data_files = list((epath.Path(tmp_path) / "checkpoints" / "4" / "data").glob("process_*.json"))
   assert len(data_files) == 1 and "next_index" in json.loads(data_files[0].read_text())
+
+
+def test_progress_line_reports_input_wait_and_says_once_how_to_feed_the_devices(capsys, monkeypatch):
+  clock = iter([0.0, 10.0, 20.0, 30.0])   # one window of 10 s per call
+  monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(clock))
+  progress = trainer.ProgressLine(total_steps=30, start_step=0,
+                                  input_hint=trainer.input_hint(tiny_config().data))
+  progress.waited(9.0)              # the first window (compilation, pipeline start): no advice
+  first = progress(10, {"loss": 1.0})
+  progress.waited(5.0)
+  second = progress(20, {"loss": 0.5})
+  progress.waited(5.0)
+  progress(30, {"loss": 0.25})
+  out = capsys.readouterr().out
+  assert first == {"steps_per_second": 1.0, "input_wait_fraction": 0.9}
+  assert second["input_wait_fraction"] == 0.5 and "input wait 50%" in out
+  assert out.count("The devices waited for input") == 1

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from hallujax.data import faceworld_params as params_lib
-from hallujax.data.faceworld_render import MODALITIES, render_batch
+from hallujax.data.faceworld_render import render_batch
 
 PAIRINGS = ("same_view", "frontalize", "thermal_aligned", "nir_aligned",
             "thermal_unaligned", "nir_unaligned")
@@ -56,12 +56,27 @@ MAX_SIZE = 512
 def face_parameters(world_seed: int, identity: int, rng: np.random.Generator, *,
                     max_yaw=90.0, max_pitch=20.0, max_roll=12.0) -> dict[str, np.ndarray]:
   """All renderer parameters of one image of `identity`, nuisances drawn from `rng`."""
-  p = dict(params_lib.identity_parameters(world_seed, identity))
+  p = params_lib.identity_parameters(world_seed, identity)
   expression, intensity = params_lib.expression_sample(rng)
   p.update(params_lib.expression_parameters(expression, intensity))
   p.update(params_lib.view_parameters(rng, max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll))
   p["expression_index"] = np.float32(expression)
   return p
+
+
+def input_modality(pairing: str) -> str:
+  """The modality of "input" under `pairing`: "visible", "thermal" or "nir"."""
+  return pairing.split("_")[0] if pairing.startswith(("thermal", "nir")) else "visible"
+
+
+def rendered_modalities(pairing: str) -> tuple[str, ...]:
+  """What one render of a `pairing` example makes: ("visible",) or ("visible", "thermal" | "nir").
+
+  The target's and the input's modality, no more: the shader renders up to
+  that in one loop (faceworld_render._pack), and one program per size serves
+  every example.
+  """
+  return tuple(dict.fromkeys(("visible", input_modality(pairing))))
 
 
 def _renderer_inputs(p):
@@ -139,15 +154,29 @@ class FaceWorldSource:
     return identity, target, source
 
   def _input_modality(self) -> str:
-    return self.pairing.split("_")[0] if self.pairing.startswith(("thermal", "nir")) else "visible"
+    return input_modality(self.pairing)
+
+  def renderer_parameters(self, index: int) -> dict[str, np.ndarray]:
+    """Example `index` as what the renderer needs, not rendered (for data.render_on="device").
+
+    A flat dict: "target/<name>" the target view's renderer parameters
+    (float32) and, only for pairings whose input is another view (frontalize,
+    *_unaligned), "input/<name>" the input view's; plus "identity", "yaw" and
+    "expression" exactly as __getitem__ gives them.
+    hallujax.data.device_render renders a batch of these on the devices.
+    """
+    identity, target, source = self.parameters(int(index))
+    views = {"target": target} if source is target else {"target": target, "input": source}
+    example = {f"{view}/{name}": np.asarray(value, np.float32)
+               for view, p in views.items() for name, value in _renderer_inputs(p).items()}
+    example.update(identity=np.int32(identity), yaw=np.float32(source["yaw"]),
+                   expression=np.int32(target["expression_index"]))
+    return example
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     identity, target, source = self.parameters(int(index))
     modality = self._input_modality()
-    # One compiled program per (size, modalities): visible-only pairings use
-    # ("visible",), thermal / NIR pairings ("visible", "nir", "thermal"), and
-    # always batch 1, so a process compiles at most two programs per size.
-    modalities = ("visible",) if modality == "visible" else MODALITIES
+    modalities = rendered_modalities(self.pairing)   # always batch 1: one program per size
     rendered = _render_one(target, self.size, modalities)
     if source is target:
       image = rendered[modality]

@@ -1,10 +1,19 @@
 """Face-world rendering speed: faces per second at 64², 128², 256² and 512².
 
     python -m hallujax.data.faceworld_benchmark [--batch 64] [--repeats 3] [--sizes 64,128,256,512]
+    python -m hallujax.data.faceworld_benchmark --pipeline [--batch 64] [--repeats 3]
 
 Times `render_batch` (visible RGB + 68 landmarks, uint8 out, parameters drawn
 on the host included) on whatever device jax uses by default; the first call
-per size (compilation) is reported separately and not counted.
+per size (compilation) is reported separately and not counted. With
+--modalities visible,thermal (or nir) the shader renders both in one loop.
+
+--pipeline times the whole input pipeline instead, as the trainer drives it
+(grain batches, then trainer.device_batches until the batch is on the
+devices), for a same_view 128² → 16² config (FH-GAN's fields: input, target,
+identity): config.data.render_on="host" (each face rendered and resized in
+grain, then copied over) against "device" (grain yields parameters; the
+devices render and resize; hallujax.data.device_render).
 """
 
 from __future__ import annotations
@@ -20,27 +29,76 @@ from hallujax.data import faceworld, faceworld_params
 from hallujax.data.faceworld_render import render_batch
 
 
+IDENTITIES = 1000   # base_config's data.num_identities
+
+
 def _parameters(batch: int, seed: int):
   rng = np.random.default_rng(seed)
-  faces = [faceworld._renderer_inputs(faceworld.face_parameters(0, int(rng.integers(1000)), rng)) for _ in range(batch)]
+  faces = [faceworld._renderer_inputs(faceworld.face_parameters(0, int(rng.integers(IDENTITIES)), rng))
+           for _ in range(batch)]
   return faceworld_params.stack(faces)
 
 
 def measure(size: int, batch: int, repeats: int, modalities=("visible",)) -> tuple[float, float, float]:
   """(compile seconds, faces per wall-clock second, faces per CPU second) at size².
 
+  The steady state of a training run: every identity has been drawn once
+  (faceworld_params caches them), and the next batch's parameters are drawn
+  on the host while the device renders the current one, as a pipeline does.
   CPU seconds (this process, all threads) tell the cost on a shared machine:
   on a quiet machine with N cores, wall-clock throughput approaches
   N × (faces per CPU second) when XLA keeps all cores busy.
   """
+  for identity in range(IDENTITIES):
+    faceworld_params.identity_parameters(0, identity)
   start = time.perf_counter()
   jax.block_until_ready(render_batch(_parameters(batch, 0), size=size, modalities=modalities))
   compile_seconds = time.perf_counter() - start
   start, start_cpu = time.perf_counter(), time.process_time()
+  parameters = _parameters(batch, 1)
   for repeat in range(repeats):
-    jax.block_until_ready(render_batch(_parameters(batch, repeat + 1), size=size, modalities=modalities))
+    rendered = render_batch(parameters, size=size, modalities=modalities)   # dispatched, not waited for
+    parameters = _parameters(batch, repeat + 2)
+    jax.block_until_ready(rendered)
   wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
   return compile_seconds, batch * repeats / wall, batch * repeats / cpu
+
+
+def pipeline_config(render_on: str, batch: int):
+  """A same_view 128² → 16² face-world config (bicubic, as IPFH's data)."""
+  from hallujax.config_base import base_config
+  config = base_config()
+  config.data.update(pairing="same_view", target_size=128, input_size=16, downsample="bicubic",
+                     render_on=render_on)
+  config.train.batch_size = batch
+  return config
+
+
+def measure_pipeline(render_on: str, batch: int, repeats: int) -> tuple[float, float]:
+  """(seconds to the first batch on the devices, steady faces per second) of the input pipeline."""
+  import jax.numpy as jnp
+  from hallujax import sharding, trainer
+  from hallujax.data import device_render, pipeline
+
+  config = pipeline_config(render_on, batch)
+  mesh = sharding.make_mesh(config.mesh)
+  spec = {"input": jax.ShapeDtypeStruct((16, 16, 3), jnp.float32),
+          "target": jax.ShapeDtypeStruct((128, 128, 3), jnp.float32),
+          "identity": jax.ShapeDtypeStruct((), jnp.int32)}
+  render = device_render.make_renderer(config.data, mesh, tuple(spec)) if render_on == "device" else None
+  start = time.perf_counter()
+  batches = trainer.device_batches(iter(pipeline.train_dataset(config)), mesh, spec, batch,
+                                   config.data.prefetch, render)
+  jax.block_until_ready(next(batches))
+  first_seconds = time.perf_counter() - start
+  # grain (4 batches) and the trainer (data.prefetch) filled their buffers during the first
+  # batch's compilation; drain them untimed so the rate below is the steady state.
+  for _ in range(4 + config.data.prefetch + 2):
+    jax.block_until_ready(next(batches))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    jax.block_until_ready(next(batches))
+  return first_seconds, batch * repeats / (time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -49,7 +107,17 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--sizes", default="64,128,256,512")
   parser.add_argument("--modalities", default="visible", help="comma-separated: visible,nir,thermal")
+  parser.add_argument("--pipeline", action="store_true",
+                      help="time the input pipeline (same_view 128² → 16²) with render_on=host and =device")
   arguments = parser.parse_args(argv)
+  if arguments.pipeline:
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}, {jax.device_count()} devices, "
+          f"{os.cpu_count()} CPU cores), batch {arguments.batch}, same_view 128² → 16²; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for render_on in ("host", "device"):
+      first_seconds, rate = measure_pipeline(render_on, arguments.batch, arguments.repeats)
+      print(f"render_on={render_on:6s}: {rate:8.1f} faces/s  (first batch {first_seconds:.1f} s)")
+    return
   modalities = tuple(arguments.modalities.split(","))
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}, {os.cpu_count()} CPU cores), "
         f"batch {arguments.batch}, {modalities}; load average {os.getloadavg()[0]:.1f}")

@@ -12,6 +12,8 @@ x points to the image right of a frontal face, y up, z towards the camera.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 EXPRESSIONS = ("neutral", "smile", "surprise", "anger", "disgust", "fear", "sadness")
@@ -52,7 +54,15 @@ _IRIS_COLOURS = np.array([
 
 
 def identity_parameters(world_seed: int, identity: int) -> dict[str, np.ndarray]:
-  """The fixed appearance of one identity (float32 scalars and RGB triples)."""
+  """The fixed appearance of one identity (float32 scalars and RGB triples; a new dict, read-only arrays)."""
+  return dict(_identity_parameters(int(world_seed), int(identity)))
+
+
+# Drawing an identity costs ~0.2 ms of Python (30 generator calls), as much as
+# rendering a third of a 128² face; identities recur in every epoch, so they are
+# drawn once per process. ~1 KB each: 2^16 identities hold ~64 MB at most.
+@functools.lru_cache(maxsize=2**16)
+def _identity_parameters(world_seed: int, identity: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng([int(world_seed), 7919, int(identity)])
   u = lambda low, high: np.float32(rng.uniform(low, high))
   tone = rng.uniform(0, len(_SKIN_TONES) - 1)
@@ -97,6 +107,8 @@ def identity_parameters(world_seed: int, identity: int) -> dict[str, np.ndarray]
   p = {k: np.float32(v) for k, v in p.items()}
   p.update(skin_colour=skin.astype(np.float32), hair_colour=hair.astype(np.float32),
            iris_colour=iris.astype(np.float32), lip_colour=lips.astype(np.float32))
+  for colour in ("skin_colour", "hair_colour", "iris_colour", "lip_colour"):
+    p[colour].flags.writeable = False   # shared by every caller of the cache
   return p
 
 
@@ -136,4 +148,5 @@ def expression_sample(rng: np.random.Generator) -> tuple[int, float]:
 
 def stack(parameter_dicts: list[dict]) -> dict[str, np.ndarray]:
   """Stacks per-face parameter dicts into a batch (leading axis)."""
-  return {k: np.stack([d[k] for d in parameter_dicts]).astype(np.float32) for k in parameter_dicts[0]}
+  # np.asarray of a list builds each field in one pass (~10x faster than np.stack of 0-d arrays).
+  return {k: np.asarray([d[k] for d in parameter_dicts], np.float32) for k in parameter_dicts[0]}

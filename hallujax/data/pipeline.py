@@ -10,6 +10,10 @@ every ``n``-th example and makes ``batch_size / n`` of each global batch
 
 The iterator's position is part of every checkpoint, so a resumed run reads
 exactly the batches the uninterrupted run would have read.
+
+With ``config.data.render_on="device"`` (face world only) the batches hold
+each example's renderer parameters instead of images, read in the same order;
+the trainer renders them on the devices (hallujax.data.device_render).
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+import functools
+
 import grain
 import numpy as np
+import threadpoolctl
 
-from hallujax.data import degradations
+from hallujax.data import degradations, device_render
+from hallujax.data.faceworld import FaceWorldSource
 from hallujax.data.sources import make_source
 
 IMAGE_FIELDS = ("input", "target")
@@ -34,6 +42,19 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 def to_uint8(image) -> np.ndarray:
   """float [-1, 1] -> uint8 [0, 255], rounding and clipping."""
   return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+@functools.cache
+def limit_blas_to_one_thread() -> None:
+  """Makes numpy's BLAS single-threaded in this process (once; grain workers call it too).
+
+  The pipeline's matrix products are tiny (a resize of one image) and run in
+  several grain threads next to XLA's own thread pool; OpenBLAS's spinning
+  worker threads then cost far more than the products: resizing a 128² image
+  to 16² measured 15 ms with OpenBLAS's default threads against 0.12 ms with
+  one, and the face world's host pipeline ran at ~50 instead of ~500 faces/s.
+  """
+  threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 class PrepareExample(grain.transforms.Map):
@@ -51,6 +72,7 @@ class PrepareExample(grain.transforms.Map):
     self.downsample = data_config.downsample
 
   def map(self, example: dict) -> dict:
+    limit_blas_to_one_thread()
     example = dict(example)
     target = example["target"]
     if target.shape[0] != self.target_size or target.shape[1] != self.target_size:
@@ -83,17 +105,46 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
+class RendererParameters:
+  """A face-world source whose examples are renderer parameters, not images (render_on="device")."""
+
+  def __init__(self, source: FaceWorldSource):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return self.source.renderer_parameters(index)
+
+
+def read_source(config, split: str):
+  """(examples, per-example transform) for `split`.
+
+  The source's images and PrepareExample; or, with config.data.render_on="device",
+  the face world's renderer parameters and no transform (the trainer renders
+  them on the devices: hallujax.data.device_render). Either way grain
+  indexes, shuffles and shards the same indices, so the order is the same.
+  """
+  source = make_source(config.data, split)
+  if not device_render.renders_on_device(config.data):
+    return source, PrepareExample(config.data)
+  if not isinstance(source, FaceWorldSource):
+    raise ValueError(
+        f"config.data.render_on='device' renders face-world examples on the accelerator, but "
+        f"config.data.source={config.data.source!r} reads {type(source).__name__} images. "
+        f"Use render_on='host' (the default) for this source, or source='faceworld'.")
+  return RendererParameters(source), None
+
+
 def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The endless, shuffled, process-sharded training batches."""
-  source = make_source(config.data, "train")
-  dataset = (
-      grain.MapDataset.source(source)[process_index::process_count]
-      .seed(config.seed)
-      .shuffle()
-      .repeat()
-      .map(PrepareExample(config.data))
-      .batch(local_batch_size(config.train.batch_size, process_count), drop_remainder=True)
-  )
+  examples, prepare = read_source(config, "train")
+  dataset = (grain.MapDataset.source(examples)[process_index::process_count]
+             .seed(config.seed).shuffle().repeat())
+  if prepare is not None:
+    dataset = dataset.map(prepare)
+  dataset = dataset.batch(local_batch_size(config.train.batch_size, process_count), drop_remainder=True)
   iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
   if config.data.worker_count > 0:
     iter_dataset = iter_dataset.mp_prefetch(
@@ -104,17 +155,16 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
 def eval_batches(config, split: str = "validation", *, process_index: int = 0,
                  process_count: int = 1) -> list[dict]:
   """The first `config.train.eval_batches` batches of `split`, in order (host arrays)."""
-  source = make_source(config.data, split)
+  examples, prepare = read_source(config, split)
   batch_size = local_batch_size(config.train.batch_size, process_count)
-  dataset = (
-      grain.MapDataset.source(source)[process_index::process_count]
-      .map(PrepareExample(config.data))
-      .batch(batch_size, drop_remainder=True)
-  )
+  dataset = grain.MapDataset.source(examples)[process_index::process_count]
+  if prepare is not None:
+    dataset = dataset.map(prepare)
+  dataset = dataset.batch(batch_size, drop_remainder=True)
   count = min(config.train.eval_batches, len(dataset))
   if count == 0:
     raise ValueError(
-        f"The {split} split has {len(source)} examples, fewer than one batch of {batch_size}; "
+        f"The {split} split has {len(examples)} examples, fewer than one batch of {batch_size}; "
         f"lower config.train.batch_size or enlarge the split.")
   return [dataset[i] for i in range(count)]
 
