@@ -619,8 +619,16 @@ def _pack(channels):
 
 
 def _unpack(words, count: int) -> list:
-  """The `count` uint8 channels of _pack's words."""
-  return [((words[k // 4] >> (8 * (k % 4))) & 255).astype(jnp.uint8) for k in range(count)]
+  """The `count` uint8 channels of _pack's words.
+
+  A bitcast to bytes (channel k is byte k: little-endian, as on every jax
+  platform), not shifts and masks: when render_batch is inlined into a larger
+  jit, shifts let XLA fuse the shader into the unpacking, evaluated once per
+  channel and unvectorized (14× slower than a direct call on CPU; with the
+  bitcast, 2.3×).
+  """
+  channels = [jax.lax.bitcast_convert_type(word, jnp.uint8) for word in words]   # (..., 4) bytes, low first
+  return [channels[k // 4][..., k % 4] for k in range(count)]
 
 
 @functools.partial(jax.jit, static_argnames=("size", "modalities"))
