@@ -8,6 +8,9 @@ Variants (``--config configs/ipfh.py:<variant>``):
   "policy"     only P + R (batch 64); point config.weights.coarse / .cognition at
                the workdirs of the first two runs to start from them.
   "smoke"      all three stages on 64² faces, tiny networks: minutes on a laptop CPU.
+  "ablation"   smoke's networks with the paper's patch counts for Table VII (T = 20,
+               grid 16, random 30; 16² patches of 64² keep the paper's 32² / 128²
+               ratio), 300 policy steps: ~15-20 min on 2 CPU cores (README, IPFH).
   Variants combine with "+", e.g. "smoke+policy".
 
 "all" compiles one train step per stage and picks it from the step number on the
@@ -75,13 +78,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Local restoration: 128 + 128 channels fused = "256×32×32".
   c.restoration = ml_collections.ConfigDict(dict(features=128, patch_layers=3, decoder_layers=3))
   # Weights of L_f and L_id in r_l (Eq. 12) and L_im (Eq. 17); the paper sums them unweighted.
-  c.loss = ml_collections.ConfigDict(dict(feature=1.0, identity=1.0))
+  # lr_reference: what D(ŷ) is compared with in the LR-domain terms (Eq. 10, 17): "input"
+  # (the paper's x) or "dual_of_target" (D(y); hallujax/methods/ipfh.py `lr_reference` says why).
+  c.loss = ml_collections.ConfigDict(dict(feature=1.0, identity=1.0, lr_reference="input"))
   # Workdirs of finished earlier stages (single-stage runs; see hallujax/methods/ipfh.py).
   c.weights.coarse = ""
   c.weights.cognition = ""
 
   for name in filter(None, variant.split("+")):
-    if name == "smoke":
+    if name in ("smoke", "ablation"):
       c.data.update(input_size=8, target_size=64, num_identities=16, train_size=2048, eval_size=16)
       coarse_steps.set(60)
       cognition_steps.set(30)
@@ -97,12 +102,22 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       c.policy.update(steps=4, patch_size=16, random_patches=8, image_widths=(8, 16, 32),
                       patch_widths=(8, 16), holistic_features=32, context_features=16)
       c.restoration.update(features=16, patch_layers=2, decoder_layers=2)
+      # Smoke only, like the coarse rate above: a decay to 10^-5 within 60 steps leaves R nearly
+      # untrained. And D after 60 coarse steps is far from the degradation (‖D(y) − x‖² ≈ 0.06 >
+      # ‖ỹ − y‖² ≈ 0.03), so the paper's ‖D(ŷ) − x‖² pulls R away from y; compare with D(y).
+      c.policy.final_learning_rate = 2e-4
+      c.loss.lr_reference = "dual_of_target"
+      if name == "ablation":
+        policy_steps.set(300)
+        c.data.update(eval_size=128)   # 16 batches of 8 test faces
+        c.train.update(eval_every=390, image_every=390, checkpoint_every=390, eval_batches=16)
+        c.policy.update(steps=20, random_patches=30)   # paper: T = 20, 30 random patches
     elif name in ("coarse", "cognition", "policy"):
       c.stage = name
       c.train.steps = c.stage_steps.get_ref(name)
-      if name == "coarse" and "smoke" not in variant:
+      if name == "coarse" and "smoke" not in variant and "ablation" not in variant:
         c.train.batch_size = 128
     else:
-      raise ValueError(f"Unknown IPFH config variant {name!r}; known: smoke, coarse, cognition, "
-                       f"policy (combine with '+', e.g. 'smoke+policy').")
+      raise ValueError(f"Unknown IPFH config variant {name!r}; known: smoke, ablation, coarse, "
+                       f"cognition, policy (combine with '+', e.g. 'smoke+policy').")
   return c

@@ -50,6 +50,18 @@ def random_batch(config, seed=0):
           "identity": np.array([1, 3], np.int32)}
 
 
+def perturbed_restoration(state, seed=5):
+  """`state` with noise added to every restoration parameter, so R changes the patches it repairs.
+
+  An untrained R is the identity (its last convolution starts at zero), under
+  which a rollout returns the coarse image whatever patches it picks.
+  """
+  leaves, tree = jax.tree.flatten(state.params["restoration"])
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  noisy = [leaf + 0.1 * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)]
+  return state.replace(params={**state.params, "restoration": jax.tree.unflatten(tree, noisy)})
+
+
 @pytest.fixture(scope="module")
 def tiny_state():
   config = tiny_config()
@@ -109,7 +121,7 @@ def test_scanned_rollout_equals_a_python_loop_over_the_same_step(tiny_state):
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
   steps, settings, actions = ipfh.selection_plan(config, BATCH, jax.random.key(3))
-  params = state.params
+  params = perturbed_restoration(state).params
   keys = jax.random.split(jax.random.key(4), (BATCH, steps))
   coarse = ipfh.coarse_images(params, networks, jnp.asarray(batch["input"]))
   examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
@@ -135,12 +147,25 @@ def test_scanned_rollout_equals_a_python_loop_over_the_same_step(tiny_state):
   assert np.max(np.abs(np.asarray(images) - np.asarray(coarse))) > 1e-3   # patches were repaired
 
 
+def test_an_untrained_restoration_network_returns_the_coarse_image(tiny_state):
+  """R starts as the identity (zero last convolution): the rollout starts at ỹ and only training moves it."""
+  config, batch, state = tiny_state
+  config = config.copy_and_resolve_references()
+  for selection in ipfh.SELECTIONS:
+    config.policy.selection = selection
+    columns = ipfh.hallucinate(state, batch, config=config)
+    np.testing.assert_array_equal(columns["output"], columns["coarse"])
+  perturbed = ipfh.hallucinate(perturbed_restoration(state), batch, config=config)
+  assert np.max(np.abs(np.asarray(perturbed["output"]) - np.asarray(perturbed["coarse"]))) > 1e-3
+
+
 def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
   """Batch of 2, T = 2, softmax policy over 3 actions; reward r_2 depends on both actions.
 
   The expectation of the REINFORCE gradient (with reward-to-go and the
-  leave-one-out baseline), summed exactly over all 3⁴ joint actions, must equal
-  ∇ E[r_1 + r_2] computed by differentiating the enumerated expectation.
+  leave-one-out baseline, with and without fixed per-example baselines),
+  summed exactly over all 3⁴ joint actions, must equal ∇ E[r_1 + r_2]
+  computed by differentiating the enumerated expectation.
   """
   logits = jnp.array([0.3, -0.5, 1.1])
   first_reward = jnp.array([1.0, -2.0, 0.5])
@@ -153,17 +178,19 @@ def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
   exact = jax.grad(expected_return)(logits)
 
   @jax.jit
-  def weighted_estimate(actions):   # actions (2, 2): [example, step]
+  def weighted_estimate(actions, example_baselines):   # actions (2, 2): [example, step]
     p = jax.nn.softmax(logits)
     (a, b), (c, d) = actions
     rewards = jnp.array([[first_reward[a], second_reward[a, b]], [first_reward[c], second_reward[c, d]]])
-    gradient = jax.grad(lambda l: ipfh.reinforce_loss(jax.nn.log_softmax(l)[actions], rewards))(logits)
+    gradient = jax.grad(lambda l: ipfh.reinforce_loss(jax.nn.log_softmax(l)[actions], rewards,
+                                                      example_baselines))(logits)
     # reinforce_loss averages over the batch; −gradient estimates ∇ E[return] per example.
     return -p[a] * p[b] * p[c] * p[d] * gradient
 
-  estimate = sum(weighted_estimate(jnp.array(actions).reshape(2, 2))
-                 for actions in itertools.product(range(3), repeat=4))
-  np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
+  for example_baselines in (None, jnp.array([2.5, -7.0])):
+    estimate = sum(weighted_estimate(jnp.array(actions).reshape(2, 2), example_baselines)
+                   for actions in itertools.product(range(3), repeat=4))
+    np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
 
 
 def _changed(before, after) -> bool:
@@ -232,6 +259,7 @@ def test_fixed_selections_train_only_the_restoration_network_and_evaluate(tiny_s
   assert not _changed(state.params["policy"], new_state.params["policy"])
   assert float(metrics["loss_policy"]) == 0.0
   config.policy.selection = "grid"
+  new_state = perturbed_restoration(new_state)   # one training step barely moves the zero-initialised R
   values = jax.jit(functools.partial(ipfh.eval_step, config=config))(new_state, batch)
   assert set(values) >= {"psnr", "ssim", "psnr_coarse", "psnr_bicubic", "identity_cosine"}
   assert all(v.shape == (BATCH,) and np.all(np.isfinite(v)) for v in values.values())
@@ -276,6 +304,23 @@ def test_configuration_errors_name_the_field():
   config.train.steps = 3
   with pytest.raises(ValueError, match="stage_steps"):
     ipfh.check_config(config)
+  config = tiny_config()
+  config.loss.lr_reference = "lr"
+  with pytest.raises(ValueError, match="config.loss.lr_reference='lr'.*input, dual_of_target"):
+    ipfh.check_config(config)
+
+
+def test_lr_terms_against_the_dual_of_the_target_vanish_at_the_ground_truth(tiny_state):
+  """With an imperfect D, ‖D(y) − x‖² > 0 (paper's reference x); against D(y) the terms are 0 at ŷ = y."""
+  config, batch, state = tiny_state
+  networks = ipfh.build_networks(config)
+  target = jnp.asarray(batch["target"])
+  paper = ipfh.image_level_terms(state.params, networks, target, batch, 1.5, "input")
+  dual = ipfh.image_level_terms(state.params, networks, target, batch, 1.5, "dual_of_target")
+  assert np.all(np.asarray(paper["lr_mse"]) > 1e-3)
+  np.testing.assert_array_equal(dual["lr_mse"], 0.0)
+  np.testing.assert_array_equal(dual["lr_texture"], 0.0)
+  np.testing.assert_allclose(dual["mse"], paper["mse"])   # the HR terms do not depend on the choice
 
 
 def test_paper_config_matches_the_paper():
