@@ -159,6 +159,65 @@ def test_an_untrained_restoration_network_returns_the_coarse_image(tiny_state):
   assert np.max(np.abs(np.asarray(perturbed["output"]) - np.asarray(perturbed["coarse"]))) > 1e-3
 
 
+def test_improvement_reward_is_zero_for_an_unchanged_patch_and_positive_for_a_better_one(tiny_state):
+  """r_s = L_p before − after the repair: 0 under the identity R, L_p(p_t) when R reaches the target."""
+  config, batch, state = tiny_state
+  networks = ipfh.build_networks(config)
+  _, settings, _ = ipfh.selection_plan(config, 1, jax.random.key(0))
+  paper = settings._replace(use_policy=False, reward="paper")   # the forced action below
+  settings = paper._replace(reward="improvement")
+  example = {"coarse": ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))[0],
+             "target": jnp.asarray(batch["target"][0]), "input": jnp.asarray(batch["input"][0])}
+  action = jnp.int32(12 * 32 + 20)   # patch corner (8, 16) of 32²
+  step = jax.jit(lambda params, settings, example: ipfh.rollout_step(
+      params, networks, settings, example, ipfh.initial_carry(example["coarse"], 8),
+      (jax.random.key(0), action)), static_argnums=1)
+
+  (image, *_), unchanged = step(state.params, settings, example)   # untrained R: the identity
+  np.testing.assert_array_equal(image, example["coarse"])
+  assert float(unchanged.patch_loss) > 1e-3            # the patch is far from the target ...
+  assert float(unchanged.reward) == 0.0                 # ... but this repair did nothing
+  assert float(step(state.params, paper, example)[1].reward) == -float(unchanged.patch_loss)
+
+  # A target whose patch is exactly R's repair: loss after = 0, so r_s = L_p of the patch before.
+  params = perturbed_restoration(state).params
+  (image, repaired, *_), _ = step(params, settings, example)
+  target = jax.lax.dynamic_update_slice(example["target"], repaired, (8, 16, 0))
+  _, improved = step(params, settings, {**example, "target": target})
+  before = ipfh.dual_domain_loss(params, networks, example["coarse"][8:16, 16:24], repaired,
+                                 jax.lax.stop_gradient(networks.dual.apply(
+                                     {"params": params["dual"]}, repaired)))
+  assert float(improved.patch_loss) < 1e-6
+  assert float(improved.reward) > 1e-3
+  np.testing.assert_allclose(improved.reward, before - improved.patch_loss, rtol=1e-5)
+
+
+def test_exclude_repaired_makes_the_arg_max_leave_repaired_patches(tiny_state):
+  """Without the option the untrained policy's arg-max repeats; with it, no centre lies in a repaired patch."""
+  config, batch, state = tiny_state
+  networks = ipfh.build_networks(config)
+  coarse = ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))
+  examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
+              "input": jnp.asarray(batch["input"])}
+  _, settings, forced = ipfh.selection_plan(config, BATCH, jax.random.key(0))
+  keys = jax.random.split(jax.random.key(1), (BATCH, 3))
+  run = jax.jit(lambda settings: ipfh.batched_rollout(state.params, networks, settings, examples,
+                                                      keys, forced)[1].action, static_argnums=0)
+  plain = np.asarray(run(settings._replace(sample=False)))
+  excluding = np.asarray(run(settings._replace(sample=False, exclude_repaired=True)))
+  assert len(set(plain[0])) < 3        # the check below is not vacuous
+  for actions in excluding:
+    for t in range(1, 3):
+      row, column = divmod(int(actions[t]), 32)
+      for earlier in actions[:t]:
+        top, left = (int(v) for v in ipfh.patch_corner(earlier, 32, 32, 8))
+        assert not (top <= row < top + 8 and left <= column < left + 8), (actions, t)
+  # Once everything is repaired nothing is excluded (the arg-max of all −inf would be location 0).
+  logits = jnp.array([0.0, 2.0, 1.0, -1.0])
+  assert int(jnp.argmax(ipfh.masked_logits(logits, jnp.array([[False, True], [False, False]])))) == 2
+  assert int(jnp.argmax(ipfh.masked_logits(logits, jnp.ones((2, 2), bool)))) == 1
+
+
 def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
   """Batch of 2, T = 2, softmax policy over 3 actions; reward r_2 depends on both actions.
 
@@ -303,6 +362,10 @@ def test_configuration_errors_name_the_field():
   config = tiny_config()
   config.train.steps = 3
   with pytest.raises(ValueError, match="stage_steps"):
+    ipfh.check_config(config)
+  config = tiny_config()
+  config.policy.reward = "gain"
+  with pytest.raises(ValueError, match="config.policy.reward='gain'.*paper, improvement"):
     ipfh.check_config(config)
   config = tiny_config()
   config.loss.lr_reference = "lr"

@@ -39,6 +39,9 @@ test), ``"grid"`` (the (H/P)² non-overlapping patches, 16 for 128² / 32²)
 or ``"random"`` (``config.policy.random_patches`` uniform locations, 30).
 The arg-max of a near-uniform (undertrained) policy is one location at every
 step, so R repairs the same patch T times (README, IPFH: the CPU-scale Table VII).
+``config.policy.reward`` picks the short-term reward ("paper", Eq. 10, or
+"improvement", `rollout_step`); ``config.policy.exclude_repaired`` (not in the
+paper, off by default) makes the test-time arg-max skip repaired patches.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from hallujax.models.recognition import SphereFace, a_softmax_logits
 
 STAGES = ("coarse", "cognition", "policy")
 SELECTIONS = ("policy", "grid", "random")
+REWARDS = ("paper", "improvement")             # config.policy.reward; see `policy_update`
 LR_REFERENCES = ("input", "dual_of_target")   # what D(ŷ) is compared with; see `lr_reference`
 # Parameter groups each stage's optimizer updates.
 STAGE_GROUPS = {"coarse": ("coarse", "dual"), "cognition": ("cognition",),
@@ -103,6 +107,9 @@ def check_config(config) -> None:
   stage = config.stage
   if stage not in STAGES + ("all",):
     raise ValueError(f"config.stage={stage!r}; expected one of {', '.join(STAGES + ('all',))}.")
+  if config.policy.reward not in REWARDS:
+    raise ValueError(f"config.policy.reward={config.policy.reward!r}; expected one of "
+                     f"{', '.join(REWARDS)}.")
   if config.policy.selection not in SELECTIONS:
     raise ValueError(f"config.policy.selection={config.policy.selection!r}; expected one of "
                      f"{', '.join(SELECTIONS)}.")
@@ -446,12 +453,15 @@ class RolloutSettings(NamedTuple):
   use_policy: bool        # False: actions come from `forced_actions` (grid / random)
   sample: bool            # True: draw from the policy (training); False: arg-max (testing)
   lr_reference: str = "input"   # config.loss.lr_reference (`lr_reference`)
+  reward: str = "paper"         # config.policy.reward: the short-term reward (`rollout_step`)
+  exclude_repaired: bool = False   # arg-max only: skip centres inside repaired patches (`masked_logits`)
 
 
 class StepOutput(NamedTuple):
   action: jax.Array       # int32 location index, row · W + column
   log_prob: jax.Array     # log π(a_t | s_t) (0 without the policy)
-  patch_loss: jax.Array   # L_p of the repaired patch (Eq. 16); r_s = −L_p (Eq. 10)
+  patch_loss: jax.Array   # L_p of the repaired patch (Eq. 16)
+  reward: jax.Array       # short-term reward r_s: −L_p ("paper", Eq. 10) or L_p before − after
   entropy: jax.Array      # of π(· | s_t), for monitoring
 
 
@@ -489,20 +499,50 @@ def low_resolution_patch(lr_image: jax.Array, top: jax.Array, left: jax.Array, p
 
 
 def initial_carry(coarse_image: jax.Array, patch_size: int) -> tuple:
-  """s_0: the coarse image ỹ, no previous patch (zeros) and no previous action (-1: one-hot of zeros)."""
+  """s_0: the coarse image ỹ, no previous patch (zeros), no previous action (-1: one-hot of zeros)
+  and no repaired pixels (an (H, W) bool map, read only with settings.exclude_repaired)."""
   patch = jnp.zeros((patch_size, patch_size, coarse_image.shape[-1]), coarse_image.dtype)
-  return coarse_image, patch, jnp.int32(-1)
+  repaired_pixels = jnp.zeros(coarse_image.shape[:2], bool)
+  return coarse_image, patch, jnp.int32(-1), repaired_pixels
+
+
+def masked_logits(logits: jax.Array, repaired_pixels: jax.Array) -> jax.Array:
+  """Logits with every location inside an already repaired patch excluded (−inf).
+
+  Not in the paper, whose arg-max may pick any location ("During testing phase,
+  we select the location lt with the highest probability"); an option
+  (config.policy.exclude_repaired) for a policy whose arg-max repeats one
+  location. A centre outside every repaired patch gives a patch that overlaps
+  each of them by at most half. Once every pixel is repaired nothing is excluded.
+  """
+  covered = repaired_pixels.reshape(-1)
+  return jnp.where(jnp.all(covered), logits, jnp.where(covered, -jnp.inf, logits))
 
 
 def rollout_step(params: dict, networks: Networks, settings: RolloutSettings, example: dict,
                  carry: tuple, step_input: tuple) -> tuple[tuple, StepOutput]:
   """One step t of the visual-semantic hallucinator for one example (Eq. 4).
 
-  carry = (ŷ_{t-1}, p̂_{t-1}, a_{t-1}); step_input = (rng key, forced action).
+  carry = (ŷ_{t-1}, p̂_{t-1}, a_{t-1}, repaired pixels); step_input = (rng key, forced action).
   The policy sees the state through stop_gradient: R is trained only by its
   patch and image losses, P only by REINFORCE.
+
+  Short-term reward r_s (settings.reward):
+  "paper"        r_s = −L_p(p̂_t) (Eq. 10: "We maximize the rs by minimizing the
+                 mean square error and texture loss of all patch pairs"). It
+                 mostly measures how hard the chosen place is, not what the
+                 repair did: smooth background scores best, and repairing the
+                 same patch again scores as well as the first time, so nothing
+                 tells the policy to move on (README, IPFH).
+  "improvement"  r_s = L_p(p_t) − L_p(p̂_t), the same terms on the patch before
+                 and after this step's repair: what R achieved here. Zero for a
+                 patch R leaves unchanged (an identity R, or a patch already
+                 repaired as far as R can), largest where R helps most. This
+                 changes the objective (L_p(p_t) depends on the action, so it is
+                 not a baseline): E[Σ r_s] is the expected total patch-loss
+                 reduction instead of minus the total patch loss.
   """
-  image, last_patch, last_action = carry
+  image, last_patch, last_action, repaired_pixels = carry
   key, forced_action = step_input
   height, width, channels = image.shape
   size = settings.patch_size
@@ -511,7 +551,12 @@ def rollout_step(params: dict, networks: Networks, settings: RolloutSettings, ex
     logits = networks.policy.apply({"params": params["policy"]}, jax.lax.stop_gradient(image),
                                    jax.lax.stop_gradient(last_patch), one_hot)
     log_probs = jax.nn.log_softmax(logits)
-    action = jax.random.categorical(key, logits) if settings.sample else jnp.argmax(logits)
+    if settings.sample:
+      action = jax.random.categorical(key, logits)
+    elif settings.exclude_repaired:
+      action = jnp.argmax(masked_logits(logits, repaired_pixels))
+    else:
+      action = jnp.argmax(logits)
     action = action.astype(jnp.int32)
     log_prob = log_probs[action]
     entropy = -jnp.sum(jnp.exp(log_probs) * log_probs)
@@ -521,11 +566,20 @@ def rollout_step(params: dict, networks: Networks, settings: RolloutSettings, ex
   patch = jax.lax.dynamic_slice(image, (top, left, 0), (size, size, channels))
   repaired = networks.restoration.apply({"params": params["restoration"]}, image, patch)
   new_image = jax.lax.dynamic_update_slice(image, repaired, (top, left, 0))
+  repaired_pixels = jax.lax.dynamic_update_slice(repaired_pixels, jnp.ones((size, size), bool),
+                                                 (top, left))
   target_patch = jax.lax.dynamic_slice(example["target"], (top, left, 0), (size, size, channels))
   lr_patch = low_resolution_patch(example["input"], top, left, size, settings.scale)
   lr_target = lr_reference(params, networks, settings.lr_reference, target_patch, lr_patch)
   patch_loss = dual_domain_loss(params, networks, repaired, target_patch, lr_target)
-  return (new_image, repaired, action), StepOutput(action, log_prob, patch_loss, entropy)
+  if settings.reward == "improvement":
+    loss_before = dual_domain_loss(params, networks, jax.lax.stop_gradient(patch), target_patch,
+                                   lr_target)
+    reward = jax.lax.stop_gradient(loss_before - patch_loss)
+  else:
+    reward = jax.lax.stop_gradient(-patch_loss)
+  return ((new_image, repaired, action, repaired_pixels),
+          StepOutput(action, log_prob, patch_loss, reward, entropy))
 
 
 def rollout(params: dict, networks: Networks, settings: RolloutSettings, example: dict,
@@ -537,7 +591,7 @@ def rollout(params: dict, networks: Networks, settings: RolloutSettings, example
   """
   carry = initial_carry(example["coarse"], settings.patch_size)
   step = functools.partial(rollout_step, params, networks, settings, example)
-  (image, _, _), outputs = jax.lax.scan(step, carry, (keys, forced_actions))
+  (image, *_), outputs = jax.lax.scan(step, carry, (keys, forced_actions))
   return image, outputs
 
 
@@ -566,7 +620,7 @@ def selection_plan(config, batch_size: int, key) -> tuple[int, RolloutSettings, 
     steps = config.policy.random_patches
     actions = jax.random.randint(key, (batch_size, steps), 0, size * size, jnp.int32)
   settings = RolloutSettings(patch, scale, use_policy=selection == "policy", sample=True,
-                             lr_reference=config.loss.lr_reference)
+                             lr_reference=config.loss.lr_reference, reward=config.policy.reward)
   return steps, settings, actions
 
 
@@ -635,6 +689,14 @@ def policy_update(state: IPFHState, batch: dict, rng, config) -> tuple[IPFHState
   gain over ỹ rather than how hard that face is (in the CPU-scale runs r_l ≈ −2.8,
   mostly L_id of a barely trained recognizer, while r_l(ŷ) − r_l(ỹ), the
   metric reward_final_gain, is ~10⁻⁴); then the leave-one-out batch mean.
+
+  config.policy.reward "improvement" (`rollout_step`): r_s = L_p before − after
+  the repair, and r_T = r_l(ŷ_T) − r_l(ỹ), the long-term reward's improvement
+  over the coarse image. Every return-to-go G_t contains r_T, so subtracting
+  r_l(ỹ) from r_T is exactly the "paper" estimator's per-example baseline:
+  the long-term term gives the same (unbiased, since r_l(ỹ) depends on no
+  action) gradient either way, and only the short-term rewards differ. The
+  leave-one-out batch mean is kept as the baseline for both.
   """
   networks = build_networks(config)
   weights = config.loss
@@ -658,9 +720,14 @@ def policy_update(state: IPFHState, batch: dict, rng, config) -> tuple[IPFHState
     image_loss = jnp.mean(terms["mse"] + terms["texture"] + terms["lr_mse"] + terms["lr_texture"]
                           + weights.feature * terms["feature"] + weights.identity * terms["identity"])
     patch_loss = jnp.mean(jnp.sum(outputs.patch_loss, axis=1))
-    rewards = jax.lax.stop_gradient((-outputs.patch_loss).at[:, -1].set(final_reward))
-    loss_policy = (reinforce_loss(outputs.log_prob, rewards, coarse_reward) if settings.use_policy
-                   else jnp.zeros(()))
+    if config.policy.reward == "improvement":
+      last_reward, example_baselines = final_reward - coarse_reward, None
+    else:
+      last_reward, example_baselines = final_reward, coarse_reward
+    # Eq. 9: r_t = r_s for t < T, r_T = r_l.
+    rewards = jax.lax.stop_gradient(outputs.reward.at[:, -1].set(last_reward))
+    loss_policy = (reinforce_loss(outputs.log_prob, rewards, example_baselines)
+                   if settings.use_policy else jnp.zeros(()))
     metrics = {
         "loss_policy": loss_policy,
         "loss_restoration": patch_loss + image_loss,
@@ -689,7 +756,7 @@ def hallucinate_images(state: IPFHState, batch: dict, config) -> dict:
   # eval_step has no RNG: "random" selection draws from a key fixed by config.seed.
   plan_key = jax.random.fold_in(jax.random.key(config.seed), 1)
   steps, settings, actions = selection_plan(config, batch_size, plan_key)
-  settings = settings._replace(sample=False)
+  settings = settings._replace(sample=False, exclude_repaired=config.policy.exclude_repaired)
   keys = jax.random.split(jax.random.key(0), (batch_size, steps))
   coarse = coarse_images(state.params, networks, batch["input"])
   examples = {"coarse": coarse, "target": batch["target"], "input": batch["input"]}
