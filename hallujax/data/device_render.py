@@ -38,7 +38,6 @@ from hallujax.data.faceworld_render import render_batch
 
 RENDER_ON = ("host", "device")
 FIELDS = ("input", "target", "identity", "landmarks", "visibility", "yaw", "expression")
-_LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)   # faceworld._channels' weights
 
 
 def renders_on_device(data_config) -> bool:
@@ -67,7 +66,7 @@ def to_channels(images: jax.Array, channels: int) -> jax.Array:
   if channels == 3:
     return jnp.repeat(images, 3, axis=-1)
   if channels == 1:
-    luminance = jnp.einsum("bhwc,c->bhw", images.astype(jnp.float32), _LUMINANCE,
+    luminance = jnp.einsum("bhwc,c->bhw", images.astype(jnp.float32), faceworld.LUMINANCE,
                            precision=jax.lax.Precision.HIGHEST)
     return jnp.round(luminance)[..., None].astype(jnp.uint8)
   raise ValueError(f"data.input_channels={channels}; expected 1 or 3.")

@@ -83,6 +83,9 @@ def _renderer_inputs(p):
   return {k: v for k, v in p.items() if k != "expression_index"}
 
 
+LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R BT.601: RGB -> one channel
+
+
 def _channels(image: np.ndarray, channels: int) -> np.ndarray:
   """Converts (H, W, 1|3) uint8 to `channels` channels (luminance or repetition)."""
   if image.shape[-1] == channels:
@@ -90,7 +93,7 @@ def _channels(image: np.ndarray, channels: int) -> np.ndarray:
   if channels == 3:
     return np.repeat(image, 3, axis=-1)
   if channels == 1:
-    luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    luminance = image.astype(np.float32) @ LUMINANCE
     return np.round(luminance)[..., None].astype(np.uint8)
   raise ValueError(f"data.input_channels={channels}; expected 1 or 3.")
 

@@ -18,6 +18,7 @@ public checkpoints' FC weights load without a permutation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -74,8 +75,7 @@ class ImprovedBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda features, kernel, strides, padding, name: torch_conv(
-        features, kernel, strides, padding, name, self.dtype)
+    conv = functools.partial(torch_conv, dtype=self.dtype)
     out = batch_norm(train, self.dtype, "bn1")(x)
     out = conv(self.features, 3, 1, 1, "conv1")(out)
     out = batch_norm(train, self.dtype, "bn2")(out)

@@ -14,6 +14,7 @@ torchvision's weights expect happens inside.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -95,8 +96,7 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = lambda features, kernel, strides, padding, name: torch_conv(
-        features, kernel, strides, padding, name, self.dtype)
+    conv = functools.partial(torch_conv, dtype=self.dtype)
     out = nn.relu(batch_norm(train, self.dtype, "bn1")(conv(self.features, 1, 1, 0, "conv1")(x)))
     out = nn.relu(batch_norm(train, self.dtype, "bn2")(conv(self.features, 3, self.strides, 1, "conv2")(out)))
     out = batch_norm(train, self.dtype, "bn3")(conv(4 * self.features, 1, 1, 0, "conv3")(out))
