@@ -7,6 +7,8 @@ fills in its paper's fields; every field can be overridden on the command line
 
 from __future__ import annotations
 
+import ast
+
 import ml_collections
 
 
@@ -53,10 +55,57 @@ def base_config() -> ml_collections.ConfigDict:
       on_nonfinite="stop",     # or "skip": keep the previous state for that step and count it
   ))
   c.mesh = ml_collections.ConfigDict(dict(
+      clients=1,               # devices on the clients axis (federated methods; 1 otherwise)
       data=-1,                 # devices on the data axis (-1 = all that remain)
-      model=1,
-      fsdp=False,              # shard each large parameter over the data axis (ZeRO-3 style)
-      fsdp_min_size=2**18,     # parameters with fewer elements stay replicated
+      model=1,                 # devices on the model axis: needs a rule that uses it (hallujax.sharding)
+      # Sharding rules for the train state, first match wins: (regex over the parameter path,
+      # spec), spec a tuple of mesh axis names / None per dimension, or "fsdp" (split the largest
+      # evenly divisible dimension over `data`), or "replicated". Unmatched leaves are replicated.
+      rules=(),
+      fsdp=False,              # shorthand for the rule (".*", "fsdp") after the others (ZeRO-3 style)
+      fsdp_min_size=2**18,     # "fsdp" leaves with fewer elements stay replicated
   ))
   c.weights = ml_collections.ConfigDict()  # name -> local path of pretrained weights
   return c
+
+
+def parse_variant(argument: str, known: tuple[str, ...], config_file: str) -> tuple[str, dict]:
+  """The one variant grammar of every config: ``name`` or ``name,key=value,...``.
+
+  ``configs/ipfh.py:smoke,stage=policy`` -> ("smoke", {"stage": "policy"}). The
+  name must be one of `known` ("" is the paper's run); keys are dotted config
+  paths applied by :func:`apply_variant_options` after the variant is built.
+  """
+  name, *pairs = [part.strip() for part in (argument or "").split(",")]
+  if name not in known:
+    shown = ", ".join(repr(k) if k == "" else k for k in known)
+    raise ValueError(f"Unknown variant {name!r} of {config_file}; known: {shown} "
+                     f"(optionally followed by ,key=value,...).")
+  options = {}
+  for pair in pairs:
+    key, equals, value = pair.partition("=")
+    if not equals or not key:
+      raise ValueError(f"Variant option {pair!r} of {config_file} is not key=value "
+                       f"(e.g. {config_file}:{name or 'smoke'},train.steps=10).")
+    options[key.strip()] = value.strip()
+  return name, options
+
+
+def apply_variant_options(config: ml_collections.ConfigDict, options: dict) -> ml_collections.ConfigDict:
+  """Sets each dotted `key` of `options` to its value (a Python literal, else the string)."""
+  for key, text in options.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      if part not in node:
+        raise ValueError(f"Variant option {key!r}: the config has no field {part!r}.")
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"Variant option {key!r}: the config has no field {leaf!r}; "
+                       f"fields there: {', '.join(sorted(node.keys()))}.")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    node[leaf] = value
+  return config

@@ -1,53 +1,82 @@
-"""Methods: one module per paper, each a handful of pure functions.
+"""Methods: one module per paper, each built once by ``make(config) -> Method``.
 
-A method module (``hallujax/methods/<name>.py``) defines:
+The contract
+------------
+A method module (``hallujax/methods/<name>.py``) defines ``make(config)``.
+It reads the config once, builds its networks and optimizers once, and
+returns a :class:`Method` whose functions close over them. Nothing below
+``make`` reads the config again or rebuilds a network, and no step dispatches
+on a string: the trainer chooses which named step to run, on the host.
 
-``batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]``
-    The per-example fields it reads from a batch (no batch dimension), e.g.
-    ``{"input": (28, 28, 3) float32, "target": (112, 112, 3) float32}``. The
-    trainer checks every batch against it and names the field, the shape it
-    got and the shape it expected.
+``batch_spec``  per-example fields the steps read (no leading axes), e.g.
+                ``{"input": ShapeDtypeStruct((16, 16, 3)), "target": ...}``.
+``batch_axes``  the leading axes of every batch field: ``("batch",)``, or
+                ``("clients", "batch")`` for a federated method whose batch is
+                ``(K, B_k, ...)``. The trainer shards ``batch`` over the mesh's
+                ``data`` axis and ``clients`` over its ``clients`` axis.
+``init(rng) -> state``
+                The initial train state: a ``flax.struct.dataclass`` with a
+                scalar int32 ``step`` and the trained parameters, optimizer
+                states, EMA copies. Pure (no file I/O) and ``jax.eval_shape``-able:
+                the trainer jits it with ``out_shardings`` so the state is born
+                sharded, and restores checkpoints into its abstract shape.
+``init_frozen(rng) -> frozen``
+                The networks that never train (VGG or LightCNN in a loss, a
+                StyleGAN2 prior, a frozen earlier stage), randomly initialized:
+                pure, like ``init``. ``{}`` when there are none.
+``load_frozen(frozen) -> frozen``
+                Replaces them by the files ``config.weights`` names (file I/O;
+                says loudly in the log when a file is not given). The frozen
+                tree is passed to every step as its own argument, is never
+                donated and never written into a checkpoint; the run's
+                ``config.json`` records where it came from, and a resumed run
+                reloads it.
+``load_pretrained(state) -> state``
+                Trainable weights from files (a pretrained recognizer to
+                fine-tune, an earlier run's stage). Runs once, when a run
+                starts from step 0; never on resume, evaluation or sampling.
+``steps``       ``{name: step(state, frozen, batch, rng) -> (state, metrics)}``.
+                Pure and jittable; does every update the step needs (critic,
+                generator, recognizer, policy ...), increments ``state.step``,
+                returns scalar float32 metrics. Steps may report different
+                metric names: the trainer averages each name over the steps
+                that reported it. Names starting with ``loss`` are loss terms.
+``schedule(step) -> name``
+                Which named step runs step number ``step`` (a host int from 0).
+                The trainer compiles one program per name, on first use.
+                Choosing on the host beats ``lax.cond`` on ``state.step``:
+                XLA:CPU runs gradients inside a conditional up to 10× slower
+                (cf. jax-ml/jax#12868), and a conditional's FLOP count
+                includes every branch.
+``phase(step) -> name``
+                The training phase for progress lines and per-phase ETAs
+                (e.g. "pretrain" / "joint"); defaults to one phase. A phase
+                may run several steps (StyleGAN2's lazy-regularization steps).
+``eval_step(state, frozen, batch) -> {name: (batch,) array}``
+                Per-example evaluation values; the trainer averages them.
+``hallucinate(state, frozen, batch) -> {column: images}``
+                Images in [-1, 1], NHWC, in the order of the image-grid columns
+                (``hallujax.images.COLUMN_ORDER`` says the shared order).
+``state_rules`` sharding rules the method adds before the config's
+                (``hallujax.sharding``), e.g. a stacked-clients state.
 
-``init_state(config, rng, batch) -> state``
-    Builds the whole train state: a ``flax.struct.dataclass`` pytree with a
-    scalar int32 field ``step`` and everything else the method trains
-    (parameters, optimizer states, EMA copies, frozen networks). ``batch`` is
-    a sample batch (host arrays) for shape inference.
+Shared helpers: :func:`phase_at` for staged methods and
+``hallujax.optim.make`` / ``hallujax.optim.apply_update`` for the one
+optimizer section per trained network (``config.optim.<network>``).
 
-``train_step(state, batch, rng, *, config[, variant]) -> (state, metrics)``
-    Pure and jittable. Does every update one step needs (critic, generator,
-    recognizer, policy ...), increments ``state.step`` and returns scalar
-    float32 metrics. Metric names starting with ``loss`` are loss terms: the
-    trainer stops (or skips the step) when one is not finite.
-
-Optional, for methods whose steps differ with the step number (training
-phases, lazy regularization every k steps):
-
-``step_variants(config) -> tuple[str, ...]`` and ``step_variant(config, step) -> str``
-    The names of the different steps, and which one runs step number `step`
-    (a host int, counted from 0). The trainer compiles one program per
-    variant, on first use, and passes ``variant=`` to ``train_step``; every
-    variant must return the same state structure and metric names. Choosing
-    on the host beats ``lax.cond`` on ``state.step``: XLA:CPU runs gradients
-    inside a conditional up to 10× slower (cf. jax-ml/jax#12868), and a
-    conditional's FLOP count includes every branch.
-
-``eval_step(state, batch, *, config) -> dict[str, jax.Array]``
-    Per-example evaluation values of shape (batch,), e.g. ``psnr`` and
-    ``psnr_bicubic``. The trainer averages them over the held-out split.
-
-``hallucinate(state, batch, *, config) -> dict[str, jax.Array]``
-    Images in [-1, 1], NHWC, in the column order of the image grid the trainer
-    writes, e.g. ``{"lr": ..., "bicubic": ..., "output": ..., "target": ...}``.
-
-Optimizers are rebuilt from the config inside ``train_step`` (optax
-transformations are functions, not data), so the state holds only arrays.
+A new method needs no trainer change: write ``make``, add one line to
+``METHODS``. ``tests/tiny.py`` is a complete small example with a frozen
+tree, two named steps reporting different metrics, and a client axis.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import importlib
-import types
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
 
 # name -> module path. A method is added by writing its module and one line here.
 METHODS = {
@@ -55,20 +84,96 @@ METHODS = {
     "arcface": "hallujax.methods.arcface",
     "ipfh": "hallujax.methods.ipfh",
     "stylegan2": "hallujax.methods.stylegan2",
+    "vpgan": "hallujax.methods.vpgan",
+    "vpfl": "hallujax.methods.vpfl",
+    "pcfh": "hallujax.methods.pcfh",
+    "vividgan": "hallujax.methods.vividgan",
 }
 
-REQUIRED_FUNCTIONS = ("batch_spec", "init_state", "train_step", "eval_step", "hallucinate")
+BATCH_AXES = ("batch",)
+CLIENT_BATCH_AXES = ("clients", "batch")
 
 
-def get_method(name: str) -> types.ModuleType:
-  """The method module registered under `name`, checked for the contract above."""
+def _no_frozen(rng) -> dict:
+  del rng
+  return {}
+
+
+def _unchanged(tree):
+  return tree
+
+
+def _one_phase(step: int) -> str:
+  del step
+  return "train"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method built once from its config (see the module docstring for each field)."""
+
+  batch_spec: Mapping[str, jax.ShapeDtypeStruct]
+  init: Callable[[jax.Array], Any]
+  steps: Mapping[str, Callable]
+  schedule: Callable[[int], str]
+  eval_step: Callable
+  hallucinate: Callable
+  batch_axes: tuple[str, ...] = BATCH_AXES
+  init_frozen: Callable[[jax.Array], dict] = _no_frozen
+  load_frozen: Callable[[dict], dict] = _unchanged
+  load_pretrained: Callable[[Any], Any] = _unchanged
+  phase: Callable[[int], str] = _one_phase
+  state_rules: tuple = ()
+
+  def __post_init__(self):
+    if not self.steps:
+      raise ValueError("A Method needs at least one named step.")
+    for axes in (self.batch_axes,):
+      if axes not in (BATCH_AXES, CLIENT_BATCH_AXES):
+        raise ValueError(f"Method.batch_axes={axes!r}; expected {BATCH_AXES} or {CLIENT_BATCH_AXES}.")
+
+  def step_name(self, step: int) -> str:
+    """The named step that runs step number `step`, checked against `steps`."""
+    name = self.schedule(step)
+    if name not in self.steps:
+      raise ValueError(f"schedule({step}) = {name!r}, which is not one of the method's steps "
+                       f"({', '.join(self.steps)}).")
+    return name
+
+
+def phase_at(boundaries: Sequence[int], names: Sequence[str], step: int) -> str:
+  """The phase running step `step` when phase i ends at boundaries[i] (exclusive).
+
+  ``phase_at((700,), ("pretrain", "joint"), 699) == "pretrain"``; the last
+  name runs from the last boundary on. Zero-length phases are skipped.
+  """
+  if len(names) != len(boundaries) + 1:
+    raise ValueError(f"{len(names)} phase names need {len(names) - 1} boundaries, got {len(boundaries)}.")
+  return names[bisect.bisect_right(list(boundaries), step)]
+
+
+def get_method(name: str):
+  """The method module registered under `name` (or a user's 'package.module'), checked for `make`."""
   if name not in METHODS and "." not in name:
     raise ValueError(
         f"config.method={name!r} is not a known method. Known methods: {', '.join(sorted(METHODS))}; "
-        f"or your own module as 'package.module'."
-    )
-  module = importlib.import_module(METHODS.get(name, name))
-  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
-  if missing:
-    raise TypeError(f"Method module {module.__name__} does not define {', '.join(missing)}.")
+        f"or your own module as 'package.module'.")
+  try:
+    module = importlib.import_module(METHODS.get(name, name))
+  except ModuleNotFoundError as error:
+    if name in METHODS and error.name == METHODS[name]:
+      raise ValueError(f"config.method={name!r} is registered but its module {METHODS[name]} is not "
+                       f"written yet.") from None
+    raise
+  if not callable(getattr(module, "make", None)):
+    raise TypeError(f"Method module {module.__name__} does not define make(config) -> Method "
+                    f"(see hallujax/methods/__init__.py).")
   return module
+
+
+def make_method(config) -> Method:
+  """`config.method`'s module, built once for `config`."""
+  method = get_method(config.method).make(config)
+  if not isinstance(method, Method):
+    raise TypeError(f"{config.method}.make(config) returned {type(method).__name__}, not a Method.")
+  return method
