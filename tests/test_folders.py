@@ -151,3 +151,65 @@ def test_tfds_source_reads_mock_celeb_a():
     example = source[1]
   assert example["target"].shape == (218, 178, 3) and example["target"].dtype == np.uint8
   assert example["landmarks5"].shape == (5, 2) and example["identity"] >= 0
+
+
+def thermal_gradient(height=48, width=40, low=7000, high=9500):
+  """A 16-bit thermal-like capture: a left-to-right ramp of raw counts well above 255."""
+  ramp = np.linspace(low, high, width)
+  return np.repeat(ramp[None, :], height, axis=0).round().astype(np.uint16)
+
+
+def write_16bit(path, array):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if path.endswith(".png"):
+    Image.fromarray(array).save(path)            # PIL mode I;16
+  else:
+    import tifffile
+    tifffile.imwrite(path, array)
+
+
+def assert_spans_range_and_monotone(row, low=0, high=255):
+  row = row.astype(np.int32)
+  assert row.min() == low and row.max() == high, (row.min(), row.max())
+  assert np.all(np.diff(row) >= 0)                                           # monotone, like the raw ramp
+  assert (row == 255).mean() < 0.1                                           # not clipped to white
+
+
+@pytest.mark.parametrize("extension", [".png", ".tif"])
+def test_16bit_thermal_images_are_scaled_per_image_not_clipped(tmp_path, extension, caplog):
+  path = str(tmp_path / f"thermal{extension}")
+  raw = thermal_gradient()
+  write_16bit(path, raw)
+  with Image.open(path) as opened:
+    assert opened.mode.startswith("I;16")
+  folders._announced_rules.clear()
+  with caplog.at_level(logging.INFO):
+    grey = folders.read_image(path, mode="L")
+    rgb = folders.read_image(path)
+  assert grey.shape == (48, 40, 1) and grey.dtype == np.uint8 and rgb.shape == (48, 40, 3)
+  assert_spans_range_and_monotone(grey[0, :, 0])
+  np.testing.assert_array_equal(rgb[..., 1], grey[..., 0])
+  expected = np.round((raw[0] - 7000.0) * 255.0 / 2500.0)
+  np.testing.assert_allclose(grey[0, :, 0], expected, atol=1)               # linear min–max rule
+  assert caplog.text.count("scaled per image") == 1                         # the choice, logged once
+
+
+def test_16bit_fixed_dataset_range_from_config(tmp_path):
+  for k, (low, high) in enumerate(((7000, 9500), (8000, 8500))):
+    write_16bit(str(tmp_path / "TH" / f"s0_{k:02d}.png"), thermal_gradient(36, 36, low, high))
+    save(str(tmp_path / "VIS" / f"s0_{k:02d}.png"), colour(k, (36, 36)))
+  config = data_config(source="paired_folder", pairing="thermal_aligned", input_channels=1, data_dir=str(tmp_path),
+                       target_size=32)
+  config.bit_depth_range = (6000, 10000)
+  source = folders.PairedFolder(config, "train")
+  wide, narrow = source.load(0)["input"][0, :, 0], source.load(1)["input"][0, :, 0]
+  # One range for the dataset: raw 7000 -> 63.75, 9500 -> 223.1; the narrow capture stays inside the wide one.
+  assert abs(int(wide[0]) - 64) <= 1 and abs(int(wide[-1]) - 223) <= 1
+  assert wide[0] < narrow[0] <= narrow[-1] < wide[-1]
+  assert np.all(np.diff(wide.astype(int)) >= 0)
+  per_image = folders.PairedFolder(data_config(source="paired_folder", pairing="thermal_aligned", input_channels=1,
+                                               data_dir=str(tmp_path), target_size=32), "train")
+  assert_spans_range_and_monotone(per_image.load(1)["input"][0, :, 0])
+  config.bit_depth_range = (5, 5)
+  with pytest.raises(ValueError, match="bit_depth_range=.*high > low"):
+    folders.PairedFolder(config, "train")

@@ -30,6 +30,15 @@ Bad input: unreadable or corrupt files are skipped (the next readable example
 is returned instead) and counted; the count is logged once per pass over the
 source, or the run fails on the first one with ``data.strict=True``. Grayscale,
 palette, CMYK and RGBA images are converted to RGB (RGBA composited on black).
+16-bit (PNG ``I;16``, TIFF) and 32-bit grey images (thermal and NIR cameras)
+are read at full precision and scaled to uint8 by a stated rule, never clipped:
+with ``data.bit_depth_range=(low, high)`` (raw sensor units, one fixed range for
+the whole dataset, so intensities compare across images) [low, high] maps
+linearly onto [0, 255] and values outside saturate; with the default (0, 0)
+each image's own minimum and maximum map onto 0 and 255 (a constant image
+becomes black). Which rule is used is logged once. (Pillow itself reduces
+16-bit-per-channel RGB files to their high byte, i.e. the fixed range
+[0, 65535].)
 Images smaller than ``data.target_size`` on either side are rejected with
 their file name (an error with ``strict``, else skipped and counted). A
 missing dataset directory raises FileNotFoundError saying what layout was
@@ -54,15 +63,72 @@ class BadImageError(ValueError):
   """An image file that cannot be used (unreadable, corrupt or too small)."""
 
 
-def to_rgb(image: np.ndarray, name: str = "") -> np.ndarray:
-  """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) uint8."""
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")   # PIL modes of > 8-bit grey images
+_announced_rules: set[str] = set()
+_announce_lock = threading.Lock()
+
+
+def check_value_range(value_range) -> tuple[float, float] | None:
+  """data.bit_depth_range -> (low, high), or None for per-image min–max ((0, 0), None or empty)."""
+  if value_range is None or len(value_range) == 0 or tuple(value_range) == (0, 0):
+    return None
+  if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
+    raise ValueError(f"config.data.bit_depth_range={tuple(value_range)!r}; expected (low, high) with high > low "
+                     f"in the sensor's raw units, e.g. (0, 65535), or (0, 0) for per-image min–max.")
+  return float(value_range[0]), float(value_range[1])
+
+
+def _announce(rule: str, level: int = logging.INFO) -> None:
+  """Logs the scaling rule once per process."""
+  with _announce_lock:
+    if rule not in _announced_rules:
+      _announced_rules.add(rule)
+      logging.log(level, "%s", rule)
+
+
+def scale_to_uint8(image: np.ndarray, value_range=None, name: str = "") -> np.ndarray:
+  """A high-bit-depth (16-bit, 32-bit or float) grey image -> uint8 by the stated rule (module docstring).
+
+  `value_range` (low, high): [low, high] -> [0, 255] linearly, outside saturates.
+  None: per-image min–max, [image.min(), image.max()] -> [0, 255].
+  """
+  values = np.asarray(image, np.float64)
+  value_range = check_value_range(value_range)
+  if value_range is None:
+    _announce("High-bit-depth images are scaled per image: each image's min..max maps onto 0..255 "
+              "(set config.data.bit_depth_range=(low, high) for one fixed range across the dataset).",
+              logging.WARNING)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+      raise BadImageError(f"{name}: a high-bit-depth image with no finite value.")
+    low, high = float(finite.min()), float(finite.max())
+    if high <= low:
+      return np.zeros(values.shape, np.uint8)
+  else:
+    low, high = value_range
+    _announce(f"High-bit-depth images are scaled with the fixed range config.data.bit_depth_range="
+              f"({low:g}, {high:g}) onto 0..255; values outside it saturate.")
+  scaled = (np.nan_to_num(values, nan=low) - low) * (255.0 / (high - low))
+  return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: np.ndarray, name: str = "", value_range=None) -> np.ndarray:
+  """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (H, W, 3) uint8.
+
+  uint8 is kept; wider integer images (16/32-bit) are scaled by `scale_to_uint8`
+  (fixed `value_range` or per-image min–max), never clipped; float images are
+  taken as 0..255 values and clipped.
+  """
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
     raise BadImageError(f"{name}: expected a grey, RGB or RGBA image, got shape {image.shape}.")
   if image.dtype != np.uint8:
-    image = np.clip(image, 0, 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize > 1:
+      image = scale_to_uint8(image, value_range, name)
+    else:
+      image = np.clip(image, 0, 255).astype(np.uint8)
   if image.shape[-1] == 1:
     return np.repeat(image, 3, axis=-1)
   if image.shape[-1] == 4:
@@ -71,18 +137,30 @@ def to_rgb(image: np.ndarray, name: str = "") -> np.ndarray:
   return image
 
 
-def read_image(path: str, mode: str = "RGB") -> np.ndarray:
-  """Reads an image file as uint8 RGB (H, W, 3) or grey (H, W, 1); BadImageError if unusable."""
+def read_image(path: str, mode: str = "RGB", value_range=None) -> np.ndarray:
+  """Reads an image file as uint8 RGB (H, W, 3) or grey (H, W, 1); BadImageError if unusable.
+
+  16-bit and 32-bit grey images are read at full precision and scaled with
+  `scale_to_uint8` (`value_range` = config.data.bit_depth_range; None or
+  (0, 0): per-image min–max), never clipped to white.
+  """
   from PIL import Image
   try:
     with Image.open(path) as image:
       image.load()
+      if image.mode in HIGH_DEPTH_MODES:
+        grey = scale_to_uint8(np.asarray(image), value_range, path)
+        if grey.ndim != 2:
+          raise BadImageError(f"{path}: expected a single-channel {image.mode} image, got shape {grey.shape}.")
+        return grey[..., None] if mode == "L" else to_rgb(grey, path)
       if mode == "L":
         return np.asarray(image.convert("L"))[..., None]
       if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         return to_rgb(np.asarray(image.convert("RGBA")), path)
       return np.asarray(image.convert("RGB"))
   except (OSError, ValueError, SyntaxError) as error:   # PIL's errors for truncated / corrupt / unknown files
+    if isinstance(error, BadImageError):
+      raise
     raise BadImageError(f"{path}: unreadable image ({error}).") from error
 
 
@@ -135,10 +213,15 @@ class _FolderSource(abc.ABC):
     self.strict = bool(data_config.get("strict", False))
     self.minimum_size = int(data_config.get("target_size", 0) or 0)
     self.pairing = data_config.get("pairing", "same_view")
+    self.value_range = check_value_range(data_config.get("bit_depth_range"))
     self._bad = {}
     self._reads = 0
     self._reported_at = 0
     self._lock = threading.Lock()
+
+  def read(self, path: str, mode: str = "RGB") -> np.ndarray:
+    """`read_image` with this dataset's high-bit-depth rule (config.data.bit_depth_range)."""
+    return read_image(path, mode, self.value_range)
 
   def _require_same_view(self):
     if self.pairing != "same_view":
@@ -217,7 +300,7 @@ class CelebAFolder(_FolderSource):
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
-    image, (top, left) = centre_crop(read_image(path), self.CROP, top=self.CROP_TOP, name=path)
+    image, (top, left) = centre_crop(self.read(path), self.CROP, top=self.CROP_TOP, name=path)
     check_size(image, self.minimum_size, path)
     example = {"input": image, "target": image, "identity": np.int32(self.identities[index])}
     if self.landmarks[index] is not None:
@@ -265,7 +348,7 @@ class VGGFace2Folder(_FolderSource):
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
-    image = read_image(path)
+    image = self.read(path)
     key = os.path.splitext(os.path.relpath(path, self.root))[0].replace(os.sep, "/")
     example = {"identity": np.int32(self.identities[index])}
     if key in self.boxes:
@@ -336,7 +419,7 @@ class LfwFolder(_FolderSource):
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
-    image, _ = centre_crop(read_image(path), self.crop, name=path)
+    image, _ = centre_crop(self.read(path), self.crop, name=path)
     check_size(image, self.minimum_size, path)
     return {"input": image, "target": image, "identity": np.int32(self.identities[index])}
 
@@ -373,7 +456,7 @@ class ImageFolder(_FolderSource):
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
-    image = read_image(path)
+    image = self.read(path)
     check_size(image, self.minimum_size, path)
     return {"input": image, "target": image, "identity": np.int32(self.identities[index])}
 
@@ -410,8 +493,8 @@ class PairedFolder(_FolderSource):
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     visible_path, other_path = self.items[index]
-    target = read_image(visible_path)
-    source = read_image(other_path, mode="L" if self.input_channels == 1 else "RGB")
+    target = self.read(visible_path)
+    source = self.read(other_path, mode="L" if self.input_channels == 1 else "RGB")
     for image, path in ((target, visible_path), (source, other_path)):
       check_size(image, self.minimum_size, path)
     example = {"input": source, "target": target, "identity": np.int32(self.identities[index])}
