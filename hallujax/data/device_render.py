@@ -37,7 +37,8 @@ from hallujax.data import degradations, faceworld
 from hallujax.data.faceworld_render import render_batch
 
 RENDER_ON = ("host", "device")
-FIELDS = ("input", "target", "identity", "landmarks", "visibility", "yaw", "expression")
+FIELDS = ("input", "target", "identity", "landmarks", "visibility", "yaw", "expression",
+          "input_landmarks", "aligned_target")
 
 
 def renders_on_device(data_config) -> bool:
@@ -113,6 +114,9 @@ class RenderSettings(NamedTuple):
 def render_views(parameters: dict, settings: RenderSettings) -> tuple[dict, jax.Array]:
   """(the target view's render, the input image) of a batch of renderer parameters.
 
+  The render dict also holds the input view's "input_landmarks" and
+  "input_visible" (the same arrays as the target's when the input is that view).
+
   Runs the renderer's own programs (render_batch) on the parameters where
   they lie, so a batch split over devices renders split too. Not inside the
   jit of `prepare_batch`: inlined into a larger program, XLA no longer keeps
@@ -123,10 +127,11 @@ def render_views(parameters: dict, settings: RenderSettings) -> tuple[dict, jax.
   views = split_views(parameters)
   rendered = render_batch(views["target"], size=settings.target_size, modalities=modalities)
   if "input" in views:   # frontalize, *_unaligned: the input is another view of the face
-    image = render_batch(views["input"], size=settings.target_size, modalities=modalities)[modality]
+    source = render_batch(views["input"], size=settings.target_size, modalities=modalities)
   else:
-    image = rendered[modality]
-  return rendered, image
+    source = rendered
+  rendered = dict(rendered, input_landmarks=source["landmarks"], input_visible=source["visible"])
+  return rendered, source[modality]
 
 
 def prepare_batch(rendered: dict, image: jax.Array, parameters: dict,
@@ -145,6 +150,10 @@ def prepare_batch(rendered: dict, image: jax.Array, parameters: dict,
       "visibility": rendered["visibility"].astype(bool),
       "yaw": parameters["yaw"].astype(jnp.float32),
       "expression": parameters["expression"].astype(jnp.int32),
+      # Pixel centres at integers: x -> (x + 0.5)·s - 0.5, as pipeline.scale_points.
+      "input_landmarks": ((rendered["input_landmarks"].astype(jnp.float32) + 0.5)
+                          * (settings.input_size / settings.target_size) - 0.5),
+      "aligned_target": to_unit_range(rendered["input_visible"]),
   }
 
 

@@ -26,7 +26,14 @@ Examples: "input" uint8 (S, S, input_channels), "target" uint8 (S, S, 3) with
 S = target_size, "identity" int32, "landmarks" float32 (68, 2) iBUG-300W
 order in target pixel coordinates (pixel centres at integers),
 "visibility" bool (68,), "yaw" float32 (the input's yaw, degrees),
-"expression" int32 (index into EXPRESSIONS; the target's).
+"expression" int32 (index into EXPRESSIONS; the target's),
+"input_landmarks" float32 (68, 2) the input view's landmarks in input pixel
+coordinates (at target_size here; the pipeline rescales them with "input"),
+"aligned_target" uint8 (S, S, 3) the visible render of the input's own view
+(pose, expression, lighting): the pixel-aligned visible image that the
+unaligned pairings do not train on but evaluate against (PCFH). For pairings
+whose input is the target's view, input_landmarks == landmarks and
+aligned_target == target.
 
 Splits: train, validation and test draw images from different seeds, so they
 share no image. Identities are shared across splits by default
@@ -181,10 +188,8 @@ class FaceWorldSource:
     modality = self._input_modality()
     modalities = rendered_modalities(self.pairing)   # always batch 1: one program per size
     rendered = _render_one(target, self.size, modalities)
-    if source is target:
-      image = rendered[modality]
-    else:
-      image = _render_one(source, self.size, modalities)[modality]
+    source_rendered = rendered if source is target else _render_one(source, self.size, modalities)
+    image = source_rendered[modality]
     return {
         "input": _channels(image, self.input_channels),
         "target": rendered["visible"],
@@ -193,6 +198,8 @@ class FaceWorldSource:
         "visibility": rendered["visibility"].astype(bool),
         "yaw": np.float32(source["yaw"]),
         "expression": np.int32(target["expression_index"]),
+        "input_landmarks": source_rendered["landmarks"].astype(np.float32),
+        "aligned_target": source_rendered["visible"],
     }
 
 

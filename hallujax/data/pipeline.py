@@ -57,12 +57,18 @@ def limit_blas_to_one_thread() -> None:
   threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
+def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
+  """Pixel coordinates (centres at integers) after resizing the image by `factor`."""
+  return ((np.asarray(points, np.float32) + 0.5) * factor - 0.5).astype(np.float32)
+
+
 class PrepareExample(grain.transforms.Map):
   """Resizes "input" to input_size² and "target" to target_size², scales to [-1, 1].
 
   "input" is resized with the config's downsampling kernel (e.g. FH-GAN's
   bilinear ×4, paper 003 §4.1); "target" with bicubic, only if the source's
-  native size differs. Landmarks follow the target.
+  native size differs. Landmarks follow the target; "input_landmarks" (face
+  world) follow "input", and "aligned_target" is prepared like "target".
   """
 
   def __init__(self, data_config):
@@ -88,7 +94,15 @@ class PrepareExample(grain.transforms.Map):
           f"The source gives 'input' images with {source_image.shape[-1]} channels; "
           f"config.data.input_channels={self.input_channels}. Set input_channels to match the "
           f"source's modality (3 visible, 1 thermal/near-infrared).")
+    if "aligned_target" in example:
+      aligned = example["aligned_target"]
+      if aligned.shape[0] != self.target_size or aligned.shape[1] != self.target_size:
+        aligned = degradations.resize(aligned, self.target_size, "bicubic")
+      example["aligned_target"] = to_unit_range(aligned)
     if source_image.shape[0] != self.input_size or source_image.shape[1] != self.input_size:
+      if "input_landmarks" in example:
+        example["input_landmarks"] = scale_points(example["input_landmarks"],
+                                                  self.input_size / source_image.shape[1])
       source_image = degradations.resize(source_image, self.input_size, self.downsample)
       if source_image.ndim == 2:
         source_image = source_image[..., None]
