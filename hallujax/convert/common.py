@@ -14,13 +14,25 @@ Layout rules (PyTorch -> Flax):
 Fully connected layers after a flatten need no permutation: the Flax models
 flatten channel-major as PyTorch does (``recognition.flatten_channel_major``).
 
+Reading files (``read_torch_file``) tells apart what can go wrong, one line
+each: no such file (FileNotFoundError), a directory, an empty file, a file that
+is no PyTorch checkpoint at all (text, HTML, a Git LFS pointer), a truncated or
+corrupt one (TorchFileError, a ValueError), and a genuine pickle holding
+Python objects beyond tensors, the only case that suggests ``allow_pickle=True``
+(and only for a file one trusts).
+
 torch is an optional extra (``pip install hallujax[torch]``): it is imported
-only inside ``load_torch_state_dict``.
+only inside ``read_torch_file``.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import io
 import os
+import pickle
+import pickletools
+import zipfile
 from typing import Any, Callable, Iterable, Mapping
 
 import flax
@@ -35,28 +47,231 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit the network: lists every missing, unexpected and mis-shaped key."""
 
 
-def load_torch_state_dict(path: str | os.PathLike, strip_prefixes: Iterable[str] = ("module.",)
-                          ) -> dict[str, np.ndarray]:
-  """Read a ``.pt`` / ``.pth`` / ``.pth.tar`` file into {key: float32 numpy array}.
+class TorchFileError(ValueError):
+  """A file that cannot be read as a PyTorch checkpoint, with the reason in one line."""
 
-  Accepts a bare state dict or a training checkpoint holding one under
-  "state_dict" / "model" / "backbone"; strips DataParallel's "module." prefix.
-  """
+
+# The first pickle of a legacy (pre-zip) torch.save file holds this number.
+LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c
+# Modules whose globals a tensors-only pickle may reference (torch's weights_only unpickler allows these).
+TENSOR_MODULES = ("torch", "collections", "builtins", "_codecs", "copyreg")
+NVIDIA_MODULES = ("torch_utils", "dnnlib", "training")
+
+
+def _import_torch():
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise ImportError(
         "Reading PyTorch checkpoints needs torch: pip install 'hallujax[torch]' (or pip install torch)."
     ) from error
+  return torch
+
+
+def _describe_start(head: bytes) -> str:
+  text = head.lstrip().lower()
+  if text.startswith((b"<!doctype", b"<html", b"<?xml")):
+    return "an HTML/XML page (a failed download or a login page?)"
+  if text.startswith(b"version https://git-lfs"):
+    return "a Git LFS pointer, not the weights (run `git lfs pull`)"
+  if text.startswith((b"{", b"[")):
+    return "JSON text"
+  return f"bytes {head[:12]!r}"
+
+
+def check_torch_file(path: str | os.PathLike) -> str:
+  """"zip" (torch.save), "legacy" (torch.save before PyTorch 1.6) or "pickle" (a plain pickle.dump), or an error.
+
+  Raises FileNotFoundError for a missing path and TorchFileError for a
+  directory, an empty file, a file of another kind and a truncated zip archive.
+  """
+  path = os.fspath(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"No checkpoint at {os.fspath(path)!r}.")
-  loaded = torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"No checkpoint at {path!r}: the file does not exist.")
+  if os.path.isdir(path):
+    inside = sorted(f for f in os.listdir(path) if f.endswith((".pt", ".pth", ".tar", ".pkl", ".ckpt")))
+    hint = f" (it holds {', '.join(inside[:5])})" if inside else ""
+    raise TorchFileError(f"{path!r} is a directory, not a PyTorch checkpoint file{hint}; give the file itself.")
+  size = os.path.getsize(path)
+  if size == 0:
+    raise TorchFileError(f"{path!r} is empty (0 bytes), not a PyTorch checkpoint; was the download or save "
+                         f"interrupted?")
+  with open(path, "rb") as file:
+    head = file.read(64)
+  if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+    try:
+      with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+      raise TorchFileError(f"{path!r} is a truncated or corrupt PyTorch checkpoint: its zip archive is unreadable "
+                           f"({error}; {size} bytes). Download or save it again.") from error
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+      raise TorchFileError(f"{path!r} is a zip archive but not a PyTorch checkpoint (no data.pkl inside; it holds "
+                           f"{', '.join(names[:4])}).")
+    return "zip"
+  if head[:1] == b"\x80" and 2 <= head[1] <= 5:   # pickle PROTO opcode with a known protocol
+    with open(path, "rb") as file:
+      try:
+        first_value = _scan_pickle(file)[1]
+      except ValueError as error:
+        raise TorchFileError(f"{path!r} is a truncated or corrupt pickle: it ends early or is damaged ({error}; "
+                             f"{size} bytes). Download or save it again.") from error
+    return "legacy" if first_value == LEGACY_TORCH_MAGIC else "pickle"
+  raise TorchFileError(f"{path!r} is not a PyTorch checkpoint: it starts with {_describe_start(head)}; expected a "
+                       f"torch.save file (zip archive or legacy pickle).")
+
+
+STRING_OPCODES = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                  "SHORT_BINSTRING")
+INTEGER_OPCODES = ("LONG1", "LONG4", "INT", "LONG", "BININT", "BININT1", "BININT2")
+
+
+def _scan_pickle(stream) -> tuple[list[str], Any]:
+  """(globals "module.name" referenced, the last integer pushed) of one pickle in `stream`.
+
+  Reads opcodes up to STOP without executing anything (pickletools); raises
+  ValueError if the stream ends first or holds an unknown opcode (a truncated
+  or corrupt file). STACK_GLOBAL takes the two strings pushed last, directly
+  or from the memo.
+  """
+  found, strings, memo, top_string, last_integer = [], [], {}, None, None
+  for opcode, argument, _ in pickletools.genops(stream):
+    name = opcode.name
+    pushed = None
+    if name == "GLOBAL":
+      module, _, attribute = argument.partition(" ")   # protocol 0-2 spell Python 2 names: __builtin__.set
+      found.append(f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attribute}")
+    elif name == "STACK_GLOBAL" and len(strings) >= 2:
+      found.append(f"{strings[-2]}.{strings[-1]}")
+    elif name in STRING_OPCODES:
+      pushed = argument
+    elif name in ("BINGET", "LONG_BINGET", "GET"):
+      pushed = memo.get(argument)
+    elif name in INTEGER_OPCODES:
+      last_integer = argument
+    if name == "MEMOIZE":
+      memo[len(memo)] = top_string
+    elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+      memo[argument] = top_string
+    if pushed is not None:
+      strings.append(pushed)
+    if name not in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT"):
+      top_string = pushed
+  return list(dict.fromkeys(found)), last_integer
+
+
+def pickle_globals(path: str | os.PathLike) -> list[str]:
+  """Every global ("module.name") the checkpoint's object pickle references; TorchFileError if truncated."""
+  path = os.fspath(path)
+  try:
+    if check_torch_file(path) == "zip":
+      with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+        return _scan_pickle(io.BytesIO(archive.read(name)))[0]
+    with open(path, "rb") as file:
+      found, first = _scan_pickle(file)
+      if first == LEGACY_TORCH_MAGIC:           # legacy torch.save: magic, protocol, sys_info, object
+        found = []
+        for _ in range(3):
+          found += _scan_pickle(file)[0]
+      return list(dict.fromkeys(found))
+  except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
+    if isinstance(error, TorchFileError):
+      raise
+    raise TorchFileError(f"{path!r} is a truncated or corrupt PyTorch checkpoint: its pickle stream ends early or "
+                         f"is damaged ({error}). Download or save it again.") from error
+
+
+def is_nvidia_network_pickle(path: str | os.PathLike) -> bool:
+  """Whether `path` is an NVIDIA stylegan2-ada-pytorch network pickle (torch_utils / dnnlib / training classes)."""
+  return check_torch_file(path) == "pickle" and any(
+      name.split(".")[0] in NVIDIA_MODULES for name in pickle_globals(path))
+
+
+def _tensor_globals(torch) -> set[str]:
+  """Globals torch's weights_only unpickler accepts ("module.name"); a module-prefix rule if torch hides them."""
+  try:
+    from torch import _weights_only_unpickler  # pylint: disable=import-outside-toplevel
+    return set(_weights_only_unpickler._get_allowed_globals()) | {  # pylint: disable=protected-access
+        f"{getattr(g, '__module__', '')}.{getattr(g, '__name__', '')}" for g in torch.serialization.get_safe_globals()
+        if not isinstance(g, tuple)}
+  except (ImportError, AttributeError):
+    return _PrefixSet(TENSOR_MODULES)
+
+
+class _PrefixSet:
+  """`name in _PrefixSet(modules)`: the name's top-level module is one of `modules`."""
+
+  def __init__(self, modules):
+    self.modules = tuple(modules)
+
+  def __contains__(self, name: str) -> bool:
+    return name.split(".")[0] in self.modules
+
+
+def read_torch_file(path: str | os.PathLike, allow_pickle: bool = False):
+  """torch.load a checkpoint on the CPU with tensors-only unpickling; one clear error for every failure.
+
+  `allow_pickle=True` lets torch unpickle arbitrary Python objects: only for
+  files you trust, and suggested only when the file really is such a pickle.
+  """
+  torch = _import_torch()
+  path = os.fspath(path)
+  kind = check_torch_file(path)
+  if kind == "pickle":
+    found = pickle_globals(path)
+    if any(name.split(".")[0] in NVIDIA_MODULES for name in found):
+      raise TorchFileError(f"{path!r} is an NVIDIA stylegan2-ada-pytorch network pickle; read it with "
+                           f"hallujax.convert.stylegan2_pkl.load_network_pickle (the StyleGAN2 loaders do this "
+                           f"themselves), never with torch.load.")
+    raise TorchFileError(f"{path!r} is a plain Python pickle (pickle.dump{', holding ' + ', '.join(found[:3]) if found else ''}), "
+                         f"not a torch.save checkpoint; save the weights with torch.save(model.state_dict(), path).")
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as error:  # pylint: disable=broad-except  (classified below)
+    refused = isinstance(error, pickle.UnpicklingError) and "weights only load failed" in str(error).lower()
+    found = pickle_globals(path)      # raises TorchFileError for a truncated / damaged pickle
+    if not refused:
+      first_line = (str(error).strip().splitlines() or [""])[0][:200]
+      raise TorchFileError(f"{path!r} is a truncated or corrupt PyTorch checkpoint ({kind} format): torch.load "
+                           f"failed with {type(error).__name__}: {first_line}") from error
+    beyond = [name for name in found if name not in _tensor_globals(torch)]
+    if not beyond:
+      raise TorchFileError(f"{path!r} is a corrupt PyTorch checkpoint: it references only tensor types, yet "
+                           f"torch.load refused it ({(str(error).strip().splitlines() or [''])[0][:200]})") from error
+    if not allow_pickle:
+      raise TorchFileError(
+          f"{path!r} is a pickle holding Python objects beyond tensors ({', '.join(beyond[:4])}), which torch.load "
+          f"refuses with weights_only=True. If you trust the file, pass allow_pickle=True (--allow_pickle on the "
+          f"command line).") from error
+    try:
+      return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as unsafe_error:  # pylint: disable=broad-except
+      raise TorchFileError(f"{path!r}: unpickling with allow_pickle=True failed too: {type(unsafe_error).__name__}: "
+                           f"{(str(unsafe_error).strip().splitlines() or [''])[0][:200]}") from unsafe_error
+
+
+def load_torch_state_dict(path: str | os.PathLike, strip_prefixes: Iterable[str] = ("module.",),
+                          allow_pickle: bool = False) -> dict[str, np.ndarray]:
+  """Read a ``.pt`` / ``.pth`` / ``.pth.tar`` file into {key: float32 numpy array}.
+
+  Accepts a bare state dict or a training checkpoint holding one under
+  "state_dict" / "model" / "backbone"; strips DataParallel's "module." prefix.
+  Unreadable files raise FileNotFoundError or TorchFileError (see ``read_torch_file``).
+  """
+  loaded = read_torch_file(path, allow_pickle)
   for field in ("state_dict", "model", "backbone"):
     if isinstance(loaded, Mapping) and isinstance(loaded.get(field), Mapping):
       loaded = loaded[field]
       break
   if not isinstance(loaded, Mapping):
-    raise ValueError(f"{os.fspath(path)!r} holds a {type(loaded).__name__}, not a state dict.")
+    raise TorchFileError(f"{os.fspath(path)!r} holds a {type(loaded).__name__}, not a state dict "
+                         f"({{name: tensor}}).")
+  not_arrays = [key for key, value in loaded.items()
+                if not (hasattr(value, "detach") or isinstance(value, (np.ndarray, np.generic, float, int)))]
+  if not_arrays:
+    raise TorchFileError(f"{os.fspath(path)!r}: entries {', '.join(map(str, not_arrays[:5]))} of the state dict are "
+                         f"not tensors; expected {{name: tensor}}.")
   return state_dict_to_numpy(loaded, strip_prefixes)
 
 

@@ -12,8 +12,16 @@ Two formats:
 Resolution, channel table, style size and mapping depth are read from the
 tensor shapes. Every key is accounted for: a key the architecture needs and
 the file lacks, a key the file has and the architecture does not use, or a
-tensor of the wrong shape raises one ValueError that lists them all. The blur
-kernel buffers may be absent; when present they must hold [1, 3, 3, 1].
+tensor of the wrong shape raises one ValueError that lists them all, each by
+name; so does a tensor holding NaN or inf. The blur kernel buffers may be
+absent; when present each must be the 4×4 [1, 3, 3, 1] kernel (a wrong one is
+named with its shape or values). A rosinality `latent_avg` must have shape
+(style_dim,).
+
+Files: `.pt`/`.pth` are read by hallujax.convert.common.read_torch_file (one
+clear error for a missing, empty, truncated or foreign file; `allow_pickle`
+suggested only for a real pickle of non-tensor objects); an NVIDIA network
+pickle (`.pkl`) is read without NVIDIA's code by hallujax.convert.stylegan2_pkl.
 
 torch is imported only to read files (optional extra `hallujax[torch]`); the
 conversion functions also accept dicts of numpy arrays.
@@ -23,11 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from hallujax.convert import common
 from hallujax.convert.common import CheckpointMismatchError
 from hallujax.nn.stylegan_layers import make_blur_kernel
 
@@ -68,17 +78,25 @@ def apply_entries(state_dict: Mapping[str, Any], entries: list[Entry], what: str
   known = {entry.key for entry in entries}
   missing = [e.key for e in entries if e.key not in state and not e.optional]
   unexpected = sorted(key for key in state if key not in known)
-  misshaped, wrong_values = [], []
+  misshaped, wrong_blur, non_finite = [], [], []
   variables: dict = {}
   for entry in entries:
     if entry.key not in state:
       continue
     value = _to_numpy(state[entry.key])
+    if entry.expected_value is not None:      # a blur kernel: named with what is wrong about it
+      expected = entry.expected_value
+      if tuple(value.shape) != tuple(expected.shape):
+        wrong_blur.append(f"{entry.key}: shape {tuple(value.shape)}, expected {tuple(expected.shape)}")
+      elif not np.allclose(value, expected, atol=1e-6):
+        wrong_blur.append(f"{entry.key}: holds {value.round(4).tolist()}, expected {expected.round(4).tolist()}")
+      continue
     if tuple(value.shape) != tuple(entry.shape):
       misshaped.append(f"{entry.key}: got {tuple(value.shape)}, expected {tuple(entry.shape)}")
       continue
-    if entry.expected_value is not None and not np.allclose(value, entry.expected_value, atol=1e-6):
-      wrong_values.append(f"{entry.key}: holds {value.round(4).tolist()}, expected the [1, 3, 3, 1] kernel")
+    if not np.all(np.isfinite(value)):
+      non_finite.append(f"{entry.key} ({int(np.size(value) - np.isfinite(value).sum())} of {np.size(value)})")
+      continue
     if entry.target is not None:
       _assign(variables, entry.target, np.array(entry.transform(value), dtype=np.float32))
   problems = []
@@ -88,8 +106,11 @@ def apply_entries(state_dict: Mapping[str, Any], entries: list[Entry], what: str
     problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
   if misshaped:
     problems.append(f"mis-shaped tensors ({len(misshaped)}): {'; '.join(misshaped)}")
-  if wrong_values:
-    problems.append(f"unexpected buffer values: {'; '.join(wrong_values)}")
+  if wrong_blur:
+    problems.append(f"wrong blur kernels ({len(wrong_blur)}; this network supports only the [1, 3, 3, 1] "
+                    f"kernel): {'; '.join(wrong_blur)}")
+  if non_finite:
+    problems.append(f"tensors holding NaN or inf ({len(non_finite)}): {', '.join(non_finite)}")
   if problems:
     raise CheckpointMismatchError(f"Cannot load {what}; nothing was loaded.\n  " + "\n  ".join(problems))
   return variables
@@ -283,9 +304,8 @@ def ada_generator_entries(resolution: int, channels, style_dim: int, mapping_lay
         Entry(f"{prefix}.bias", (3,), target + ("bias",)),
         *affine(prefix, in_channels, target),
     ]
-    if level > 0:
-      entries.append(Entry(f"synthesis.b{size}.resample_filter", (4, 4), None, optional=True,
-                           expected_value=filter_))
+    # Every ada SynthesisBlock registers a resample_filter buffer, the 4×4 block's too (unused there).
+    entries.append(Entry(f"synthesis.b{size}.resample_filter", (4, 4), None, optional=True, expected_value=filter_))
   return entries
 
 
@@ -367,44 +387,65 @@ def convert_discriminator(state: Mapping[str, Any]) -> tuple[dict, dict]:
   return architecture, variables
 
 
-def read_torch_file(path: str, allow_pickle: bool = False) -> dict:
-  """torch.load a checkpoint on the CPU (torch is needed only here)."""
-  try:
-    import torch
-  except ImportError as error:
-    raise ImportError("Reading PyTorch checkpoints needs torch: pip install 'hallujax[torch]'.") from error
-  try:
-    return torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as error:  # pickle.UnpicklingError and friends: objects beyond tensors.
-    if not allow_pickle:
-      raise ValueError(
-          f"{path} holds Python objects beyond tensors (e.g. a training 'args' Namespace), which "
-          f"torch.load refuses with weights_only=True. If you trust the file, pass allow_pickle=True "
-          f"(--allow_pickle on the command line). Original error: {error}") from error
-    return torch.load(path, map_location="cpu", weights_only=False)
+def read_torch_file(path: str, allow_pickle: bool = False):
+  """torch.load a checkpoint on the CPU, tensors only unless `allow_pickle` (torch is needed only here).
+
+  A missing path raises FileNotFoundError; a directory, an empty, truncated or
+  foreign file raises hallujax.convert.common.TorchFileError (a ValueError)
+  saying which; `allow_pickle=True` is suggested only for a real pickle of
+  non-tensor objects (e.g. rosinality's training 'args' Namespace).
+  """
+  return common.read_torch_file(path, allow_pickle)
+
+
+def _check_latent_avg(value, style_dim: int) -> Array:
+  latent_avg = _to_numpy(value)
+  if tuple(latent_avg.shape) != (style_dim,):
+    raise CheckpointMismatchError(f"Cannot load latent_avg; nothing was loaded: got shape {tuple(latent_avg.shape)}, "
+                                  f"expected ({style_dim},) (the generator's style size).")
+  if not np.all(np.isfinite(latent_avg)):
+    raise CheckpointMismatchError("Cannot load latent_avg; nothing was loaded: it holds NaN or inf.")
+  return latent_avg
 
 
 def load_checkpoint(path_or_dict, allow_pickle: bool = False) -> dict:
   """Everything a StyleGAN2 file holds, converted.
 
-  Accepts a rosinality checkpoint {"g_ema", "g"?, "d"?, "latent_avg"?}, or a
-  bare generator or discriminator state dict of either format. Returns a dict
+  Accepts a rosinality checkpoint {"g_ema", "g"?, "d"?, "latent_avg"?}, a
+  bare generator or discriminator state dict of either format, or the path of
+  an NVIDIA stylegan2-ada-pytorch network pickle (`.pkl`, read by
+  hallujax.convert.stylegan2_pkl without NVIDIA's code). Returns a dict
   with "architecture" (Generator fields) and whichever of "generator_ema",
   "generator", "discriminator" (each {"params", "buffers"} or {"params"}) the
   file has; "w_avg_source" says where the truncation centre came from:
   "latent_avg", "w_avg" (ada), or "none" (zero; call `estimate_w_avg`).
   """
-  content = read_torch_file(path_or_dict, allow_pickle) if isinstance(path_or_dict, str) else path_or_dict
+  if isinstance(path_or_dict, (str, os.PathLike)):
+    if common.is_nvidia_network_pickle(path_or_dict):
+      from hallujax.convert import stylegan2_pkl  # pylint: disable=import-outside-toplevel
+      return stylegan2_pkl.load_checkpoint(path_or_dict)
+    content = read_torch_file(os.fspath(path_or_dict), allow_pickle)
+    where = repr(os.fspath(path_or_dict))
+  else:
+    content, where = path_or_dict, "the checkpoint"
+  if not isinstance(content, Mapping):
+    raise CheckpointMismatchError(f"{where} holds a {type(content).__name__}; expected a dict (a rosinality "
+                                  f"checkpoint or a generator/discriminator state dict).")
   result: dict = {}
   if "g_ema" in content or "g" in content or "d" in content:
     for source, name in (("g_ema", "generator_ema"), ("g", "generator")):
       if source in content:
         architecture, result[name] = convert_generator(content[source])
+        if result.get("architecture", architecture) != architecture:
+          raise CheckpointMismatchError(f"{where}: 'g' and 'g_ema' describe different generators "
+                                        f"({architecture} vs {result['architecture']}).")
         result["architecture"] = architecture
     if "d" in content:
       result["discriminator_architecture"], result["discriminator"] = convert_discriminator(content["d"])
     if "latent_avg" in content:
-      latent_avg = _to_numpy(content["latent_avg"]).reshape(-1)
+      if "architecture" not in result:
+        raise CheckpointMismatchError(f"{where} has a latent_avg but no generator ('g_ema' or 'g').")
+      latent_avg = _check_latent_avg(content["latent_avg"], result["architecture"]["style_dim"])
       for name in ("generator_ema", "generator"):
         if name in result:
           result[name]["buffers"]["mapping"]["w_avg"] = latent_avg
@@ -414,8 +455,13 @@ def load_checkpoint(path_or_dict, allow_pickle: bool = False) -> dict:
   elif any(key.startswith(("style.", "mapping.")) for key in content):
     result["architecture"], result["generator_ema"] = convert_generator(content)
     result["w_avg_source"] = "w_avg" if is_ada_state_dict(content) else "none"
-  else:
+  elif any(str(key).startswith(("convs.", "b4.", "final_")) for key in content):
     result["discriminator_architecture"], result["discriminator"] = convert_discriminator(content)
+  else:
+    raise CheckpointMismatchError(
+        f"{where} is not a StyleGAN2 checkpoint: expected a rosinality checkpoint ('g_ema', 'g', 'd', 'latent_avg'), "
+        f"a generator ('style.*' or 'mapping.*' keys) or a discriminator ('convs.*' or 'b4.*'); it has keys like "
+        f"{', '.join(map(str, list(content)[:6]))}.")
   return result
 
 
