@@ -1,0 +1,374 @@
+"""VPGAN (paper 000, §3.1): thermal → visible through a frozen StyleGAN2 prior driven by an MSCA UNet.
+
+Trained: the encoder (UNet, MSCA, style MLP, γ/β 1×1 convs; hallujax.models.vpgan)
+and the StyleGAN2 discriminator. Frozen (the `frozen` tree, never in a
+checkpoint): the StyleGAN2 prior, VGG-19 (perceptual loss) and ArcFace
+(identity loss). With ``model.prior=False`` (Table 5, "w/o VP") the encoder's
+own decoder is the generator and no prior is read.
+
+One training step (named "train", or "train_r1" on the lazy-R1 steps):
+  1. discriminator: StyleGAN2's non-saturating logistic loss
+     softplus(D(G(x))) + softplus(-D(y)) ("The adversarial loss is directly
+     inherited from StyleGAN");
+  2. on steps 0, k, 2k, … (k = loss.r1_every): lazy R1, γ/2 · k · E‖∇_y D(y)‖²,
+     a separate optimizer update as in StyleGAN2 (§B);
+  3. encoder: Eq. 5, L_gen = L1 + λa·softplus(-D(G(x))) + λb·L_p + λc·L_id,
+     with L_p, L_id from Eq. 6 (mean absolute feature difference per layer).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from hallujax import optim
+from hallujax.methods import Method
+from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
+from hallujax.models.recognition import ResNetFace
+from hallujax.models.stylegan2 import Discriminator, Generator, channel_table
+from hallujax.models.vgg import VGG19
+from hallujax.models.vpgan import VPGANEncoder, synthesize
+
+TRAINED = ("encoder", "discriminator")
+
+
+@flax.struct.dataclass
+class VPGANState:
+  step: jax.Array
+  params: dict      # {"encoder": ..., "discriminator": ...}
+  opt_state: dict   # one optax state per trained network (config.optim.<network>)
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def prior_channels(config) -> tuple[int, ...]:
+  p = config.model.prior_network
+  return channel_table(config.data.target_size, p.channel_multiplier, p.channel_max, p.channel_base)
+
+
+def networks(config) -> dict:
+  """Every network VPGAN uses, built once from the config."""
+  m, d = config.model, config.data
+  dtype = jnp.dtype(config.train.compute_dtype)
+  channels = prior_channels(config)
+  p = m.prior_network
+  nets = dict(
+      encoder=VPGANEncoder(
+          input_size=d.input_size, output_size=d.target_size, encoder_channels=tuple(m.encoder_channels),
+          decoder_channels=tuple(m.decoder_channels), msca=bool(m.msca),
+          prior_channels=channels if m.prior else (), style_dim=p.style_dim, w_per_layer=bool(m.w_per_layer),
+          style_hidden=m.style_hidden, rgb_output=not m.prior, dtype=dtype),
+      # The discriminator has the prior's architecture, so it can start from the prior file's one.
+      discriminator=Discriminator(resolution=d.target_size, channels=channels, stddev_group=p.stddev_group,
+                                  dtype=dtype),
+      vgg=VGG19(dtype=dtype),
+      arcface=ResNetFace(stage_sizes=tuple(m.arcface.stage_sizes), widths=tuple(m.arcface.widths),
+                         embedding_dim=m.arcface.embedding_dim, dtype=dtype),
+  )
+  if m.prior:
+    nets["prior"] = Generator(resolution=d.target_size, channels=channels, style_dim=p.style_dim,
+                              mapping_layers=p.mapping_layers, mapping_lr_multiplier=p.mapping_lr_multiplier,
+                              dtype=dtype)
+  return nets
+
+
+def check_config(config) -> None:
+  d = config.data
+  if d.target_size % d.input_size or d.target_size < d.input_size:
+    raise ValueError(f"config.data.target_size={d.target_size} must be a multiple of input_size={d.input_size} "
+                     f"(VPGAN hallucinates input_size² thermal → target_size² visible).")
+  if config.model.arcface.image_size < 32:
+    raise ValueError(f"config.model.arcface.image_size={config.model.arcface.image_size}; ResNetFace needs ≥ 32.")
+
+
+# ----------------------------------------------------------------------------- frozen networks
+
+
+def run_directory_config(path: str) -> ml_collections.ConfigDict:
+  """The config a training run recorded in `path`/config.json."""
+  record = os.path.join(path, "config.json")
+  if not os.path.exists(record):
+    raise ValueError(f"{path} is a directory without config.json; expected a training run's workdir "
+                     f"(python -m hallujax.train --workdir ...) or a weights file.")
+  with open(record) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def check_prior_architecture(found: dict, config, where: str) -> None:
+  p = config.model.prior_network
+  expected = dict(resolution=config.data.target_size, channels=tuple(prior_channels(config)),
+                  style_dim=p.style_dim, mapping_layers=p.mapping_layers)
+  found = dict(resolution=found["resolution"], channels=tuple(found["channels"]), style_dim=found["style_dim"],
+               mapping_layers=found.get("mapping_layers", p.mapping_layers))
+  if found != expected:
+    raise ValueError(f"The prior {where} is {found}; the config builds {expected}. Set config.model.prior_network "
+                     f"(channel_multiplier, channel_max, channel_base, style_dim, mapping_layers) and "
+                     f"config.data.target_size to match it.")
+
+
+def read_prior(config) -> dict:
+  """{"generator": variables, "discriminator": params or None, "description": str} from config.weights.prior."""
+  path = config.weights.prior
+  if os.path.isdir(path):
+    from hallujax import trainer   # the trainer imports the methods registry; import at use
+    run_config = run_directory_config(path)
+    if run_config.method != "stylegan2":
+      raise ValueError(f"config.weights.prior={path} is a {run_config.method!r} run; expected a stylegan2 run "
+                       f"(configs/stylegan2.py) or a StyleGAN2 file (.pt / .pkl).")
+    m = run_config.model
+    check_prior_architecture(dict(resolution=m.resolution, style_dim=m.style_dim, mapping_layers=m.mapping_layers,
+                                  channels=channel_table(m.resolution, m.channel_multiplier, m.channel_max,
+                                                         m.channel_base)), config, f"run {path}")
+    _, state, step, _ = trainer.restore_run(run_config, path)
+    generator = {"params": state.generator_ema, "buffers": state.buffers}
+    description = (f"the EMA generator of in-project StyleGAN2 run {path} at step {step} "
+                   f"({step * run_config.train.batch_size} images seen)")
+    return dict(generator=jax.device_get(generator), discriminator=jax.device_get(state.params["discriminator"]),
+                description=description)
+  from hallujax.convert.stylegan2 import load_checkpoint
+  loaded = load_checkpoint(path)
+  check_prior_architecture(loaded["architecture"], config, f"file {path}")
+  generator = loaded.get("generator_ema") or loaded["generator"]
+  which = "EMA generator" if "generator_ema" in loaded else "generator (no EMA copy in the file)"
+  discriminator = loaded["discriminator"]["params"] if "discriminator" in loaded else None
+  return dict(generator=generator, discriminator=discriminator,
+              description=f"the {which} of {path} (training length not recorded in the file)")
+
+
+def with_w_avg(prior: Generator, generator: dict) -> dict:
+  """The prior's variables with a tracked mean w; estimated from 4096 mapped latents when the file has none."""
+  w_avg = np.asarray(generator["buffers"]["mapping"]["w_avg"])
+  if np.any(w_avg != 0):
+    return generator
+  from hallujax.convert.stylegan2 import estimate_w_avg
+  logging.warning("The prior has no tracked w_avg: estimating it from 4096 mapped latents (as rosinality's "
+                  "mean_latent).")
+  estimated = estimate_w_avg(prior, generator["params"], generator["buffers"])
+  buffers = dict(generator["buffers"], mapping=dict(generator["buffers"]["mapping"], w_avg=jnp.asarray(estimated)))
+  return dict(generator, buffers=buffers)
+
+
+def read_arcface(config, nets) -> dict:
+  """ArcFace variables from an arcface_torch backbone file or an in-project configs/arcface.py run."""
+  path, size = config.weights.arcface, config.model.arcface.image_size
+  if os.path.isdir(path):
+    from hallujax import trainer
+    run_config = run_directory_config(path)
+    if run_config.method != "arcface":
+      raise ValueError(f"config.weights.arcface={path} is a {run_config.method!r} run; expected an arcface run.")
+    if run_config.data.target_size != size:
+      raise ValueError(f"config.weights.arcface={path} was trained on {run_config.data.target_size}² faces; set "
+                       f"config.model.arcface.image_size={run_config.data.target_size} and its architecture.")
+    _, state, step, _ = trainer.restore_run(run_config, path)
+    logging.info("Identity loss: ArcFace from in-project run %s at step %d.", path, step)
+    return jax.device_get({"params": state.params["recognizer"], "batch_stats": state.batch_stats})
+  from hallujax.convert.arcface import load_arcface
+  logging.info("Identity loss: ArcFace weights from %s.", path)
+  return load_arcface(path, nets["arcface"], size)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def feature_distance(features_a: dict, features_b: dict, layers) -> jax.Array:
+  """Eq. 6: Σ_i 1/(H_i W_i C_i) ‖V_i(a) − V_i(b)‖₁, averaged over the batch."""
+  return sum(jnp.mean(jnp.abs(features_a[name].astype(jnp.float32) - features_b[name].astype(jnp.float32)))
+             for name in layers)
+
+
+def resize_square(images: jax.Array, size: int, method: str = "linear") -> jax.Array:
+  if images.shape[1] == size:
+    return images
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), method)
+
+
+def to_rgb(images: jax.Array) -> jax.Array:
+  return jnp.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def make(config) -> Method:
+  check_config(config)
+  nets = networks(config)
+  encoder, discriminator, vgg, arcface = nets["encoder"], nets["discriminator"], nets["vgg"], nets["arcface"]
+  prior = nets.get("prior")
+  optimizers = optim.make_all(config.optim, TRAINED)
+  loss = config.loss
+  perceptual_layers = tuple(config.model.perceptual_layers)
+  identity_size = config.model.arcface.image_size
+  output_size, input_size = config.data.target_size, config.data.input_size
+  channels = config.data.input_channels
+
+  # ------------------------------------------------------------------- state
+
+  def init(rng) -> VPGANState:
+    encoder_key, discriminator_key = jax.random.split(rng)
+    params = dict(
+        encoder=encoder.init(encoder_key, jnp.zeros((1, input_size, input_size, channels)))["params"],
+        discriminator=discriminator.init(discriminator_key, jnp.zeros((1, output_size, output_size, 3)))["params"])
+    opt_state = {name: optimizers[name].init(params[name]) for name in TRAINED}
+    return VPGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+  def init_frozen(rng) -> dict:
+    prior_key, vgg_key, arcface_key = jax.random.split(rng, 3)
+    frozen = dict(
+        vgg=vgg.init(vgg_key, jnp.zeros((1, 32, 32, 3))),
+        arcface=arcface.init(arcface_key, jnp.zeros((1, identity_size, identity_size, 3)), train=False))
+    if prior is not None:
+      frozen["prior"] = prior.init(prior_key, jnp.zeros((1, prior.style_dim)))
+    return frozen
+
+  def load_frozen(frozen) -> dict:
+    frozen = dict(frozen)
+    if prior is not None:
+      if config.weights.prior:
+        read = read_prior(config)
+        frozen["prior"] = jax.tree.map(jnp.asarray, with_w_avg(prior, read["generator"]))
+        logging.info("VPGAN prior: %s.", read["description"])
+      else:
+        logging.warning("config.weights.prior is empty: the VPGAN prior is a RANDOMLY INITIALIZED StyleGAN2, which "
+                        "holds no facial prior. Give a StyleGAN2 file (rosinality .pt, stylegan2-ada .pkl) or a "
+                        "configs/stylegan2.py run directory with --config.weights.prior=PATH.")
+    else:
+      logging.info("model.prior=False (w/o VP): no prior; the encoder's own decoder generates the image.")
+    if config.weights.vgg19:
+      from hallujax.convert.torchvision import load_vgg19
+      frozen["vgg"] = jax.tree.map(jnp.asarray, load_vgg19(config.weights.vgg19))
+      logging.info("Perceptual loss: VGG-19 weights from %s.", config.weights.vgg19)
+    else:
+      logging.warning("config.weights.vgg19 is empty: the perceptual loss (Eq. 6) uses a RANDOMLY INITIALIZED "
+                      "VGG-19. Give torchvision's vgg19 checkpoint with --config.weights.vgg19=PATH.")
+    if config.weights.arcface:
+      frozen["arcface"] = jax.tree.map(jnp.asarray, read_arcface(config, nets))
+    else:
+      logging.warning("config.weights.arcface is empty: the identity loss (Eq. 6) uses a RANDOMLY INITIALIZED "
+                      "ArcFace. Give an arcface_torch backbone or a configs/arcface.py run with "
+                      "--config.weights.arcface=PATH.")
+    return frozen
+
+  def load_pretrained(state: VPGANState) -> VPGANState:
+    """The discriminator starts from the prior file's discriminator when it has one of the same shape."""
+    if prior is None or not config.weights.prior:
+      return state
+    found = read_prior(config)["discriminator"]
+    if found is None:
+      logging.info("The prior file has no discriminator: VPGAN's discriminator starts from random weights.")
+      return state
+    if jax.tree.map(jnp.shape, found) != jax.tree.map(jnp.shape, state.params["discriminator"]):
+      raise ValueError("The prior's discriminator does not have the shape of config.model.prior_network's; set "
+                       "config.model.prior_network to the prior's architecture.")
+    params = dict(state.params, discriminator=jax.tree.map(jnp.asarray, found))
+    logging.info("VPGAN discriminator: started from the prior's discriminator.")
+    return state.replace(params=params,
+                         opt_state=dict(state.opt_state,
+                                        discriminator=optimizers["discriminator"].init(params["discriminator"])))
+
+  # ------------------------------------------------------------------- generation and losses
+
+  def generate(encoder_params, frozen, thermal) -> jax.Array:
+    encoded = encoder.apply({"params": encoder_params}, thermal)
+    if prior is None:
+      return encoded["image"]
+    return synthesize(prior, frozen["prior"], encoded)
+
+  def discriminate(discriminator_params, images) -> jax.Array:
+    return discriminator.apply({"params": discriminator_params}, images)
+
+  def identity_features(frozen, images) -> jax.Array:
+    return arcface.apply(frozen["arcface"], resize_square(images, identity_size), train=False)
+
+  def generator_loss(encoder_params, discriminator_params, frozen, batch):
+    output = generate(encoder_params, frozen, batch["input"])
+    target = batch["target"]
+    l1 = jnp.mean(jnp.abs(output - target))
+    adversarial = jnp.mean(jax.nn.softplus(-discriminate(discriminator_params, output)))
+    perceptual = feature_distance(vgg.apply(frozen["vgg"], output),
+                                  jax.lax.stop_gradient(vgg.apply(frozen["vgg"], target)), perceptual_layers)
+    identity = jnp.mean(jnp.abs(identity_features(frozen, output)
+                                - jax.lax.stop_gradient(identity_features(frozen, target))))
+    total = (loss.l1 * l1 + loss.adversarial * adversarial + loss.perceptual * perceptual
+             + loss.identity * identity)
+    return total, dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual,
+                       loss_identity=identity, loss_generator=total)
+
+  def discriminator_loss(discriminator_params, real, fake):
+    logits = discriminate(discriminator_params, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
+    value = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
+    return value, dict(loss_discriminator=value, real_logit=jnp.mean(real_logits),
+                       fake_logit=jnp.mean(fake_logits))
+
+  def r1_loss(discriminator_params, real):
+    """Lazy R1 (StyleGAN2 §B): γ/2 · k · E‖∇_y D(y)‖² on real images."""
+    gradients = jax.grad(lambda images: jnp.sum(discriminate(discriminator_params, images)))(real)
+    penalty = jnp.mean(jnp.sum(jnp.square(gradients.astype(jnp.float32)), axis=(1, 2, 3)))
+    return loss.r1_gamma / 2 * loss.r1_every * penalty, dict(r1_penalty=penalty)
+
+  def update(state: VPGANState, name: str, gradients) -> VPGANState:
+    params, opt_state = optim.apply_update(optimizers[name], state.params[name], state.opt_state[name], gradients)
+    return state.replace(params=dict(state.params, **{name: params}),
+                         opt_state=dict(state.opt_state, **{name: opt_state}))
+
+  def train_step(state: VPGANState, frozen, batch, rng, *, r1: bool):
+    del rng   # every computation is deterministic (fixed noise maps, no dropout)
+    real = batch["target"]
+    fake = jax.lax.stop_gradient(generate(state.params["encoder"], frozen, batch["input"]))
+    gradients, metrics = jax.grad(discriminator_loss, has_aux=True)(state.params["discriminator"], real, fake)
+    state = update(state, "discriminator", gradients)
+    if r1:
+      gradients, r1_metrics = jax.grad(r1_loss, has_aux=True)(state.params["discriminator"], real)
+      state = update(state, "discriminator", gradients)
+      metrics.update(r1_metrics)
+    # Only the encoder's parameters are differentiated: the prior, VGG and ArcFace are constants here.
+    gradients, generator_metrics = jax.grad(generator_loss, has_aux=True)(
+        state.params["encoder"], state.params["discriminator"], frozen, batch)
+    state = update(state, "encoder", gradients)
+    metrics.update(generator_metrics)
+    return state.replace(step=state.step + 1), {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+  def schedule(step: int) -> str:
+    return "train_r1" if loss.r1_every > 0 and step % loss.r1_every == 0 else "train"
+
+  # ------------------------------------------------------------------- evaluation
+
+  def bicubic(thermal) -> jax.Array:
+    """The bicubic-of-thermal baseline: the input, grey repeated to RGB, bicubic to the output size."""
+    return jnp.clip(resize_square(to_rgb(thermal), output_size, "bicubic"), -1.0, 1.0)
+
+  def eval_step(state: VPGANState, frozen, batch) -> dict:
+    target = batch["target"]
+    outputs = {"": jnp.clip(generate(state.params["encoder"], frozen, batch["input"]), -1.0, 1.0),
+               "bicubic_": bicubic(batch["input"])}
+    target_identity = identity_features(frozen, target)
+    values = {}
+    for prefix, images in outputs.items():
+      values[f"{prefix}l1"] = jnp.mean(jnp.abs(images - target), axis=(1, 2, 3))
+      values[f"{prefix}psnr"] = psnr_from_unit_range(images, target)
+      values[f"{prefix}ssim"] = ssim_from_unit_range(images, target)
+      features = identity_features(frozen, images)
+      values[f"{prefix}arcface_cosine"] = jnp.sum(features * target_identity, axis=-1) / (
+          jnp.linalg.norm(features, axis=-1) * jnp.linalg.norm(target_identity, axis=-1) + 1e-8)
+    return values
+
+  def hallucinate(state: VPGANState, frozen, batch) -> dict:
+    thermal = batch["input"]
+    return {"input": to_rgb(thermal), "bicubic": bicubic(thermal),
+            "output": jnp.clip(generate(state.params["encoder"], frozen, thermal), -1.0, 1.0),
+            "target": batch["target"]}
+
+  batch_spec = {
+      "input": jax.ShapeDtypeStruct((input_size, input_size, channels), jnp.float32),
+      "target": jax.ShapeDtypeStruct((output_size, output_size, 3), jnp.float32)}
+  return Method(
+      batch_spec=batch_spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
+      load_pretrained=load_pretrained,
+      steps={"train": functools.partial(train_step, r1=False), "train_r1": functools.partial(train_step, r1=True)},
+      schedule=schedule, eval_step=eval_step, hallucinate=hallucinate)
