@@ -6,10 +6,11 @@ Train on real identities with e.g. --config.data.source=celeb_a --config.data.nu
 
 import ml_collections
 
-from hallujax.config_base import base_config
+from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  name, options = parse_variant(variant, ("", "smoke"), "configs/arcface.py")
   c = base_config()
   c.method = "arcface"
   # The recognizer reads "target" (112² aligned faces, as FH-GAN's HR images) and "identity".
@@ -25,16 +26,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # 20 epochs of the face world's 100k training examples at batch 256 ≈ 7.8k steps.
   c.train.update(batch_size=256, steps=7_800, log_every=100, eval_every=1_000, image_every=2_000,
                  checkpoint_every=1_000)
-  c.train.learning_rate = 0.01
-  c.train.momentum = 0.9
-  c.train.weight_decay = 5e-4
-  c.train.lr_boundaries = (15 / 20, 18 / 20)
+  c.optim = ml_collections.ConfigDict(dict(recognizer=dict(
+      name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
+      boundaries=(5_850, 7_020), values=(1e-3, 1e-4))))   # epochs 15 and 18 of 20
 
-  if variant == "smoke":
+  if name == "smoke":
     c.data.update(input_size=8, target_size=32, num_identities=16, train_size=2048, eval_size=64)
     c.model.update(stage_sizes=(1, 1, 1, 1), widths=(8, 16, 32, 64), embedding_dim=64)
     c.train.update(batch_size=16, steps=200, log_every=25, eval_every=100, eval_batches=4,
                    image_every=100, checkpoint_every=100)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r} of configs/arcface.py; known: '' (paper), 'smoke'.")
-  return c
+    c.optim.recognizer.boundaries = (150, 180)
+  return apply_variant_options(c, options)

@@ -1,14 +1,15 @@
 """FH-GAN (Bayramli et al., paper 003): DSNet + WGAN-GP + joint ArcFace, 28² → 112² (×4).
 
-Variants: "" (the paper's run), "smoke" (minutes on a laptop CPU).
+Variants: "" (the paper's run), "smoke" (minutes on a laptop CPU); options as `smoke,train.steps=100`.
 """
 
 import ml_collections
 
-from hallujax.config_base import base_config
+from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  name, options = parse_variant(variant, ("", "smoke"), "configs/fhgan.py")
   c = base_config()
   c.method = "fhgan"
   # §4.1: LR faces from HR by bilinear ×4 downsampling, 28 → 112.
@@ -33,18 +34,25 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # §4.1: batch 128; DSNet lr 1e-3 "gradually decreased to 1e-5", finished at 56k iterations; then all
   # networks jointly "for 4 epochs and learning rate of 1e-4" (4 × 1.2M / 128 = 37.5k steps);
   # ArcFace: SGD, lr 0.01.
+  pretrain_steps = ml_collections.FieldReference(56_000)
+  joint_lr = 1e-4
   c.train.update(batch_size=128, steps=56_000 + 37_500, log_every=100, eval_every=2_000,
                  image_every=2_000, checkpoint_every=2_000)
-  c.train.pretrain_steps = 56_000
-  c.train.generator_lr = 1e-3
-  c.train.generator_final_lr = 1e-5
-  c.train.joint_lr = 1e-4
-  c.train.recognizer_lr = 0.01
-  c.train.recognizer_weight_decay = 5e-4
+  c.train.pretrain_steps = pretrain_steps
+  c.optim = ml_collections.ConfigDict(dict(
+      # DSNet: Adam, 1e-3 "gradually decreased to 1e-5" over pretraining, then the joint rate.
+      generator=dict(name="adam", learning_rate=1e-3, schedule="exponential", final_learning_rate=1e-5,
+                     decay_steps=pretrain_steps, boundaries=pretrain_steps, values=joint_lr),
+      # WGAN-GP's Adam settings (Gulrajani et al.: β1=0, β2=0.9); paper 003 names only Adam.
+      critic=dict(name="adam", learning_rate=joint_lr, b1=0.0, b2=0.9),
+      # ArcFace: SGD (momentum 0.9, weight decay 5e-4 as insightface), lr 0.01, then the joint rate.
+      recognizer=dict(name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
+                      boundaries=pretrain_steps, values=joint_lr),
+  ))
   c.weights.vgg19 = ""    # torchvision vgg19 checkpoint (.pth); empty: random perceptual net, logged loudly
   c.weights.arcface = ""  # insightface arcface_torch iresnet checkpoint; empty: trained here during pretraining
 
-  if variant == "smoke":
+  if name == "smoke":
     c.data.update(input_size=16, target_size=64, num_identities=64, train_size=4096, eval_size=64)
     c.model.update(features=32, blocks=3, layers_per_block=4, growth=16, bottleneck=64,
                    upsample_features=32, critic_features=32, recognizer_stages=(1, 1, 1, 1),
@@ -52,8 +60,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # A shallower VGG layer keeps the CPU step fast; the paper's layer is conv5_4.
     c.loss.perceptual_layer = "relu2_2"
     # The paper's decay to 1e-5 is for 56k steps; over a few hundred it would stop learning early.
-    c.train.update(batch_size=8, steps=900, pretrain_steps=700, generator_final_lr=1e-4, log_every=50,
+    c.train.update(batch_size=8, steps=900, pretrain_steps=700, log_every=50,
                    eval_every=300, image_every=300, checkpoint_every=300, eval_batches=8)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r} of configs/fhgan.py; known: '' (paper), 'smoke'.")
-  return c
+    c.optim.generator.final_learning_rate = 1e-4
+  return apply_variant_options(c, options)

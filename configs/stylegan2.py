@@ -6,10 +6,11 @@ Variants: "" (config-f at 256²), "512", "1024" (config-f at those sizes),
 
 import ml_collections
 
-from hallujax.config_base import base_config
+from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  name, options = parse_variant(variant, ("", "512", "1024", "smoke"), "configs/stylegan2.py")
   c = base_config()
   c.method = "stylegan2"
   # Unconditional: the "target" images are the real images; "input" is unused (same size, no resize work).
@@ -36,23 +37,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # Adam β1 = 0, β2 = 0.99, lr 0.002 (config-f); batch 32; generator EMA with a 10k-image half-life.
   c.train.update(batch_size=32, steps=800_000, log_every=100, eval_every=5_000, eval_batches=4,
                  image_every=5_000, checkpoint_every=5_000)
-  c.train.learning_rate = 0.002
-  c.train.adam_b1 = 0.0
-  c.train.adam_b2 = 0.99
+  # The lazy-regularization correction (lr·c, β^c, §B) is applied by the method, not written here.
+  c.optim = ml_collections.ConfigDict(dict(
+      generator=dict(name="adam", learning_rate=0.002, b1=0.0, b2=0.99, eps=1e-8),
+      discriminator=dict(name="adam", learning_rate=0.002, b1=0.0, b2=0.99, eps=1e-8)))
   c.train.ema_half_life_images = 10_000
   c.weights.stylegan2 = ""  # rosinality .pt / stylegan2-ada state dict to start from (empty: random init)
 
-  if variant in ("512", "1024"):
-    size = int(variant)
+  if name in ("512", "1024"):
+    size = int(name)
     c.model.resolution = size
     c.data.update(input_size=size, target_size=size)
-  elif variant == "smoke":
+  elif name == "smoke":
     c.model.update(resolution=32, style_dim=64, channel_max=64, channel_base=512, channel_multiplier=1)
     c.data.update(input_size=32, target_size=32, num_identities=64, train_size=4096, eval_size=64)
     c.train.update(batch_size=8, steps=300, log_every=25, eval_every=150, eval_batches=2,
                    image_every=150, checkpoint_every=150)
     c.train.ema_half_life_images = 500
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r} of configs/stylegan2.py; known: '' (256²), '512', '1024', "
-                     "'smoke'.")
-  return c
+  return apply_variant_options(c, options)

@@ -5,17 +5,36 @@ three items: ``state`` (the method's train state, step included), ``rng``
 (the run's base key data) and ``data`` (the grain iterator position, one JSON
 file per process). orbax writes into a temporary directory and renames it
 when complete, so a crash mid-save leaves the previous checkpoint intact and
-an unfinished one is never restored.
+an unfinished one is never restored. Frozen networks (pretrained loss
+networks, priors) are never part of a checkpoint.
+
+``checkpoints/format.json`` names the layout. Format 2 (Method interface v2)
+dropped the frozen networks from the state; a run written before it (no
+format file) is refused with that message rather than restored into the
+wrong structure.
+
+On resume, a checkpoint that fails to restore is reported in one line, set
+aside (renamed ``<step>.unreadable-<time>``, never deleted) and the next
+newest is tried. A lock file in the workdir keeps a second run off it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+
+import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
-import grain
 
 from hallujax.data.pipeline import SavedIteratorState
+
+FORMAT = 2
+FORMAT_FILE = "format.json"
+LOCK_FILE = "LOCK"
 
 
 def checkpoint_directory(workdir) -> epath.Path:
@@ -24,16 +43,112 @@ def checkpoint_directory(workdir) -> epath.Path:
   return directory if "://" in str(workdir) else directory.absolute()
 
 
+class CheckpointFormatError(ValueError):
+  """The checkpoints were written in a layout this version cannot restore."""
+
+
+def check_format(directory: epath.Path) -> None:
+  """Refuses checkpoints of another layout with a message saying what changed."""
+  steps = [p for p in directory.iterdir() if p.name.isdigit()] if directory.exists() else []
+  marker = directory / FORMAT_FILE
+  if not steps:
+    return
+  if not marker.exists():
+    raise CheckpointFormatError(
+        f"{directory} holds checkpoints written before hallujax's Method interface v2 (checkpoint format 1: "
+        f"frozen networks such as VGG-19 were stored inside the train state). Format 2 cannot restore "
+        f"them; start a new --workdir (or retrain), the old run stays readable with hallujax 0.1.0.")
+  found = json.loads(marker.read_text()).get("format")
+  if found != FORMAT:
+    raise CheckpointFormatError(f"{directory} holds checkpoint format {found}; this hallujax reads format "
+                                f"{FORMAT}. Start a new --workdir.")
+
+
+def short_reason(error: BaseException, limit: int = 160) -> str:
+  text = " ".join(str(error).split()) or type(error).__name__
+  return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
+
+
+class WorkdirLock:
+  """`<workdir>/LOCK` holding host and pid while a run trains there (process 0 only).
+
+  A second run on the same workdir refuses in one line naming the first. A
+  lock left by a process that no longer exists on this host is stale and
+  taken over; a lock from another host is respected (remove it by hand if
+  that run is gone).
+  """
+
+  def __init__(self, workdir):
+    self.path = epath.Path(workdir) / LOCK_FILE
+    self.held = False
+
+  def __enter__(self):
+    if jax.process_index() != 0:
+      return self
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+      try:
+        fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        other = self._read()
+        if other.get("host") == me["host"] and not _alive(other.get("pid", -1)):
+          self.path.unlink(missing_ok=True)   # stale: its process is gone
+          continue
+        raise RuntimeError(
+            f"{self.path.parent} is in use by another run (host {other.get('host')}, pid {other.get('pid')}, "
+            f"since {other.get('since')}). Wait for it, use another --workdir, or delete {self.path} if that "
+            f"run is gone.") from None
+      with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+      self.held = True
+      return self
+    raise RuntimeError(f"Could not take {self.path}.")
+
+  def _read(self) -> dict:
+    try:
+      return json.loads(self.path.read_text())
+    except (OSError, ValueError):
+      return {}
+
+  def __exit__(self, *exc):
+    if self.held:
+      self.path.unlink(missing_ok=True)
+      self.held = False
+    return False
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, ValueError, TypeError):
+    return True
+  return True
+
+
 class Checkpointer:
   """Saves asynchronously every call to `save`; keeps the last `keep` checkpoints."""
 
   def __init__(self, workdir, keep: int):
     self.directory = checkpoint_directory(workdir)
-    self.manager = ocp.CheckpointManager(
+    check_format(self.directory)
+    self.manager = self._manager()
+    if jax.process_index() == 0:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      (self.directory / FORMAT_FILE).write_text(json.dumps({"format": FORMAT}) + "\n")
+    self.keep = keep
+
+  def _manager(self, keep: int | None = None):
+    return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep if keep is not None else getattr(self, "keep", 3),
+                                             enable_async_checkpointing=True),
         item_names=("state", "rng", "data"),
     )
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -54,6 +169,36 @@ class Checkpointer:
     ))
     return restored.state, restored.rng["key"], restored.data.get_state()
 
+  def set_aside(self, step: int) -> epath.Path:
+    """Renames a checkpoint that does not restore out of orbax's sight (never deletes it)."""
+    aside = self.directory / f"{step}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(aside)
+    self.manager.close()
+    self.manager = self._manager()
+    return aside
+
+  def restore_latest_good(self, abstract_state, rng_data, resume_step: int | None = None):
+    """(state, rng_data, data_state, step) of the newest checkpoint that restores, or None if there is none.
+
+    With `resume_step`, that checkpoint or an error. Each one that fails is
+    reported in one line (step and reason) and set aside.
+    """
+    steps = self.all_steps()
+    if resume_step is not None:
+      if resume_step not in steps:
+        raise ValueError(f"config.train.resume_step={resume_step}: no such checkpoint under {self.directory}; "
+                         f"there are {steps or 'none'}.")
+      return (*self.restore(resume_step, abstract_state, rng_data), resume_step)
+    for step in reversed(steps):
+      try:
+        return (*self.restore(step, abstract_state, rng_data), step)
+      except Exception as error:   # any failure to read it: report, keep it aside, try the previous one
+        aside = self.set_aside(step)
+        print(f"Checkpoint {step} does not restore ({short_reason(error)}); moved to {aside.name}, "
+              f"trying the previous one.", flush=True)
+    return None
+
   def path(self, step: int) -> str:
     return str(self.directory / str(step))
 
@@ -68,6 +213,7 @@ class Checkpointer:
 def restore_state(workdir, abstract_state, step: int | None = None):
   """The train state of a run's latest (or given) checkpoint, for evaluation and sampling."""
   directory = checkpoint_directory(workdir)
+  check_format(directory)
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True),
       item_names=("state", "rng", "data"))

@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
       crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)
       strict=False,            # folder sources: fail on an unreadable image instead of skipping it
       reject_small=True,       # folder sources: reject images smaller than the crop
+      clients=0,               # federated methods: K clients, each reading its own partition of a split;
+                               # batches are then (K, batch_size, ...) (hallujax.data.pipeline)
+      client_partition="interleaved",
       worker_count=0,          # grain worker processes (0 = in the main process)
       prefetch=2,              # batches prefetched to the device
   ))
@@ -53,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=3,
       compute_dtype="float32", # or "bfloat16": bf16 activations, float32 parameters and loss sums
       on_nonfinite="stop",     # or "skip": keep the previous state for that step and count it
+      max_skipped_steps=100,   # with "skip": more non-finite steps than this in a row stop the run
+      resume_step=0,           # resume from this checkpoint step (0 = the newest that restores)
   ))
   c.mesh = ml_collections.ConfigDict(dict(
       clients=1,               # devices on the clients axis (federated methods; 1 otherwise)

@@ -13,7 +13,8 @@ A section is a dict such as::
                    over ``decay_steps``)
 ``boundaries`` / ``values``
                    after the optimizer's i-th boundary update the rate is ``values[i]``
-                   (a paper's "÷10 at epoch 15" or "1e-4 for the joint phase")
+                   (a paper's "÷10 at epoch 15" or "1e-4 for the joint phase"); a
+                   single boundary and value may be plain numbers
 ``warmup_steps``   linear warm-up from 0 (default 0)
 ``b1``, ``b2``, ``eps``        Adam's
 ``momentum``, ``nesterov``     SGD's
@@ -56,8 +57,10 @@ def learning_rate_schedule(section, where: str = "config.optim") -> optax.Schedu
             if kind == "exponential" else optax.cosine_decay_schedule(rate, int(steps), float(final) / rate))
   else:
     raise ValueError(f"{where}.schedule={kind!r} is not known; expected one of {', '.join(SCHEDULES)}.")
-  boundaries = tuple(int(b) for b in (_get(section, "boundaries") or ()))
-  values = tuple(float(v) for v in (_get(section, "values") or ()))
+  boundaries, values = _get(section, "boundaries") or (), _get(section, "values") or ()
+  # One boundary may be a plain number, so configs can tie it to a phase length (FieldReference).
+  boundaries = tuple(int(b) for b in ((boundaries,) if isinstance(boundaries, (int, float)) else boundaries))
+  values = tuple(float(v) for v in ((values,) if isinstance(values, (int, float)) else values))
   if len(boundaries) != len(values):
     raise ValueError(f"{where}: {len(boundaries)} boundaries need as many values, got {len(values)}.")
   if list(boundaries) != sorted(boundaries):

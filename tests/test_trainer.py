@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from etils import epath
 
-from hallujax import trainer
+from hallujax import checkpoint, progress, sharding, trainer
+from hallujax.data import feed
 from tests.tiny import tiny_config
 
 
@@ -58,71 +59,132 @@ def test_fsdp_shards_large_parameters_and_matches_replicated(tmp_path):
   chex.assert_trees_all_close(params_of(sharded), params_of(replicated), atol=1e-5, rtol=1e-5)
 
 
-def test_nonfinite_loss_stops_and_names_step_term_and_last_checkpoint(tmp_path):
+def test_nonfinite_state_stops_names_step_leaves_and_last_good_checkpoint(tmp_path):
+  # The tiny method's step 3 returns a finite loss but NaN parameters (as learning_rate=inf would).
   config = tiny_config()
-  config.train.update(steps=6, checkpoint_every=2, log_every=10)
+  config.train.update(steps=6, checkpoint_every=1, log_every=10)
   config.train.nan_at_step = 3
-  with pytest.raises(trainer.NonFiniteLossError) as error:
+  with pytest.raises(trainer.NonFiniteError) as error:
     trainer.train(config, tmp_path)
   message = str(error.value)
-  assert "step 3" in message and "loss_pixel=nan" in message
+  assert "step 3" in message and "params/Conv_0/bias" in message
   assert str(tmp_path / "checkpoints" / "2") in message
-  # The last good checkpoint is intact and nothing after the bad step was saved.
+  # The last good checkpoint is intact and no checkpoint of the bad state was saved.
   steps = sorted(int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps == [2]
+  assert steps == [1, 2]
+  _, state, _, _ = trainer.restore_run(config, tmp_path)
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state)))
 
 
-def test_nonfinite_loss_can_be_skipped(tmp_path):
+def test_nonfinite_state_can_be_skipped_and_the_old_state_is_kept_whole(tmp_path):
   config = tiny_config()
   config.train.update(steps=4, on_nonfinite="skip")
   config.train.nan_at_step = 3
   result = trainer.train(config, tmp_path)
   assert int(result.state.step) == 4
   assert sum(h["skipped_steps"] for h in result.history) == 1
-  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params_of(result)))
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(result.state)))
+
+
+def test_a_run_that_only_skips_stops_instead_of_exiting_cleanly(tmp_path):
+  config = tiny_config()
+  config.train.update(steps=8, on_nonfinite="skip", max_skipped_steps=2, log_every=1)
+  config.optim.upsampler.learning_rate = float("inf")
+  with pytest.raises(trainer.NonFiniteError, match="in a row"):
+    trainer.train(config, tmp_path)
 
 
 def test_wrong_batch_shape_names_field_and_expected_shape():
   spec = {"input": jax.ShapeDtypeStruct((8, 8, 3), np.float32)}
   with pytest.raises(ValueError, match=r"'input' has shape \(2, 4, 4, 3\); expected \(2, 8, 8, 3\)"):
-    trainer.validate_batch({"input": np.zeros((2, 4, 4, 3))}, spec, batch_size=2)
+    feed.validate_batch({"input": np.zeros((2, 4, 4, 3))}, spec, (2,))
   with pytest.raises(ValueError, match="no field 'target'"):
-    trainer.validate_batch({"input": np.zeros((2, 8, 8, 3))},
-                           dict(spec, target=jax.ShapeDtypeStruct((16, 16, 3), np.float32)), batch_size=2)
+    feed.validate_batch({"input": np.zeros((2, 8, 8, 3))},
+                        dict(spec, target=jax.ShapeDtypeStruct((16, 16, 3), np.float32)), (2,))
 
 
-def test_run_writes_tensorboard_events_images_and_checkpoints(tmp_path):
+def test_run_writes_tensorboard_events_images_config_and_checkpoints(tmp_path):
   config = tiny_config()
   result = trainer.train(config, tmp_path)
   assert list((epath.Path(tmp_path)).glob("events.out.tfevents.*")), "no TensorBoard event file"
   images = sorted((epath.Path(tmp_path) / "images").glob("*.png"))
   assert [p.name for p in images] == ["step_0000004.png"]
-  from PIL import Image
-  grid = np.asarray(Image.open(images[0])).astype(np.float32)
-  # rows: min(8, batch) examples of 16 px; columns in the method's order: output | lr | target.
-  assert grid.shape == (8 * 16, 3 * 16, 3)
-  output_column, lr_column, target_column = grid[:, :16], grid[:, 16:32], grid[:, 32:]
-  # TinyFaces' LR is the block mean of a blocky target, so shown enlarged it equals the target.
-  assert np.abs(lr_column - target_column).max() <= 1
-  assert np.abs(output_column - target_column).max() > 1
   assert "mse" in result.evaluation and np.isfinite(result.evaluation["mse"])
+  assert json.loads((epath.Path(tmp_path) / "config.json").read_text())["method"] == "tests.tiny"
   # Checkpoints hold the data position too: one JSON file per process.
   data_files = list((epath.Path(tmp_path) / "checkpoints" / "4" / "data").glob("process_*.json"))
   assert len(data_files) == 1 and "next_index" in json.loads(data_files[0].read_text())
+  assert not (epath.Path(tmp_path) / checkpoint.LOCK_FILE).exists(), "the workdir lock is released"
 
 
-def test_progress_line_reports_input_wait_and_says_once_how_to_feed_the_devices(capsys, monkeypatch):
+def test_named_steps_report_their_own_metrics_averaged_over_the_steps_that_ran(tmp_path):
+  config = tiny_config()
+  config.train.update(steps=4, warmup_steps=3, log_every=4, checkpoint_every=4)
+  result = trainer.train(config, tmp_path)
+  # Steps 1-3 ("warmup") report loss_pixel only; step 4 ("main") also reports loss_colour.
+  (window,) = result.history
+  assert "loss_colour" in window and "loss_pixel" in window
+  assert window["loss_colour"] > 0
+
+
+def test_frozen_networks_are_not_checkpointed_and_are_passed_unchanged(tmp_path):
+  config = tiny_config()
+  trainer.train(config, tmp_path)
+  stored = (epath.Path(tmp_path) / "checkpoints" / "4" / "state" / "_METADATA").read_text()  # the saved tree
+  assert "Conv_0" in stored and "colour" not in stored
+  method, state, step, _ = trainer.restore_run(config, tmp_path)
+  assert step == 4 and set(jax.device_get(state).params) == {"Conv_0", "Conv_1"}
+
+
+def test_client_axis_batches_and_state_are_split_over_the_clients_mesh_axis(tmp_path):
+  config = tiny_config()
+  config.train.update(steps=2, eval_every=2, image_every=2)
+  config.mesh.update(clients=2)
+  config.data.update(clients=2)
+  result = trainer.train(config, tmp_path)
+  kernel = result.state.params["Conv_0"]["kernel"]
+  assert kernel.shape[0] == 2 and kernel.sharding.spec[0] == "clients"
+  # The two clients start from different parameters and stay different.
+  assert not np.allclose(np.asarray(kernel[0]), np.asarray(kernel[1]))
+
+
+def test_model_axis_without_a_rule_is_refused_and_a_rule_uses_it():
+  config = tiny_config()
+  config.mesh.update(model=2)
+  mesh = sharding.make_mesh(config.mesh)
+  abstract = {"params": {"Conv_0": {"kernel": jax.ShapeDtypeStruct((3, 3, 3, 8), np.float32)}}}
+  with pytest.raises(ValueError, match="no sharding rule splits any parameter over the 'model' axis"):
+    sharding.state_shardings(abstract, mesh, config.mesh)
+  config.mesh.rules = (("Conv_0/kernel", (None, None, None, "model")),)
+  shardings = sharding.state_shardings(abstract, mesh, config.mesh)
+  assert shardings["params"]["Conv_0"]["kernel"].spec == jax.sharding.PartitionSpec(None, None, None, "model")
+
+
+def test_progress_line_reports_phase_wait_and_says_once_how_to_feed_the_devices(capsys, monkeypatch):
   clock = iter([0.0, 10.0, 20.0, 30.0])   # one window of 10 s per call
-  monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(clock))
-  progress = trainer.ProgressLine(total_steps=30, start_step=0,
-                                  input_hint=trainer.input_hint(tiny_config().data))
-  progress.waited(9.0)              # the first window (compilation, pipeline start): no advice
-  first = progress(10, {"loss": 1.0})
-  progress.waited(5.0)
-  second = progress(20, {"loss": 0.5})
-  progress.waited(5.0)
-  progress(30, {"loss": 0.25})
+  monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+  line = progress.ProgressLine(total_steps=30, start_step=0, phase=lambda step: "pretrain" if step < 20 else "joint",
+                               input_hint=trainer.input_hint(tiny_config().data))
+  line.waited(9.0)              # the first window (compilation, pipeline start): no advice
+  first = line(10, {"loss_pixel": 1.0, "accuracy": 0.5})
+  line.waited(5.0)
+  second = line(20, {"loss_pixel": 0.5})
+  line.waited(5.0)
+  line(30, {"loss_pixel": 0.25})
   out = capsys.readouterr().out
   assert first == {"steps_per_second": 1.0, "input_wait_fraction": 0.9}
-  assert second["input_wait_fraction"] == 0.5 and "input wait 50%" in out
+  assert second["input_wait_fraction"] == 0.5 and "wait 50%" in out
   assert out.count("The devices waited for input") == 1
+  lines = [l for l in out.splitlines() if " step " in f" {l.split(' ', 1)[1]}"]
+  assert all(len(l) <= progress.WIDTH + 9 for l in lines)   # 9: the time stamp
+  assert "pretrain" in lines[0] and "joint" in lines[-1] and "accuracy" not in out
+
+
+def test_eta_prices_each_phase_at_its_own_rate(monkeypatch):
+  clock = iter([0.0, 10.0, 20.0])
+  monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+  line = progress.ProgressLine(100, 0, lambda step: "fast" if step < 50 else "slow", "", enabled=False)
+  line(10, {})                       # the first window holds compilation: no rate is kept
+  line(20, {})                       # "fast" at 1 step/s
+  line.rates["slow"] = 0.1           # as measured once the slow phase has run
+  assert line.eta(20, 1.0) == pytest.approx(30 / 1.0 + 50 / 0.1)

@@ -151,14 +151,68 @@ def read_source(config, split: str):
   return RendererParameters(source), None
 
 
-def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The endless, shuffled, process-sharded training batches."""
-  examples, prepare = read_source(config, "train")
-  dataset = (grain.MapDataset.source(examples)[process_index::process_count]
-             .seed(config.seed).shuffle().repeat())
+def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
+  """The example indices of each client (``config.data.clients`` > 0): client k reads k, k + K, ...
+
+  Federated methods replace this split by their own (e.g. a Dirichlet partition) through
+  ``config.data.client_partition``; "interleaved" is the only one built in.
+  """
+  clients = int(config.data.clients)
+  kind = config.data.get("client_partition", "interleaved")
+  if kind != "interleaved":
+    raise ValueError(f"config.data.client_partition={kind!r} is not known; built in: 'interleaved'.")
+  if length < clients:
+    raise ValueError(f"The {split} split has {length} examples for config.data.clients={clients} clients.")
+  return [np.arange(k, length, clients) for k in range(clients)]
+
+
+class Subset:
+  """The examples of `source` at `indices`, as a source of its own (a client's partition)."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self.source, self.indices = source, np.asarray(indices)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.source[int(self.indices[index])]
+
+
+def _batched(dataset: grain.MapDataset, prepare, batch_size: int) -> grain.MapDataset:
   if prepare is not None:
     dataset = dataset.map(prepare)
-  dataset = dataset.batch(local_batch_size(config.train.batch_size, process_count), drop_remainder=True)
+  return dataset.batch(batch_size, drop_remainder=True)
+
+
+def _stack_clients(batches: list[dict]) -> dict:
+  return {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
+
+
+def _client_datasets(config, split: str, examples, prepare, batch_size: int, process_index: int,
+                     process_count: int, shuffle: bool) -> grain.MapDataset:
+  """One dataset of (K, batch_size, ...) batches: client k's batch i is its own partition's i-th batch."""
+  per_client = []
+  for k, indices in enumerate(client_partitions(config, split, len(examples))):
+    dataset = grain.MapDataset.source(Subset(examples, indices))[process_index::process_count]
+    if shuffle:
+      dataset = dataset.seed(config.seed + k).shuffle().repeat()
+    per_client.append(_batched(dataset, prepare, batch_size))
+  length = min(len(d) for d in per_client)
+  return grain.MapDataset.range(length).map(lambda i: _stack_clients([d[i] for d in per_client]))
+
+
+def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The endless, shuffled, process-sharded training batches ((K, B, ...) with config.data.clients = K)."""
+  examples, prepare = read_source(config, "train")
+  batch_size = local_batch_size(config.train.batch_size, process_count)
+  if config.data.get("clients", 0):
+    dataset = _client_datasets(config, "train", examples, prepare, batch_size, process_index, process_count,
+                               shuffle=True)
+  else:
+    dataset = (grain.MapDataset.source(examples)[process_index::process_count]
+               .seed(config.seed).shuffle().repeat())
+    dataset = _batched(dataset, prepare, batch_size)
   iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
   if config.data.worker_count > 0:
     iter_dataset = iter_dataset.mp_prefetch(
@@ -171,10 +225,11 @@ def eval_batches(config, split: str = "validation", *, process_index: int = 0,
   """The first `config.train.eval_batches` batches of `split`, in order (host arrays)."""
   examples, prepare = read_source(config, split)
   batch_size = local_batch_size(config.train.batch_size, process_count)
-  dataset = grain.MapDataset.source(examples)[process_index::process_count]
-  if prepare is not None:
-    dataset = dataset.map(prepare)
-  dataset = dataset.batch(batch_size, drop_remainder=True)
+  if config.data.get("clients", 0):
+    dataset = _client_datasets(config, split, examples, prepare, batch_size, process_index, process_count,
+                               shuffle=False)
+  else:
+    dataset = _batched(grain.MapDataset.source(examples)[process_index::process_count], prepare, batch_size)
   count = min(config.train.eval_batches, len(dataset))
   if count == 0:
     raise ValueError(

@@ -8,9 +8,9 @@ One step, as in the official and rosinality implementations:
      w_pl · E(‖J_wᵀ y‖ - a)² · path_length_every, y ~ N(0, I)/√(HW) (§3.2, Eq. 4);
   5. generator EMA with a half-life of `train.ema_half_life_images` images.
 Regularization passes are separate optimizer updates. Which ones a step runs is
-its step variant ("plain", "r1", "path_length", "r1_path_length"), chosen on the
+its named step ("plain", "r1", "path_length", "r1_path_length"), chosen on the
 host from the step number (`step_variant`); the trainer compiles one program per
-variant. A `lax.cond` on `state.step` would need one program only, but XLA:CPU
+name. A `lax.cond` on `state.step` would need one program only, but XLA:CPU
 runs gradients inside a conditional several times slower, and a conditional's
 FLOP count includes both branches. Adam uses the lazy-regularization correction
 (§B): with c = k/(k+1) for interval k, the learning rate is lr·c and the betas β^c.
@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
+from hallujax import optim
+from hallujax.methods import Method
 from hallujax.models.stylegan2 import Discriminator, Generator, channel_table, mix_styles, num_ws
 
 
@@ -59,14 +61,20 @@ def lazy_ratio(interval: int) -> float:
   return interval / (interval + 1) if interval > 0 else 1.0
 
 
+def lazy_corrected(section, interval: int) -> dict:
+  """An Adam section with the lazy-regularization correction (§B): lr·c and β^c for c = k/(k+1)."""
+  c = lazy_ratio(interval)
+  section = dict(section)
+  section.update(learning_rate=section["learning_rate"] * c, b1=section.get("b1", 0.9) ** c,
+                 b2=section.get("b2", 0.999) ** c)
+  return section
+
+
 def optimizers(config) -> dict[str, optax.GradientTransformation]:
-  t, loss = config.train, config.loss
-
-  def adam(interval):
-    c = lazy_ratio(interval)
-    return optax.adam(t.learning_rate * c, b1=t.adam_b1**c, b2=t.adam_b2**c, eps=1e-8)
-
-  return dict(generator=adam(loss.path_length_every), discriminator=adam(loss.r1_every))
+  """config.optim.generator / .discriminator (config-f: Adam, lr 0.002, β = (0, 0.99)), lazily corrected."""
+  loss = config.loss
+  return {name: optim.make(lazy_corrected(config.optim[name], interval), f"config.optim.{name}")
+          for name, interval in (("generator", loss.path_length_every), ("discriminator", loss.r1_every))}
 
 
 def batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
@@ -77,7 +85,7 @@ def batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
   return {"target": jax.ShapeDtypeStruct((size, size, 3), jnp.float32)}
 
 
-def load_pretrained(config) -> dict | None:
+def load_weights_file(config, generator: Generator) -> dict | None:
   """The converted contents of `config.weights.stylegan2`, or None (random init, logged)."""
   path = config.weights.get("stylegan2", "")
   if not path:
@@ -85,7 +93,6 @@ def load_pretrained(config) -> dict | None:
     return None
   from hallujax.convert.stylegan2 import load_checkpoint
   loaded = load_checkpoint(path)
-  generator, _ = networks(config)
   architecture = loaded["architecture"]
   if (architecture["resolution"], tuple(architecture["channels"]), architecture["style_dim"]) != (
       generator.resolution, tuple(generator.channels), generator.style_dim):
@@ -97,33 +104,29 @@ def load_pretrained(config) -> dict | None:
   return loaded
 
 
-def init_state(config, rng, batch) -> StyleGAN2State:
-  loaded = load_pretrained(config)   # first: a file that does not fit fails before any compilation
-  generator, discriminator = networks(config)
+def initial_state(generator: Generator, discriminator: Discriminator, opts: dict, rng) -> StyleGAN2State:
+  """Random networks, their optimizer states and the generator EMA (pure)."""
   generator_key, discriminator_key = jax.random.split(bit_generator_key(rng))
-  images = jnp.asarray(batch["target"])
-  z = jnp.zeros((images.shape[0], config.model.style_dim), jnp.float32)
-  # Jitted: initializing op by op takes minutes on a CPU.
-  generator_variables = jax.jit(generator.init)(generator_key, z)
+  generator_variables = generator.init(generator_key, jnp.zeros((1, generator.style_dim), jnp.float32))
+  images = jnp.zeros((1, generator.resolution, generator.resolution, 3))
   params = dict(generator=generator_variables["params"],
-                discriminator=jax.jit(discriminator.init)(discriminator_key, images)["params"])
-  buffers = generator_variables["buffers"]
-  generator_ema = params["generator"]
-  if loaded is not None:
-    ema = loaded.get("generator_ema")
-    params["generator"] = (loaded.get("generator") or ema)["params"]
-    generator_ema = (ema or loaded["generator"])["params"]
-    buffers = (ema or loaded["generator"])["buffers"]
-    if "discriminator" in loaded:
-      params["discriminator"] = loaded["discriminator"]["params"]
-  params = jax.tree.map(jnp.asarray, params)
-  opts = optimizers(config)
+                discriminator=discriminator.init(discriminator_key, images)["params"])
   opt_state = {name: opts[name].init(params[name]) for name in params}
-  # A copy: the trainer donates the state, and one buffer may not be donated twice.
-  copy = lambda tree: jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
-  return StyleGAN2State(step=jnp.zeros((), jnp.int32), params=params, generator_ema=copy(generator_ema),
-                        buffers=jax.tree.map(jnp.asarray, buffers), opt_state=opt_state,
+  return StyleGAN2State(step=jnp.zeros((), jnp.int32), params=params, generator_ema=params["generator"],
+                        buffers=generator_variables["buffers"], opt_state=opt_state,
                         path_length_mean=jnp.zeros((), jnp.float32))
+
+
+def with_loaded_weights(state: StyleGAN2State, loaded: dict, opts: dict) -> StyleGAN2State:
+  """The state with a converted file's generator (and EMA, discriminator when present), fresh optimizers."""
+  ema = loaded.get("generator_ema")
+  params = dict(state.params, generator=(loaded.get("generator") or ema)["params"])
+  if "discriminator" in loaded:
+    params["discriminator"] = loaded["discriminator"]["params"]
+  params = jax.tree.map(jnp.asarray, params)
+  return state.replace(params=params, generator_ema=jax.tree.map(jnp.asarray, (ema or loaded["generator"])["params"]),
+                       buffers=jax.tree.map(jnp.asarray, (ema or loaded["generator"])["buffers"]),
+                       opt_state={name: opts[name].init(params[name]) for name in params})
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -204,13 +207,8 @@ def path_length_loss(generator_params, generator, state, w_plus, rng, config):
 # ----------------------------------------------------------------------------- updates
 
 
-def apply_update(optimizer, params, opt_state, gradients):
-  updates, opt_state = optimizer.update(gradients, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
-
-
 def with_update(state: StyleGAN2State, name: str, optimizer, gradients) -> StyleGAN2State:
-  params, opt_state = apply_update(optimizer, state.params[name], state.opt_state[name], gradients)
+  params, opt_state = optim.apply_update(optimizer, state.params[name], state.opt_state[name], gradients)
   return state.replace(params=dict(state.params, **{name: params}),
                        opt_state=dict(state.opt_state, **{name: opt_state}))
 
@@ -268,22 +266,25 @@ def bit_generator_key(rng: jax.Array) -> jax.Array:
   return jax.random.wrap_key_data(jnp.resize(data, (4,)), impl="unsafe_rbg")
 
 
-def train_step(state: StyleGAN2State, batch, rng, *, config,
-               variant: str = "plain") -> tuple[StyleGAN2State, dict]:
-  """One step; `variant` names the lazy regularizers it runs (see `step_variant`).
-
-  Every variant returns the same metrics: a regularizer that did not run
-  reports 0 and `*_applied` = 0. Without `variant`, the plain step (neither
-  regularizer, the step the trainer runs most often).
-  """
+def train_step_function(generator: Generator, discriminator: Discriminator, opts: dict, config, variant: str):
+  """`step(state, frozen, batch, rng)` of the named variant (see `step_variant`); built once per name."""
   do_r1, do_path = variant_flags(config, variant)
-  generator, discriminator = networks(config)
-  opts = optimizers(config)
   loss, t = config.loss, config.train
+
+  def step(state: StyleGAN2State, frozen, batch, rng) -> tuple[StyleGAN2State, dict]:
+    del frozen
+    return train_step(state, batch, rng, generator, discriminator, opts, loss, t, do_r1, do_path)
+
+  return step
+
+
+def train_step(state: StyleGAN2State, batch, rng, generator, discriminator, opts, loss, t, do_r1: bool,
+               do_path: bool) -> tuple[StyleGAN2State, dict]:
+  """One step: D, lazy R1 (`do_r1`), G, lazy path length (`do_path`), EMA. Metrics of skipped regularizers
+  are not reported."""
   real = batch["target"]
   batch_size = real.shape[0]
   keys = jax.random.split(bit_generator_key(rng), 8)
-  zero = jnp.zeros((), jnp.float32)
 
   # 1. Discriminator main update.
   w_plus, _ = sample_w_plus(generator, state.params["generator"], state.buffers, keys[0], batch_size,
@@ -294,13 +295,14 @@ def train_step(state: StyleGAN2State, batch, rng, *, config,
   state = with_update(state, "discriminator", opts["discriminator"], grads)
 
   # 2. Lazy R1 every r1_every steps (a separate Adam step, as the official code).
-  r1 = zero
+  metrics = {}
   if do_r1:
     def weighted(params):
       penalty = r1_penalty(params, discriminator, real)
       return loss.r1_gamma / 2 * loss.r1_every * penalty, penalty
     (_, r1), grads = jax.value_and_grad(weighted, has_aux=True)(state.params["discriminator"])
     state = with_update(state, "discriminator", opts["discriminator"], grads)
+    metrics["r1_penalty"] = r1
 
   # 3. Generator main update; the mapping's w_avg tracks the mean w.
   w_plus, buffers = sample_w_plus(generator, state.params["generator"], state.buffers, keys[2], batch_size,
@@ -310,7 +312,6 @@ def train_step(state: StyleGAN2State, batch, rng, *, config,
   state = with_update(state, "generator", opts["generator"], grads).replace(buffers=buffers)
 
   # 4. Lazy path length regularization every path_length_every steps.
-  path_penalty, path_length = zero, zero
   if do_path:
     path_batch = max(batch_size // loss.path_length_batch_shrink, 1)
     w_path, _ = sample_w_plus(generator, state.params["generator"], state.buffers, keys[4], path_batch,
@@ -318,56 +319,70 @@ def train_step(state: StyleGAN2State, batch, rng, *, config,
     (_, (path_penalty, mean, lengths)), grads = jax.value_and_grad(path_length_loss, has_aux=True)(
         state.params["generator"], generator, state, w_path, keys[5], config)
     state = with_update(state, "generator", opts["generator"], grads).replace(path_length_mean=mean)
-    path_length = jnp.mean(lengths)
+    metrics.update(path_length_penalty=path_penalty, path_length=jnp.mean(lengths),
+                   path_length_mean=state.path_length_mean)
 
   # 5. Generator EMA: β = 0.5^(batch / half-life images).
   beta = 0.5 ** (batch_size / max(t.ema_half_life_images, 1e-8))
   ema = jax.tree.map(lambda e, p: p + beta * (e - p), state.generator_ema, state.params["generator"])
   state = state.replace(generator_ema=ema, step=state.step + 1)
-  metrics = dict(loss_discriminator=d_loss, loss_generator=g_loss, r1_penalty=r1, r1_applied=float(do_r1),
-                 path_length_penalty=path_penalty, path_length=path_length, path_length_applied=float(do_path),
-                 path_length_mean=state.path_length_mean, real_logit=real_logit, fake_logit=fake_logit)
+  metrics.update(loss_discriminator=d_loss, loss_generator=g_loss, real_logit=real_logit, fake_logit=fake_logit)
   return state, {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def generate(state: StyleGAN2State, z: jax.Array, config, truncation: float = 1.0) -> jax.Array:
+def generate(generator: Generator, state: StyleGAN2State, z: jax.Array, truncation: float = 1.0) -> jax.Array:
   """EMA-generator images with the fixed noise maps, clipped to [-1, 1]."""
-  generator, _ = networks(config)
   images = generator.apply({"params": state.generator_ema, "buffers": state.buffers}, z,
                            truncation=truncation, noise_mode="const")
   return jnp.clip(images, -1.0, 1.0)
 
 
-def eval_step(state: StyleGAN2State, batch, *, config) -> dict[str, jax.Array]:
-  """Per example: discriminator logits on a held-out real image and on an EMA sample.
+def make(config) -> Method:
+  """StyleGAN2 built once: networks, optimizers and one step per lazy-regularization variant."""
+  generator, discriminator = networks(config)
+  opts = optimizers(config)
+  spec = batch_spec(config)
+  style_dim = config.model.style_dim
 
-  A cheap realism signal that needs no pretrained Inception network (FID
-  needs one and tens of thousands of samples). `real_probability` and
-  `fake_probability` are σ(logit); a discriminator that separates them
-  perfectly (gap → 1) or a collapse of both shows up here. The latents are
-  fixed (seed 0), so evaluations along a run compare the same samples.
-  """
-  _, discriminator = networks(config)
-  real = batch["target"]
-  z = jax.random.normal(bit_generator_key(jax.random.key(0)), (real.shape[0], config.model.style_dim))
-  fake = generate(state, z, config)
-  logits = discriminator.apply({"params": state.params["discriminator"]}, jnp.concatenate([real, fake]))
-  real_logits, fake_logits = jnp.split(logits, 2)
-  return dict(real_logit=real_logits, fake_logit=fake_logits, real_probability=jax.nn.sigmoid(real_logits),
-              fake_probability=jax.nn.sigmoid(fake_logits))
+  def init(rng) -> StyleGAN2State:
+    return initial_state(generator, discriminator, opts, rng)
 
+  def load_pretrained(state: StyleGAN2State) -> StyleGAN2State:
+    loaded = load_weights_file(config, generator)
+    return state if loaded is None else with_loaded_weights(jax.device_get(state), loaded, opts)
 
-def hallucinate(state: StyleGAN2State, batch, *, config) -> dict[str, jax.Array]:
-  """A grid of EMA samples: three fixed latents per row (ψ = 1) and the first again at ψ = 0.7, next to a real image."""
-  real = batch["target"]
-  keys = jax.random.split(bit_generator_key(jax.random.key(1)), 3)
-  columns = {"real": real}
-  for index, key in enumerate(keys):
-    columns[f"sample_{index}"] = generate(state, jax.random.normal(key, (real.shape[0], config.model.style_dim)),
-                                          config)
-  z = jax.random.normal(keys[0], (real.shape[0], config.model.style_dim))
-  columns["sample_0_truncated"] = generate(state, z, config, truncation=0.7)
-  return columns
+  def eval_step(state: StyleGAN2State, frozen, batch) -> dict[str, jax.Array]:
+    """Per example: discriminator logits on a held-out real image and on an EMA sample.
+
+    A cheap realism signal that needs no pretrained Inception network (FID
+    needs one and tens of thousands of samples). `real_probability` and
+    `fake_probability` are σ(logit); a discriminator that separates them
+    perfectly (gap → 1) or a collapse of both shows up here. The latents are
+    fixed (seed 0), so evaluations along a run compare the same samples.
+    """
+    real = batch["target"]
+    z = jax.random.normal(bit_generator_key(jax.random.key(0)), (real.shape[0], style_dim))
+    fake = generate(generator, state, z)
+    logits = discriminator.apply({"params": state.params["discriminator"]}, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
+    return dict(real_logit=real_logits, fake_logit=fake_logits, real_probability=jax.nn.sigmoid(real_logits),
+                fake_probability=jax.nn.sigmoid(fake_logits))
+
+  def hallucinate(state: StyleGAN2State, frozen, batch) -> dict[str, jax.Array]:
+    """EMA samples: three fixed latents per row (ψ = 1) and the first again at ψ = 0.7, next to a real image."""
+    real = batch["target"]
+    keys = jax.random.split(bit_generator_key(jax.random.key(1)), 3)
+    columns = {"real": real}
+    for index, key in enumerate(keys):
+      columns[f"sample_{index}"] = generate(generator, state, jax.random.normal(key, (real.shape[0], style_dim)))
+    z = jax.random.normal(keys[0], (real.shape[0], style_dim))
+    columns["sample_0_truncated"] = generate(generator, state, z, truncation=0.7)
+    return columns
+
+  steps = {name: train_step_function(generator, discriminator, opts, config, name)
+           for name in step_variants(config)}
+  return Method(batch_spec=spec, init=init, load_pretrained=load_pretrained, steps=steps,
+                schedule=lambda step: step_variant(config, step), eval_step=eval_step, hallucinate=hallucinate)
