@@ -110,13 +110,9 @@ def check_torch_file(path: str | os.PathLike) -> str:
                            f"{', '.join(names[:4])}).")
     return "zip"
   if head[:1] == b"\x80" and 2 <= head[1] <= 5:   # pickle PROTO opcode with a known protocol
-    with open(path, "rb") as file:
-      try:
-        first_value = _scan_pickle(file)[1]
-      except ValueError as error:
-        raise TorchFileError(f"{path!r} is a truncated or corrupt pickle: it ends early or is damaged ({error}; "
-                             f"{size} bytes). Download or save it again.") from error
-    return "legacy" if first_value == LEGACY_TORCH_MAGIC else "pickle"
+    # Legacy torch.save opens with the pickle of LEGACY_TORCH_MAGIC: PROTO 2, LONG1 of 10 bytes, the number.
+    legacy = head[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(head[4:14], "little") == LEGACY_TORCH_MAGIC
+    return "legacy" if legacy else "pickle"
   raise TorchFileError(f"{path!r} is not a PyTorch checkpoint: it starts with {_describe_start(head)}; expected a "
                        f"torch.save file (zip archive or legacy pickle).")
 
