@@ -1,0 +1,415 @@
+"""VividGAN (paper 002, Zhang et al.): joint ×8 face SR and frontalization, coarse to fine.
+
+A 16² unaligned non-frontal face -> a 128² frontal face (face world pairing
+``frontalize``: "input" another pose, "target" the frontal view, "landmarks"
+the target's 68 points, "yaw" the input's).
+
+Networks (hallujax/models/vividgan.py): the coarse-level FH network (§III-A),
+a landmark estimator on the coarse face, the touching-up U-Nets (§III-B.1),
+the fine-integration subnetwork (§III-B.2) and Coarse-D / Fine-D (§III-C);
+a frozen ResNet-50 gives the identity features Φ (Eq. 5).
+
+Three stages (§III-E), three named steps chosen on the host by ``schedule``:
+
+``coarse``       (i) the coarse network with L_C = L_mse + L_sys + α1·L_id + ψ1·L_adv (Eq. 9)
+                 and Coarse-D with L_D (Eq. 7).
+``touching_up``  (ii) the U-Nets with L_T = L_mse (Eq. 10) on the "facial component set": crops
+                 of the (fixed) coarse faces at the target's landmark boxes -> the same boxes
+                 of the frontal ground truth.
+``joint``        (iii) everything with L_G = L_C + L_T + L_F (Eq. 12), L_F = L_mse + α2·L_id +
+                 γ2·L_h + ψ2·L_adv (Eq. 11), and both discriminators with L_D (Eq. 7).
+                 Paper: lr 1e-3 for the fine-integration subnetwork, 1e-4 for the others
+                 (configs/vividgan.py's optimizer sections).
+
+Landmarks of the coarse face (open choice; paper §III-B.1: "the landmark
+localization can be obtained by a widely-used facial landmark detector [57]"):
+a small hourglass landmark estimator, trained in stages (i) and (iii) with
+the heatmap loss of Eq. 6 on the frontal ground truth and on the (gradient-
+stopped) coarse faces, both against heatmaps of the target's 68 points. The
+components are cropped at its predicted landmarks in the joint stage and at
+test time (``model.train_crop_landmarks="target"`` crops at the target's
+landmarks during training instead); stage (ii) crops at the target's.
+Its loss trains only the estimator and is reported as ``loss_landmarks``.
+
+Variants (§IV, Table III): ``model.prior`` = "estimated" (VividGAN),
+"none" (V-TN: no touching-up, the fine encoder sees the coarse face alone) or
+"ground_truth" (V+GT: the target's components stitched as the prior);
+``loss.terms`` = "mse_h" (L⁻_G: L_mse, L_h), "identity" (L†_G: + L_id),
+"symmetry" (L‡_G: + L_sys), "coarse_adversarial" (L⋆_G: + L^c_adv) or
+"full" (L_G: + L^f_adv).
+"""
+
+from __future__ import annotations
+
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from absl import logging
+
+from hallujax import optim
+from hallujax.methods import Method, phase_at
+from hallujax.metrics import image_quality
+from hallujax.models import vividgan as networks
+from hallujax.models.vgg import ResNet50Features
+from hallujax.nn.initialization import init_variables
+from hallujax.nn.resampling import upsample_bicubic
+
+PRIORS = ("estimated", "none", "ground_truth")
+# Table III's loss combinations, cumulative in this order (paper §V-D).
+LOSS_TERMS = ("mse_h", "identity", "symmetry", "coarse_adversarial", "full")
+STAGES = ("coarse", "touching_up", "joint")
+CROP_LANDMARKS = ("predicted", "target")
+
+
+@flax.struct.dataclass
+class VividGANState:
+  step: jax.Array
+  params: dict      # coarse, landmarks, [touching_up], fine, [coarse_discriminator], [fine_discriminator]
+  opt_state: dict   # one optax state per trained network
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def mean_squared_error(a: jax.Array, b: jax.Array) -> jax.Array:
+  """L_mse (Eq. 4) as a mean over pixels and channels (the paper's squared Frobenius norm, scaled)."""
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def mirror_symmetry_loss(images: jax.Array) -> jax.Array:
+  """L_sys (Eq. 3): ‖flip(ĥ) − ĥ‖² with flip the horizontal mirror, as a mean over pixels."""
+  images = images.astype(jnp.float32)
+  return jnp.mean(jnp.square(images[:, :, ::-1] - images))
+
+
+def heatmap_loss(predicted: list[jax.Array], target: jax.Array) -> jax.Array:
+  """L_h (Eq. 6): (1/P) Σ_k ‖H_k(f) − H_k(h)‖²₂ (summed over pixels), averaged over the batch and stacks."""
+  per_stack = [jnp.mean(jnp.sum(jnp.square(p - target), axis=(1, 2))) for p in predicted]
+  return sum(per_stack) / len(per_stack)
+
+
+def generator_adversarial_loss(logits: jax.Array) -> jax.Array:
+  """L_adv (Eq. 8): −E log D(ĥ), with D(·) = sigmoid(logit)."""
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits)))
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """L_D (Eq. 7): −E[log D(h) + log(1 − D(ĥ))]."""
+  return (jnp.mean(optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)))
+          + jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits))))
+
+
+def loss_weights(loss_config) -> tuple[dict, dict]:
+  """(coarse weights of Eq. 9, fine weights of Eq. 11) for `loss_config.terms` (Table III's rows)."""
+  terms = loss_config.terms
+  if terms not in LOSS_TERMS:
+    raise ValueError(f"config.loss.terms={terms!r}; expected one of {', '.join(LOSS_TERMS)} (Table III).")
+  level = LOSS_TERMS.index(terms)
+  coarse = dict(mse=1.0,
+                identity=loss_config.coarse_identity if level >= 1 else 0.0,
+                symmetry=loss_config.symmetry if level >= 2 else 0.0,
+                adversarial=loss_config.coarse_adversarial if level >= 3 else 0.0)
+  fine = dict(mse=1.0, heatmap=loss_config.heatmap,
+              identity=loss_config.fine_identity if level >= 1 else 0.0,
+              adversarial=loss_config.fine_adversarial if level >= 4 else 0.0)
+  return coarse, fine
+
+
+# ----------------------------------------------------------------------------- the method
+
+
+def make(config) -> Method:
+  d, m = config.data, config.model
+  if d.get("pairing", "frontalize") != "frontalize" and d.source == "faceworld":
+    logging.warning("VividGAN hallucinates frontal faces; config.data.pairing=%r, not 'frontalize'.", d.pairing)
+  input_size, image_size = int(d.input_size), int(d.target_size)
+  networks.upsampling_steps(input_size, image_size)
+  if m.prior not in PRIORS:
+    raise ValueError(f"config.model.prior={m.prior!r}; expected one of {', '.join(PRIORS)}.")
+  if m.train_crop_landmarks not in CROP_LANDMARKS:
+    raise ValueError(f"config.model.train_crop_landmarks={m.train_crop_landmarks!r}; expected one of "
+                     f"{', '.join(CROP_LANDMARKS)}.")
+  dtype = jnp.dtype(config.train.compute_dtype)
+  coarse_weights, fine_weights = loss_weights(config.loss)
+  touching_weight = float(config.loss.touching_up)
+  heatmap_size = image_size // m.landmarks.reduction
+  fine_reduction = 2 ** (len(m.fine.encoder_widths) - 1)
+  if heatmap_size * m.landmarks.reduction != image_size or image_size % fine_reduction:
+    raise ValueError(f"config.model: the landmark estimator's reduction {m.landmarks.reduction} and the fine "
+                     f"encoder's 2**{len(m.fine.encoder_widths) - 1} must divide target_size={image_size}.")
+  fine_heatmap_size = image_size // fine_reduction
+  sizes = networks.component_sizes(image_size)
+  sigma = float(m.heatmap_sigma)
+
+  nets = dict(
+      coarse=networks.CoarseNetwork(tuple(m.coarse.widths), m.coarse.localization_features, dtype),
+      landmarks=networks.LandmarkEstimator(m.landmarks.features, m.landmarks.num_stacks, m.landmarks.depth,
+                                           m.landmarks.reduction, dtype),
+      fine=networks.FineIntegration(tuple(m.fine.encoder_widths), m.fine.hourglass_stacks, m.fine.hourglass_depth,
+                                    m.fine.embedding, m.fine.sigma, m.coarse.localization_features, dtype),
+  )
+  if m.prior == "estimated":
+    nets["touching_up"] = networks.TouchingUp(tuple(m.touching_up.widths), dtype)
+  if coarse_weights["adversarial"] > 0:
+    nets["coarse_discriminator"] = networks.Discriminator(tuple(m.discriminator.widths), dtype)
+  if fine_weights["adversarial"] > 0:
+    nets["fine_discriminator"] = networks.Discriminator(tuple(m.discriminator.widths), dtype)
+  uses_identity = coarse_weights["identity"] > 0 or fine_weights["identity"] > 0
+  identity_net = ResNet50Features(tuple(m.identity.stage_sizes), m.identity.width, dtype)
+  optimizers = optim.make_all(config.optim, tuple(nets))
+
+  stage_lengths = dict(coarse=int(config.stages.coarse),
+                       touching_up=int(config.stages.touching_up) if m.prior == "estimated" else 0,
+                       joint=int(config.stages.joint))
+  boundaries = (stage_lengths["coarse"], stage_lengths["coarse"] + stage_lengths["touching_up"])
+
+  # --------------------------------------------------------------------------- init
+
+  def init(rng) -> VividGANState:
+    keys = dict(zip(nets, jax.random.split(rng, len(nets))))
+    lr = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+    hr = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    params = dict(coarse=nets["coarse"].init(keys["coarse"], lr)["params"],
+                  landmarks=nets["landmarks"].init(keys["landmarks"], hr)["params"],
+                  fine=nets["fine"].init(keys["fine"], hr, None if m.prior == "none" else hr)["params"])
+    if "touching_up" in nets:
+      crops = {part: jnp.zeros((1, *sizes[part], 3)) for part in networks.COMPONENTS}
+      params["touching_up"] = nets["touching_up"].init(keys["touching_up"], crops)["params"]
+    for name in ("coarse_discriminator", "fine_discriminator"):
+      if name in nets:
+        params[name] = nets[name].init(keys[name], hr)["params"]
+    opt_state = {name: optimizers[name].init(params[name]) for name in nets}
+    return VividGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+  def init_frozen(rng) -> dict:
+    if not uses_identity:
+      return {}
+    return {"identity": init_variables(identity_net, rng, jnp.zeros((1, image_size, image_size, 3)))}
+
+  def load_frozen(frozen: dict) -> dict:
+    if not uses_identity:
+      return frozen
+    path = config.weights.get("resnet50", "")
+    if path:
+      from hallujax.convert.torchvision import load_resnet50  # pylint: disable=import-outside-toplevel
+      logging.info("VividGAN identity features Φ (Eq. 5): torchvision ResNet-50 weights from %s", path)
+      return dict(frozen, identity=load_resnet50(path))
+    logging.warning("config.weights.resnet50 is empty: the identity loss L_id (paper 002 Eq. 5) uses a RANDOMLY "
+                    "INITIALIZED ResNet-50 (stage sizes %s, width %d). Give torchvision's resnet50 checkpoint "
+                    "with --config.weights.resnet50=PATH.", tuple(m.identity.stage_sizes), m.identity.width)
+    return frozen
+
+  # --------------------------------------------------------------------------- forward pieces
+
+  def apply(params, name, *args):
+    return nets[name].apply({"params": params[name]}, *args)
+
+  def identity_loss(frozen, images, target):
+    features = identity_net.apply(frozen["identity"], jnp.concatenate([images, target]), train=False)
+    output_features, target_features = jnp.split(features, 2)
+    return mean_squared_error(output_features, jax.lax.stop_gradient(target_features))
+
+  def landmark_estimates(params, coarse):
+    """(heatmaps of every stack, (B, 68, 2) landmarks) of the coarse face; no gradient reaches it."""
+    heads = apply(params, "landmarks", jax.lax.stop_gradient(coarse))
+    return heads, networks.landmarks_from_heatmaps(heads[-1], image_size)
+
+  def landmark_loss(params, coarse, target, target_heatmaps):
+    """Eq. 6 for the estimator, on the ground truth and on the coarse face (this loss trains only it)."""
+    both = jnp.concatenate([target, jax.lax.stop_gradient(coarse)])
+    heads = apply(params, "landmarks", both)
+    return heatmap_loss(heads, jnp.concatenate([target_heatmaps, target_heatmaps]))
+
+  def component_prior(params, coarse, crop_landmarks, target, target_landmarks):
+    """(prior image or None, L_T's pieces): the component appearance prior of §III-B.1 / §IV."""
+    if m.prior == "none":
+      return None, None
+    if m.prior == "ground_truth":
+      crops, boxes = networks.crop_components(target, target_landmarks, sizes)
+      return networks.stitch_components(crops, boxes, image_size), None
+    crops, boxes = networks.crop_components(coarse, crop_landmarks, sizes)
+    refined = apply(params, "touching_up", crops)
+    target_crops, _ = networks.crop_components(target, crop_landmarks, sizes)
+    return networks.stitch_components(refined, boxes, image_size), (refined, target_crops)
+
+  def touching_up_loss(refined, target_crops):
+    """L_T (Eq. 10): L_mse of each component, averaged over the four."""
+    return sum(mean_squared_error(refined[p], target_crops[p]) for p in networks.COMPONENTS) / len(networks.COMPONENTS)
+
+  def coarse_terms(params, frozen, coarse, target):
+    """L_C's terms (Eq. 9) that are switched on, unweighted."""
+    terms = dict(coarse_mse=mean_squared_error(coarse, target))
+    if coarse_weights["symmetry"] > 0:
+      terms["coarse_symmetry"] = mirror_symmetry_loss(coarse)
+    if coarse_weights["identity"] > 0:
+      terms["coarse_identity"] = identity_loss(frozen, coarse, target)
+    if coarse_weights["adversarial"] > 0:
+      terms["coarse_adversarial"] = generator_adversarial_loss(apply(params, "coarse_discriminator", coarse))
+    return terms
+
+  def weighted(terms, weights, prefix):
+    return sum(weights[name[len(prefix):]] * value for name, value in terms.items())
+
+  def update(state, names, gradients):
+    params, opt_state = dict(state.params), dict(state.opt_state)
+    for name in names:
+      params[name], opt_state[name] = optim.apply_update(optimizers[name], params[name], opt_state[name],
+                                                         gradients[name])
+    return state.replace(params=params, opt_state=opt_state)
+
+  def update_discriminator(state, name, real, fake):
+    def loss_fn(discriminator_params):
+      real_logits = nets[name].apply({"params": discriminator_params}, real)
+      fake_logits = nets[name].apply({"params": discriminator_params}, jax.lax.stop_gradient(fake))
+      return discriminator_loss(real_logits, fake_logits)
+    loss, gradients = jax.value_and_grad(loss_fn)(state.params[name])
+    return update(state, (name,), {name: gradients}), loss
+
+  def metrics_of(terms, **extra):
+    values = {f"loss_{name}": value for name, value in terms.items()}
+    values.update({f"loss_{name}": value for name, value in extra.items()})
+    return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+
+  # --------------------------------------------------------------------------- steps
+
+  def coarse_step(state, frozen, batch, rng):
+    """Stage (i): the coarse network with L_C (Eq. 9), the landmark estimator, Coarse-D (Eq. 7)."""
+    del rng
+    lr, target = batch["input"], batch["target"]
+    target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, heatmap_size, sigma)
+    trained = ("coarse", "landmarks")
+
+    def loss_fn(trained_params):
+      params = dict(state.params, **trained_params)
+      coarse = apply(params, "coarse", lr)
+      terms = coarse_terms(params, frozen, coarse, target)
+      landmarks = landmark_loss(params, coarse, target, target_heatmaps)
+      l_coarse = weighted(terms, coarse_weights, "coarse_")
+      return l_coarse + landmarks, (terms, l_coarse, landmarks, coarse)
+
+    (_, (terms, l_coarse, landmarks, coarse)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
+        {name: state.params[name] for name in trained})
+    new_state = update(state, trained, gradients)
+    extra = dict(coarse=l_coarse, landmarks=landmarks)
+    if "coarse_discriminator" in nets:
+      new_state, extra["coarse_discriminator"] = update_discriminator(new_state, "coarse_discriminator", target, coarse)
+    return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
+
+  def touching_up_step(state, frozen, batch, rng):
+    """Stage (ii): the U-Nets with L_T (Eq. 10); the coarse network is fixed."""
+    del frozen, rng
+    target = batch["target"]
+    coarse = jax.lax.stop_gradient(apply(state.params, "coarse", batch["input"]))
+    crops, _ = networks.crop_components(coarse, batch["landmarks"], sizes)
+    target_crops, _ = networks.crop_components(target, batch["landmarks"], sizes)
+
+    def loss_fn(touching_params):
+      refined = nets["touching_up"].apply({"params": touching_params}, crops)
+      return touching_up_loss(refined, target_crops)
+
+    loss, gradients = jax.value_and_grad(loss_fn)(state.params["touching_up"])
+    new_state = update(state, ("touching_up",), {"touching_up": gradients})
+    baseline = touching_up_loss(crops, target_crops)   # the coarse components' error, for comparison
+    return new_state.replace(step=state.step + 1), metrics_of({}, touching_up=loss,
+                                                              touching_up_coarse_components=baseline)
+
+  def forward(params, frozen, batch, training: bool):
+    """Everything of Fig. 2 for one batch: coarse, prior, fine face, heatmaps (and L_T's pieces)."""
+    del frozen
+    coarse = apply(params, "coarse", batch["input"])
+    _, predicted = landmark_estimates(params, coarse)
+    crop_landmarks = batch["landmarks"] if training and m.train_crop_landmarks == "target" else predicted
+    prior, touching = component_prior(params, coarse, crop_landmarks, batch["target"], batch["landmarks"])
+    fine, fine_heatmaps = apply(params, "fine", coarse, prior)
+    return dict(coarse=coarse, prior=prior, fine=fine, fine_heatmaps=fine_heatmaps, touching=touching,
+                predicted_landmarks=predicted)
+
+  def joint_step(state, frozen, batch, rng):
+    """Stage (iii): L_G = L_C + L_T + L_F (Eq. 12) for the generator networks, L_D for both discriminators."""
+    del rng
+    target = batch["target"]
+    target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, heatmap_size, sigma)
+    fine_target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, fine_heatmap_size, sigma)
+    trained = tuple(name for name in ("coarse", "landmarks", "touching_up", "fine") if name in nets)
+
+    def loss_fn(trained_params):
+      params = dict(state.params, **trained_params)
+      out = forward(params, frozen, batch, training=True)
+      coarse, fine = out["coarse"], out["fine"]
+      terms = coarse_terms(params, frozen, coarse, target)
+      l_coarse = weighted(terms, coarse_weights, "coarse_")
+      fine_terms = dict(fine_mse=mean_squared_error(fine, target),
+                        fine_heatmap=heatmap_loss(out["fine_heatmaps"], fine_target_heatmaps))
+      if fine_weights["identity"] > 0:
+        fine_terms["fine_identity"] = identity_loss(frozen, fine, target)
+      if fine_weights["adversarial"] > 0:
+        fine_terms["fine_adversarial"] = generator_adversarial_loss(apply(params, "fine_discriminator", fine))
+      l_fine = weighted(fine_terms, fine_weights, "fine_")
+      l_touching = (touching_up_loss(*out["touching"]) if out["touching"] is not None
+                    else jnp.zeros((), jnp.float32))
+      landmarks = landmark_loss(params, coarse, target, target_heatmaps)
+      total = l_coarse + touching_weight * l_touching + l_fine
+      return total + landmarks, (dict(terms, **fine_terms), dict(
+          generator=total, coarse=l_coarse, touching_up=l_touching, fine=l_fine, landmarks=landmarks),
+          coarse, fine)
+
+    (_, (terms, extra, coarse, fine)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
+        {name: state.params[name] for name in trained})
+    new_state = update(state, trained, gradients)
+    if "touching_up" not in nets:
+      extra.pop("touching_up")
+    for name, fake in (("coarse_discriminator", coarse), ("fine_discriminator", fine)):
+      if name in nets:
+        new_state, extra[name] = update_discriminator(new_state, name, target, fake)
+    return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
+
+  all_steps = dict(coarse=coarse_step, touching_up=touching_up_step, joint=joint_step)
+  steps = {name: all_steps[name] for name in STAGES if stage_lengths[name] > 0} or {"joint": joint_step}
+
+  def schedule(step: int) -> str:
+    return phase_at(boundaries, STAGES, step)
+
+  # --------------------------------------------------------------------------- evaluation
+
+  def test_forward(state, frozen, batch):
+    out = forward(state.params, frozen, batch, training=False)
+    return {name: (jnp.clip(out[name], -1.0, 1.0) if name in ("coarse", "fine", "prior") and out[name] is not None
+                   else out[name]) for name in out}
+
+  def eval_step(state, frozen, batch):
+    """Per-example PSNR / SSIM against the frontal target of the output, the coarse face (VividGAN†) and
+    bicubic-of-LR; landmark errors in pixels; the input's yaw (for per-yaw buckets, Table II)."""
+    out = test_forward(state, frozen, batch)
+    target = batch["target"]
+    bicubic = jnp.clip(upsample_bicubic(batch["input"], image_size), -1.0, 1.0)
+    values = {}
+    for suffix, images in (("", out["fine"]), ("_coarse", out["coarse"]), ("_bicubic", bicubic)):
+      values["psnr" + suffix] = image_quality.psnr_from_unit_range(images, target)
+      values["ssim" + suffix] = image_quality.ssim_from_unit_range(images, target)
+    distance = lambda a, b: jnp.mean(jnp.linalg.norm(a - b, axis=-1), axis=-1)
+    values["landmark_error_coarse"] = distance(out["predicted_landmarks"], batch["landmarks"])
+    values["landmark_error_fine"] = distance(
+        networks.landmarks_from_heatmaps(out["fine_heatmaps"][-1], image_size), batch["landmarks"])
+    values["yaw"] = batch["yaw"].astype(jnp.float32)
+    return values
+
+  def hallucinate(state, frozen, batch):
+    out = test_forward(state, frozen, batch)
+    columns = {"lr": batch["input"],
+               "bicubic": jnp.clip(upsample_bicubic(batch["input"], image_size), -1.0, 1.0),
+               "coarse": out["coarse"]}
+    if out["prior"] is not None:
+      columns["prior"] = out["prior"]
+    columns.update(output=out["fine"], target=batch["target"])
+    return columns
+
+  batch_spec = {
+      "input": jax.ShapeDtypeStruct((input_size, input_size, 3), jnp.float32),
+      "target": jax.ShapeDtypeStruct((image_size, image_size, 3), jnp.float32),
+      "landmarks": jax.ShapeDtypeStruct((networks.NUM_LANDMARKS, 2), jnp.float32),
+      "yaw": jax.ShapeDtypeStruct((), jnp.float32),
+  }
+  return Method(batch_spec=batch_spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
+                steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate)
