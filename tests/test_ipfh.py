@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hallujax.methods import get_method, ipfh
+from hallujax.methods import Method, get_method, ipfh
+from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.models.ipfh import SphereFaceTextureFeatures
 from hallujax.models.recognition import SphereFace
 
@@ -28,8 +29,7 @@ def load_config(variant=""):
 
 def tiny_config(stage="all"):
   """32² HR from 4² LR (×8), 8² patches, T = 3, a few channels per layer."""
-  c = load_config("smoke")
-  c.stage = stage
+  c = load_config("smoke" if stage == "all" else f"smoke,stage={stage}")
   c.data.update(input_size=4, target_size=32, num_identities=5)
   c.stage_steps.update(coarse=2, cognition=1, policy=2)
   c.train.batch_size = BATCH
@@ -62,19 +62,33 @@ def perturbed_restoration(state, seed=5):
   return state.replace(params={**state.params, "restoration": jax.tree.unflatten(tree, noisy)})
 
 
+def init(config, seed=0):
+  return jax.jit(ipfh.make(config).init)(jax.random.key(seed))
+
+
+def hallucinate(config, state, batch):
+  return ipfh.make(config).hallucinate(state, {}, batch)
+
+
 @pytest.fixture(scope="module")
 def tiny_state():
   config = tiny_config()
   batch = random_batch(config)
-  return config, batch, ipfh.init_state(config, jax.random.key(0), batch)
+  return config, batch, init(config)
 
 
 def test_ipfh_is_registered_and_follows_the_method_contract():
   assert get_method("ipfh") is ipfh
+  method = ipfh.make(tiny_config())
+  assert isinstance(method, Method) and set(method.steps) == set(ipfh.STAGES)
+  shapes = jax.eval_shape(method.init, jax.random.key(0))   # pure: no file read, nothing computed
+  assert shapes.params["coarse"] and set(shapes.optimizer_states) == set(ipfh.TRAINED)
+  assert {name: spec.shape for name, spec in method.batch_spec.items()} == {
+      "input": (4, 4, 3), "target": (32, 32, 3), "identity": ()}
 
 
 def test_patch_corner_reads_every_pixel_as_a_centre_and_clamps_at_borders():
-  corner = lambda row, column: tuple(int(v) for v in ipfh.patch_corner(jnp.int32(row * 32 + column), 32, 32, 8))
+  corner = lambda row, column: tuple(int(v) for v in rollout_lib.patch_corner(jnp.int32(row * 32 + column), 32, 32, 8))
   assert corner(16, 16) == (12, 12)   # centre → top-left = location − P/2
   assert corner(0, 0) == (0, 0)       # clamped at the top-left border
   assert corner(31, 30) == (24, 24)   # clamped at the bottom-right border
@@ -83,20 +97,20 @@ def test_patch_corner_reads_every_pixel_as_a_centre_and_clamps_at_borders():
 
 def test_low_resolution_patch_is_an_exact_crop_on_the_lr_grid_and_interpolates_between():
   lr = jnp.arange(4 * 4 * 3, dtype=jnp.float32).reshape(4, 4, 3)
-  aligned = ipfh.low_resolution_patch(lr, jnp.int32(8), jnp.int32(16), patch_size=16, scale=8)
+  aligned = rollout_lib.low_resolution_patch(lr, jnp.int32(8), jnp.int32(16), patch_size=16, scale=8)
   np.testing.assert_array_equal(aligned, lr[1:3, 2:4])
-  halfway = ipfh.low_resolution_patch(lr, jnp.int32(4), jnp.int32(0), patch_size=16, scale=8)
+  halfway = rollout_lib.low_resolution_patch(lr, jnp.int32(4), jnp.int32(0), patch_size=16, scale=8)
   np.testing.assert_allclose(halfway, (lr[0:2, 0:2] + lr[1:3, 0:2]) / 2)
-  last = ipfh.low_resolution_patch(lr, jnp.int32(16), jnp.int32(16), patch_size=16, scale=8)
+  last = rollout_lib.low_resolution_patch(lr, jnp.int32(16), jnp.int32(16), patch_size=16, scale=8)
   np.testing.assert_array_equal(last, lr[2:4, 2:4])
 
 
 def test_grid_selection_covers_the_image_with_non_overlapping_patches():
   config = load_config()
   config.policy.selection = "grid"
-  steps, settings, actions = ipfh.selection_plan(config, 1, jax.random.key(0))
+  steps, settings, actions = rollout_lib.selection_plan(ipfh.selection_of(config), 1, jax.random.key(0))
   assert steps == 16 and not settings.use_policy   # paper: 128² evenly into 16 patches of 32²
-  corners = {tuple(int(v) for v in ipfh.patch_corner(a, 128, 128, 32)) for a in actions[0]}
+  corners = {tuple(int(v) for v in rollout_lib.patch_corner(a, 128, 128, 32)) for a in actions[0]}
   assert corners == {(row, column) for row in range(0, 128, 32) for column in range(0, 128, 32)}
 
 
@@ -120,21 +134,21 @@ def test_texture_features_are_sphereface_first_stage_activations():
 def test_scanned_rollout_equals_a_python_loop_over_the_same_step(tiny_state):
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
-  steps, settings, actions = ipfh.selection_plan(config, BATCH, jax.random.key(3))
+  steps, settings, actions = rollout_lib.selection_plan(ipfh.selection_of(config), BATCH, jax.random.key(3))
   params = perturbed_restoration(state).params
   keys = jax.random.split(jax.random.key(4), (BATCH, steps))
   coarse = ipfh.coarse_images(params, networks, jnp.asarray(batch["input"]))
   examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
               "input": jnp.asarray(batch["input"])}
 
-  scanned = jax.jit(functools.partial(ipfh.batched_rollout, networks=networks, settings=settings))
+  scanned = jax.jit(functools.partial(rollout_lib.batched_rollout, networks=networks, settings=settings))
   images, outputs = scanned(params, examples=examples, keys=keys, forced_actions=actions)
 
   step = jax.jit(jax.vmap(
-      lambda params, example, carry, step_input: ipfh.rollout_step(
+      lambda params, example, carry, step_input: rollout_lib.rollout_step(
           params, networks, settings, example, carry, step_input),
       in_axes=(None, 0, 0, 0)))
-  carry = jax.vmap(lambda image: ipfh.initial_carry(image, settings.patch_size))(coarse)
+  carry = jax.vmap(lambda image: rollout_lib.initial_carry(image, settings.patch_size))(coarse)
   looped_actions = []
   for t in range(steps):
     carry, output = step(params, examples, carry, (keys[:, t], actions[:, t]))
@@ -151,11 +165,11 @@ def test_an_untrained_restoration_network_returns_the_coarse_image(tiny_state):
   """R starts as the identity (zero last convolution): the rollout starts at ỹ and only training moves it."""
   config, batch, state = tiny_state
   config = config.copy_and_resolve_references()
-  for selection in ipfh.SELECTIONS:
+  for selection in rollout_lib.SELECTIONS:
     config.policy.selection = selection
-    columns = ipfh.hallucinate(state, batch, config=config)
+    columns = hallucinate(config, state, batch)
     np.testing.assert_array_equal(columns["output"], columns["coarse"])
-  perturbed = ipfh.hallucinate(perturbed_restoration(state), batch, config=config)
+  perturbed = hallucinate(config, perturbed_restoration(state), batch)
   assert np.max(np.abs(np.asarray(perturbed["output"]) - np.asarray(perturbed["coarse"]))) > 1e-3
 
 
@@ -163,14 +177,14 @@ def test_improvement_reward_is_zero_for_an_unchanged_patch_and_positive_for_a_be
   """r_s = L_p before − after the repair: 0 under the identity R, L_p(p_t) when R reaches the target."""
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
-  _, settings, _ = ipfh.selection_plan(config, 1, jax.random.key(0))
+  _, settings, _ = rollout_lib.selection_plan(ipfh.selection_of(config), 1, jax.random.key(0))
   paper = settings._replace(use_policy=False, reward="paper")   # the forced action below
   settings = paper._replace(reward="improvement")
   example = {"coarse": ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))[0],
              "target": jnp.asarray(batch["target"][0]), "input": jnp.asarray(batch["input"][0])}
   action = jnp.int32(12 * 32 + 20)   # patch corner (8, 16) of 32²
-  step = jax.jit(lambda params, settings, example: ipfh.rollout_step(
-      params, networks, settings, example, ipfh.initial_carry(example["coarse"], 8),
+  step = jax.jit(lambda params, settings, example: rollout_lib.rollout_step(
+      params, networks, settings, example, rollout_lib.initial_carry(example["coarse"], 8),
       (jax.random.key(0), action)), static_argnums=1)
 
   (image, *_), unchanged = step(state.params, settings, example)   # untrained R: the identity
@@ -184,7 +198,7 @@ def test_improvement_reward_is_zero_for_an_unchanged_patch_and_positive_for_a_be
   (image, repaired, *_), _ = step(params, settings, example)
   target = jax.lax.dynamic_update_slice(example["target"], repaired, (8, 16, 0))
   _, improved = step(params, settings, {**example, "target": target})
-  before = ipfh.dual_domain_loss(params, networks, example["coarse"][8:16, 16:24], repaired,
+  before = rollout_lib.dual_domain_loss(params, networks, example["coarse"][8:16, 16:24], repaired,
                                  jax.lax.stop_gradient(networks.dual.apply(
                                      {"params": params["dual"]}, repaired)))
   assert float(improved.patch_loss) < 1e-6
@@ -199,9 +213,9 @@ def test_exclude_repaired_makes_the_arg_max_leave_repaired_patches(tiny_state):
   coarse = ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))
   examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
               "input": jnp.asarray(batch["input"])}
-  _, settings, forced = ipfh.selection_plan(config, BATCH, jax.random.key(0))
+  _, settings, forced = rollout_lib.selection_plan(ipfh.selection_of(config), BATCH, jax.random.key(0))
   keys = jax.random.split(jax.random.key(1), (BATCH, 3))
-  run = jax.jit(lambda settings: ipfh.batched_rollout(state.params, networks, settings, examples,
+  run = jax.jit(lambda settings: rollout_lib.batched_rollout(state.params, networks, settings, examples,
                                                       keys, forced)[1].action, static_argnums=0)
   plain = np.asarray(run(settings._replace(sample=False)))
   excluding = np.asarray(run(settings._replace(sample=False, exclude_repaired=True)))
@@ -210,12 +224,12 @@ def test_exclude_repaired_makes_the_arg_max_leave_repaired_patches(tiny_state):
     for t in range(1, 3):
       row, column = divmod(int(actions[t]), 32)
       for earlier in actions[:t]:
-        top, left = (int(v) for v in ipfh.patch_corner(earlier, 32, 32, 8))
+        top, left = (int(v) for v in rollout_lib.patch_corner(earlier, 32, 32, 8))
         assert not (top <= row < top + 8 and left <= column < left + 8), (actions, t)
   # Once everything is repaired nothing is excluded (the arg-max of all −inf would be location 0).
   logits = jnp.array([0.0, 2.0, 1.0, -1.0])
-  assert int(jnp.argmax(ipfh.masked_logits(logits, jnp.array([[False, True], [False, False]])))) == 2
-  assert int(jnp.argmax(ipfh.masked_logits(logits, jnp.ones((2, 2), bool)))) == 1
+  assert int(jnp.argmax(rollout_lib.masked_logits(logits, jnp.array([[False, True], [False, False]])))) == 2
+  assert int(jnp.argmax(rollout_lib.masked_logits(logits, jnp.ones((2, 2), bool)))) == 1
 
 
 def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
@@ -256,55 +270,51 @@ def _changed(before, after) -> bool:
   return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
 
-def test_step_variants_pick_the_stage_of_each_step_on_the_host():
-  config = tiny_config()   # stage "all": 2 coarse, 1 cognition, 2 policy steps
-  assert ipfh.step_variants(config) == ("coarse", "cognition", "policy")
-  assert [ipfh.step_variant(config, step) for step in range(6)] == [
+def test_the_schedule_picks_the_stage_of_each_step_on_the_host():
+  method = ipfh.make(tiny_config())   # stage "all": 2 coarse, 1 cognition, 2 policy steps
+  assert tuple(method.steps) == ("coarse", "cognition", "policy")
+  assert [method.step_name(step) for step in range(6)] == [
       "coarse", "coarse", "cognition", "policy", "policy", "policy"]
+  assert [method.phase(step) for step in (0, 2, 3)] == ["coarse", "cognition", "policy"]
   for stage in ipfh.STAGES:
-    single = tiny_config(stage)
-    assert ipfh.step_variants(single) == (stage,)
-    assert ipfh.step_variant(single, 0) == ipfh.step_variant(single, 10**6) == stage
+    single = ipfh.make(tiny_config(stage))
+    assert tuple(single.steps) == (stage,)
+    assert single.step_name(0) == single.step_name(10**6) == stage
+  no_cognition = tiny_config()
+  no_cognition.stage_steps.cognition = 0
+  no_cognition.optim.cognition.schedule = "constant"   # an exponential decay needs decay_steps > 0
+  assert [ipfh.make(no_cognition).schedule(step) for step in (1, 2)] == ["coarse", "policy"]
+
+
+STAGE_METRICS = {
+    "coarse": {"loss_coarse", "loss_dual", "psnr_coarse"},
+    "cognition": {"loss_identity", "identity_accuracy"},
+    "policy": {"loss_policy", "loss_restoration", "loss_patch", "loss_image", "return", "reward_final",
+               "reward_final_gain", "policy_entropy", "psnr_rollout", "psnr_coarse"},
+}
 
 
 def test_each_stage_trains_its_networks_and_freezes_the_others(tiny_state):
   """Stage "all" with 2 coarse, 1 cognition, 2 policy steps, one jitted program per stage."""
   config, batch, state = tiny_state
-  train_steps = {variant: jax.jit(functools.partial(ipfh.train_step, config=config, variant=variant))
-                 for variant in ipfh.step_variants(config)}
-  trained_by = ["coarse", "coarse", "cognition", "policy", "policy"]
-  names = None
-  for index, stage in enumerate(trained_by):
-    variant = ipfh.step_variant(config, index)
-    assert variant == stage
+  method = ipfh.make(config)
+  steps = {name: jax.jit(step) for name, step in method.steps.items()}
+  for index, stage in enumerate(["coarse", "coarse", "cognition", "policy", "policy"]):
+    assert method.schedule(index) == stage
     before = state
-    state, metrics = train_steps[variant](state, batch, jax.random.key(10 + index))
+    state, metrics = steps[stage](state, {}, batch, jax.random.key(10 + index))
     assert int(state.step) == index + 1
-    assert float(metrics["stage"]) == ipfh.STAGES.index(stage)
+    assert set(metrics) == STAGE_METRICS[stage]   # its own metrics only: the trainer averages by name
     assert all(np.isfinite(v) for v in jax.device_get(metrics).values())
-    names = names or set(metrics)
-    assert set(metrics) == names   # the trainer needs the same metric names from every variant
-    for group in ("coarse", "dual", "cognition", "policy", "restoration"):
-      should_change = group in ipfh.STAGE_GROUPS[stage]
-      assert _changed(before.params[group], state.params[group]) == should_change, (stage, group)
-    for optimizer in ipfh.STAGES:
-      assert _changed(before.optimizer_states[optimizer], state.optimizer_states[optimizer]) == (
-          optimizer == stage), (stage, optimizer)
-    if stage != "coarse":
-      assert float(metrics["loss_coarse"]) == 0.0   # zeros for the stages not run
+    for network in ipfh.TRAINED:
+      trained = network in ipfh.STAGE_NETWORKS[stage]
+      assert _changed(before.params[network], state.params[network]) == trained, (stage, network)
+      assert _changed(before.optimizer_states[network], state.optimizer_states[network]) == trained, (
+          stage, network)
   assert float(metrics["loss_policy"]) != 0.0 and float(metrics["loss_restoration"]) > 0.0
   # The stage is chosen on the host: no conditional (lax.cond / lax.switch) in the program.
-  jaxpr = jax.make_jaxpr(functools.partial(ipfh.train_step, config=config, variant="cognition"))(
-      state, batch, jax.random.key(0))
+  jaxpr = jax.make_jaxpr(method.steps["cognition"])(state, {}, batch, jax.random.key(0))
   assert "cond" not in {equation.primitive.name for equation in jaxpr.jaxpr.eqns}
-
-
-def test_train_step_names_the_missing_or_wrong_variant(tiny_state):
-  config, batch, state = tiny_state
-  with pytest.raises(ValueError, match="variant= one of coarse, cognition, policy"):
-    ipfh.train_step(state, batch, jax.random.key(0), config=config)
-  with pytest.raises(ValueError, match="variant='coarse'.*trains policy"):
-    ipfh.train_step(state, batch, jax.random.key(0), config=tiny_config("policy"), variant="coarse")
 
 
 def test_fixed_selections_train_only_the_restoration_network_and_evaluate(tiny_state):
@@ -312,18 +322,19 @@ def test_fixed_selections_train_only_the_restoration_network_and_evaluate(tiny_s
   config, batch, state = tiny_state
   config = tiny_config("policy")
   config.policy.selection = "random"
-  new_state, metrics = jax.jit(functools.partial(ipfh.train_step, config=config))(
-      state, batch, jax.random.key(1))
+  new_state, metrics = jax.jit(ipfh.make(config).steps["policy"])(state, {}, batch, jax.random.key(1))
   assert _changed(state.params["restoration"], new_state.params["restoration"])
   assert not _changed(state.params["policy"], new_state.params["policy"])
   assert float(metrics["loss_policy"]) == 0.0
   config.policy.selection = "grid"
+  method = ipfh.make(config)
   new_state = perturbed_restoration(new_state)   # one training step barely moves the zero-initialised R
-  values = jax.jit(functools.partial(ipfh.eval_step, config=config))(new_state, batch)
+  values = jax.jit(method.eval_step)(new_state, {}, batch)
   assert set(values) >= {"psnr", "ssim", "psnr_coarse", "psnr_bicubic", "identity_cosine"}
   assert all(v.shape == (BATCH,) and np.all(np.isfinite(v)) for v in values.values())
   # The grid covers the image, so every pixel of the output was repaired by R.
-  columns = ipfh.hallucinate(new_state, batch, config=config)
+  columns = method.hallucinate(new_state, {}, batch)
+  assert list(columns) == ["lr", "bicubic", "coarse", "output", "target"]
   changed = np.any(np.asarray(columns["output"]) != np.asarray(columns["coarse"]), axis=-1)
   inside = np.all(np.abs(np.asarray(columns["coarse"])) < 1, axis=-1)   # the output is clipped
   assert inside.sum() > 100 and np.all(changed[inside])
@@ -340,14 +351,15 @@ def test_a_policy_run_starts_from_the_coarse_and_cognition_runs_checkpoints(tiny
   config = tiny_config("policy")
   config.weights.coarse = str(tmp_path / "coarse_run")
   config.weights.cognition = str(tmp_path / "cognition_run")
-  loaded = ipfh._load_previous_stages(config, state)
+  loaded = ipfh.make(config).load_pretrained(state)
   for group in ("coarse", "dual", "cognition"):
     chex.assert_trees_all_equal(loaded.params[group], trained.params[group])
   for group in ("policy", "restoration"):
     chex.assert_trees_all_equal(loaded.params[group], state.params[group])
+  chex.assert_trees_all_equal(loaded.optimizer_states, state.optimizer_states)
   config.weights.coarse = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
-    ipfh._load_previous_stages(config, state)
+    ipfh.make(config).load_pretrained(state)
 
 
 def test_configuration_errors_name_the_field():
@@ -394,6 +406,16 @@ def test_paper_config_matches_the_paper():
   ipfh.check_config(config)
   policy = load_config("policy")
   assert policy.stage == "policy" and policy.train.steps == policy.stage_steps.policy
+  # One optimizer section per trained network, decaying over its stage's steps (all: config.stage_steps).
+  assert set(config.optim) == set(ipfh.TRAINED)
+  assert [config.optim[n].decay_steps for n in ("coarse", "cognition", "restoration")] == [
+      config.stage_steps.coarse, config.stage_steps.cognition, config.stage_steps.policy]
+  smoke_policy = load_config("smoke,stage=policy,train.steps=12")
+  assert (smoke_policy.stage, smoke_policy.train.steps, smoke_policy.train.batch_size) == ("policy", 12, 8)
+  assert smoke_policy.optim.policy.decay_steps == 12   # a single stage decays over the run's steps
+  assert load_config("coarse").train.batch_size == 128   # §III-C; smoke keeps its batch
+  with pytest.raises(ValueError, match="smoke,stage=policy"):
+    load_config("smoke+policy")
 
 
 def blocky_batch(config, batch_size, seed):
@@ -417,15 +439,17 @@ def test_coarse_stage_starts_at_bicubic_and_beats_it_on_held_out_images():
   config = tiny_config("coarse")
   config.train.steps = steps
   config.train.batch_size = batch_size
-  state = ipfh.init_state(config, jax.random.key(0), blocky_batch(config, batch_size, 0))
-  train_step = jax.jit(functools.partial(ipfh.train_step, config=config))
-  evaluate = jax.jit(functools.partial(ipfh.eval_step, config=config))
+  assert config.optim.coarse.decay_steps == steps
+  method = ipfh.make(config)
+  state = jax.jit(method.init)(jax.random.key(0))
+  train_step = jax.jit(functools.partial(method.steps["coarse"], frozen={}))
+  evaluate = jax.jit(functools.partial(method.eval_step, frozen={}))
   held_out = blocky_batch(config, batch_size, seed=10_000)   # training uses seeds 1..steps
 
-  before = evaluate(state, held_out)
+  before = evaluate(state, batch=held_out)
   np.testing.assert_allclose(before["psnr_coarse"], before["psnr_bicubic"], rtol=1e-5)
   for index in range(steps):
-    state, _ = train_step(state, blocky_batch(config, batch_size, index + 1), jax.random.key(index))
-  after = evaluate(state, held_out)
+    state, _ = train_step(state, batch=blocky_batch(config, batch_size, index + 1), rng=jax.random.key(index))
+  after = evaluate(state, batch=held_out)
   coarse, bicubic = float(np.mean(after["psnr_coarse"])), float(np.mean(after["psnr_bicubic"]))
   assert coarse > bicubic + 0.2, f"held-out PSNR: coarse {coarse:.2f} dB vs bicubic {bicubic:.2f} dB"

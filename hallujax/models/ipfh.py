@@ -7,6 +7,7 @@
   at 2·features × P × P (256 × 32 × 32 in the paper), decoded to the repaired patch.
 - `DualConsistency` D (§III-B.3, Fig. 6): three 3×3 stride-2 convolutions,
   HR → LR (32² → 4² on patches, 128² → 16² on whole images).
+- `Networks`: the six modules together, built once by ``hallujax.methods.ipfh.make``.
 
 The cognition network C is SphereFace with the A-softmax head
 (hallujax.models.recognition). All modules take NHWC images in [-1, 1] and
@@ -17,13 +18,13 @@ missing batch dimension), so the method can vmap per-example rollouts.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hallujax.models.recognition import sphereface_stages
+from hallujax.models.recognition import SphereFace, sphereface_stages
 from hallujax.nn.hourglass import ResidualBlock, StackedHourglass
 
 
@@ -198,3 +199,14 @@ class SphereFaceTextureFeatures(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     return sphereface_stages(images, self.depth, self.stages, jnp.float32)
+
+
+class Networks(NamedTuple):
+  """IPFH's networks. `texture` applies `cognition`'s parameters (φ of Eq. 11); the others own theirs."""
+
+  coarse: CoarseHallucinator
+  dual: DualConsistency
+  cognition: SphereFace
+  texture: SphereFaceTextureFeatures
+  policy: PolicyController
+  restoration: LocalRestoration

@@ -1,15 +1,15 @@
-"""python -m hallujax.methods.ipfh_benchmark --config configs/ipfh.py:smoke [--repeats 5]
+"""python -m hallujax.tools.ipfh_benchmark --config configs/ipfh.py:smoke [--repeats 5]
 
 Images/s of IPFH's T-step policy rollout (policy forward, sampling, patch
 gather, restoration, patch scatter, per-step rewards), two ways on the same
 parameters, batch and RNG:
 
-  scan   the whole rollout as one jitted ``lax.scan`` (what train_step runs);
+  scan   the whole rollout as one jitted ``lax.scan`` (what the policy step runs);
   loop   a Python loop of T calls to the jitted, batch-vmapped step function.
 
 Both are forward only, so they compare like with like; the gradient of the
-rollout exists only in the scanned form, and its figure (the policy stage's
-train_step, rollout + backward + update) is printed on a third line. Inputs are
+rollout exists only in the scanned form, and its figure (the method's
+"policy" step, rollout + backward + update) is printed on a third line. Inputs are
 random batches of the config's shapes (no data source needed). Timings are
 the median of --repeats calls after one warm-up call (which compiles).
 """
@@ -27,10 +27,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hallujax.methods import ipfh
+from hallujax.methods import ipfh_rollout as rollout_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "IPFH config, e.g. configs/ipfh.py:smoke.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per variant (after one warm-up call).")
-_TRAIN_STEP = flags.DEFINE_bool("train_step", True, "Also time the policy stage's train_step.")
+_TRAIN_STEP = flags.DEFINE_bool("train_step", True, "Also time the method's policy step.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -55,23 +56,22 @@ def timed(function, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def rollout_functions(config, state, batch):
-  """(scan, loop): zero-argument callables returning the final images of a sampled policy rollout."""
-  networks = ipfh.build_networks(config)
+def rollout_functions(networks, selection, state, batch):
+  """(scan, loop, T): zero-argument callables returning the final images of a sampled policy rollout."""
   batch_size = batch["input"].shape[0]
-  steps, settings, actions = ipfh.selection_plan(config, batch_size, jax.random.key(1))
+  steps, settings, actions = rollout_lib.selection_plan(selection, batch_size, jax.random.key(1))
   keys = jax.random.split(jax.random.key(2), (batch_size, steps))
   coarse = jax.jit(functools.partial(ipfh.coarse_images, networks=networks))(
       state.params, lr_images=jnp.asarray(batch["input"]))
   examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
               "input": jnp.asarray(batch["input"])}
 
-  scanned = jax.jit(functools.partial(ipfh.batched_rollout, networks=networks, settings=settings))
+  scanned = jax.jit(functools.partial(rollout_lib.batched_rollout, networks=networks, settings=settings))
   step = jax.jit(jax.vmap(
-      lambda params, example, carry, step_input: ipfh.rollout_step(
+      lambda params, example, carry, step_input: rollout_lib.rollout_step(
           params, networks, settings, example, carry, step_input),
       in_axes=(None, 0, 0, 0)))
-  initial = jax.jit(jax.vmap(lambda image: ipfh.initial_carry(image, settings.patch_size)))
+  initial = jax.jit(jax.vmap(lambda image: rollout_lib.initial_carry(image, settings.patch_size)))
 
   def scan():
     images, _ = scanned(state.params, examples=examples, keys=keys, forced_actions=actions)
@@ -92,8 +92,10 @@ def main(argv):
   if config.stage == "all":
     config.stage = "policy"   # time the policy stage's step; sizes are the config's
   batch = random_batch(config)
-  state = ipfh.init_state(config, jax.random.key(config.seed), batch)
-  scan, loop, steps = rollout_functions(config, state, batch)
+  method = ipfh.make(config)
+  state = jax.jit(method.init)(jax.random.key(config.seed))
+  scan, loop, steps = rollout_functions(ipfh.build_networks(config), ipfh.selection_of(config), state,
+                                        batch)
   batch_size = config.train.batch_size
   device = jax.devices()[0]
   print(f"IPFH rollout: {config.data.input_size}² → {config.data.target_size}², T={steps}, "
@@ -107,9 +109,9 @@ def main(argv):
           f"{results[name]:9.1f} images/s", flush=True)
   np.testing.assert_allclose(np.asarray(scan()), np.asarray(loop()), rtol=1e-4, atol=1e-4)
   if _TRAIN_STEP.value:
-    train_step = jax.jit(functools.partial(ipfh.train_step, config=config))
-    first, median = timed(lambda: train_step(state, batch, jax.random.key(3)), _REPEATS.value)
-    print(f"  {'train_step':<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
+    policy_step = jax.jit(method.steps["policy"])
+    first, median = timed(lambda: policy_step(state, {}, batch, jax.random.key(3)), _REPEATS.value)
+    print(f"  {'policy':<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
           f"{batch_size / median:9.1f} images/s  (scanned rollout + gradient + Adam)", flush=True)
   print(f"scan vs loop: {results['scan']:.1f} vs {results['loop']:.1f} images/s "
         f"({results['scan'] / results['loop']:.2f}×)")
