@@ -6,16 +6,17 @@ timed calls (after warm-up), images/s, XLA's FLOP count (cost analysis) and
 achieved FLOP/s, MFU where the device's peak is known (or --peak_tflops),
 and how many times the function was traced (a step that retraces is a bug:
 it must be 1). A method with step variants (training phases, lazy
-regularization) gets one line per variant. Inputs are random batches of the
-method's batch_spec.
+regularization) gets one line per named step. Inputs are random batches of the
+method's batch_spec; frozen networks keep their random initialization (no file
+is read: throughput does not depend on the weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import statistics
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,8 @@ from ml_collections import config_flags
 
 from hallujax import sharding, trainer
 from hallujax.cli import parse_flags, prepare_run
-from hallujax.methods import get_method
+from hallujax.data import feed as feed_lib
+from hallujax.methods import make_method
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed calls per function (after 2 warm-up calls).")
@@ -51,11 +53,11 @@ def device_peak_flops(compute_dtype: str, override_tflops: float) -> float | Non
   return None
 
 
-def random_batch(spec: dict, batch_size: int, seed: int = 0) -> dict:
+def random_batch(spec: dict, leading: tuple[int, ...], seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   batch = {}
   for name, s in spec.items():
-    shape = (batch_size, *s.shape)
+    shape = (*leading, *s.shape)
     if jnp.issubdtype(s.dtype, jnp.integer):
       batch[name] = rng.integers(0, 2, shape).astype(s.dtype)
     else:
@@ -107,50 +109,53 @@ def report(name: str, compile_seconds: float, times: list[float], images: int, f
 
 
 def benchmark(config, steps: int, what: list[str], peak_tflops: float = 0.0) -> list[dict]:
-  method = get_method(config.method)
+  method = make_method(config)
   counter: dict = {}
-  counted_method = types.SimpleNamespace(**{n: getattr(method, n) for n in dir(method) if not n.startswith("__")})
-  counted_method.train_step = counting(method.train_step, counter, "train_step")
-  counted_method.hallucinate = counting(method.hallucinate, counter, "hallucinate")
+  counted = dataclasses.replace(
+      method, steps={name: counting(fn, counter, name) for name, fn in method.steps.items()},
+      hallucinate=counting(method.hallucinate, counter, "hallucinate"))
   mesh = sharding.make_mesh(config.mesh)
   batch_size = config.train.batch_size
   print(f"{config.method} | {jax.device_count()} × {jax.devices()[0].device_kind} | mesh {dict(mesh.shape)} | "
         f"batch {batch_size} | {config.train.compute_dtype}", flush=True)
-  state, shardings = trainer.init_train_state(method, config, mesh, jax.random.key(config.seed))
-  spec = method.batch_spec(config)
-  batch = sharding.global_batch(random_batch(spec, batch_size), mesh)
+  state, state_shardings = trainer.init_state(method, config, mesh, jax.random.key(config.seed))
+  frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(1), load=False)
+  clients = int(config.data.get("clients", 0))
+  leading = (clients, batch_size) if method.batch_axes == ("clients", "batch") else (batch_size,)
+  feed = feed_lib.Feed(config.data.copy_and_resolve_references(), mesh, method.batch_spec, method.batch_axes,
+                       batch_size)
+  feed.render = None   # random images, not renderer parameters
+  batch = feed(random_batch(method.batch_spec, leading))
   rng_data = jax.random.key_data(jax.random.key(1))
   peak = device_peak_flops(config.train.compute_dtype, peak_tflops)
+  images = int(np.prod(leading))
   results = []
 
   if "train_step" in what:
-    holder = {"state": state}
-    for variant in trainer.step_variants(method, config):
-      name = "train_step" if variant is None else f"train_step[{variant}]"
-      step = trainer.jit_train_step(counted_method, config, mesh, shardings, variant)
-      counter.pop("train_step", None)
+    programs = trainer.jit_steps(counted, config, mesh, state_shardings, frozen_shardings)
+    for name, step in programs.items():
       start = time.perf_counter()
-      compiled = step.lower(holder["state"], batch, rng_data).compile()
+      compiled = step.lower(state, frozen, batch, rng_data).compile()
       compile_seconds = time.perf_counter() - start
+      holder = {"state": state}
 
       def call():
-        holder["state"], metrics = step(holder["state"], batch, rng_data)
+        holder["state"], metrics = step(holder["state"], frozen, batch, rng_data)
         return metrics
 
       time_calls(call, 2)  # warm-up (donation makes the first real call allocate)
-      results.append(report(name, compile_seconds, time_calls(call, steps), batch_size, flops_of(compiled), peak,
-                            counter.get("train_step", 0)))
-    state = holder["state"]
+      results.append(report(f"train_step[{name}]", compile_seconds, time_calls(call, steps), images,
+                            flops_of(compiled), peak, counter.get(name, 0)))
+      state = holder["state"]
 
   if "hallucinate" in what:
-    generate = jax.jit(functools.partial(counted_method.hallucinate, config=config),
-                       in_shardings=(shardings, sharding.batch_sharding(mesh)))
+    generate = trainer.GridColumns(counted, mesh, state_shardings, frozen_shardings).jitted
     start = time.perf_counter()
-    compiled = generate.lower(state, batch).compile()
+    compiled = generate.lower(state, frozen, batch).compile()
     compile_seconds = time.perf_counter() - start
-    call = lambda: generate(state, batch)
+    call = lambda: generate(state, frozen, batch)
     time_calls(call, 2)
-    results.append(report("hallucinate", compile_seconds, time_calls(call, steps), batch_size,
+    results.append(report("hallucinate", compile_seconds, time_calls(call, steps), images,
                           flops_of(compiled), peak, counter.get("hallucinate", 0)))
   return results
 

@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
       crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)
       strict=False,            # folder sources: fail on an unreadable image instead of skipping it
       reject_small=True,       # folder sources: reject images smaller than the crop
+      bit_depth_range=(0, 0),  # folder sources, 16-bit grey images (thermal/NIR): (low, high) raw range mapped
+                               # onto 0..255 for the whole dataset; (0, 0) = per-image min-max (logged)
       clients=0,               # federated methods: K clients, each reading its own partition of a split;
                                # batches are then (K, batch_size, ...) (hallujax.data.pipeline)
       client_partition="interleaved",

@@ -36,15 +36,25 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 from ml_collections import config_flags
-from PIL import Image
 
-from hallujax import sharding, trainer
+from hallujax import images as images_lib
+from hallujax import trainer
 from hallujax.cli import load_config_file, parse_flags
-from hallujax.data import pipeline
+from hallujax.data import feed as feed_lib, pipeline
+from hallujax.methods import get_method
 from hallujax.metrics import identity, image_quality
 
 NOT_CANDIDATES = ("target", "lr", "input")
 YAW_BUCKET_DEGREES = 15
+
+
+def all_processes(local_values: list[np.ndarray]) -> np.ndarray:
+  """Per-batch host values of this process -> the global values in the global batch order."""
+  if jax.process_count() == 1:
+    return np.concatenate(local_values)
+  from jax.experimental import multihost_utils
+  gathered = [np.asarray(multihost_utils.process_allgather(v)).reshape(-1, *np.shape(v)[1:]) for v in local_values]
+  return np.concatenate(gathered)
 
 
 def resize_to(images: jax.Array, size: int) -> jax.Array:
@@ -56,13 +66,15 @@ def resize_to(images: jax.Array, size: int) -> jax.Array:
 def in_project_recognizer(config_spec: str, workdir: str, step: int | None = None) -> Callable:
   """Embedding function of an ArcFace run trained with configs/arcface.py."""
   recognizer_config = load_config_file(config_spec)
-  method, state, restored_step, _ = trainer.restore_run(recognizer_config, workdir, step)
-  if not hasattr(method, "embed"):
-    raise ValueError(f"--recognizer_config names method {recognizer_config.method!r}, which has no embed(); "
-                     "use an ArcFace run (configs/arcface.py).")
+  module = get_method(recognizer_config.method)
+  if not hasattr(module, "embed_function"):
+    raise ValueError(f"--recognizer_config names method {recognizer_config.method!r}, which has no "
+                     "embed_function(); use an ArcFace run (configs/arcface.py).")
+  _, state, restored_step, _ = trainer.restore_run(recognizer_config, workdir, step)
+  embed = module.embed_function(recognizer_config)
   size = recognizer_config.data.target_size
   logging.info("Recognizer: %s step %d (%dx%d faces)", workdir, restored_step, size, size)
-  return jax.jit(lambda images: method.embed(state, resize_to(images, size), config=recognizer_config))
+  return jax.jit(lambda images: embed(state, resize_to(images, size)))
 
 
 def arcface_torch_recognizer(path: str, stage_sizes: tuple[int, ...]) -> Callable:
@@ -126,7 +138,7 @@ def yaw_buckets(values: np.ndarray, yaw: np.ndarray) -> dict[str, float]:
   return buckets
 
 
-def hallucinate_split(hallucinate, eval_step, state, mesh, batches, recognizer, row_prefix: str,
+def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, recognizer, row_prefix: str,
                       include_baselines: bool) -> tuple[dict[str, Row], dict, dict, float]:
   """Runs the jitted `hallucinate` (and `eval_step`, unless None) + metrics over `batches`.
 
@@ -139,12 +151,12 @@ def hallucinate_split(hallucinate, eval_step, state, mesh, batches, recognizer, 
   for index, host_batch in enumerate(batches):
     if index == 1:
       start = time.perf_counter()  # the first batch pays for compilation
-    batch = jax.device_put(host_batch, sharding.batch_sharding(mesh))
-    columns = hallucinate(state, batch)
+    batch = feed(host_batch)
+    columns = jax.device_get(hallucinate(state, frozen, batch))
     if eval_step is not None:
-      for name, values in eval_step(state, batch).items():
+      for name, values in jax.device_get(eval_step(state, frozen, batch)).items():
         eval_totals[name].append(np.asarray(values))
-    target = columns.get("target", batch["target"])
+    target = columns.get("target", np.asarray(host_batch["target"]))
     target_embeddings = recognizer(target) if recognizer else None
     for name, images in columns.items():
       if name in NOT_CANDIDATES or images.shape != target.shape:
@@ -204,10 +216,9 @@ def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> st
 
 def save_grid(path: epath.Path, kept: dict, indices: np.ndarray) -> None:
   columns = {name: images[indices] for name, images in kept.items()}
-  grid = trainer.image_grid({name: images.astype(np.float32) / 127.5 - 1.0 for name, images in columns.items()},
-                            max_rows=len(indices))
-  with path.open("wb") as f:
-    Image.fromarray(grid).save(f, format="PNG")
+  grid = images_lib.image_grid({name: images.astype(np.float32) / 127.5 - 1.0 for name, images in columns.items()},
+                               max_rows=len(indices))
+  images_lib.write_grid(path, grid)
 
 
 def evaluate(config, workdir: str, *, step: int | None = None, split: str = "test", batches: int | None = None,
@@ -217,17 +228,21 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
     config = config.copy_and_resolve_references()
     config.train.eval_batches = batches
   method, state, step, mesh = trainer.restore_run(config, workdir, step)
-  host_batches = pipeline.eval_batches(config, split)
-  labels = np.concatenate([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
-  yaw = np.concatenate([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
+  _, state_shardings = trainer.abstract_state(method, config, mesh)
+  frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(0))
+  feed = feed_lib.feed_for(config, mesh, method)
+  host_batches = pipeline.eval_batches(config, split, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  labels = all_processes([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
+  yaw = all_processes([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
   run_name = os.path.basename(os.path.normpath(workdir))
-  hallucinate = jax.jit(lambda s, b: method.hallucinate(s, b, config=config))
-  eval_step = jax.jit(lambda s, b: method.eval_step(s, b, config=config))
+  hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
+  eval_step = jax.jit(method.eval_step, out_shardings=trainer.sharding.replicated(mesh))
   rows, eval_means, kept, images_per_second = hallucinate_split(
-      hallucinate, eval_step, state, mesh, host_batches, recognizer, run_name, include_baselines=True)
+      hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True)
   for other in compare:
     _, other_state, other_step, _ = trainer.restore_run(config, other, None)
-    other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, mesh, host_batches, recognizer,
+    other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, frozen, feed, host_batches, recognizer,
                                             f"{os.path.basename(os.path.normpath(other))}@{other_step}",
                                             include_baselines=False)
     rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
@@ -242,15 +257,17 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
             "examples": int(sum(len(b["target"]) for b in host_batches)), "rows": summary,
             "eval_step": eval_means, "images_per_second": images_per_second}
   directory = epath.Path(workdir) / "eval"
-  directory.mkdir(parents=True, exist_ok=True)
   stem = f"step_{step}_{split}"
+  report["files"] = str(directory / stem)
+  if jax.process_index() != 0:   # every process computed the same report; process 0 writes it
+    return report
+  directory.mkdir(parents=True, exist_ok=True)
   (directory / f"{stem}.json").write_text(json.dumps(report, indent=2))
   (directory / f"{stem}.md").write_text(markdown_table(summary, f"{config.method} evaluation", notes))
   if run_name in rows:
     order = np.argsort(rows[run_name].arrays()["psnr"])
     save_grid(directory / f"{stem}_hardest.png", kept, order[:grid_rows])
     save_grid(directory / f"{stem}_easiest.png", kept, order[::-1][:grid_rows])
-  report["files"] = str(directory / stem)
   return report
 
 

@@ -74,11 +74,13 @@ def init_state(method: Method, config, mesh, rng):
   return jax.jit(method.init, out_shardings=shardings)(rng), shardings
 
 
-def frozen_networks(method: Method, config, mesh, rng):
-  """(frozen tree, shardings): random init, then the method's files (load_frozen), laid out by the rules."""
+def frozen_networks(method: Method, config, mesh, rng, load: bool = True):
+  """(frozen tree, shardings): random init, then (with `load`) the method's files, laid out by the rules."""
   shapes = jax.eval_shape(method.init_frozen, rng)
   shardings = sharding.state_shardings(shapes, mesh, config.mesh)
   frozen = jax.jit(method.init_frozen, out_shardings=shardings)(rng)
+  if not load:
+    return frozen, shardings
   loaded = method.load_frozen(frozen)
   if loaded is not frozen:
     frozen = put_global(loaded, shardings)
@@ -365,7 +367,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
       last_good_step = step
 
   flush()
-  writer.flush()
+  writer.close()
   checkpointer.close()
   return TrainResult(state=state, history=history, evaluation=evaluation)
 

@@ -25,24 +25,24 @@ def test_arcface_method_fits_a_fixed_batch():
   config = arcface_config.get_config("smoke")
   config.data.num_identities = 4
   config.model.update(stage_sizes=(1, 1), widths=(8, 16))  # two stages: half the compile time
-  method = get_method("arcface")
+  method = get_method("arcface").make(config)
   batch = fixed_batch()
   # An "rbg" key: XLA on CPU compiles its random-number code several times faster than threefry's.
-  state = method.init_state(config, jax.random.key(0, impl="rbg"), batch)
-  step = jax.jit(lambda s, b, r: method.train_step(s, b, r, config=config))
+  state = jax.jit(method.init)(jax.random.key(0, impl="rbg"))
+  step = jax.jit(method.steps["train"])
   losses = []
   for index in range(20):
-    state, metrics = step(state, batch, jax.random.PRNGKey(index))
+    state, metrics = step(state, {}, batch, jax.random.PRNGKey(index))
     losses.append(float(metrics["loss_arcface"]))
   print("ArcFace smoke losses:", [round(x, 2) for x in losses])
   assert int(state.step) == 20
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
-  values = jax.jit(lambda s, b: method.eval_step(s, b, config=config))(state, batch)
+  values = jax.jit(method.eval_step)(state, {}, batch)
   assert set(values) == {"class_accuracy", "loss_arcface", "pair_cosine", "pair_same_identity"}
   assert all(v.shape == (8,) for v in values.values())
   assert float(jnp.mean(values["class_accuracy"])) == 1.0
-  assert method.hallucinate(state, batch, config=config)["target"].shape == (8, 32, 32, 3)
+  assert method.hallucinate(state, {}, batch)["target"].shape == (8, 32, 32, 3)
 
 
 def test_additive_angular_margin_penalises_only_the_true_class():

@@ -2,7 +2,6 @@
 
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,14 +82,19 @@ LEARNING_STEPS = 250
 
 @pytest.fixture(scope="module")
 def tiny():
-  """A tiny FH-GAN, its first state, its two phase steps and evaluation, compiled once for the tests below."""
+  """A tiny FH-GAN, its first state and frozen tree, its two phase steps and evaluation, compiled once."""
   config = tiny_config(PRETRAIN_STEPS)
-  config.train.generator_lr = 3e-3
-  state = fhgan.init_state(config, jax.random.key(0), tiny_batch(config))
-  steps = {variant: jax.jit(functools.partial(fhgan.train_step, config=config, variant=variant))
-           for variant in fhgan.step_variants(config)}
-  evaluate = jax.jit(lambda s, b: fhgan.eval_step(s, b, config=config))
-  return config, state, steps, evaluate
+  config.optim.generator.learning_rate = 3e-3
+  method = fhgan.make(config)
+  state = jax.jit(method.init)(jax.random.key(0))
+  frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+  steps = {name: jax.jit(functools.partial(step, frozen=frozen)) for name, step in method.steps.items()}
+  evaluate = jax.jit(functools.partial(method.eval_step, frozen=frozen))
+  return config, method, state, steps, evaluate
+
+
+def run_step(steps, name, state, batch, rng):
+  return steps[name](state, batch=batch, rng=rng)
 
 
 def changed_networks(before, after):
@@ -100,22 +104,20 @@ def changed_networks(before, after):
 
 
 def test_pretraining_updates_dsnet_and_arcface_only(tiny):
-  config, state, steps, _ = tiny
-  assert fhgan.step_variant(config, PRETRAIN_STEPS - 1) == "pretrain"
-  new_state, metrics = steps["pretrain"](state, tiny_batch(config), jax.random.key(1))
-  assert float(metrics["phase"]) == 0.0
+  config, method, state, steps, _ = tiny
+  assert method.schedule(PRETRAIN_STEPS - 1) == "pretrain"
+  new_state, metrics = run_step(steps, "pretrain", state, tiny_batch(config), jax.random.key(1))
   assert changed_networks(state, new_state) == {"generator", "recognizer", "margin_head"}
-  chex.assert_trees_all_equal(state.frozen, new_state.frozen)
+  assert "loss_critic" not in metrics and "loss_perceptual" not in metrics  # only what the phase trains
   assert int(new_state.step) == 1
 
 
 def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
-  config, state, steps, _ = tiny
-  assert fhgan.step_variant(config, PRETRAIN_STEPS) == "joint"
-  new_state, metrics = steps["joint"](state, tiny_batch(config), jax.random.key(1))
-  assert float(metrics["phase"]) == 1.0
+  config, method, state, steps, _ = tiny
+  assert method.schedule(PRETRAIN_STEPS) == "joint" and method.phase(PRETRAIN_STEPS) == "joint"
+  new_state, metrics = run_step(steps, "joint", state, tiny_batch(config), jax.random.key(1))
   assert changed_networks(state, new_state) == {"generator", "critic", "recognizer", "margin_head"}
-  chex.assert_trees_all_equal(state.frozen, new_state.frozen)  # VGG-19 stays frozen
+  assert not hasattr(new_state, "frozen")  # VGG-19 lives in the frozen tree, never in the state
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert float(metrics["gradient_penalty"]) > 0 and float(metrics["loss_identity"]) > 0
   np.testing.assert_allclose(
@@ -126,11 +128,11 @@ def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
 
 def test_pretraining_beats_bicubic_on_held_out_faces(tiny):
   """Loss goes down and held-out PSNR rises above bicubic upsampling during pixel-loss pretraining."""
-  config, state, steps, evaluate = tiny
+  config, _, state, steps, evaluate = tiny
   losses = []
   for i in range(LEARNING_STEPS):
-    state, metrics = steps["pretrain"](state, tiny_batch(config, seed=i), jax.random.key(i))
+    state, metrics = run_step(steps, "pretrain", state, tiny_batch(config, seed=i), jax.random.key(i))
     losses.append(float(metrics["loss_pixel"]))
-  values = evaluate(state, tiny_batch(config, seed=10_000))  # images never trained on
+  values = evaluate(state, batch=tiny_batch(config, seed=10_000))  # images never trained on
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
   assert float(jnp.mean(values["psnr"])) > float(jnp.mean(values["psnr_bicubic"])) + 1.0

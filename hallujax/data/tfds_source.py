@@ -35,7 +35,8 @@ def _prepare_message(name: str, data_dir: str) -> str:
   where = f" --data_dir={data_dir}" if data_dir else ""
   return (f"TFDS dataset {name!r} is not prepared in array_record format{' under ' + data_dir if data_dir else ''}. "
           f"Prepare it once with: tfds build {name} --file_format=array_record{where} "
-          f"(or point config.data.data_dir at a directory that holds it).")
+          f"(building needs TensorFlow: pip install -e '.[tfds-build]'; reading does not), "
+          f"or point config.data.data_dir at a directory that holds it.")
 
 
 class TfdsSource:

@@ -196,12 +196,13 @@ def path_lengths(generator_params, generator, buffers, w_plus, rng) -> jax.Array
   return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(gradients), axis=2), axis=1))
 
 
-def path_length_loss(generator_params, generator, state, w_plus, rng, config):
+def path_length_loss(generator_params, generator, state, w_plus, rng, loss):
+  """w_pl · k · E(‖J_wᵀ y‖ − a)² with the running mean a (§3.2); `loss` is config.loss."""
   lengths = path_lengths(generator_params, generator, state.buffers, w_plus, rng)
-  mean = state.path_length_mean + config.loss.path_length_decay * (
+  mean = state.path_length_mean + loss.path_length_decay * (
       jnp.mean(jax.lax.stop_gradient(lengths)) - state.path_length_mean)
   penalty = jnp.mean(jnp.square(lengths - mean))
-  return config.loss.path_length_weight * config.loss.path_length_every * penalty, (penalty, mean, lengths)
+  return loss.path_length_weight * loss.path_length_every * penalty, (penalty, mean, lengths)
 
 
 # ----------------------------------------------------------------------------- updates
@@ -317,7 +318,7 @@ def train_step(state: StyleGAN2State, batch, rng, generator, discriminator, opts
     w_path, _ = sample_w_plus(generator, state.params["generator"], state.buffers, keys[4], path_batch,
                               loss.style_mixing)
     (_, (path_penalty, mean, lengths)), grads = jax.value_and_grad(path_length_loss, has_aux=True)(
-        state.params["generator"], generator, state, w_path, keys[5], config)
+        state.params["generator"], generator, state, w_path, keys[5], loss)
     state = with_update(state, "generator", opts["generator"], grads).replace(path_length_mean=mean)
     metrics.update(path_length_penalty=path_penalty, path_length=jnp.mean(lengths),
                    path_length_mean=state.path_length_mean)

@@ -1,6 +1,6 @@
 """How face-like the face world is, measured with dlib (tools nobody here wrote).
 
-    python -m hallujax.data.realism [--count 200] [--identities 40]
+    python -m hallujax.tools.realism [--count 200] [--identities 40]
 
 prints three figures (issue 3):
 
@@ -34,7 +34,7 @@ from hallujax.data import faceworld
 def _model_path(name: str) -> str:
   spec = importlib.util.find_spec("face_recognition_models")
   if spec is None:
-    raise ImportError("hallujax.data.realism needs the eval extra: pip install dlib-bin face-recognition-models")
+    raise ImportError("hallujax.tools.realism needs the eval extra: pip install dlib-bin face-recognition-models")
   return os.path.join(spec.submodule_search_locations[0], "models", name)
 
 
@@ -42,7 +42,7 @@ def _dlib():
   try:
     import dlib
   except ImportError as error:
-    raise ImportError("hallujax.data.realism needs the eval extra: pip install dlib-bin face-recognition-models") from error
+    raise ImportError("hallujax.tools.realism needs the eval extra: pip install dlib-bin face-recognition-models") from error
   return (dlib, dlib.get_frontal_face_detector(),
           dlib.shape_predictor(_model_path("shape_predictor_68_face_landmarks.dat")),
           dlib.face_recognition_model_v1(_model_path("dlib_face_recognition_resnet_model_v1.dat")))

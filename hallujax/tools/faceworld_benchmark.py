@@ -1,7 +1,7 @@
 """Face-world rendering speed: faces per second at 64², 128², 256² and 512².
 
-    python -m hallujax.data.faceworld_benchmark [--batch 64] [--repeats 3] [--sizes 64,128,256,512]
-    python -m hallujax.data.faceworld_benchmark --pipeline [--batch 64] [--repeats 3]
+    python -m hallujax.tools.faceworld_benchmark [--batch 64] [--repeats 3] [--sizes 64,128,256,512]
+    python -m hallujax.tools.faceworld_benchmark --pipeline [--batch 64] [--repeats 3]
 
 Times `render_batch` (visible RGB + 68 landmarks, uint8 out, parameters drawn
 on the host included) on whatever device jax uses by default; the first call
@@ -9,7 +9,7 @@ per size (compilation) is reported separately and not counted. With
 --modalities visible,thermal (or nir) the shader renders both in one loop.
 
 --pipeline times the whole input pipeline instead, as the trainer drives it
-(grain batches, then trainer.device_batches until the batch is on the
+(grain batches, then hallujax.data.feed until the batch is on the
 devices), for a same_view 128² → 16² config (FH-GAN's fields: input, target,
 identity): config.data.render_on="host" (each face rendered and resized in
 grain, then copied over) against "device" (grain yields parameters; the
@@ -77,18 +77,17 @@ def pipeline_config(render_on: str, batch: int):
 def measure_pipeline(render_on: str, batch: int, repeats: int) -> tuple[float, float]:
   """(seconds to the first batch on the devices, steady faces per second) of the input pipeline."""
   import jax.numpy as jnp
-  from hallujax import sharding, trainer
-  from hallujax.data import device_render, pipeline
+  from hallujax import sharding
+  from hallujax.data import feed as feed_lib, pipeline
 
   config = pipeline_config(render_on, batch)
   mesh = sharding.make_mesh(config.mesh)
   spec = {"input": jax.ShapeDtypeStruct((16, 16, 3), jnp.float32),
           "target": jax.ShapeDtypeStruct((128, 128, 3), jnp.float32),
           "identity": jax.ShapeDtypeStruct((), jnp.int32)}
-  render = device_render.make_renderer(config.data, mesh, tuple(spec)) if render_on == "device" else None
+  feed = feed_lib.Feed(config.data, mesh, spec, ("batch",), batch)
   start = time.perf_counter()
-  batches = trainer.device_batches(iter(pipeline.train_dataset(config)), mesh, spec, batch,
-                                   config.data.prefetch, render)
+  batches = feed.prefetch(iter(pipeline.train_dataset(config)), config.data.prefetch)
   jax.block_until_ready(next(batches))
   first_seconds = time.perf_counter() - start
   # grain (4 batches) and the trainer (data.prefetch) filled their buffers during the first

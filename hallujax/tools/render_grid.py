@@ -1,6 +1,6 @@
 """The README picture: face-world identities × poses × modalities in one PNG.
 
-    python -m hallujax.data.render_grid --out docs/faceworld.png [--size 128] [--identities 4]
+    python -m hallujax.tools.render_grid --out docs/faceworld.png [--size 128] [--identities 4]
 
 Rows are identities (each with a different expression); columns are yaw
 -90, -45, 0, +45, +90 in visible light, then the frontal view in near-infrared

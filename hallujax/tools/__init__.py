@@ -1,0 +1,1 @@
+"""Command-line tools that are not the design card's entry points: benchmarks, figures, data checks."""
