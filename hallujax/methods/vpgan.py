@@ -31,6 +31,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.methods import Method
+from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
 from hallujax.models.recognition import ResNetFace
 from hallujax.models.stylegan2 import Discriminator, Generator, channel_table
@@ -209,8 +210,10 @@ def make(config) -> Method:
 
   # ------------------------------------------------------------------- state
 
+  # Initializers draw through XLA's RngBitGenerator: threefry's per-parameter hash programs take
+  # tens of seconds to compile on a CPU.
   def init(rng) -> VPGANState:
-    encoder_key, discriminator_key = jax.random.split(rng)
+    encoder_key, discriminator_key = jax.random.split(bit_generator_key(rng))
     params = dict(
         encoder=encoder.init(encoder_key, jnp.zeros((1, input_size, input_size, channels)))["params"],
         discriminator=discriminator.init(discriminator_key, jnp.zeros((1, output_size, output_size, 3)))["params"])
@@ -218,7 +221,7 @@ def make(config) -> Method:
     return VPGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
   def init_frozen(rng) -> dict:
-    prior_key, vgg_key, arcface_key = jax.random.split(rng, 3)
+    prior_key, vgg_key, arcface_key = jax.random.split(bit_generator_key(rng), 3)
     frozen = dict(
         vgg=vgg.init(vgg_key, jnp.zeros((1, 32, 32, 3))),
         arcface=arcface.init(arcface_key, jnp.zeros((1, identity_size, identity_size, 3)), train=False))
