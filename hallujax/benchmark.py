@@ -1,4 +1,4 @@
-"""python -m hallujax.benchmark --config configs/<method>.py[:variant] [--steps 20] [--what train_step,hallucinate]
+"""python -m hallujax.benchmark --config configs/<method>.py[:variant] | --workdir RUN [--steps 20] [--what ...]
 
 The one place throughput figures come from. For each jitted function, on the
 mesh the trainer would use: compile time, median step time over --steps
@@ -13,159 +13,30 @@ is read: throughput does not depend on the weights).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import statistics
-import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from hallujax import sharding, trainer
-from hallujax.cli import parse_flags, prepare_run
-from hallujax.data import feed as feed_lib
-from hallujax.methods import make_method
+from hallujax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run whose config.json to benchmark (instead of --config).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed calls per function (after 2 warm-up calls).")
 _WHAT = flags.DEFINE_list("what", ["train_step", "hallucinate"], "Functions to time: train_step, hallucinate.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (default: known devices' dense peak).")
 flags.mark_flags_as_required(["config"])
 
 # Dense peak TFLOP/s per chip: (float32 matmul, bfloat16 matmul). float32 on NVIDIA is TF32 tensor-core peak.
-PEAK_TFLOPS = {
-    "H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0),
-    "TPU v4": (137.5, 275.0), "TPU v5 lite": (98.5, 197.0), "TPU v5e": (98.5, 197.0),
-    "TPU v5p": (229.5, 459.0), "TPU v6 lite": (459.0, 918.0), "TPU v6e": (459.0, 918.0),
-}
-
-
-def device_peak_flops(compute_dtype: str, override_tflops: float) -> float | None:
-  if override_tflops > 0:
-    return override_tflops * 1e12
-  kind = jax.devices()[0].device_kind
-  for name, (float32, bfloat16) in PEAK_TFLOPS.items():
-    if name.lower() in kind.lower():
-      return (bfloat16 if compute_dtype == "bfloat16" else float32) * 1e12 * jax.device_count()
-  return None
-
-
-def random_batch(spec: dict, leading: tuple[int, ...], seed: int = 0) -> dict:
-  rng = np.random.default_rng(seed)
-  batch = {}
-  for name, s in spec.items():
-    shape = (*leading, *s.shape)
-    if jnp.issubdtype(s.dtype, jnp.integer):
-      batch[name] = rng.integers(0, 2, shape).astype(s.dtype)
-    else:
-      batch[name] = rng.uniform(-1, 1, shape).astype(s.dtype)
-  return batch
-
-
-def flops_of(compiled) -> float | None:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older jax returns one dict per program
-    analysis = analysis[0] if analysis else {}
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
-
-
-def time_calls(call, steps: int) -> list[float]:
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(call())
-    times.append(time.perf_counter() - start)
-  return times
-
-
-def counting(function, counter: dict, name: str):
-  """`function`, counting how often jax traces it."""
-
-  @functools.wraps(function)
-  def traced(*args, **kwargs):
-    counter[name] = counter.get(name, 0) + 1
-    return function(*args, **kwargs)
-
-  return traced
-
-
-def report(name: str, compile_seconds: float, times: list[float], images: int, flops: float | None,
-           peak: float | None, traces: int) -> dict:
-  median = statistics.median(times)
-  line = (f"{name}: compile {compile_seconds:.2f} s | median {median * 1e3:.2f} ms "
-          f"(min {min(times) * 1e3:.2f}, max {max(times) * 1e3:.2f}, n={len(times)}) | "
-          f"{images / median:.1f} images/s")
-  if flops:
-    line += f" | {flops / 1e9:.2f} GFLOP/call | {flops / median / 1e12:.3f} TFLOP/s"
-    line += f" | MFU {100 * flops / median / peak:.1f}%" if peak else " | MFU n/a (unknown peak)"
-  line += f" | traced {traces}x"
-  print(line, flush=True)
-  return dict(name=name, compile_seconds=compile_seconds, median_seconds=median, images_per_second=images / median,
-              flops=flops, traces=traces)
-
-
-def benchmark(config, steps: int, what: list[str], peak_tflops: float = 0.0) -> list[dict]:
-  method = make_method(config)
-  counter: dict = {}
-  counted = dataclasses.replace(
-      method, steps={name: counting(fn, counter, name) for name, fn in method.steps.items()},
-      hallucinate=counting(method.hallucinate, counter, "hallucinate"))
-  mesh = sharding.make_mesh(config.mesh)
-  batch_size = config.train.batch_size
-  print(f"{config.method} | {jax.device_count()} × {jax.devices()[0].device_kind} | mesh {dict(mesh.shape)} | "
-        f"batch {batch_size} | {config.train.compute_dtype}", flush=True)
-  state, state_shardings = trainer.init_state(method, config, mesh, jax.random.key(config.seed))
-  frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(1), load=False)
-  clients = int(config.data.get("clients", 0))
-  leading = (clients, batch_size) if method.batch_axes == ("clients", "batch") else (batch_size,)
-  feed = feed_lib.Feed(config.data.copy_and_resolve_references(), mesh, method.batch_spec, method.batch_axes,
-                       batch_size)
-  feed.render = None   # random images, not renderer parameters
-  batch = feed(random_batch(method.batch_spec, leading))
-  rng_data = jax.random.key_data(jax.random.key(1))
-  peak = device_peak_flops(config.train.compute_dtype, peak_tflops)
-  images = int(np.prod(leading))
-  results = []
-
-  if "train_step" in what:
-    programs = trainer.jit_steps(counted, config, mesh, state_shardings, frozen_shardings)
-    for name, step in programs.items():
-      start = time.perf_counter()
-      compiled = step.lower(state, frozen, batch, rng_data).compile()
-      compile_seconds = time.perf_counter() - start
-      holder = {"state": state}
-
-      def call():
-        holder["state"], metrics = step(holder["state"], frozen, batch, rng_data)
-        return metrics
-
-      time_calls(call, 2)  # warm-up (donation makes the first real call allocate)
-      results.append(report(f"train_step[{name}]", compile_seconds, time_calls(call, steps), images,
-                            flops_of(compiled), peak, counter.get(name, 0)))
-      state = holder["state"]
-
-  if "hallucinate" in what:
-    generate = trainer.GridColumns(counted, mesh, state_shardings, frozen_shardings).jitted
-    start = time.perf_counter()
-    compiled = generate.lower(state, frozen, batch).compile()
-    compile_seconds = time.perf_counter() - start
-    call = lambda: generate(state, frozen, batch)
-    time_calls(call, 2)
-    results.append(report("hallucinate", compile_seconds, time_calls(call, steps), images,
-                          flops_of(compiled), peak, counter.get("hallucinate", 0)))
-  return results
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config = prepare_run(_CONFIG.value)
-  benchmark(config, _STEPS.value, _WHAT.value, _PEAK.value)
+    raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if _CONFIG.value is None and not _WORKDIR.value:
+    raise cli.UserError("Give --config=configs/<method>.py[:variant] or --workdir=RUN (see --help).")
+  from hallujax import benchmarking
+  config = cli.prepare_run(_CONFIG.value if _CONFIG.value is not None else cli.read_run_config(_WORKDIR.value))
+  benchmarking.benchmark(config, _STEPS.value, _WHAT.value, _PEAK.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

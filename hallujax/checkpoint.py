@@ -69,6 +69,10 @@ def short_reason(error: BaseException, limit: int = 160) -> str:
   return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
 
+class WorkdirInUseError(RuntimeError):
+  """Another run holds the workdir's lock."""
+
+
 class WorkdirLock:
   """`<workdir>/LOCK` holding host and pid while a run trains there (process 0 only).
 
@@ -94,7 +98,7 @@ class WorkdirLock:
         if other.get("host") == me["host"] and not _alive(other.get("pid", -1)):
           self.path.unlink(missing_ok=True)   # stale: its process is gone
           continue
-        raise RuntimeError(
+        raise WorkdirInUseError(
             f"{self.path.parent} is in use by another run (host {other.get('host')}, pid {other.get('pid')}, "
             f"since {other.get('since')}). Wait for it, use another --workdir, or delete {self.path} if that "
             f"run is gone.") from None

@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
       on_nonfinite="stop",     # or "skip": keep the previous state for that step and count it
       max_skipped_steps=100,   # with "skip": more non-finite steps than this in a row stop the run
       resume_step=0,           # resume from this checkpoint step (0 = the newest that restores)
+      profile_steps=0,         # > 0: a jax.profiler trace of this many steps after warm-up, in <workdir>/profile
   ))
   c.mesh = ml_collections.ConfigDict(dict(
       clients=1,               # devices on the clients axis (federated methods; 1 otherwise)

@@ -153,3 +153,17 @@ def write_grid(path, grid: np.ndarray) -> str:
   with path.open("wb") as file:
     Image.fromarray(grid).save(file, format="PNG")
   return str(path)
+
+
+def mosaic(images, columns: int) -> np.ndarray:
+  """uint8 tiling of NHWC images in [-1, 1], `columns` per row, black where the last row is short (samples of
+  one kind, where `image_grid` shows columns of different kinds)."""
+  from hallujax.data.pipeline import to_uint8
+  images = to_uint8(images)
+  count, height, width, channels = images.shape
+  rows = -(-count // columns)
+  grid = np.zeros((rows * height, columns * width, channels), np.uint8)
+  for index, image in enumerate(images):
+    row, column = divmod(index, columns)
+    grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
+  return grid

@@ -1,17 +1,20 @@
 """python -m hallujax.train --config configs/<method>.py[:variant] --workdir DIR [--config.a.b=value ...]
 
-Runs the same on a laptop CPU and on every host of a pod or GPU cluster
-(launch/ has the scripts): there each host runs this command with
---distributed, and jax.distributed.initialize finds the cluster (TPU pods,
-SLURM) or takes --coordinator_address/--num_processes/--process_id.
+Trains a method; run it again on the same --workdir and it resumes from the
+last checkpoint (a finished run answers at once). Runs the same on a laptop
+CPU and on every host of a pod or GPU cluster (launch/ has the scripts): there
+each host runs this command with --distributed, and jax.distributed.initialize
+finds the cluster (TPU pods, SLURM) or takes --coordinator_address,
+--num_processes and --process_id. Ctrl-C (or SIGTERM) saves a checkpoint at
+the current step and exits; a second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from hallujax.cli import parse_flags, prepare_run
+from hallujax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.",
                                           lock_config=True)
@@ -21,17 +24,26 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process only).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (multi-process only).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process only).")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  config = prepare_run(_CONFIG.value, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
-                       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if config is None or not workdir:
+    raise cli.UserError("Give --config=configs/<method>.py[:variant] and --workdir=DIR (see --help).")
+  done = cli.finished_step(workdir)
+  if done is not None and done >= config.train.steps:
+    print(f"Run already complete at step {done} (config.train.steps={config.train.steps}); results in {workdir}: "
+          f"images/, eval/ (python -m hallujax.evaluate --workdir {workdir}), TensorBoard events "
+          f"(tensorboard --logdir {workdir}). Raise --config.train.steps to train further.", flush=True)
+    return
+  cli.check_workdir(workdir)
+  config = cli.prepare_run(config, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+                           num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   from hallujax import trainer  # after jax.distributed.initialize
-  trainer.train(config, _WORKDIR.value)
+  trainer.train(config, workdir)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

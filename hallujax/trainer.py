@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import signal
+import threading
 import time
 from typing import Any
 
@@ -227,7 +229,58 @@ def nonfinite_leaves(tree, limit: int = 5) -> list[str]:
   return bad
 
 
-def write_run_config(config, workdir, frozen_sources: dict | None = None) -> None:
+class Interrupts:
+  """Ctrl-C and SIGTERM ask the loop to save and stop at the next step boundary; a second Ctrl-C exits at once.
+
+  The state is consistent between steps, so the checkpoint written then is a
+  normal one and the run resumes from it with the same command.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self.previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for number in (signal.SIGINT, signal.SIGTERM):
+        self.previous[number] = signal.signal(number, self.handle)
+    return self
+
+  def handle(self, number, frame):
+    if self.requested and number == signal.SIGINT:
+      raise KeyboardInterrupt   # the second Ctrl-C: stop now, without saving
+    self.requested = True
+    print(f"\n{time.strftime('%H:%M:%S')} {signal.Signals(number).name}: saving a checkpoint at the end of this "
+          f"step, then exiting (Ctrl-C again to exit at once).", flush=True)
+
+  def __exit__(self, *exc):
+    for number, handler in self.previous.items():
+      signal.signal(number, handler)
+    return False
+
+
+class Interrupted(Exception):
+  """The run stopped on Ctrl-C / SIGTERM after saving (the message says where)."""
+
+
+def state_bytes(abstract) -> int:
+  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract)))
+
+
+def describe_run(config, method: Method, mesh, abstract, frozen) -> str:
+  """One line: method, devices, mesh, data, parameter counts (what a run is before it compiles)."""
+  devices = jax.devices()
+  trained = sum(leaf.size for leaf in jax.tree.leaves(getattr(abstract, "params", abstract)))
+  frozen_count = sum(leaf.size for leaf in jax.tree.leaves(frozen))
+  d = config.data
+  return (f"{config.method}: {len(devices)} × {devices[0].device_kind} ({jax.process_count()} process"
+          f"{'es' if jax.process_count() > 1 else ''}), mesh {dict(mesh.shape)} | data {d.source} "
+          f"({d.get('pairing', '')}, {d.input_size}² → {d.target_size}²) | batch {config.train.batch_size} | "
+          f"{trained / 1e6:.2f}M trained and {frozen_count / 1e6:.2f}M frozen parameters | "
+          f"{config.train.compute_dtype}")
+
+
+def write_run_config(config, workdir) -> None:
   """The resolved config as `config.json` (process 0), so other commands can read the run's settings."""
   if jax.process_index() != 0:
     return
@@ -253,13 +306,18 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  with checkpoint_lib.WorkdirLock(workdir):
-    return _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter)
+  abstract, _ = abstract_state(method, config, mesh)
+  from hallujax.cli import check_free_space
+  check_free_space(str(workdir), state_bytes(abstract))
+  with checkpoint_lib.WorkdirLock(workdir), Interrupts() as interrupts:
+    return _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter, interrupts)
 
 
-def _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter) -> TrainResult:
+def _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter,
+                  interrupts: Interrupts) -> TrainResult:
   init_rng, frozen_rng, train_rng = jax.random.split(jax.random.key(config.seed), 3)
-  rng_data = jax.random.key_data(train_rng)
+  # A global (replicated) array: multi-host checkpoints can only save global arrays.
+  rng_data = put_global(jax.random.key_data(train_rng), sharding.replicated(mesh))
   checkpointer = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
   state, state_shardings = init_state(method, config, mesh, init_rng)
   data = pipeline.IteratorStateRecorder(iter(pipeline.train_dataset(
@@ -280,6 +338,8 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   if resumed is not None and jax.tree.leaves(frozen) and process_index == 0:
     print("Frozen networks reloaded from config.weights (they are never checkpointed).", flush=True)
   write_run_config(config, workdir)
+  if process_index == 0:
+    print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, state, frozen)}", flush=True)
 
   steps = jit_steps(method, config, mesh, state_shardings, frozen_shardings)
   eval_step = jit_eval_step(method, mesh, state_shardings, frozen_shardings)
@@ -299,6 +359,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   evaluation: dict = {}
   consumed = 0
   skipped_in_a_row = 0
+  profile_from = step + 2 if config.train.get("profile_steps", 0) > 0 else None   # after warm-up
 
   def flush() -> None:
     """Fetch pending metrics, stop on a non-finite step, log the window's means."""
@@ -341,7 +402,14 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     batch = next(batches)
     progress.waited(time.perf_counter() - waiting_since)
     progress.compiling(method.step_name(step), steps)
+    if step == profile_from:
+      jax.profiler.start_trace(str(workdir / "profile"))
     state, metrics = steps[method.step_name(step)](state, frozen, batch, rng_data)
+    if profile_from is not None and step == profile_from + config.train.profile_steps - 1:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      progress.say(f"Wrote a profile of steps {profile_from + 1}-{step + 1} to {workdir / 'profile'} "
+                   f"(tensorboard --logdir {workdir}, Profile tab; or ui.perfetto.dev).")
     step += 1
     consumed += 1
     pending.append((step, metrics))
@@ -362,9 +430,16 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
         path = images_lib.write_grid(workdir / "images" / f"step_{step:07d}.png", grid)
         writer.write_images(step, {"hallucinations": grid})
         logging.info("Wrote %s (columns: %s)", path, " | ".join(columns))
-    if checkpoint_now:
+    stop_now = interrupts.requested if process_count == 1 else checkpointer.manager.reached_preemption(step)
+    if stop_now and not checkpoint_now:
+      flush()
+    if checkpoint_now or stop_now:
       checkpointer.save(step, state, rng_data, data.state_after(consumed))
       last_good_step = step
+    if stop_now:
+      checkpointer.close()
+      writer.close()
+      raise Interrupted(f"Stopped at step {step}: saved {checkpointer.path(step)}; run the same command to resume.")
 
   flush()
   writer.close()

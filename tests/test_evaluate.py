@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hallujax import evaluate, trainer
+from hallujax import evaluation as evaluate, trainer
 from hallujax.metrics import image_quality
 from tests.tiny import tiny_config
 

@@ -352,14 +352,14 @@ def test_lazy_regularization_adam_correction():
 
 
 def test_sample_grid_from_a_saved_rosinality_file(torch_generator, tmp_path):
-  from hallujax import sample
+  from hallujax import images as images_lib, sampling as sample
   path = tmp_path / "tiny.pt"
   torch.save({"g_ema": torch_generator.state_dict()}, path)  # no latent_avg: estimated for truncation
   generator, variables = sample.generator_from_checkpoint(str(path), None, allow_pickle=False, truncation=0.7)
   assert float(jnp.max(jnp.abs(variables["buffers"]["mapping"]["w_avg"]))) > 0
   images = sample.sample(generator, variables, num=5, truncation=0.7, seed=0)
   assert images.shape == (5, RESOLUTION, RESOLUTION, 3) and np.abs(images).max() <= 1
-  grid = sample.image_grid(images, columns=3)
+  grid = images_lib.mosaic(images, columns=3)
   assert grid.shape == (2 * RESOLUTION, 3 * RESOLUTION, 3) and grid.dtype == np.uint8
   assert grid[RESOLUTION:, 2 * RESOLUTION:].max() == 0   # the missing sixth tile is black
 

@@ -45,7 +45,7 @@ class TinyFaces:
     target = np.kron(coarse, np.ones((self.size // 4, self.size // 4, 1))).astype(np.uint8)
     low = target.reshape(self.size // self.factor, self.factor, self.size // self.factor, self.factor, 3)
     return {"input": low.mean(axis=(1, 3)).astype(np.uint8), "target": target,
-            "identity": np.int32(identity)}
+            "identity": np.int32(identity), "index": np.int32(index)}
 
 
 class Upsampler(nn.Module):
@@ -167,3 +167,9 @@ def tiny_config() -> ml_collections.ConfigDict:
   c.train.warmup_steps = 1
   c.train.colour_weight = 0.5
   return c
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """`--config=tests/tiny.py` for command-line tests (launch/local_processes.sh); no variants."""
+  del variant
+  return tiny_config()

@@ -1,12 +1,14 @@
 """grain pipelines: source -> resized float examples -> per-process batches.
 
 Training data is shuffled deterministically from ``config.seed`` (grain
-shuffles indices, so the whole split is one global shuffle with no buffer),
-repeated without end, and sharded by process: process ``i`` of ``n`` reads
-every ``n``-th example and makes ``batch_size / n`` of each global batch
-(the trainer assembles the global batch with
-``jax.make_array_from_process_local_data``). Evaluation data is the first
-``eval_batches`` batches of the validation split, in order.
+shuffles indices, so the whole split is one global shuffle with no buffer)
+and repeated without end. Every process computes the same order; process
+``i`` of ``n`` reads its ``batch_size / n`` slice of each global batch
+(``ProcessSlice``; the trainer assembles the global batch with
+``jax.make_array_from_process_local_data``), so training is the same for any
+number of processes. Evaluation data is the first ``eval_batches`` batches of
+the validation split, in order. With ``config.data.clients`` = K each client
+reads its own partition and batches are (K, B, ...).
 
 The iterator's position is part of every checkpoint, so a resumed run reads
 exactly the batches the uninterrupted run would have read.
@@ -179,6 +181,34 @@ class Subset:
     return self.source[int(self.indices[index])]
 
 
+class ProcessSlice:
+  """Process i's part of every global batch of `ordered` (a shuffled or plain MapDataset).
+
+  Global batch k is elements [k·G, (k+1)·G) of the one order every process
+  computes alike; process i reads its L = G / n of them, [k·G + i·L, k·G + (i+1)·L).
+  So the global batches, and the training, are the same for any process count,
+  and no example appears twice within a global batch.
+  """
+
+  def __init__(self, ordered, process_index: int, process_count: int, local_batch: int):
+    self.ordered, self.index, self.count, self.local = ordered, process_index, process_count, local_batch
+    self.global_batch = local_batch * process_count
+
+  def __len__(self) -> int:
+    return (len(self.ordered) // self.global_batch) * self.local
+
+  def __getitem__(self, position: int):
+    batch, offset = divmod(int(position), self.local)
+    return self.ordered[batch * self.global_batch + self.index * self.local + offset]
+
+
+def _process_view(dataset: grain.MapDataset, process_index: int, process_count: int,
+                  local_batch: int) -> grain.MapDataset:
+  if process_count == 1:
+    return dataset
+  return grain.MapDataset.source(ProcessSlice(dataset, process_index, process_count, local_batch))
+
+
 def _batched(dataset: grain.MapDataset, prepare, batch_size: int) -> grain.MapDataset:
   if prepare is not None:
     dataset = dataset.map(prepare)
@@ -194,9 +224,10 @@ def _client_datasets(config, split: str, examples, prepare, batch_size: int, pro
   """One dataset of (K, batch_size, ...) batches: client k's batch i is its own partition's i-th batch."""
   per_client = []
   for k, indices in enumerate(client_partitions(config, split, len(examples))):
-    dataset = grain.MapDataset.source(Subset(examples, indices))[process_index::process_count]
+    dataset = grain.MapDataset.source(Subset(examples, indices))
     if shuffle:
       dataset = dataset.seed(config.seed + k).shuffle().repeat()
+    dataset = _process_view(dataset, process_index, process_count, batch_size)
     per_client.append(_batched(dataset, prepare, batch_size))
   length = min(len(d) for d in per_client)
   return grain.MapDataset.range(length).map(lambda i: _stack_clients([d[i] for d in per_client]))
@@ -210,9 +241,8 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
     dataset = _client_datasets(config, "train", examples, prepare, batch_size, process_index, process_count,
                                shuffle=True)
   else:
-    dataset = (grain.MapDataset.source(examples)[process_index::process_count]
-               .seed(config.seed).shuffle().repeat())
-    dataset = _batched(dataset, prepare, batch_size)
+    dataset = grain.MapDataset.source(examples).seed(config.seed).shuffle().repeat()
+    dataset = _batched(_process_view(dataset, process_index, process_count, batch_size), prepare, batch_size)
   iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
   if config.data.worker_count > 0:
     iter_dataset = iter_dataset.mp_prefetch(
@@ -229,7 +259,8 @@ def eval_batches(config, split: str = "validation", *, process_index: int = 0,
     dataset = _client_datasets(config, split, examples, prepare, batch_size, process_index, process_count,
                                shuffle=False)
   else:
-    dataset = _batched(grain.MapDataset.source(examples)[process_index::process_count], prepare, batch_size)
+    dataset = _batched(_process_view(grain.MapDataset.source(examples), process_index, process_count, batch_size),
+                       prepare, batch_size)
   count = min(config.train.eval_batches, len(dataset))
   if count == 0:
     raise ValueError(

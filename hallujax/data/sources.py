@@ -36,18 +36,23 @@ SOURCES = {
 }
 
 
+def source_location(name: str) -> tuple[str, str]:
+  """(module, class) of a source name, or a ValueError listing the known ones (imports nothing)."""
+  if ":" in name:  # a user's own source class, "package.module:ClassName"
+    module_name, class_name = name.split(":")
+    return module_name, class_name
+  if name in SOURCES:
+    module_name, class_name = SOURCES[name].split(":")
+    return module_name, class_name
+  raise ValueError(
+      f"config.data.source={name!r} is not a known source. "
+      f"Known sources: {', '.join(SOURCES)}; or your own class as 'package.module:ClassName'.")
+
+
 def make_source(data_config, split: str):
   """The data source `data_config.source` for `split`."""
   if split not in ("train", "validation", "test"):
     raise ValueError(f"split={split!r}; expected one of train, validation, test.")
-  name = data_config.source
-  if ":" in name:  # a user's own source class, "package.module:ClassName"
-    module_name, class_name = name.split(":")
-  elif name in SOURCES:
-    module_name, class_name = SOURCES[name].split(":")
-  else:
-    raise ValueError(
-        f"config.data.source={name!r} is not a known source. "
-        f"Known sources: {', '.join(SOURCES)}; or your own class as 'package.module:ClassName'.")
+  module_name, class_name = source_location(data_config.source)
   source_class = getattr(importlib.import_module(module_name), class_name)
   return source_class(data_config, split)

@@ -1,0 +1,271 @@
+"""The evaluation behind ``python -m hallujax.evaluate --workdir RUN [--config ...] [--step N] [--split test]``.
+
+Restores the run's latest (or given) checkpoint, hallucinates the config's
+evaluation split and writes, under ``RUN/eval/``. Without --config the run's
+own resolved config (``RUN/config.json``) is used, overrides included:
+
+* ``step_<N>_<split>.json``: every number below, per row;
+* ``step_<N>_<split>.md``: a markdown table, one row per output column of the
+  method's ``hallucinate`` (its "output", the "bicubic" baseline, and any
+  intermediate result such as a coarse stage), plus one row per run given
+  with ``--compare`` (other checkpoints of the same config);
+* ``step_<N>_<split>_hardest.png`` / ``_easiest.png``: image grids of the
+  examples with the lowest and highest output PSNR.
+
+Columns: PSNR and SSIM on 0-255 images, RGB and Y channel
+(``hallujax.metrics.image_quality``); with a recognizer (an in-project ArcFace
+run, ``--recognizer_config`` + ``--recognizer_workdir``, or insightface
+arcface_torch weights, ``--arcface_weights``): the mean cosine similarity of
+hallucinated and ground-truth embeddings, verification AUC and VR at FAR = 1%
+and 0.1% over all (hallucinated, ground truth) pairs, and Rank-1 / Rank-5
+identification of the hallucinated faces against a gallery of one
+ground-truth image per identity (``hallujax.metrics.identity``). Where the
+data carry a yaw angle, PSNR / SSIM per 15° yaw bucket too (VividGAN's table).
+The method's own ``eval_step`` values are averaged and reported as well.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+from hallujax import images as images_lib
+from hallujax import trainer
+from hallujax.cli import load_config_file
+from hallujax.data import feed as feed_lib, pipeline
+from hallujax.methods import get_method
+from hallujax.metrics import identity, image_quality
+
+NOT_CANDIDATES = ("target", "lr", "input")
+YAW_BUCKET_DEGREES = 15
+
+
+def all_processes(local_values: list[np.ndarray]) -> np.ndarray:
+  """Per-batch host values of this process -> the global values in the global batch order."""
+  if jax.process_count() == 1:
+    return np.concatenate(local_values)
+  from jax.experimental import multihost_utils
+  gathered = [np.asarray(multihost_utils.process_allgather(v)).reshape(-1, *np.shape(v)[1:]) for v in local_values]
+  return np.concatenate(gathered)
+
+
+def resize_to(images: jax.Array, size: int) -> jax.Array:
+  if images.shape[1] == size and images.shape[2] == size:
+    return images
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bilinear")
+
+
+def in_project_recognizer(config_spec: str, workdir: str, step: int | None = None) -> Callable:
+  """Embedding function of an ArcFace run trained with configs/arcface.py."""
+  recognizer_config = load_config_file(config_spec)
+  module = get_method(recognizer_config.method)
+  if not hasattr(module, "embed_function"):
+    raise ValueError(f"--recognizer_config names method {recognizer_config.method!r}, which has no "
+                     "embed_function(); use an ArcFace run (configs/arcface.py).")
+  _, state, restored_step, _ = trainer.restore_run(recognizer_config, workdir, step)
+  embed = module.embed_function(recognizer_config)
+  size = recognizer_config.data.target_size
+  logging.info("Recognizer: %s step %d (%dx%d faces)", workdir, restored_step, size, size)
+  return jax.jit(lambda images: embed(state, resize_to(images, size)))
+
+
+def arcface_torch_recognizer(path: str, stage_sizes: tuple[int, ...]) -> Callable:
+  """Embedding function of an insightface arcface_torch iResNet checkpoint (112x112 faces)."""
+  from hallujax.convert.arcface import load_arcface  # pylint: disable=import-outside-toplevel
+  from hallujax.models.recognition import ResNetFace  # pylint: disable=import-outside-toplevel
+  model = ResNetFace(stage_sizes=stage_sizes)
+  variables = load_arcface(path, model)
+  logging.info("Recognizer: arcface_torch iResNet from %s", path)
+  return jax.jit(lambda images: model.apply(variables, resize_to(images, 112), train=False))
+
+
+@jax.jit
+def image_scores(images: jax.Array, references: jax.Array) -> dict[str, jax.Array]:
+  unit = image_quality.from_unit_range
+  images, references = unit(images), unit(references)
+  return {"psnr": image_quality.psnr(images, references), "ssim": image_quality.ssim(images, references),
+          "psnr_y": image_quality.psnr(images, references, y_channel=True),
+          "ssim_y": image_quality.ssim(images, references, y_channel=True)}
+
+
+class Row:
+  """Per-example values (and embeddings) of one set of hallucinated images."""
+
+  def __init__(self):
+    self.scores = collections.defaultdict(list)
+    self.embeddings = []
+
+  def add(self, scores: dict, embeddings=None):
+    for name, values in scores.items():
+      self.scores[name].append(np.asarray(values))
+    if embeddings is not None:
+      self.embeddings.append(np.asarray(embeddings))
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {name: np.concatenate(values) for name, values in self.scores.items()}
+
+
+def identity_summary(embeddings: np.ndarray, target_embeddings: np.ndarray, labels: np.ndarray) -> dict:
+  """Cosine to ground truth, verification over all pairs, Rank-1/5 with one gallery image per identity."""
+  same = labels[:, None] == labels[None, :]
+  scores = np.asarray(identity.cosine_similarity_matrix(embeddings, target_embeddings))
+  verification = identity.verification_summary(scores.ravel(), same.ravel())
+  _, first = np.unique(labels, return_index=True)
+  ranks = identity.identification_rates(embeddings, labels, target_embeddings[first], labels[first], ranks=(1, 5))
+  return {
+      "identity_cosine": float(np.mean(np.diag(scores))),
+      "verification_auc": float(verification["auc"]),
+      "vr_at_far_1e-2": float(verification["vr_at_far_1e-2"]),
+      "vr_at_far_1e-3": float(verification["vr_at_far_1e-3"]),
+      "rank1": float(ranks[1]),
+      "rank5": float(ranks[5]),
+  }
+
+
+def yaw_buckets(values: np.ndarray, yaw: np.ndarray) -> dict[str, float]:
+  buckets = {}
+  edges = np.floor(np.abs(yaw) / YAW_BUCKET_DEGREES).astype(int) * YAW_BUCKET_DEGREES
+  for edge in np.unique(edges):
+    buckets[f"{edge}-{edge + YAW_BUCKET_DEGREES}"] = float(np.mean(values[edges == edge]))
+  return buckets
+
+
+def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, recognizer, row_prefix: str,
+                      include_baselines: bool) -> tuple[dict[str, Row], dict, dict, float]:
+  """Runs the jitted `hallucinate` (and `eval_step`, unless None) + metrics over `batches`.
+
+  Returns rows, eval_step means, the images of every column (uint8) and images/s.
+  """
+  rows: dict[str, Row] = collections.defaultdict(Row)
+  eval_totals = collections.defaultdict(list)
+  kept = collections.defaultdict(list)
+  start, timed_images = None, 0
+  for index, host_batch in enumerate(batches):
+    if index == 1:
+      start = time.perf_counter()  # the first batch pays for compilation
+    batch = feed(host_batch)
+    columns = jax.device_get(hallucinate(state, frozen, batch))
+    if eval_step is not None:
+      for name, values in jax.device_get(eval_step(state, frozen, batch)).items():
+        eval_totals[name].append(np.asarray(values))
+    target = columns.get("target", np.asarray(host_batch["target"]))
+    target_embeddings = recognizer(target) if recognizer else None
+    for name, images in columns.items():
+      if name in NOT_CANDIDATES or images.shape != target.shape:
+        continue
+      if name == "output":
+        row_name = row_prefix
+      elif include_baselines:
+        row_name = name if name == "bicubic" else f"{row_prefix}:{name}"
+      else:
+        continue
+      rows[row_name].add(image_scores(images, target), recognizer(images) if recognizer else None)
+    if recognizer:
+      rows["__target__"].add({}, target_embeddings)
+    for name, images in columns.items():
+      kept[name].append(pipeline.to_uint8(np.asarray(images)))
+    if index >= 1:
+      jax.block_until_ready(columns)
+      timed_images += target.shape[0]
+  seconds = time.perf_counter() - start if start is not None else float("nan")
+  eval_means = {name: float(np.mean(np.concatenate(values))) for name, values in eval_totals.items()}
+  kept = {name: np.concatenate(values) for name, values in kept.items()}
+  return rows, eval_means, kept, (timed_images / seconds if timed_images else float("nan"))
+
+
+def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray | None) -> dict[str, dict]:
+  summary = {}
+  target_row = rows.get("__target__")
+  for name, row in rows.items():
+    if name == "__target__":
+      continue
+    arrays = row.arrays()
+    entry = {metric: float(np.mean(values)) for metric, values in arrays.items()}
+    if target_row is not None and row.embeddings and labels is not None:
+      entry.update(identity_summary(np.concatenate(row.embeddings), np.concatenate(target_row.embeddings), labels))
+    if yaw is not None:
+      entry["psnr_by_yaw"] = yaw_buckets(arrays["psnr"], yaw)
+      entry["ssim_by_yaw"] = yaw_buckets(arrays["ssim"], yaw)
+    summary[name] = entry
+  return summary
+
+
+def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> str:
+  columns = ["psnr", "ssim", "psnr_y", "ssim_y", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
+             "vr_at_far_1e-3", "rank1", "rank5"]
+  present = [c for c in columns if any(c in entry for entry in summary.values())]
+  lines = [f"# {title}", "", "| row | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+  for name, entry in summary.items():
+    cells = [f"{entry[c]:.4f}" if c in entry else "" for c in present]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  for name, entry in summary.items():
+    if "psnr_by_yaw" in entry:
+      lines += ["", f"{name}: PSNR / SSIM by |yaw| (degrees)", ""]
+      lines += [f"- {bucket}: {entry['psnr_by_yaw'][bucket]:.3f} / {entry['ssim_by_yaw'][bucket]:.4f}"
+                for bucket in entry["psnr_by_yaw"]]
+  return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
+
+
+def save_grid(path: epath.Path, kept: dict, indices: np.ndarray) -> None:
+  columns = {name: images[indices] for name, images in kept.items()}
+  grid = images_lib.image_grid({name: images.astype(np.float32) / 127.5 - 1.0 for name, images in columns.items()},
+                               max_rows=len(indices))
+  images_lib.write_grid(path, grid)
+
+
+def evaluate(config, workdir: str, *, step: int | None = None, split: str = "test", batches: int | None = None,
+             compare: tuple[str, ...] = (), recognizer: Callable | None = None, grid_rows: int = 8) -> dict:
+  """Evaluates the run in `workdir` (and the runs in `compare`) on `split`; writes and returns the report."""
+  if batches is not None:
+    config = config.copy_and_resolve_references()
+    config.train.eval_batches = batches
+  method, state, step, mesh = trainer.restore_run(config, workdir, step)
+  _, state_shardings = trainer.abstract_state(method, config, mesh)
+  frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(0))
+  feed = feed_lib.feed_for(config, mesh, method)
+  host_batches = pipeline.eval_batches(config, split, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+  labels = all_processes([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
+  yaw = all_processes([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
+  run_name = os.path.basename(os.path.normpath(workdir))
+  hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
+  eval_step = jax.jit(method.eval_step, out_shardings=trainer.sharding.replicated(mesh))
+  rows, eval_means, kept, images_per_second = hallucinate_split(
+      hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True)
+  for other in compare:
+    _, other_state, other_step, _ = trainer.restore_run(config, other, None)
+    other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, frozen, feed, host_batches, recognizer,
+                                            f"{os.path.basename(os.path.normpath(other))}@{other_step}",
+                                            include_baselines=False)
+    rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
+  summary = summarize(rows, labels, yaw)
+  notes = [f"{config.method}, {workdir} step {step}, split {split!r}: {len(host_batches)} batches of "
+           f"{config.train.batch_size} ({config.data.source}).",
+           f"Throughput (hallucinate + metrics, after compilation): {images_per_second:.1f} images/s on "
+           f"{jax.devices()[0].platform}."]
+  if recognizer is None:
+    notes.append("No recognizer given (--recognizer_workdir or --arcface_weights): identity metrics not computed.")
+  report = {"method": config.method, "workdir": str(workdir), "step": step, "split": split,
+            "examples": int(sum(len(b["target"]) for b in host_batches)), "rows": summary,
+            "eval_step": eval_means, "images_per_second": images_per_second}
+  directory = epath.Path(workdir) / "eval"
+  stem = f"step_{step}_{split}"
+  report["files"] = str(directory / stem)
+  if jax.process_index() != 0:   # every process computed the same report; process 0 writes it
+    return report
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / f"{stem}.json").write_text(json.dumps(report, indent=2))
+  (directory / f"{stem}.md").write_text(markdown_table(summary, f"{config.method} evaluation", notes))
+  if run_name in rows:
+    order = np.argsort(rows[run_name].arrays()["psnr"])
+    save_grid(directory / f"{stem}_hardest.png", kept, order[:grid_rows])
+    save_grid(directory / f"{stem}_easiest.png", kept, order[::-1][:grid_rows])
+  return report
