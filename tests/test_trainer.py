@@ -188,3 +188,30 @@ def test_eta_prices_each_phase_at_its_own_rate(monkeypatch):
   line(20, {})                       # "fast" at 1 step/s
   line.rates["slow"] = 0.1           # as measured once the slow phase has run
   assert line.eta(20, 1.0) == pytest.approx(30 / 1.0 + 50 / 0.1)
+
+
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(tmp_path, capsys):
+  config = tiny_config()
+  config.train.update(steps=4, checkpoint_every=2, keep_checkpoints=3)
+  straight = trainer.train(config, tmp_path / "straight")
+  trainer.train(config, tmp_path / "run")
+  latest = epath.Path(tmp_path) / "run" / "checkpoints" / "4"
+  (latest / "state" / "_METADATA").unlink()       # as a crash or a bad disk could leave it
+  resumed = trainer.train(config, tmp_path / "run")
+  out = capsys.readouterr().out
+  assert "Checkpoint 4 does not restore" in out and "Resuming from" in out and "(step 2)" in out
+  aside = [p.name for p in (epath.Path(tmp_path) / "run" / "checkpoints").iterdir() if "unreadable" in p.name]
+  assert len(aside) == 1 and aside[0].startswith("4.unreadable-")   # kept, renamed, never deleted
+  chex.assert_trees_all_close(params_of(straight), params_of(resumed), atol=0, rtol=0)
+
+
+def test_a_stale_workdir_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
+  import socket
+  lock = epath.Path(tmp_path) / checkpoint.LOCK_FILE
+  lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "since": "yesterday"}))
+  with checkpoint.WorkdirLock(tmp_path):     # the process that wrote it is gone: taken over
+    assert json.loads(lock.read_text())["pid"] == __import__("os").getpid()
+    with pytest.raises(checkpoint.WorkdirInUseError, match="in use by another run"):
+      with checkpoint.WorkdirLock(tmp_path):
+        pass
+  assert not lock.exists()

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hallujax.models.recognition import PReLU
+from hallujax.nn.torch_layers import PReLU
 
 Dtype = Any
 

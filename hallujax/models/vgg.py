@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hallujax.models.recognition import batch_norm, conv_init, torch_conv, torch_padding
+from hallujax.nn.torch_layers import batch_norm, conv_init, torch_conv, torch_padding
 
 Dtype = Any
 
