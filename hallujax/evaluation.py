@@ -27,6 +27,7 @@ The method's own ``eval_step`` values are averaged and reported as well.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import time
@@ -46,6 +47,16 @@ from hallujax.metrics import identity, image_quality
 
 NOT_CANDIDATES = ("target", "lr", "input")
 YAW_BUCKET_DEGREES = 15
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
 
 
 def all_processes(local_values: list[np.ndarray]) -> np.ndarray:
@@ -229,7 +240,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
     config.train.eval_batches = batches
   method, state, step, mesh = trainer.restore_run(config, workdir, step)
   _, state_shardings = trainer.abstract_state(method, config, mesh)
-  frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(0))
+  with quiet_warnings():   # where the frozen weights come from was said when the run trained
+    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(0))
   feed = feed_lib.feed_for(config, mesh, method)
   host_batches = pipeline.eval_batches(config, split, process_index=jax.process_index(),
                                        process_count=jax.process_count())

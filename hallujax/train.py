@@ -11,6 +11,9 @@ the current step and exits; a second Ctrl-C exits at once.
 
 from __future__ import annotations
 
+import sys
+import time
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -39,6 +42,8 @@ def main(argv):
           f"(tensorboard --logdir {workdir}). Raise --config.train.steps to train further.", flush=True)
     return
   cli.check_workdir(workdir)
+  print(f"{time.strftime('%H:%M:%S')} hallujax.train: {config.method} ({cli.config_argument(sys.argv) or ''}) -> "
+        f"{workdir}; starting JAX", flush=True)
   config = cli.prepare_run(config, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
                            num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   from hallujax import trainer  # after jax.distributed.initialize

@@ -309,6 +309,10 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   abstract, _ = abstract_state(method, config, mesh)
   from hallujax.cli import check_free_space
   check_free_space(str(workdir), state_bytes(abstract))
+  if process_index == 0:
+    frozen_abstract = jax.eval_shape(method.init_frozen, jax.random.key(0))
+    print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, abstract, frozen_abstract)}", flush=True)
+    print(f"{time.strftime('%H:%M:%S')} initializing the networks (one compiled program) ...", flush=True)
   with checkpoint_lib.WorkdirLock(workdir), Interrupts() as interrupts:
     return _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter, interrupts)
 
@@ -338,8 +342,6 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   if resumed is not None and jax.tree.leaves(frozen) and process_index == 0:
     print("Frozen networks reloaded from config.weights (they are never checkpointed).", flush=True)
   write_run_config(config, workdir)
-  if process_index == 0:
-    print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, state, frozen)}", flush=True)
 
   steps = jit_steps(method, config, mesh, state_shardings, frozen_shardings)
   eval_step = jit_eval_step(method, mesh, state_shardings, frozen_shardings)
