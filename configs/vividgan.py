@@ -41,7 +41,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       heatmap_sigma=1.0,             # Gaussian of the landmark heatmaps, in heatmap pixels (not given)
       # Widths are not given in the paper (Table IV: 103 MB of parameters for the coarse network,
       # 242 MB in all); ours: encoder width at 16², then one FT module per ×2 (16 -> 128).
-      coarse=dict(widths=(512, 256, 128, 64), localization_features=32),
+      # bicubic_skip (not in the paper): the coarse face = bicubic(LR) + the network's residual,
+      # starting at bicubic; hallujax/models/vividgan.py CoarseNetwork says why.
+      coarse=dict(widths=(512, 256, 128, 64), localization_features=32, bicubic_skip=True),
       # Our stand-in for the detector [57]: an hourglass with 32² heatmaps for 128² faces.
       landmarks=dict(features=64, num_stacks=1, depth=3, reduction=4),
       touching_up=dict(widths=(32, 64, 128)),
@@ -74,9 +76,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # update in stages (i) and (iii), the U-Nets in (ii) and (iii), the fine network in (iii) only).
   joint_rate = 1e-4
   c.optim = ml_collections.ConfigDict(dict(
-      coarse=dict(name="adam", learning_rate=1e-3, boundaries=coarse_steps, values=joint_rate),
-      landmarks=dict(name="adam", learning_rate=1e-3, boundaries=coarse_steps, values=joint_rate),
-      touching_up=dict(name="adam", learning_rate=1e-3, boundaries=touching_up_steps, values=joint_rate),
+      coarse=dict(name="adam", learning_rate=1e-3, boundaries=coarse_steps, rates=joint_rate),
+      landmarks=dict(name="adam", learning_rate=1e-3, boundaries=coarse_steps, rates=joint_rate),
+      touching_up=dict(name="adam", learning_rate=1e-3, boundaries=touching_up_steps, rates=joint_rate),
       fine=dict(name="adam", learning_rate=1e-3),
       # The discriminators are "other networks" (10^-4); β1 = 0.5 as DCGAN (not given).
       coarse_discriminator=dict(name="adam", learning_rate=joint_rate, b1=0.5),
@@ -88,7 +90,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # ×8 as the paper, at 8² -> 64²: component boxes scale to 16×16 eyes and nose, 12×24 mouth.
     c.data.update(input_size=8, target_size=64, num_identities=32, train_size=4096, eval_size=64)
     c.model.update(
-        coarse=dict(widths=(64, 32, 32, 16), localization_features=8),
+        coarse=dict(widths=(64, 32, 32, 16), localization_features=8, bicubic_skip=True),
         landmarks=dict(features=16, num_stacks=1, depth=2, reduction=4),
         touching_up=dict(widths=(8, 16, 32)),
         fine=dict(encoder_widths=(16, 32, 32), hourglass_stacks=1, hourglass_depth=2, embedding=16, sigma=1.0),

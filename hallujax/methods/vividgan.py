@@ -23,9 +23,9 @@ Three stages (§III-E), three named steps chosen on the host by ``schedule``:
 
 Landmarks of the coarse face (open choice; paper §III-B.1: "the landmark
 localization can be obtained by a widely-used facial landmark detector [57]"):
-a small hourglass landmark estimator, trained in stages (i) and (iii) with
-the heatmap loss of Eq. 6 on the frontal ground truth and on the (gradient-
-stopped) coarse faces, both against heatmaps of the target's 68 points. The
+a small hourglass landmark estimator with soft-argmax read-out, trained in
+stages (i) and (iii) on the frontal ground truth and on the (gradient-stopped)
+coarse faces, both against the target's 68 points (L1 on coordinates). The
 components are cropped at its predicted landmarks in the joint stage and at
 test time (``model.train_crop_landmarks="target"`` crops at the target's
 landmarks during training instead); stage (ii) crops at the target's.
@@ -144,7 +144,8 @@ def make(config) -> Method:
   sigma = float(m.heatmap_sigma)
 
   nets = dict(
-      coarse=networks.CoarseNetwork(tuple(m.coarse.widths), m.coarse.localization_features, dtype),
+      coarse=networks.CoarseNetwork(tuple(m.coarse.widths), m.coarse.localization_features,
+                                     bool(m.coarse.bicubic_skip), dtype),
       landmarks=networks.LandmarkEstimator(m.landmarks.features, m.landmarks.num_stacks, m.landmarks.depth,
                                            m.landmarks.reduction, dtype),
       fine=networks.FineIntegration(tuple(m.fine.encoder_widths), m.fine.hourglass_stacks, m.fine.hourglass_depth,
@@ -212,15 +213,19 @@ def make(config) -> Method:
     return mean_squared_error(output_features, jax.lax.stop_gradient(target_features))
 
   def landmark_estimates(params, coarse):
-    """(heatmaps of every stack, (B, 68, 2) landmarks) of the coarse face; no gradient reaches it."""
+    """(B, 68, 2) landmarks of the coarse face (soft-argmax of the last stack); no gradient reaches it."""
     heads = apply(params, "landmarks", jax.lax.stop_gradient(coarse))
-    return heads, networks.landmarks_from_heatmaps(heads[-1], image_size)
+    return jax.lax.stop_gradient(networks.soft_argmax_landmarks(heads[-1], image_size))
 
-  def landmark_loss(params, coarse, target, target_heatmaps):
-    """Eq. 6 for the estimator, on the ground truth and on the coarse face (this loss trains only it)."""
+  def landmark_loss(params, coarse, target, landmarks):
+    """The estimator's loss, on the ground truth and on the coarse face (it trains only the estimator):
+    the mean L1 distance of soft-argmax landmarks to the target's, in heatmap pixels, over every stack."""
     both = jnp.concatenate([target, jax.lax.stop_gradient(coarse)])
+    reference = jnp.concatenate([landmarks, landmarks])
     heads = apply(params, "landmarks", both)
-    return heatmap_loss(heads, jnp.concatenate([target_heatmaps, target_heatmaps]))
+    scale = heatmap_size / image_size
+    return sum(jnp.mean(jnp.abs(networks.soft_argmax_landmarks(h, image_size) - reference)) * scale
+               for h in heads) / len(heads)
 
   def component_prior(params, coarse, crop_landmarks, target, target_landmarks):
     """(prior image or None, L_T's pieces): the component appearance prior of §III-B.1 / §IV."""
@@ -278,14 +283,13 @@ def make(config) -> Method:
     """Stage (i): the coarse network with L_C (Eq. 9), the landmark estimator, Coarse-D (Eq. 7)."""
     del rng
     lr, target = batch["input"], batch["target"]
-    target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, heatmap_size, sigma)
     trained = ("coarse", "landmarks")
 
     def loss_fn(trained_params):
       params = dict(state.params, **trained_params)
       coarse = apply(params, "coarse", lr)
       terms = coarse_terms(params, frozen, coarse, target)
-      landmarks = landmark_loss(params, coarse, target, target_heatmaps)
+      landmarks = landmark_loss(params, coarse, target, batch["landmarks"])
       l_coarse = weighted(terms, coarse_weights, "coarse_")
       return l_coarse + landmarks, (terms, l_coarse, landmarks, coarse)
 
@@ -319,7 +323,7 @@ def make(config) -> Method:
     """Everything of Fig. 2 for one batch: coarse, prior, fine face, heatmaps (and L_T's pieces)."""
     del frozen
     coarse = apply(params, "coarse", batch["input"])
-    _, predicted = landmark_estimates(params, coarse)
+    predicted = landmark_estimates(params, coarse)
     crop_landmarks = batch["landmarks"] if training and m.train_crop_landmarks == "target" else predicted
     prior, touching = component_prior(params, coarse, crop_landmarks, batch["target"], batch["landmarks"])
     fine, fine_heatmaps = apply(params, "fine", coarse, prior)
@@ -330,7 +334,6 @@ def make(config) -> Method:
     """Stage (iii): L_G = L_C + L_T + L_F (Eq. 12) for the generator networks, L_D for both discriminators."""
     del rng
     target = batch["target"]
-    target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, heatmap_size, sigma)
     fine_target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, fine_heatmap_size, sigma)
     trained = tuple(name for name in ("coarse", "landmarks", "touching_up", "fine") if name in nets)
 
@@ -349,7 +352,7 @@ def make(config) -> Method:
       l_fine = weighted(fine_terms, fine_weights, "fine_")
       l_touching = (touching_up_loss(*out["touching"]) if out["touching"] is not None
                     else jnp.zeros((), jnp.float32))
-      landmarks = landmark_loss(params, coarse, target, target_heatmaps)
+      landmarks = landmark_loss(params, coarse, target, batch["landmarks"])
       total = l_coarse + touching_weight * l_touching + l_fine
       return total + landmarks, (dict(terms, **fine_terms), dict(
           generator=total, coarse=l_coarse, touching_up=l_touching, fine=l_fine, landmarks=landmarks),
