@@ -28,7 +28,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                  checkpoint_every=1_000)
   c.optim = ml_collections.ConfigDict(dict(recognizer=dict(
       name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
-      boundaries=(5_850, 7_020), values=(1e-3, 1e-4))))   # epochs 15 and 18 of 20
+      boundaries=(5_850, 7_020), rates=(1e-3, 1e-4))))   # epochs 15 and 18 of 20
 
   if name == "smoke":
     c.data.update(input_size=8, target_size=32, num_identities=16, train_size=2048, eval_size=64)

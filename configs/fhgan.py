@@ -31,26 +31,33 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       perceptual_layer="conv5_4",      # §3.1.1: "the last convolutional layer of VGG-19"
       arcface_scale=64.0, arcface_margin=0.5,  # §4.1: s = 64, m = 0.5
   ))
-  # §4.1: batch 128; DSNet lr 1e-3 "gradually decreased to 1e-5", finished at 56k iterations; then all
-  # networks jointly "for 4 epochs and learning rate of 1e-4" (4 × 1.2M / 128 = 37.5k steps);
-  # ArcFace: SGD, lr 0.01.
+  # §4.1, three phases (hallujax/methods/fhgan.py): ArcFace alone ("20 epoch" of the face world's 100k
+  # training faces at batch 128 ≈ 15.6k steps; the paper's ArcFace batch is 256); GAN-based DSNet, batch 128,
+  # lr 1e-3 "gradually decreased to 1e-5", finished at 56k iterations; then all networks jointly "for 4
+  # epochs and learning rate of 1e-4" (4 × 1.2M / 128 = 37.5k steps).
+  arcface_steps = 15_600
   pretrain_steps = ml_collections.FieldReference(56_000)
   joint_lr = 1e-4
-  c.train.update(batch_size=128, steps=56_000 + 37_500, log_every=100, eval_every=2_000,
+  c.train.update(batch_size=128, steps=arcface_steps + 56_000 + 37_500, log_every=100, eval_every=2_000,
                  image_every=2_000, checkpoint_every=2_000)
+  c.train.arcface_steps = arcface_steps
   c.train.pretrain_steps = pretrain_steps
+  c.train.pretrain_adversarial = True   # the 56k phase is "GAN-based DSNet" (critic trained); False: pixel only
+  c.train.n_critic = 5                  # WGAN-GP's critic updates per generator update (paper 003 gives none)
   c.optim = ml_collections.ConfigDict(dict(
       # DSNet: Adam, 1e-3 "gradually decreased to 1e-5" over pretraining, then the joint rate.
       generator=dict(name="adam", learning_rate=1e-3, schedule="exponential", final_learning_rate=1e-5,
-                     decay_steps=pretrain_steps, boundaries=pretrain_steps, values=joint_lr),
+                     decay_steps=pretrain_steps, boundaries=pretrain_steps, rates=joint_lr),
       # WGAN-GP's Adam settings (Gulrajani et al.: β1=0, β2=0.9); paper 003 names only Adam.
       critic=dict(name="adam", learning_rate=joint_lr, b1=0.0, b2=0.9),
-      # ArcFace: SGD (momentum 0.9, weight decay 5e-4 as insightface), lr 0.01, then the joint rate.
+      # ArcFace: SGD (momentum 0.9, weight decay 5e-4 as insightface), lr 0.01 ÷10 after epochs 15 and 18
+      # of 20 of its own phase, then the joint rate. Its schedule counts ArcFace's own updates.
       recognizer=dict(name="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
-                      boundaries=pretrain_steps, values=joint_lr),
+                      boundaries=(int(0.75 * arcface_steps), int(0.9 * arcface_steps), arcface_steps),
+                      rates=(1e-3, 1e-4, joint_lr)),
   ))
   c.weights.vgg19 = ""    # torchvision vgg19 checkpoint (.pth); empty: random perceptual net, logged loudly
-  c.weights.arcface = ""  # insightface arcface_torch iresnet checkpoint; empty: trained here during pretraining
+  c.weights.arcface = ""  # insightface arcface_torch iresnet checkpoint (then set train.arcface_steps=0)
 
   if name == "smoke":
     c.data.update(input_size=16, target_size=64, num_identities=64, train_size=4096, eval_size=64)
@@ -60,7 +67,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # A shallower VGG layer keeps the CPU step fast; the paper's layer is conv5_4.
     c.loss.perceptual_layer = "relu2_2"
     # The paper's decay to 1e-5 is for 56k steps; over a few hundred it would stop learning early.
-    c.train.update(batch_size=8, steps=900, pretrain_steps=700, log_every=50,
-                   eval_every=300, image_every=300, checkpoint_every=300, eval_batches=8)
+    # Minutes on a CPU: no ArcFace phase (it learns alongside the pixel-only pretraining), one critic update
+    # per step. Not the paper's protocol; the default config is.
+    c.train.update(batch_size=8, steps=900, arcface_steps=0, pretrain_steps=700, pretrain_adversarial=False,
+                   n_critic=1, log_every=50, eval_every=300, image_every=300, checkpoint_every=300, eval_batches=8)
     c.optim.generator.final_learning_rate = 1e-4
+    c.optim.recognizer.update(boundaries=(700,), rates=(1e-4,))   # alongside pretraining, then joint
   return apply_variant_options(c, options)

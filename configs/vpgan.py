@@ -64,7 +64,7 @@ def vpgan_config() -> ml_collections.ConfigDict:
   # with the lazy-R1 correction c = 16/17 on the rate and betas (StyleGAN2 §B).
   lazy = 16 / 17
   c.optim = ml_collections.ConfigDict(dict(
-      encoder=dict(name="adam", learning_rate=2e-3, boundaries=(140_000,), values=(1e-3,)),
+      encoder=dict(name="adam", learning_rate=2e-3, boundaries=(140_000,), rates=(1e-3,)),
       discriminator=dict(name="adam", learning_rate=2e-3 * lazy, b1=0.0, b2=0.99**lazy),
   ))
   c.train.update(batch_size=4, steps=150_000, log_every=100, eval_every=5_000, eval_batches=16,
@@ -82,7 +82,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.perceptual_layers = ("relu1_2", "relu2_2")
   c.model.arcface.update(stage_sizes=(1, 1, 1, 1), widths=(8, 16, 32, 64), embedding_dim=64, image_size=32)
   # The paper's rate drop is at 140K of 150K; keep it at the same fraction of the run.
-  c.optim.encoder.update(boundaries=(280,), values=(1e-3,))
+  c.optim.encoder.update(boundaries=(280,), rates=(1e-3,))
   c.train.update(batch_size=4, steps=300, log_every=25, eval_every=150, eval_batches=4, image_every=150,
                  checkpoint_every=150)
   return c

@@ -4,17 +4,17 @@ A section is a dict such as::
 
     dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999,
          schedule="exponential", final_learning_rate=1e-5, decay_steps=56_000,
-         boundaries=(56_000,), values=(1e-4,))
+         boundaries=(56_000,), rates=(1e-4,))
 
 ``name``           adam | adamw | sgd
 ``learning_rate``  the starting rate
 ``schedule``       constant (default) | exponential (to ``final_learning_rate`` over
                    ``decay_steps``, then held) | cosine (to ``final_learning_rate``
                    over ``decay_steps``)
-``boundaries`` / ``values``
-                   after the optimizer's i-th boundary update the rate is ``values[i]``
+``boundaries`` / ``rates``
+                   after the optimizer's i-th boundary update the rate is ``rates[i]``
                    (a paper's "÷10 at epoch 15" or "1e-4 for the joint phase"); a
-                   single boundary and value may be plain numbers
+                   single boundary and rate may be plain numbers
 ``warmup_steps``   linear warm-up from 0 (default 0)
 ``b1``, ``b2``, ``eps``        Adam's
 ``momentum``, ``nesterov``     SGD's
@@ -32,7 +32,7 @@ from typing import Any
 import optax
 
 KNOWN_FIELDS = frozenset({
-    "name", "learning_rate", "schedule", "final_learning_rate", "decay_steps", "boundaries", "values",
+    "name", "learning_rate", "schedule", "final_learning_rate", "decay_steps", "boundaries", "rates",
     "warmup_steps", "b1", "b2", "eps", "momentum", "nesterov", "weight_decay", "clip_norm"})
 NAMES = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "exponential", "cosine")
@@ -57,12 +57,12 @@ def learning_rate_schedule(section, where: str = "config.optim") -> optax.Schedu
             if kind == "exponential" else optax.cosine_decay_schedule(rate, int(steps), float(final) / rate))
   else:
     raise ValueError(f"{where}.schedule={kind!r} is not known; expected one of {', '.join(SCHEDULES)}.")
-  boundaries, values = _get(section, "boundaries") or (), _get(section, "values") or ()
+  boundaries, values = _get(section, "boundaries") or (), _get(section, "rates") or ()
   # One boundary may be a plain number, so configs can tie it to a phase length (FieldReference).
   boundaries = tuple(int(b) for b in ((boundaries,) if isinstance(boundaries, (int, float)) else boundaries))
   values = tuple(float(v) for v in ((values,) if isinstance(values, (int, float)) else values))
   if len(boundaries) != len(values):
-    raise ValueError(f"{where}: {len(boundaries)} boundaries need as many values, got {len(values)}.")
+    raise ValueError(f"{where}: {len(boundaries)} boundaries need as many rates, got {len(values)}.")
   if list(boundaries) != sorted(boundaries):
     raise ValueError(f"{where}.boundaries={boundaries} must increase.")
   if boundaries:

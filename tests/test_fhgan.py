@@ -56,14 +56,15 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form():
   np.testing.assert_allclose(penalty, (jnp.linalg.norm(w) - 1.0) ** 2, rtol=1e-5)
 
 
-def tiny_config(pretrain_steps):
+def tiny_config(pretrain_steps, adversarial=False, n_critic=1):
   config = fhgan_config.get_config("smoke")
+  config.train.update(pretrain_adversarial=adversarial, n_critic=n_critic)
   config.data.update(input_size=8, target_size=32, num_identities=4)
   config.model.update(features=8, blocks=2, layers_per_block=3, growth=8, bottleneck=16, upsample_features=8,
                       critic_features=8, recognizer_stages=(1, 1, 1, 1), recognizer_widths=(8, 8, 8, 8),
                       embedding_dim=16)
   config.loss.perceptual_layer = "relu1_2"
-  config.train.update(batch_size=4, pretrain_steps=pretrain_steps)
+  config.train.update(batch_size=4, pretrain_steps=pretrain_steps, steps=pretrain_steps + 10)
   return config
 
 
@@ -124,6 +125,35 @@ def test_joint_phase_updates_all_three_networks_with_penalised_critic(tiny):
       float(metrics["loss_critic"]),
       -float(metrics["wasserstein_distance"]) + config.loss.gradient_penalty * float(metrics["gradient_penalty"]),
       rtol=1e-4)
+
+
+def test_paper_phases_run_arcface_then_gan_based_dsnet_then_joint_with_n_critic_updates():
+  config = tiny_config(2, adversarial=True, n_critic=3)
+  config.train.update(arcface_steps=2, steps=6)
+  method = fhgan.make(config)
+  assert [method.schedule(step) for step in range(6)] == ["arcface"] * 2 + ["gan"] * 2 + ["joint"] * 2
+  state = jax.jit(method.init)(jax.random.key(0))
+  frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+  batch = tiny_batch(config)
+  after_arcface, arcface_metrics = jax.jit(method.steps["arcface"])(state, frozen, batch, jax.random.key(2))
+  assert changed_networks(state, after_arcface) == {"recognizer", "margin_head"}
+  assert set(arcface_metrics) == {"loss_recognizer", "recognizer_accuracy"}
+  after_gan, gan_metrics = jax.jit(method.steps["gan"])(after_arcface, frozen, batch, jax.random.key(3))
+  # GAN-based DSNet: the critic trains (3 Adam updates in one step), ArcFace is left as pretrained.
+  assert changed_networks(after_arcface, after_gan) == {"generator", "critic"}
+  assert int(after_gan.opt_state["critic"][0].count) == 3
+  assert "loss_adversarial" in gan_metrics and "loss_identity" not in gan_metrics
+  after_joint, joint_metrics = jax.jit(method.steps["joint"])(after_gan, frozen, batch, jax.random.key(4))
+  assert changed_networks(after_gan, after_joint) == {"generator", "critic", "recognizer", "margin_head"}
+  assert int(after_joint.opt_state["critic"][0].count) == 6 and "loss_identity" in joint_metrics
+  values = jax.jit(method.eval_step)(after_joint, frozen, batch)
+  assert {"psnr", "psnr_bilinear", "psnr_bicubic"} <= set(values)
+
+
+def test_non_paired_batches_never_meet_their_own_images():
+  labels = jnp.arange(8)
+  assert not np.any(np.asarray(fhgan.non_paired(labels, 4)) == np.asarray(labels))
+  assert not np.any(np.asarray(fhgan.non_paired(labels, 1)) == np.asarray(labels))
 
 
 def test_pretraining_beats_bicubic_on_held_out_faces(tiny):

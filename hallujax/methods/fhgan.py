@@ -1,16 +1,34 @@
 """FH-GAN (Bayramli et al., paper 003): DSNet + WGAN-GP critic + a jointly trained ArcFace.
 
-Two phases, two step variants (the trainer compiles each once and picks by step number):
+Phases (named steps, chosen on the host by step number; each compiles once):
 
-* pretraining (``step < train.pretrain_steps``), paper §4.1: DSNet alone with
-  the pixel loss (Eq. 4), Adam, lr 1e-3 decayed to 1e-5. The paper trains
-  ArcFace beforehand on HR faces (lr 0.01, SGD); here it trains on the HR
-  faces during this phase, unless ``weights.arcface`` gives a trained one.
-* joint training, paper §4.1 "all networks (DSNet, discriminator and ArcFace)
-  were trained jointly ... learning rate of 1e-4": per step one critic update
-  (Eq. 6, WGAN-GP), one generator update on λ1·pixel + λ2·perceptual +
-  λ3·WGAN + λ4·identity (Eq. 10), one recognizer update with ArcFace on the
-  concatenation of HR and SR images (Eq. 8).
+* ``arcface`` (``train.arcface_steps``, optional), paper §4.1: "To train
+  ArcFace ... batch size 256 ... learning rate is started from 0.01 and
+  divided by 10 after 15, 18 epochs ... finished at 20 epoch": ArcFace alone
+  on the HR faces and their identities, before anything else. Skip it
+  (``arcface_steps=0``) when ``weights.arcface`` gives a trained one. Here the
+  batch is the run's batch (the paper's ArcFace batch is 256).
+* ``gan`` (``train.pretrain_steps``), §4.1 "To train GAN-based DSNet ... The
+  learning rate is set to 1e-3 and gradually decreased to 1e-5. Training has
+  finished at 56k iterations": DSNet with pixel + perceptual + WGAN terms and
+  ``train.n_critic`` WGAN-GP critic updates per generator update (Gulrajani et
+  al.'s 5; paper 003 does not give one). The identity term joins in the joint
+  phase (Table 1 compares training with and without it). With
+  ``train.pretrain_adversarial=False`` this phase is ``pretrain`` instead:
+  the pixel loss (Eq. 4) alone, ArcFace learning the HR faces alongside (a
+  CPU-friendly shortcut the smoke config uses; not the paper's protocol).
+* ``joint``, §4.1 "all networks (DSNet, discriminator and ArcFace) were
+  training jointly for 4 epochs and learning rate of 1e-4": per step
+  ``n_critic`` critic updates (Eq. 6), one generator update on λ1·pixel +
+  λ2·perceptual + λ3·WGAN + λ4·identity (Eq. 10), one ArcFace update on "the
+  concatenation of non-paired I_HR and I_SR" (Eq. 8): the SR half is rolled by
+  half a batch so no HR image meets its own SR.
+
+Each of a step's critic updates sees the step's real batch with fresh
+interpolation coefficients; WGAN-GP draws a new real batch per critic
+iteration, which would multiply the input pipeline's load by n_critic. The
+penalty interpolates between real images and SR images of other examples (the
+SR batch rolled by one), as WGAN-GP's independent real and fake samples.
 
 The perceptual network (VGG-19, Eq. 5) is frozen: it lives in the frozen tree
 (never checkpointed), its weights come from ``weights.vgg19`` (torchvision's
@@ -33,7 +51,7 @@ from hallujax.models.dsnet import Critic, DSNet
 from hallujax.models.recognition import MarginHead, ResNetFace, additive_angular_margin_from_cosines
 from hallujax.models.vgg import VGG19
 from hallujax.nn.initialization import init_variables
-from hallujax.nn.resampling import upsample_bicubic
+from hallujax.nn.resampling import upsample_bicubic, upsample_bilinear
 
 TRAINED = ("generator", "critic", "recognizer", "margin_head")
 
@@ -95,6 +113,11 @@ def recognizer_features(nets, params, batch_stats, images) -> jax.Array:
                                   images, train=False)
 
 
+def non_paired(images: jax.Array, shift: int) -> jax.Array:
+  """The batch rolled by `shift` examples: image i meets image i - shift of the other batch."""
+  return jnp.roll(images, shift, axis=0)
+
+
 def gradient_penalty(critic_fn, real: jax.Array, fake: jax.Array, rng) -> jax.Array:
   """λ-less WGAN-GP penalty E[(‖∇D(x̂)‖₂ − 1)²] on random interpolates (paper 003, Eq. 6)."""
   epsilon = jax.random.uniform(rng, (real.shape[0], 1, 1, 1))
@@ -111,6 +134,12 @@ def make(config) -> Method:
   w, d, t = config.loss, config.data, config.train
   spec = batch_spec(config)
   vgg_path, arcface_path = config.weights.get("vgg19", ""), config.weights.get("arcface", "")
+  n_critic = int(t.n_critic)
+  if n_critic < 1:
+    raise ValueError(f"config.train.n_critic={n_critic}; expected at least 1 critic update per step.")
+  if t.arcface_steps > 0 and arcface_path:
+    logging.warning("config.weights.arcface is given and config.train.arcface_steps=%d: the loaded ArcFace is "
+                    "trained further for that many steps (set arcface_steps=0 to skip).", t.arcface_steps)
 
   def init(rng) -> FHGANState:
     keys = dict(zip(TRAINED, jax.random.split(rng, len(TRAINED))))
@@ -160,24 +189,26 @@ def make(config) -> Method:
     penalty = gradient_penalty(critic_fn, real, fake, rng)
     return wasserstein + w.gradient_penalty * penalty, (wasserstein, penalty)
 
-  def generator_loss(generator_params, state: FHGANState, frozen, batch, joint: bool):
-    """Eq. 10 in the joint phase; the pixel loss (Eq. 4) alone in pretraining."""
+  def generator_loss(generator_params, state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
+    """Eq. 10: pixel (Eq. 4), + perceptual and WGAN terms (GAN phases), + identity (joint phase)."""
     lr, hr = batch["input"], batch["target"]
     sr = nets["generator"].apply({"params": generator_params}, lr)
     pixel = mean_squared_error(sr, hr)
-    if not joint:
+    if not adversarial_terms:
       return pixel, dict(loss_pixel=pixel)
     features = nets["perceptual"].apply({"params": frozen["perceptual"]},
                                         jnp.concatenate([sr, hr]))[w.perceptual_layer]
     sr_features, hr_features = jnp.split(features, 2)
     perceptual = mean_squared_error(sr_features, jax.lax.stop_gradient(hr_features))
     adversarial = -jnp.mean(nets["critic"].apply({"params": state.params["critic"]}, sr))
-    identity = mean_squared_error(
-        recognizer_features(nets, state.params, state.batch_stats, sr),
-        jax.lax.stop_gradient(recognizer_features(nets, state.params, state.batch_stats, hr)))
-    total = w.pixel * pixel + w.perceptual * perceptual + w.wgan * adversarial + w.identity * identity
-    return total, dict(loss_pixel=pixel, loss_perceptual=perceptual, loss_adversarial=adversarial,
-                       loss_identity=identity)
+    total = w.pixel * pixel + w.perceptual * perceptual + w.wgan * adversarial
+    terms = dict(loss_pixel=pixel, loss_perceptual=perceptual, loss_adversarial=adversarial)
+    if identity:
+      terms["loss_identity"] = mean_squared_error(
+          recognizer_features(nets, state.params, state.batch_stats, sr),
+          jax.lax.stop_gradient(recognizer_features(nets, state.params, state.batch_stats, hr)))
+      total = total + w.identity * terms["loss_identity"]
+    return total, terms
 
   def recognizer_loss(trainable, batch_stats, images, labels):
     """ArcFace's additive angular margin loss (Eqs. 7-8)."""
@@ -206,32 +237,60 @@ def make(config) -> Method:
     state = state.replace(batch_stats=dict(recognizer=batch_stats))
     return state, dict(loss_recognizer=loss, recognizer_accuracy=accuracy)
 
-  def update_generator(state: FHGANState, frozen, batch, joint: bool):
+  def update_generator(state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
     (loss, terms), grads = jax.value_and_grad(generator_loss, has_aux=True)(
-        state.params["generator"], state, frozen, batch, joint)
+        state.params["generator"], state, frozen, batch, adversarial_terms, identity)
     return with_update(state, "generator", grads), dict(terms, loss_generator=loss)
 
+  def update_critic(state: FHGANState, real, fake, rng):
+    """`n_critic` WGAN-GP updates (Eq. 6), one compiled loop; metrics of the last one."""
+    fake = non_paired(fake, 1)
+
+    def one_update(carry, key):
+      params, opt_state = carry
+      (total, (wasserstein, penalty)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
+          params, real, fake, key)
+      params, opt_state = optim.apply_update(opts["critic"], params, opt_state, grads)
+      return (params, opt_state), (total, wasserstein, penalty)
+
+    (params, opt_state), (total, wasserstein, penalty) = jax.lax.scan(
+        one_update, (state.params["critic"], state.opt_state["critic"]), jax.random.split(rng, n_critic))
+    state = state.replace(params=dict(state.params, critic=params), opt_state=dict(state.opt_state, critic=opt_state))
+    # Eq. 6 reads E[D(fake)] - E[D(real)]: its negative estimates the Wasserstein distance.
+    return state, dict(loss_critic=total[-1], wasserstein_distance=-wasserstein[-1], gradient_penalty=penalty[-1])
+
+  def super_resolved(state: FHGANState, batch) -> jax.Array:
+    return jax.lax.stop_gradient(nets["generator"].apply({"params": state.params["generator"]}, batch["input"]))
+
+  def arcface_step(state: FHGANState, frozen, batch, rng):
+    """§4.1: ArcFace pretrained alone on the HR faces and their identities."""
+    del frozen, rng
+    state, metrics = update_recognizer(state, batch["target"], batch["identity"])
+    return state.replace(step=state.step + 1), metrics
+
   def pretrain_step(state: FHGANState, frozen, batch, rng):
-    """§4.1 DSNet pretraining with the pixel loss; ArcFace learns the HR faces alongside."""
+    """The pixel loss alone (Eq. 4); ArcFace learns the HR faces alongside (train.pretrain_adversarial=False)."""
     del rng
-    state, generator_metrics = update_generator(state, frozen, batch, joint=False)
+    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=False, identity=False)
     state, recognizer_metrics = update_recognizer(state, batch["target"], batch["identity"])
     return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics)
 
+  def gan_step(state: FHGANState, frozen, batch, rng):
+    """§4.1 GAN-based DSNet: n_critic critic updates, one generator update on pixel + perceptual + WGAN."""
+    state, critic_metrics = update_critic(state, batch["target"], super_resolved(state, batch), rng)
+    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=True, identity=False)
+    return state.replace(step=state.step + 1), dict(generator_metrics, **critic_metrics)
+
   def joint_step(state: FHGANState, frozen, batch, rng):
-    """Critic (Eq. 6), generator (Eq. 10), recognizer on HR and SR (Eq. 8), one update each."""
+    """n_critic critic updates (Eq. 6), the generator (Eq. 10), ArcFace on non-paired HR and SR (Eq. 8)."""
     hr = batch["target"]
-    sr = jax.lax.stop_gradient(nets["generator"].apply({"params": state.params["generator"]}, batch["input"]))
-    (critic_total, (wasserstein, penalty)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-        state.params["critic"], hr, sr, rng)
-    state = with_update(state, "critic", grads)
-    state, generator_metrics = update_generator(state, frozen, batch, joint=True)
-    labels = jnp.concatenate([batch["identity"], batch["identity"]])
+    state, critic_metrics = update_critic(state, hr, super_resolved(state, batch), rng)
+    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=True, identity=True)
+    half = hr.shape[0] // 2
+    sr = non_paired(super_resolved(state, batch), half)
+    labels = jnp.concatenate([batch["identity"], non_paired(batch["identity"], half)])
     state, recognizer_metrics = update_recognizer(state, jnp.concatenate([hr, sr]), labels)
-    # Eq. 6 reads E[D(fake)] - E[D(real)]: its negative estimates the Wasserstein distance.
-    return state.replace(step=state.step + 1), dict(
-        generator_metrics, **recognizer_metrics, loss_critic=critic_total, wasserstein_distance=-wasserstein,
-        gradient_penalty=penalty)
+    return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics, **critic_metrics)
 
   # --------------------------------------------------------------------------- evaluation
 
@@ -241,12 +300,17 @@ def make(config) -> Method:
   def bicubic(low_resolution) -> jax.Array:
     return jnp.clip(upsample_bicubic(low_resolution, d.target_size), -1.0, 1.0)
 
+  def bilinear(low_resolution) -> jax.Array:
+    """The paper's baseline (Tables 2-3: "Bilinear upsample")."""
+    return jnp.clip(upsample_bilinear(low_resolution, d.target_size), -1.0, 1.0)
+
   def eval_step(state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
-    """PSNR / SSIM (0-255, RGB) and identity cosine of DSNet and of bicubic upsampling, per example."""
+    """PSNR / SSIM (0-255, RGB) and identity cosine of DSNet, bilinear and bicubic upsampling, per example."""
     hr = batch["target"]
     hr_features = recognizer_features(nets, state.params, state.batch_stats, hr)
     values = {}
-    for name, images in (("", super_resolve(state, batch["input"])), ("_bicubic", bicubic(batch["input"]))):
+    for name, images in (("", super_resolve(state, batch["input"])), ("_bilinear", bilinear(batch["input"])),
+                         ("_bicubic", bicubic(batch["input"]))):
       values["psnr" + name] = image_quality.psnr_from_unit_range(images, hr)
       values["ssim" + name] = image_quality.ssim_from_unit_range(images, hr)
       features = recognizer_features(nets, state.params, state.batch_stats, images)
@@ -254,11 +318,16 @@ def make(config) -> Method:
     return values
 
   def hallucinate(state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
-    return {"lr": batch["input"], "bicubic": bicubic(batch["input"]),
+    return {"lr": batch["input"], "bilinear": bilinear(batch["input"]), "bicubic": bicubic(batch["input"]),
             "output": super_resolve(state, batch["input"]), "target": batch["target"]}
 
-  phase = lambda step: phase_at((t.pretrain_steps,), ("pretrain", "joint"), step)
-  steps = {"pretrain": pretrain_step, "joint": joint_step} if t.pretrain_steps > 0 else {"joint": joint_step}
+  second = "gan" if t.pretrain_adversarial else "pretrain"
+  phase = lambda step: phase_at((t.arcface_steps, t.arcface_steps + t.pretrain_steps),
+                                ("arcface", second, "joint"), step)
+  every_step = {"arcface": arcface_step, "pretrain": pretrain_step, "gan": gan_step, "joint": joint_step}
+  lengths = {"arcface": t.arcface_steps, second: t.pretrain_steps,
+             "joint": t.steps - t.arcface_steps - t.pretrain_steps}
+  steps = {name: every_step[name] for name in ("arcface", second, "joint") if lengths[name] > 0}
   return Method(batch_spec=spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
                 load_pretrained=load_pretrained, steps=steps, schedule=phase, phase=phase,
                 eval_step=eval_step, hallucinate=hallucinate)

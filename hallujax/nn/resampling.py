@@ -14,3 +14,9 @@ def upsample_bicubic(images: jax.Array, size: int) -> jax.Array:
   """
   batch, _, _, channels = images.shape
   return jax.image.resize(images.astype(jnp.float32), (batch, size, size, channels), "bicubic")
+
+
+def upsample_bilinear(images: jax.Array, size: int) -> jax.Array:
+  """(B, h, w, C) -> (B, size, size, C) with the triangle kernel (half-pixel centres, as imresize's bilinear)."""
+  batch, _, _, channels = images.shape
+  return jax.image.resize(images.astype(jnp.float32), (batch, size, size, channels), "bilinear")
