@@ -42,6 +42,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       generator=dict(name="adam", learning_rate=0.002, b1=0.0, b2=0.99, eps=1e-8),
       discriminator=dict(name="adam", learning_rate=0.002, b1=0.0, b2=0.99, eps=1e-8)))
   c.train.ema_half_life_images = 10_000
+  c.train.x_flip = True   # real images mirrored with p = 1/2, as the official FFHQ runs (--mirror=1)
   c.weights.stylegan2 = ""  # rosinality .pt / stylegan2-ada state dict to start from (empty: random init)
 
   if name in ("512", "1024"):

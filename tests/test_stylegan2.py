@@ -387,3 +387,12 @@ def test_training_starts_from_a_rosinality_checkpoint(tmp_path):
   method = stylegan2.make(config)
   with pytest.raises(ValueError, match="style_dim 16"):
     method.load_pretrained(jax.jit(method.init)(jax.random.key(0)))
+
+
+def test_x_flip_mirrors_about_half_of_the_real_images():
+  from hallujax.methods import stylegan2
+  images = jax.random.normal(jax.random.key(0), (64, 8, 8, 3))
+  flipped = stylegan2.random_x_flip(images, jax.random.key(1))
+  mirrored = np.all(np.isclose(flipped, images[:, :, ::-1]), axis=(1, 2, 3))
+  kept = np.all(np.isclose(flipped, images), axis=(1, 2, 3))
+  assert np.all(mirrored | kept) and 16 < mirrored.sum() < 48

@@ -267,6 +267,12 @@ def bit_generator_key(rng: jax.Array) -> jax.Array:
   return jax.random.wrap_key_data(jnp.resize(data, (4,)), impl="unsafe_rbg")
 
 
+def random_x_flip(images: jax.Array, rng) -> jax.Array:
+  """Each image mirrored left-right with probability 1/2 (the official FFHQ runs' --mirror=1)."""
+  flip = jax.random.bernoulli(rng, 0.5, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)
+
+
 def train_step_function(generator: Generator, discriminator: Discriminator, opts: dict, config, variant: str):
   """`step(state, frozen, batch, rng)` of the named variant (see `step_variant`); built once per name."""
   do_r1, do_path = variant_flags(config, variant)
@@ -283,9 +289,9 @@ def train_step(state: StyleGAN2State, batch, rng, generator, discriminator, opts
                do_path: bool) -> tuple[StyleGAN2State, dict]:
   """One step: D, lazy R1 (`do_r1`), G, lazy path length (`do_path`), EMA. Metrics of skipped regularizers
   are not reported."""
-  real = batch["target"]
-  batch_size = real.shape[0]
+  batch_size = batch["target"].shape[0]
   keys = jax.random.split(bit_generator_key(rng), 8)
+  real = random_x_flip(batch["target"], keys[6]) if t.x_flip else batch["target"]
 
   # 1. Discriminator main update.
   w_plus, _ = sample_w_plus(generator, state.params["generator"], state.buffers, keys[0], batch_size,
