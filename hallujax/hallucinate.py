@@ -1,7 +1,8 @@
 """python -m hallujax.hallucinate --workdir RUN --input PHOTO|DIR --output DIR [--mode all|largest|aligned] [--degrade]
 
 Hallucinates the faces of real photos with a trained run (its latest
-checkpoint, or --step), or with --checkpoint RUN/checkpoints/STEP and --config:
+checkpoint, or --step), with --checkpoint RUN/checkpoints/STEP and --config,
+or with --exported model.hlo (python -m hallujax.export; no method code):
 detects faces with dlib (HOG by default, --detector=cnn), aligns each to the
 method's template, feeds the method the photo's own low-resolution face (or,
 with --degrade, the aligned crop degraded as in training), runs all faces of
@@ -37,6 +38,7 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training run whose latest checkpoint hallucinates.")
   flags.DEFINE_string("checkpoint", None, "A checkpoint directory (RUN/checkpoints/STEP) instead; needs --config.")
   flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: the latest).")
+  flags.DEFINE_string("exported", None, "A model.hlo written by python -m hallujax.export instead of a run.")
   flags.DEFINE_string("input", None, "A photo, or a folder of photos.")
   flags.DEFINE_string("output", None, "Folder for the results (created).")
   flags.DEFINE_enum("mode", "all", ["all", "largest", "aligned"],
@@ -330,9 +332,14 @@ def main(argv):
       FLAGS.detector, int(FLAGS.landmarks), FLAGS.upsample, FLAGS.min_score)
   if FLAGS.template and FLAGS.template not in photos.TEMPLATES:
     raise cli.UserError(f"--template={FLAGS.template}; known templates: {', '.join(photos.TEMPLATES)}.")
-  config_name = cli.config_argument(sys.argv) or "--config"
-  model = load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.config, config_name, FLAGS.step, FLAGS.batch_size,
-                     FLAGS.template, FLAGS.client)
+  if FLAGS.exported:
+    from hallujax import exported
+    model = exported.load(FLAGS.exported, FLAGS.batch_size)
+    if FLAGS.template:
+      model.template_name, model.template = FLAGS.template, photos.template_points(FLAGS.template)
+  else:
+    model = load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.config, cli.config_argument(sys.argv) or "--config",
+                       FLAGS.step, FLAGS.batch_size, FLAGS.template, FLAGS.client)
   print(f"{len(paths)} file(s) from {FLAGS.input}; input: "
         + ("synthetic degradation of the aligned face (--degrade)" if FLAGS.degrade else
            "the photo's own low-resolution face (real)") + ".")

@@ -385,12 +385,12 @@ def upscale_photo(photo: np.ndarray, factor: int) -> np.ndarray:
   return np.asarray(image, np.float32)
 
 
-def seam_difference(photo: np.ndarray, matrix: np.ndarray, ellipse: FaceEllipse, distance: float = 2.0) -> float:
-  """Mean |colour inside − colour outside| (0..255) across the pasted ellipse's 0.5 contour.
+def across_contour(photo: np.ndarray, matrix: np.ndarray, ellipse: FaceEllipse, distance: float = 2.0):
+  """(colour inside − colour outside, kept) at points of the pasted ellipse's 0.5 contour, (K, 3) and (K,).
 
   Pairs of points `distance` photo pixels inside and outside the contour along
   its normal, sampled bilinearly from `photo` (H, W, 3); `matrix` maps photo ->
-  aligned pixels. On the unchanged photo this is the image's own contrast there.
+  aligned pixels; points too near the photo's border are not kept.
   """
   points, normals = ellipse.contour()
   to_photo = inverse(matrix)
@@ -399,11 +399,28 @@ def seam_difference(photo: np.ndarray, matrix: np.ndarray, ellipse: FaceEllipse,
   photo_normals /= np.linalg.norm(photo_normals, axis=1, keepdims=True)
   sample = lambda xy: np.stack([ndimage.map_coordinates(photo[..., c].astype(np.float64), [xy[:, 1], xy[:, 0]],
                                                         order=1, mode="nearest") for c in range(3)], axis=1)
-  inside = sample(photo_points - distance * photo_normals)
-  outside = sample(photo_points + distance * photo_normals)
-  keep = ((photo_points[:, 0] >= distance) & (photo_points[:, 0] < photo.shape[1] - distance)
+  difference = sample(photo_points - distance * photo_normals) - sample(photo_points + distance * photo_normals)
+  kept = ((photo_points[:, 0] >= distance) & (photo_points[:, 0] < photo.shape[1] - distance)
           & (photo_points[:, 1] >= distance) & (photo_points[:, 1] < photo.shape[0] - distance))
-  return float(np.abs(inside - outside)[keep].mean()) if keep.any() else float("nan")
+  return difference, kept
+
+
+def seam_difference(photo: np.ndarray, matrix: np.ndarray, ellipse: FaceEllipse, distance: float = 2.0) -> float:
+  """Mean |colour inside − colour outside| (0..255) across the pasted ellipse's 0.5 contour.
+
+  On the unchanged photo this is the photo's own contrast there (hair, jaw line).
+  """
+  difference, kept = across_contour(photo, matrix, ellipse, distance)
+  return float(np.abs(difference[kept]).mean()) if kept.any() else float("nan")
+
+
+def seam_excess(result: np.ndarray, photo: np.ndarray, matrix: np.ndarray, ellipse: FaceEllipse,
+                distance: float = 2.0) -> float:
+  """Mean |jump across the contour in `result` − the same jump in the original `photo`| (0..255): the seam
+  the paste added (0 when the result continues the photo's own colours there)."""
+  after, kept = across_contour(result, matrix, ellipse, distance)
+  before, _ = across_contour(photo, matrix, ellipse, distance)
+  return float(np.abs(after - before)[kept].mean()) if kept.any() else float("nan")
 
 
 def side_by_side(prepared: PreparedFace, output: np.ndarray) -> np.ndarray:
