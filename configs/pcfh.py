@@ -82,6 +82,8 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
   # Batch and length: the paper gives neither; ~70 epochs of CASIA fold 1's ~6k NIR training images.
   c.train.update(batch_size=8, steps=50_000, log_every=100, eval_every=2_500, eval_batches=8,
                  image_every=2_500, checkpoint_every=2_500)
+  # Our addition (methods/pcfh.py says why): Att ≡ 1 for the first steps, then A trains.
+  c.train.attention_warmup_steps = 2_500
 
   if variant == "144":
     c.data.update(input_size=144, target_size=144)
@@ -92,8 +94,13 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     c.model.update(features=16, blocks=2, local_features=8, local_blocks=1, critic_features=16,
                    attention_features=8, estimator_size=16, estimator_features=8, identity_size=32,
                    unet_depth=6)
-    c.train.update(batch_size=8, steps=300, log_every=25, eval_every=150, eval_batches=4,
-                   image_every=150, checkpoint_every=150)
+    c.train.update(batch_size=8, steps=200, log_every=25, eval_every=100, eval_batches=4,
+                   image_every=100, checkpoint_every=100, attention_warmup_steps=60)
+    # No LightCNN weights can be downloaded here, and a random LightCNN is no identity network: its
+    # features point the same way for every face (cosine 0.9995) and λ2·Σ|ΔF| was ~30, 50× all other
+    # terms together, turning the output into noise in a 200-step run. The smoke run leaves L_ID off;
+    # with weights: --config.weights.lightcnn=PATH --config.loss.identity=0.002 (and identity_size=128).
+    c.loss.identity = 0.0
 
   if ablation == "wo_awm":
     c.loss.awm = 0.0
