@@ -241,7 +241,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   method, state, step, mesh = trainer.restore_run(config, workdir, step)
   _, state_shardings = trainer.abstract_state(method, config, mesh)
   with quiet_warnings():   # where the frozen weights come from was said when the run trained
-    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(0))
+    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)
   feed = feed_lib.feed_for(config, mesh, method)
   host_batches = pipeline.eval_batches(config, split, process_index=jax.process_index(),
                                        process_count=jax.process_count())

@@ -93,9 +93,8 @@ def check_photo_method(method, config) -> None:
   if "input" not in spec or len(spec["input"].shape) != 3 or spec["input"].shape[-1] not in (1, 3):
     raise cli.UserError(f"Method {name!r} reads no (H, W, 1|3) 'input' image (its batch fields: "
                         f"{', '.join(spec)}), so it cannot hallucinate faces in photos.")
-  abstract = {k: jax.ShapeDtypeStruct((1,) + tuple(v.shape), v.dtype) for k, v in spec.items()}
-  if method.batch_axes != ("batch",):
-    abstract = {k: jax.ShapeDtypeStruct((1,) + v.shape, v.dtype) for k, v in abstract.items()}
+  leading = (1,) if method.batch_axes == ("batch",) else (max(1, int(config.data.get("clients", 1))), 1)
+  abstract = {k: jax.ShapeDtypeStruct(leading + tuple(v.shape), v.dtype) for k, v in spec.items()}
   state = jax.eval_shape(method.init, jax.random.key(0))
   frozen = jax.eval_shape(method.init_frozen, jax.random.key(0))
   columns = jax.eval_shape(method.hallucinate, state, frozen, abstract)
@@ -161,7 +160,7 @@ class RunModel:
     except (ValueError, KeyError, TypeError) as error:
       raise cli.UserError(f"The checkpoint in {workdir} does not fit config.method={config.method!r} "
                           f"({cli.first_line(error)[:200]}): it is from another config.") from None
-    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh, jax.random.key(config.seed))
+    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)   # the run's own frozen key
     spec = method.batch_spec["input"]
     self.name = f"{config.method} ({os.path.basename(os.path.normpath(workdir))}, step {self.step})"
     self.method_name = config.method

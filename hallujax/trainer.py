@@ -76,8 +76,18 @@ def init_state(method: Method, config, mesh, rng):
   return jax.jit(method.init, out_shardings=shardings)(rng), shardings
 
 
-def frozen_networks(method: Method, config, mesh, rng, load: bool = True):
-  """(frozen tree, shardings): random init, then (with `load`) the method's files, laid out by the rules."""
+def run_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, frozen, train) keys of a run, from config.seed: every command that rebuilds a run uses them."""
+  return tuple(jax.random.split(jax.random.key(config.seed), 3))
+
+
+def frozen_networks(method: Method, config, mesh, rng=None, load: bool = True):
+  """(frozen tree, shardings): random init, then (with `load`) the method's files, laid out by the rules.
+
+  The random initialization uses the run's frozen key (`run_keys`) unless `rng` is given, so a frozen
+  network that no file replaces is the same in training, evaluation and inference.
+  """
+  rng = run_keys(config)[1] if rng is None else rng
   shapes = jax.eval_shape(method.init_frozen, rng)
   shardings = sharding.state_shardings(shapes, mesh, config.mesh)
   frozen = jax.jit(method.init_frozen, out_shardings=shardings)(rng)
@@ -319,7 +329,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
 def _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter,
                   interrupts: Interrupts) -> TrainResult:
-  init_rng, frozen_rng, train_rng = jax.random.split(jax.random.key(config.seed), 3)
+  init_rng, frozen_rng, train_rng = run_keys(config)
   # A global (replicated) array: multi-host checkpoints can only save global arrays.
   rng_data = put_global(jax.random.key_data(train_rng), sharding.replicated(mesh))
   checkpointer = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)

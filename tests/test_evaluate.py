@@ -37,7 +37,7 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   # The PSNR row is the mean over the split of the metric on the method's outputs.
   batches = evaluate.pipeline.eval_batches(config.copy_and_resolve_references(), "test")[:2]
   method, state, _, _ = trainer.restore_run(config, str(workdir))
-  frozen, _ = trainer.frozen_networks(method, config, trainer.sharding.make_mesh(config.mesh), jax.random.key(0))
+  frozen, _ = trainer.frozen_networks(method, config, trainer.sharding.make_mesh(config.mesh))
   values = [image_quality.psnr_from_unit_range(method.hallucinate(state, frozen, b)["output"], b["target"])
             for b in batches]
   np.testing.assert_allclose(rows["run"]["psnr"], float(np.mean(np.concatenate(values))), rtol=1e-5)
