@@ -193,3 +193,16 @@ def test_command_writes_photo_side_by_side_and_json(tmp_path, run):
                            capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
   assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
   assert "no such file or folder" in missing.stderr
+
+
+def test_federated_run_hallucinates_with_the_chosen_clients_model(tmp_path):
+  config = face_config()
+  config.data.clients = 2
+  trainer.train(config, str(tmp_path / "run"))
+  faces = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+  faces = np.concatenate([faces, faces])
+  outputs = [hallucinate.load_model(str(tmp_path / "run"), None, None, batch_size=4, client=k).run(faces)
+             for k in (0, 1)]
+  assert outputs[0].shape == (4, 32, 32, 3)
+  assert np.abs(outputs[0] - outputs[1]).max() > 1e-3          # two clients, two models
+  np.testing.assert_array_equal(outputs[1][:2], outputs[1][2:])  # each face on its own
