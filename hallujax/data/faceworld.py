@@ -43,7 +43,13 @@ validation the next 10% and test the last 10%, for verification on unseen
 identities.
 
 Optional data_config fields (read with defaults): world_seed (0),
-identity_split ("shared"), max_yaw (90), max_pitch (20), max_roll (12).
+identity_split ("shared"), max_yaw (90), max_pitch (20), max_roll (12),
+thermal_sensors (()): names of faceworld_params.THERMAL_SENSORS, one per
+site (institution, federated runs). With S names, the split is S contiguous
+blocks ("sites", example i in site ⌊i·S/N⌋); site s's thermal and NIR inputs
+go through sensor s (apply_thermal_sensor: response curve, blur, native
+resolution, noise) and every example gets a "site" int32 field. Host rendering
+only.
 """
 
 from __future__ import annotations
@@ -138,6 +144,12 @@ class FaceWorldSource:
                          f"(got {self.num_identities}); the {split} split has no identity.")
     else:
       raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
+    self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.get("thermal_sensors", ()))
+    if self.sensors and data_config.get("render_on", "host") == "device":
+      raise ValueError("config.data.thermal_sensors applies each site's sensor on the host; use "
+                       "config.data.render_on='host' with it.")
+    if self.sensors and self.length < len(self.sensors):
+      raise ValueError(f"The {split} split has {self.length} examples for {len(self.sensors)} thermal sensors.")
 
   def __len__(self) -> int:
     return self.length
@@ -162,6 +174,24 @@ class FaceWorldSource:
     else:
       source = target
     return identity, target, source
+
+  def site(self, index: int) -> int:
+    """The site (institution) of example `index`: contiguous blocks, one per thermal sensor."""
+    return (int(index) * max(1, len(self.sensors))) // self.length
+
+  def identity(self, index: int) -> int:
+    """Example `index`'s identity without drawing the rest of its parameters (the first draw of parameters())."""
+    rng = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index)])
+    low, high = self.identity_range
+    return int(low + rng.integers(high - low))
+
+  def labels(self, name: str) -> np.ndarray:
+    """`name` ("identity" or "site") of every example, without rendering (for client partitions)."""
+    if name == "identity":
+      return np.array([self.identity(i) for i in range(self.length)], np.int32)
+    if name == "site":
+      return np.array([self.site(i) for i in range(self.length)], np.int32)
+    raise ValueError(f"The face world labels examples by 'identity' or 'site' without rendering; got {name!r}.")
 
   def _input_modality(self) -> str:
     return input_modality(self.pairing)
@@ -190,7 +220,14 @@ class FaceWorldSource:
     rendered = _render_one(target, self.size, modalities)
     source_rendered = rendered if source is target else _render_one(source, self.size, modalities)
     image = source_rendered[modality]
-    return {
+    sensor_fields = {}
+    if self.sensors:
+      site = self.site(int(index))
+      sensor_fields["site"] = np.int32(site)
+      if modality != "visible":
+        noise = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index), 5])
+        image = apply_thermal_sensor(image, self.sensors[site], noise)
+    return sensor_fields | {
         "input": _channels(image, self.input_channels),
         "target": rendered["visible"],
         "identity": np.int32(identity),
@@ -201,6 +238,33 @@ class FaceWorldSource:
         "input_landmarks": source_rendered["landmarks"].astype(np.float32),
         "aligned_target": source_rendered["visible"],
     }
+
+
+def apply_thermal_sensor(image: np.ndarray, sensor: dict, rng: np.random.Generator) -> np.ndarray:
+  """A site's camera applied to a rendered (S, S, 1) uint8 heat image (faceworld_params.THERMAL_SENSORS)."""
+  if sensor == params_lib.THERMAL_SENSORS["reference"]:
+    return image
+  size = image.shape[0]
+  x = image[..., 0].astype(np.float32) / 255.0
+  x = 255.0 * sensor["gain"] * np.power(x, sensor["gamma"]) + sensor["offset"]
+  if sensor["blur"] > 0:
+    sigma = sensor["blur"] * size
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    for axis in (0, 1):
+      padded = np.pad(x, [(radius, radius) if a == axis else (0, 0) for a in range(2)], mode="edge")
+      x = sum(taps[k] * np.take(padded, np.arange(k, k + size), axis=axis) for k in range(2 * radius + 1))
+  factor = int(round(1.0 / sensor["resolution"]))
+  if factor > 1:
+    if size % factor:
+      raise ValueError(f"A thermal sensor at resolution {sensor['resolution']} needs the render size ({size}) "
+                       f"to be a multiple of {factor}.")
+    blocks = x.reshape(size // factor, factor, size // factor, factor).mean(axis=(1, 3))
+    x = np.repeat(np.repeat(blocks, factor, axis=0), factor, axis=1)
+  if sensor["noise"] > 0:
+    x = x + rng.normal(0.0, sensor["noise"], x.shape).astype(np.float32)
+  return np.clip(np.round(x), 0, 255).astype(np.uint8)[..., None]
 
 
 def _render_one(p: dict, size: int, modalities) -> dict[str, np.ndarray]:

@@ -150,3 +150,24 @@ def stack(parameter_dicts: list[dict]) -> dict[str, np.ndarray]:
   """Stacks per-face parameter dicts into a batch (leading axis)."""
   # np.asarray of a list builds each field in one pass (~10x faster than np.stack of 0-d arrays).
   return {k: np.asarray([d[k] for d in parameter_dicts], np.float32) for k in parameter_dicts[0]}
+
+
+# Thermal sensors (data.thermal_sensors): how one institution's camera turns the rendered heat image into
+# its 8-bit frame, applied after rendering in this order (hallujax.data.faceworld.apply_thermal_sensor):
+#   response    out = 255 · gain · (in / 255)^gamma + offset     (the camera's radiometric curve and AGC)
+#   blur        extra Gaussian blur, σ = blur · image size       (optics / focus)
+#   resolution  native resolution as a fraction of the render: area-average to it, nearest back up
+#   noise       Gaussian noise, σ in grey levels (NETD), seeded per example
+# "reference" leaves the render as it is (bit for bit); the others make institutions visibly different,
+# as VIS-TH's dual-sensor LWIR camera and ARL-VTF's FLIR Boson are (paper 000, §4).
+THERMAL_SENSORS = {
+    "reference": dict(gamma=1.0, gain=1.0, offset=0.0, blur=0.0, resolution=1.0, noise=0.0),
+    "uncooled": dict(gamma=0.75, gain=0.8, offset=30.0, blur=0.01, resolution=0.5, noise=4.0),
+    "cooled": dict(gamma=1.4, gain=1.1, offset=-8.0, blur=0.0, resolution=1.0, noise=1.5),
+}
+
+
+def thermal_sensor(name: str) -> dict[str, float]:
+  if name not in THERMAL_SENSORS:
+    raise ValueError(f"data.thermal_sensors names {name!r}; known sensors: {', '.join(THERMAL_SENSORS)}.")
+  return dict(THERMAL_SENSORS[name])

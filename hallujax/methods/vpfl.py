@@ -163,8 +163,26 @@ def local_update(config) -> LocalUpdate:
 
   # The losses below are VPGAN's (hallujax.methods.vpgan, Eq. 5-6), term for term; the federated terms are
   # added to them. tests/test_vpfl.py checks that with no federated term one client's step is VPGAN's step.
+  def encode_with_global(encoder_params, global_encoder_params, thermal):
+    """(local codes, global codes): one program over both parameter sets (a vmap over the pair).
+
+    The global copy is held constant (stop-gradient). Computing both in the same program makes them
+    bit-identical when local = global, so MPR and its gradient are exactly zero at a round's start:
+    two separately fused programs differ by rounding, and Adam would turn that rounding noise into
+    full-size steps of parameters that get no other gradient (measured: decode_0's biases moved by
+    2e-5 in the first step, where VPGAN leaves them at 0).
+    """
+    pair = jax.tree.map(lambda local_leaf, global_leaf: jnp.stack([local_leaf, jax.lax.stop_gradient(global_leaf)]),
+                        encoder_params, global_encoder_params)
+    both = jax.vmap(lambda p: encoder.apply({"params": p}, thermal))(pair)
+    return (jax.tree.map(lambda leaf: leaf[0], both),
+            jax.tree.map(lambda leaf: jax.lax.stop_gradient(leaf[1]), both))
+
   def generator_loss(encoder_params, discriminator_params, global_encoder_params, frozen, batch):
-    encoded = encoder.apply({"params": encoder_params}, batch["input"])
+    if federation.mpr_weight > 0:
+      encoded, global_encoded = encode_with_global(encoder_params, global_encoder_params, batch["input"])
+    else:
+      encoded = encoder.apply({"params": encoder_params}, batch["input"])
     output = image_of(encoded, frozen)
     target = batch["target"]
     l1 = jnp.mean(jnp.abs(output - target))
@@ -177,8 +195,7 @@ def local_update(config) -> LocalUpdate:
              + loss.identity * identity)
     metrics = dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual, loss_identity=identity)
     if federation.mpr_weight > 0:
-      # Eq. 9: the global model's codes on the same input, constants for this update.
-      global_encoded = jax.lax.stop_gradient(encoder.apply({"params": global_encoder_params}, batch["input"]))
+      # Eq. 9: the global model's codes on the same input (encode_with_global), constants for this update.
       mpr = aggregation.mpr_term(encoded, global_encoded, federation.mpr_weight, federation.mpr_reduction)
       total, metrics["loss_mpr"] = total + mpr, mpr
     if federation.proximal_weight > 0:

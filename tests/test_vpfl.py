@@ -1,0 +1,193 @@
+"""VPFL (paper 000, §3.2): Dirichlet partitions, FedAvg / MPR / FedProx, the vmapped round, resume mid-round."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import vpfl as vpfl_configs
+from hallujax import trainer
+from hallujax.data import pipeline
+from hallujax.federated import aggregation, partition
+from hallujax.methods import vpfl, vpgan
+
+
+# ----------------------------------------------------------------------------- partitions
+
+
+def test_dirichlet_partition_counts_for_a_fixed_seed():
+  labels = np.repeat(np.arange(6), 20)          # 6 identities × 20 images
+  parts = partition.dirichlet_partition(labels, clients=4, alpha=0.3, seed=0, min_size=10)
+  values, counts = partition.partition_counts(parts, labels)
+  # Pinned for seed 0: a change of the draw (order, generator, retry rule) changes every partition made so far.
+  np.testing.assert_array_equal(counts, [[0, 8, 13, 9, 2, 16],
+                                         [0, 9, 0, 2, 15, 1],
+                                         [11, 2, 5, 1, 1, 1],
+                                         [9, 1, 2, 8, 2, 2]])
+  assert values.tolist() == list(range(6)) and counts.sum(axis=1).min() >= 10
+  # Disjoint, covering, deterministic; a smaller α skews clients more (largest label share per client).
+  everything = np.sort(np.concatenate(parts))
+  np.testing.assert_array_equal(everything, np.arange(len(labels)))
+  again = partition.dirichlet_partition(labels, clients=4, alpha=0.3, seed=0, min_size=10)
+  assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+  def skew(alpha):
+    shares = []
+    for seed in range(20):
+      _, c = partition.partition_counts(partition.dirichlet_partition(labels, 4, alpha, seed, 1), labels)
+      shares.append(np.mean(c.max(axis=1) / np.maximum(c.sum(axis=1), 1)))
+    return np.mean(shares)
+
+  assert skew(0.1) > skew(100.0) + 0.3
+
+
+def test_minimum_client_size_is_met_or_refused():
+  labels = np.repeat(np.arange(4), 10)
+  parts = partition.dirichlet_partition(labels, clients=4, alpha=0.3, seed=3, min_size=5)
+  assert min(len(p) for p in parts) >= 5
+  with pytest.raises(ValueError, match="cannot give 4 clients at least min_size=11"):
+    partition.dirichlet_partition(labels, clients=4, alpha=0.3, seed=3, min_size=11)
+
+
+def test_clients_hold_only_their_sites_examples_and_held_out_splits_are_each_sites_test_set():
+  labels = np.arange(80) % 5
+  parts = partition.sited_dirichlet_partition(labels, clients=8, sites=2, alpha=0.3, seed=1, min_size=2)
+  for k, part in enumerate(parts):
+    expected_site = k // 4
+    assert set(partition.site_of_index(part, 80, 2)) == {expected_site}
+  held_out = partition.sited_even_partition(32, clients=8, sites=2)
+  assert [sorted(set(partition.site_of_index(p, 32, 2))) for p in held_out] == [[0]] * 4 + [[1]] * 4
+  assert sorted(np.concatenate(held_out).tolist()) == list(range(32))
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def test_fedavg_is_the_mean_and_leaves_out_a_client_with_zero_weight():
+  stacked = {"a": jnp.arange(6.0).reshape(3, 2), "b": {"c": jnp.array([1.0, 2.0, 6.0])}}
+  chex.assert_trees_all_close(aggregation.fedavg(stacked), {"a": jnp.array([2.0, 3.0]), "b": {"c": 3.0}})
+  chex.assert_trees_all_close(aggregation.fedavg(stacked, jnp.array([1.0, 1.0, 0.0])),
+                              {"a": jnp.array([1.0, 2.0]), "b": {"c": 1.5}})
+
+
+def test_optimizer_state_rules_between_rounds():
+  optimizer = __import__("optax").adam(1e-2)
+  params = {"w": jnp.ones((3,))}
+  states = aggregation.stack([optimizer.update({"w": jnp.full((3,), g)}, optimizer.init(params), params)[1]
+                              for g in (1.0, -3.0)])
+  kept = aggregation.optimizer_state_between_rounds(states, "keep")
+  chex.assert_trees_all_equal(kept, states)
+  reset = aggregation.optimizer_state_between_rounds(states, "reset")
+  assert float(jnp.abs(reset[0].mu["w"]).sum()) == 0.0 and int(reset[0].count[0]) == 1   # counters kept
+  averaged = aggregation.optimizer_state_between_rounds(states, "average")
+  np.testing.assert_allclose(averaged[0].mu["w"], np.full((2, 3), 0.1 * (1.0 - 3.0) / 2), rtol=1e-6)
+  with pytest.raises(ValueError, match="optimizer_state='drop'"):
+    aggregation.optimizer_state_between_rounds(states, "drop")
+
+
+def test_proximal_terms_are_squared_distances_and_send_no_gradient_into_the_global_copy():
+  local = {"w": jnp.array([1.0, 2.0])}
+  global_ = {"w": jnp.array([0.0, 4.0])}
+  assert float(aggregation.fedprox_term(local, local, 1e-3)) == 0.0
+  np.testing.assert_allclose(aggregation.fedprox_term(local, global_, 0.5), 0.25 * (1 + 4), rtol=1e-6)
+  to_global = jax.grad(lambda g: aggregation.fedprox_term(local, g, 0.5))(global_)
+  to_local = jax.grad(lambda l: aggregation.fedprox_term(l, global_, 0.5))(local)
+  np.testing.assert_array_equal(to_global["w"], 0.0)
+  np.testing.assert_allclose(to_local["w"], [0.5, -1.0])
+
+  codes = {"w": jnp.ones((2, 3, 4)), "features": (jnp.ones((2, 4, 4, 2)), jnp.zeros((2, 8, 8, 1)))}
+  moved = {"w": codes["w"] + 1.0, "features": (codes["features"][0], codes["features"][1] + 2.0)}
+  # Eq. 9 with ‖·‖² per example, averaged over the batch: 12·1² + 64·2² = 268.
+  np.testing.assert_allclose(aggregation.mpr_term(moved, codes, 1e-3), 1e-3 * 268, rtol=1e-6)
+  assert float(aggregation.mpr_term(codes, codes, 1e-3)) == 0.0
+  gradient = jax.grad(lambda g: aggregation.mpr_term(moved, g, 1e-3))(codes)
+  assert all(float(jnp.abs(leaf).sum()) == 0.0 for leaf in jax.tree.leaves(gradient))
+
+
+# ----------------------------------------------------------------------------- the local update and the round
+
+
+def tiny_config(strategy="vpfl"):
+  c = vpfl_configs.get_config(f"tiny,strategy={strategy}")
+  c.loss.r1_every = 0          # one program kind per step: "local" / "local_aggregate"
+  return c
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = tiny_config()
+  local = vpfl.local_update(config)
+  params = jax.jit(local.init_params)(jax.random.key(0))
+  frozen = jax.jit(local.vpgan.init_frozen)(jax.random.key(1))
+  batches = pipeline.train_dataset(config)
+  batch = {name: jnp.asarray(value) for name, value in next(iter(batches)).items()
+           if name in local.vpgan.batch_spec}
+  step = jax.jit(functools.partial(local.client_step, r1=False))
+  return config, local, params, frozen, batch, step
+
+
+def client_batch(batch, k):
+  return {name: value[k] for name, value in batch.items()}
+
+
+def test_mpr_is_zero_at_the_round_start_and_nonzero_after_one_local_step(setup):
+  config, local, params, frozen, batch, step = setup
+  opt_state = local.init_opt_state(params)
+  first, opt_state, metrics = step(params, opt_state, params, frozen, client_batch(batch, 0))
+  assert float(metrics["loss_mpr"]) == 0.0            # local = global at the round's start, exactly
+  assert "loss_proximal_encoder" not in metrics       # VPFL: MPR, no FedProx term
+  _, _, metrics = step(first, opt_state, params, frozen, client_batch(batch, 0))
+  assert float(metrics["loss_mpr"]) > 1e-8
+  # The same bookkeeping for FedProx's term on the parameters the step produced.
+  assert float(aggregation.fedprox_term(params, params, 1e-3)) == 0.0
+  assert float(aggregation.fedprox_term(first, params, 1e-3)) > 0.0
+
+
+def test_at_the_round_start_a_vpfl_local_step_is_vpgans_step(setup):
+  """The local update repeats VPGAN's losses (Eq. 5); MPR and its gradient vanish when local = global."""
+  config, local, params, frozen, batch, step = setup
+  mine, _, metrics = step(params, local.init_opt_state(params), params, frozen, client_batch(batch, 0))
+  method = vpgan.make(config)
+  state = vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=local.init_opt_state(params))
+  theirs, their_metrics = jax.jit(method.steps["train"])(state, frozen, client_batch(batch, 0), jax.random.key(0))
+  chex.assert_trees_all_close(mine, theirs.params, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics["loss_generator"], their_metrics["loss_generator"], rtol=1e-5)
+
+
+def test_vmapped_round_equals_clients_run_one_after_another(setup):
+  config, local, params, frozen, batch, step = setup
+  method = vpfl.make(config)
+  state = method.init(jax.random.key(0))
+  assert method.schedule(0) == "local" and method.schedule(1) == "local_aggregate"
+  new_state, _ = jax.jit(method.steps["local_aggregate"])(state, frozen, batch, jax.random.key(0))
+
+  clients = []
+  for k in range(config.data.clients):
+    updated, _, _ = step(params, local.init_opt_state(params), params, frozen, client_batch(batch, k))
+    clients.append(updated)
+  expected = aggregation.fedavg(aggregation.stack(clients))
+  chex.assert_trees_all_close(new_state.global_params, expected, rtol=2e-5, atol=2e-6)
+  for k in range(config.data.clients):   # Θ^{q+1} deployed to every client
+    chex.assert_trees_all_equal(jax.tree.map(lambda p: p[k], new_state.params), new_state.global_params)
+  assert int(new_state.step) == 1
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_round_resumes_to_the_same_parameters(tmp_path):
+  """P = 2: the interrupted run stops after step 3 (one step into round 2) and resumes from its checkpoint."""
+  config = tiny_config()
+  config.mesh.clients = 2
+  devices = jax.devices()[:2]
+  config.train.update(steps=4, checkpoint_every=3, eval_every=100, image_every=100)
+  straight = trainer.train(config, tmp_path / "straight", devices=devices)
+  config.train.steps = 3
+  trainer.train(config, tmp_path / "interrupted", devices=devices)
+  config.train.steps = 4
+  resumed = trainer.train(config, tmp_path / "interrupted", devices=devices)
+  assert int(resumed.state.step) == 4
+  chex.assert_trees_all_close(jax.device_get(straight.state), jax.device_get(resumed.state), atol=0, rtol=0)
+  assert resumed.state.params["encoder"]["stem"]["kernel"].sharding.spec[0] == "clients"
+  assert {"site0_psnr", "site1_psnr", "psnr"} <= set(resumed.evaluation)
