@@ -143,7 +143,7 @@ def test_variants_and_ablation_option():
   assert channel_table(m.resolution, m.channel_multiplier, m.channel_max, m.channel_base) == vpgan.prior_channels(smoke)
   assert m.style_dim == smoke.model.prior_network.style_dim
   paper = vpgan_config.get_config("")
-  assert (paper.optim.encoder.boundaries, paper.optim.encoder["values"], paper.train.steps) == ((140_000,), (1e-3,),
+  assert (paper.optim.encoder.boundaries, paper.optim.encoder.rates, paper.train.steps) == ((140_000,), (1e-3,),
                                                                                              150_000)
 
 

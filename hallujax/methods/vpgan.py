@@ -137,6 +137,8 @@ def read_prior(config) -> dict:
                 description=description)
   from hallujax.convert.stylegan2 import load_checkpoint
   loaded = load_checkpoint(path)
+  if "generator_ema" not in loaded and "generator" not in loaded:
+    raise ValueError(f"config.weights.prior={path} holds no StyleGAN2 generator (only {', '.join(loaded)}).")
   check_prior_architecture(loaded["architecture"], config, f"file {path}")
   generator = loaded.get("generator_ema") or loaded["generator"]
   which = "EMA generator" if "generator_ema" in loaded else "generator (no EMA copy in the file)"
@@ -207,6 +209,7 @@ def make(config) -> Method:
   identity_size = config.model.arcface.image_size
   output_size, input_size = config.data.target_size, config.data.input_size
   channels = config.data.input_channels
+  prior_file = functools.cache(lambda: read_prior(config))   # read once for load_frozen and load_pretrained
 
   # ------------------------------------------------------------------- state
 
@@ -233,7 +236,7 @@ def make(config) -> Method:
     frozen = dict(frozen)
     if prior is not None:
       if config.weights.prior:
-        read = read_prior(config)
+        read = prior_file()
         frozen["prior"] = jax.tree.map(jnp.asarray, with_w_avg(prior, read["generator"]))
         logging.info("VPGAN prior: %s.", read["description"])
       else:
@@ -244,7 +247,7 @@ def make(config) -> Method:
       logging.info("model.prior=False (w/o VP): no prior; the encoder's own decoder generates the image.")
     if config.weights.vgg19:
       from hallujax.convert.torchvision import load_vgg19
-      frozen["vgg"] = jax.tree.map(jnp.asarray, load_vgg19(config.weights.vgg19))
+      frozen["vgg"] = {"params": jax.tree.map(jnp.asarray, load_vgg19(config.weights.vgg19))}
       logging.info("Perceptual loss: VGG-19 weights from %s.", config.weights.vgg19)
     else:
       logging.warning("config.weights.vgg19 is empty: the perceptual loss (Eq. 6) uses a RANDOMLY INITIALIZED "
@@ -261,7 +264,7 @@ def make(config) -> Method:
     """The discriminator starts from the prior file's discriminator when it has one of the same shape."""
     if prior is None or not config.weights.prior:
       return state
-    found = read_prior(config)["discriminator"]
+    found = prior_file()["discriminator"]
     if found is None:
       logging.info("The prior file has no discriminator: VPGAN's discriminator starts from random weights.")
       return state
