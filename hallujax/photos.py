@@ -44,11 +44,10 @@ Choices (the issue leaves them to us):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 import math
 import os
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -253,18 +252,25 @@ def grey(image: np.ndarray) -> np.ndarray:
   return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
 
 
+def aligned_crop(photo: np.ndarray, matrix: np.ndarray, size: int, face_side: float) -> np.ndarray:
+  """The photo's face at `size`²: a face larger than that is warped at its own size, then resized (antialiased)."""
+  native = max(size, int(round(face_side)))
+  crop = alignment.warp_affine(photo, scaled(matrix, native / size), native)
+  return degradations.resize(crop, size, "bicubic") if native > size else crop
+
+
 def prepare_face(photo: np.ndarray, face: Face, matrix: np.ndarray, model, input_mode: str) -> PreparedFace:
   """The aligned crop and the method's input of one face (module docstring: "real" and "degrade")."""
   size, low = model.output_size, model.input_size
-  crop = alignment.warp_affine(photo, matrix, size)
   face_side = size / matrix_scale(matrix)     # photo pixels across the aligned crop
+  crop = aligned_crop(photo, matrix, size, face_side)
   if input_mode == "degrade":
     source = crop
     description = (f"synthetic: the aligned {size}² crop downsampled ×{size / low:g} with {model.downsample} "
                    f"(the training degradation); the face spans {face_side:.0f} px of the photo")
   else:
     native = max(low, int(round(face_side)))
-    source = alignment.warp_affine(photo, scaled(matrix, native / size), native)
+    source = alignment.warp_affine(photo, scaled(matrix, native / size), native)   # the face at its own size
     description = (f"real: the photo's own face ({face_side:.0f} px across the crop)"
                    + (f", resized to {low}² with {model.downsample}" if native > low else
                       f", aligned at {low}² (no resizing beyond alignment)"))
