@@ -35,6 +35,11 @@ def site_of_index(index: np.ndarray, length: int, sites: int) -> np.ndarray:
   return (np.asarray(index, np.int64) * sites) // length
 
 
+def site_count(data_config) -> int:
+  """S: one site per face-world thermal sensor (data.thermal_sensors), else data.sites (default 1)."""
+  return max(1, len(data_config.get("thermal_sensors", ())) or int(data_config.get("sites", 1)))
+
+
 def site_of_client(client: int, clients: int, sites: int) -> int:
   return (client * sites) // clients
 
@@ -134,7 +139,7 @@ def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
   from hallujax.data.sources import make_source
   d = config.data
   clients = int(d.clients)
-  sites = max(1, len(d.get("thermal_sensors", ())) or int(d.get("sites", 1)))
+  sites = site_count(d)
   if split != "train":
     return sited_even_partition(length, clients, sites)
   p = d.partition

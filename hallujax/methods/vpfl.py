@@ -51,7 +51,7 @@ import ml_collections
 
 from hallujax import optim
 from hallujax.federated import aggregation
-from hallujax.federated.partition import site_of_client
+from hallujax.federated.partition import site_count, site_of_client
 from hallujax.methods import CLIENT_BATCH_AXES, Method
 from hallujax.methods import vpgan
 from hallujax.methods.stylegan2 import bit_generator_key
@@ -270,7 +270,7 @@ def make(config) -> Method:
   local = local_update(config)
   federation = local.federation
   clients = int(config.data.clients)
-  sites = max(1, len(config.data.get("thermal_sensors", ())) or int(config.data.get("sites", 1)))
+  sites = site_count(config.data)
   if clients % sites:
     raise ValueError(f"config.data.clients={clients} does not split evenly over {sites} sites.")
   slots = site_slots(clients, sites)
