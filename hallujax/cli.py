@@ -73,23 +73,18 @@ def unknown_field_message(config, dotted_name: str) -> str | None:
   return None
 
 
+def flag_argument(argv, name: str) -> str | None:
+  """The value of --name in either spelling, `--name=X` or `--name X` (before absl parses anything)."""
+  for index, argument in enumerate(argv):
+    if argument.startswith(f"--{name}="):
+      return argument.split("=", 1)[1]
+    if argument == f"--{name}" and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
+
+
 def config_argument(argv) -> str | None:
-  """The value of --config in either spelling, `--config=X` or `--config X`."""
-  for index, argument in enumerate(argv):
-    if argument.startswith("--config="):
-      return argument.split("=", 1)[1]
-    if argument == "--config" and index + 1 < len(argv):
-      return argv[index + 1]
-  return None
-
-
-def workdir_argument(argv) -> str | None:
-  for index, argument in enumerate(argv):
-    if argument.startswith("--workdir="):
-      return argument.split("=", 1)[1]
-    if argument == "--workdir" and index + 1 < len(argv):
-      return argv[index + 1]
-  return None
+  return flag_argument(argv, "config")
 
 
 def config_fields(config, prefix: str = "config") -> list[str]:

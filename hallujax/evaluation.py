@@ -1,27 +1,7 @@
-"""The evaluation behind ``python -m hallujax.evaluate --workdir RUN [--config ...] [--step N] [--split test]``.
+"""The evaluation behind ``python -m hallujax.evaluate`` (its docstring says what is written where).
 
-Restores the run's latest (or given) checkpoint, hallucinates the config's
-evaluation split and writes, under ``RUN/eval/``. Without --config the run's
-own resolved config (``RUN/config.json``) is used, overrides included:
-
-* ``step_<N>_<split>.json``: every number below, per row;
-* ``step_<N>_<split>.md``: a markdown table, one row per output column of the
-  method's ``hallucinate`` (its "output", the "bicubic" baseline, and any
-  intermediate result such as a coarse stage), plus one row per run given
-  with ``--compare`` (other checkpoints of the same config);
-* ``step_<N>_<split>_hardest.png`` / ``_easiest.png``: image grids of the
-  examples with the lowest and highest output PSNR.
-
-Columns: PSNR and SSIM on 0-255 images, RGB and Y channel
-(``hallujax.metrics.image_quality``); with a recognizer (an in-project ArcFace
-run, ``--recognizer_config`` + ``--recognizer_workdir``, or insightface
-arcface_torch weights, ``--arcface_weights``): the mean cosine similarity of
-hallucinated and ground-truth embeddings, verification AUC and VR at FAR = 1%
-and 0.1% over all (hallucinated, ground truth) pairs, and Rank-1 / Rank-5
-identification of the hallucinated faces against a gallery of one
-ground-truth image per identity (``hallujax.metrics.identity``). Where the
-data carry a yaw angle, PSNR / SSIM per 15° yaw bucket too (VividGAN's table).
-The method's own ``eval_step`` values are averaged and reported as well.
+Rows are the method's output columns against the ground truth; metrics come
+from ``hallujax.metrics`` (image quality, and identity with a recognizer).
 """
 
 from __future__ import annotations
