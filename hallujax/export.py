@@ -6,8 +6,10 @@ StableHLO with a symbolic batch dimension ``b``, lowered for each of
 --platforms. Writes, next to each other:
 
   model.hlo          the serialized jax.export.Exported (inputs: the parameter
-                     list, then faces (b, in, in, C) float32 in [-1, 1];
-                     output: faces (b, out, out, 3) float32 in [-1, 1])
+                     list, then faces (b, in, in, C) float32 in [-1, 1], and,
+                     for a method that reads 68 landmarks (PCFH), (b, 68, 2)
+                     points as fractions of the aligned crop's side; output:
+                     faces (b, out, out, 3) float32 in [-1, 1])
   model.params.npz   the parameters it reads, in its argument order (p0000, ...)
   model.json         sizes, template, channels, the run and step, and names
 
@@ -66,9 +68,13 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
   size, channels = model.input_size, model.input_channels
   example = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
 
-  def on_leaves(all_leaves, inputs):
+  reads = bool(model.reads_landmarks)
+
+  def on_leaves(all_leaves, inputs, landmarks=None):
     state, frozen = jax.tree.unflatten(treedef, all_leaves)
-    return function(state, frozen, inputs)
+    if landmarks is None:
+      landmarks = jnp.zeros(inputs.shape[:1] + (68, 2), jnp.float32)
+    return function(state, frozen, inputs, landmarks)
 
   abstract_leaves = [jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype) for leaf in leaves]
   keep = used_leaves(on_leaves, abstract_leaves, example)
@@ -78,16 +84,19 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
       raise ValueError(f"The hallucination reads a PRNG key from the state ({paths[index]}); exporting typed keys "
                        f"is not supported.")
 
-  def on_kept(kept_leaves, inputs):
+  def on_kept(kept_leaves, inputs, *landmarks):
     full = [jnp.zeros(np.shape(leaf), leaf.dtype) if not used else None for leaf, used in zip(leaves, keep)]
     for index, leaf in zip(kept, kept_leaves):
       full[index] = leaf
-    return on_leaves(full, inputs)
+    return on_leaves(full, inputs, *landmarks)
 
   batch, = jax.export.symbolic_shape("b")
   start = time.perf_counter()
-  exported = jax.export.export(jax.jit(on_kept), platforms=tuple(platforms))(
-      [abstract_leaves[index] for index in kept], jax.ShapeDtypeStruct((batch, size, size, channels), jnp.float32))
+  arguments = [[abstract_leaves[index] for index in kept],
+               jax.ShapeDtypeStruct((batch, size, size, channels), jnp.float32)]
+  if reads:   # the method reads 68 landmarks (PCFH): they are the model's third argument
+    arguments.append(jax.ShapeDtypeStruct((batch, 68, 2), jnp.float32))
+  exported = jax.export.export(jax.jit(on_kept), platforms=tuple(platforms))(*arguments)
   stem = os.path.splitext(output)[0]
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, "wb") as f:
@@ -101,7 +110,7 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
       "input_size": size, "input_channels": channels, "output_size": int(model.output_size),
       "downsample": model.downsample, "template_name": model.template_name,
       "template": np.asarray(model.template).tolist(), "value_range": [-1.0, 1.0],
-      "batch_dimension": "b (symbolic)", "platforms": list(exported.platforms),
+      "batch_dimension": "b (symbolic)", "platforms": list(exported.platforms), "reads_landmarks": reads,
       "jax_version": jax.__version__,
   }
   with open(stem + ".json", "w") as f:
@@ -114,15 +123,17 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
 
 
 def round_trip_difference(model, output: str, batch: int = 3, seed: int = 0) -> float:
-  """Largest |exported − in-process| over `batch` random faces (a batch size the compiled program never saw)."""
+  """Largest |exported − in-process| over `batch` random faces and landmarks (a batch size the compiled
+  program never saw)."""
   import numpy as np
   from hallujax import exported as exported_lib
   loaded = exported_lib.load(output)
   rng = np.random.default_rng(seed)
   inputs = rng.uniform(-1, 1, (model.batch_size, model.input_size, model.input_size, model.input_channels))
   inputs = inputs.astype(np.float32)
-  expected = model.run(inputs)[:batch]
-  return float(np.abs(loaded(inputs[:batch]) - expected).max())
+  landmarks = rng.uniform(0.2, 0.8, (model.batch_size, 68, 2)).astype(np.float32)
+  expected = model.run(inputs, landmarks)[:batch]
+  return float(np.abs(loaded(inputs[:batch], landmarks[:batch]) - expected).max())
 
 
 def main(argv):

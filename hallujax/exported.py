@@ -41,7 +41,8 @@ class ExportedModel:
     with np.load(parameters_path) as stored:
       names = sorted(stored.files)
       self.parameters = [jax.device_put(stored[name]) for name in names]
-    expected = len(self.exported.in_avals) - 1
+    self.reads_landmarks = bool(self.metadata.get("reads_landmarks", False))
+    expected = len(self.exported.in_avals) - 1 - self.reads_landmarks
     if len(self.parameters) != expected:
       raise ValueError(f"{parameters_path} holds {len(self.parameters)} arrays; {path} reads {expected}.")
     m = self.metadata
@@ -55,8 +56,12 @@ class ExportedModel:
     self.compiles = 0
     self._shapes: set = set()
 
-  def __call__(self, inputs) -> np.ndarray:
-    """(n, in, in, C) float32 in [-1, 1] -> (n, out, out, 3) float32 in [-1, 1]; any n (one compile per n)."""
+  def __call__(self, inputs, landmarks=None) -> np.ndarray:
+    """(n, in, in, C) float32 in [-1, 1] -> (n, out, out, 3) float32 in [-1, 1]; any n (one compile per n).
+
+    `landmarks`: for a model that reads them (metadata "reads_landmarks"), (n, 68, 2) iBUG-300W points in
+    the aligned crop as fractions of its side; zeros when not given. Ignored otherwise.
+    """
     inputs = np.asarray(inputs, np.float32)
     expected = (self.input_size, self.input_size, self.input_channels)
     if inputs.ndim != 4 or inputs.shape[1:] != expected:
@@ -64,7 +69,11 @@ class ExportedModel:
     if inputs.shape[0] not in self._shapes:
       self._shapes.add(inputs.shape[0])
       self.compiles += 1
-    return np.asarray(self._call(self.parameters, inputs))
+    arguments = [self.parameters, inputs]
+    if self.reads_landmarks:
+      arguments.append(np.zeros((len(inputs), 68, 2), np.float32) if landmarks is None
+                       else np.asarray(landmarks, np.float32))
+    return np.asarray(self._call(*arguments))
 
   run = __call__
 

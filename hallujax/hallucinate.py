@@ -62,21 +62,40 @@ def define_flags() -> None:
 # ----------------------------------------------------------------------------- the model of a run
 
 
-def photo_function(method, clients: int = 0, client: int = 0):
-  """`f(state, frozen, inputs) -> outputs`: the method's `hallucinate` on faces only.
+# Batch fields filled with the detected 68 landmarks, and the field whose pixel grid they are in.
+LANDMARK_FIELDS = {"input_landmarks": "input", "landmarks": "target"}
 
-  `inputs` (B, in, in, C) in [-1, 1]; every other batch field of the
-  method's `batch_spec` is zeros (a photo has no target, identity or
-  landmarks); the result is the "output" column clipped to [-1, 1], float32.
-  For a federated method (batch axes (clients, batch)) every client gets the
-  same faces and client `client`'s outputs are returned.
+
+def reads_landmarks(method) -> bool:
+  """Whether the method's batch has a 68-point landmark field a photo can fill (PCFH's input_landmarks)."""
+  return any(name in method.batch_spec and tuple(method.batch_spec[name].shape) == (68, 2)
+             for name in LANDMARK_FIELDS)
+
+
+def photo_function(method, clients: int = 0, client: int = 0):
+  """`f(state, frozen, inputs, landmarks) -> outputs`: the method's `hallucinate` on faces only.
+
+  `inputs` (B, in, in, C) in [-1, 1]; `landmarks` (B, 68, 2) the detected
+  iBUG-300W points in the aligned crop as fractions of its side (pixel
+  centres at (i + 0.5) / side; zeros when not known), written into the
+  method's 68-point landmark fields (LANDMARK_FIELDS) in those fields' pixels;
+  every other batch field of the method's `batch_spec` is zeros (a photo has
+  no target or identity); the result is the "output" column clipped to
+  [-1, 1], float32. For a federated method (batch axes (clients, batch))
+  every client gets the same faces and client `client`'s outputs are returned.
   """
   import jax.numpy as jnp
+  spec = method.batch_spec
 
-  def run(state, frozen, inputs):
+  def run(state, frozen, inputs, landmarks):
     leading = (clients,) + inputs.shape[:1] if clients else inputs.shape[:1]
-    batch = {name: jnp.zeros(leading + tuple(spec.shape), spec.dtype) for name, spec in method.batch_spec.items()}
-    batch["input"] = jnp.broadcast_to(inputs, leading + inputs.shape[1:]).astype(method.batch_spec["input"].dtype)
+    batch = {name: jnp.zeros(leading + tuple(field.shape), field.dtype) for name, field in spec.items()}
+    batch["input"] = jnp.broadcast_to(inputs, leading + inputs.shape[1:]).astype(spec["input"].dtype)
+    for name, grid in LANDMARK_FIELDS.items():
+      if name in spec and tuple(spec[name].shape) == (68, 2):
+        side = spec[grid].shape[0] if grid in spec else spec["input"].shape[0]
+        points = landmarks * side - 0.5
+        batch[name] = jnp.broadcast_to(points, leading + (68, 2)).astype(spec[name].dtype)
     output = method.hallucinate(state, frozen, batch)["output"]
     if clients:
       output = output.reshape((clients, -1) + output.shape[1:])[client]
@@ -173,12 +192,16 @@ class RunModel:
     self.function = photo_function(method, clients, client)
     divisor = mesh.shape[sharding.DATA_AXIS]
     batch_sharding = (sharding.batch_sharding(mesh) if batch_size % divisor == 0 else sharding.replicated(mesh))
+    self.reads_landmarks = reads_landmarks(method)
     abstract = jax.ShapeDtypeStruct((batch_size, self.input_size, self.input_size, self.input_channels),
                                     jax.numpy.float32, sharding=batch_sharding)
+    abstract_landmarks = jax.ShapeDtypeStruct((batch_size, 68, 2), jax.numpy.float32, sharding=batch_sharding)
     state_shardings = jax.tree.map(lambda leaf: leaf.sharding, state)
     start = time.perf_counter()
-    self.compiled = jax.jit(self.function, in_shardings=(state_shardings, frozen_shardings, batch_sharding),
-                            out_shardings=sharding.replicated(mesh)).lower(state, frozen, abstract).compile()
+    self.compiled = jax.jit(self.function, in_shardings=(state_shardings, frozen_shardings, batch_sharding,
+                                                         batch_sharding),
+                            out_shardings=sharding.replicated(mesh)).lower(
+                                state, frozen, abstract, abstract_landmarks).compile()
     self.compile_seconds = time.perf_counter() - start
     self.compiles = 1
     self.output_size = int(self.compiled.out_info.shape[1])
@@ -188,11 +211,16 @@ class RunModel:
     log(f"{self.name}: {self.input_size}² × {self.input_channels} → {self.output_size}², template "
         f"{self.template_name}, batches of {batch_size} compiled in {self.compile_seconds:.1f} s.")
 
-  def run(self, inputs):
-    """(batch_size, in, in, C) float32 -> (batch_size, out, out, 3) float32; the one compiled program."""
+  def run(self, inputs, landmarks=None):
+    """(batch_size, in, in, C) float32 [, (batch_size, 68, 2) unit landmarks] -> (batch_size, out, out, 3)
+    float32; the one compiled program."""
     import jax
-    inputs = jax.device_put(self._np.asarray(inputs, self._np.float32), self.batch_sharding)
-    return self._np.asarray(jax.device_get(self.compiled(self.state, self.frozen, inputs)))
+    np = self._np
+    if landmarks is None:
+      landmarks = np.zeros((len(inputs), 68, 2), np.float32)
+    inputs = jax.device_put(np.asarray(inputs, np.float32), self.batch_sharding)
+    landmarks = jax.device_put(np.asarray(landmarks, np.float32), self.batch_sharding)
+    return np.asarray(jax.device_get(self.compiled(self.state, self.frozen, inputs, landmarks)))
 
 
 def load_model(workdir: str | None, checkpoint: str | None, config, config_name: str = "--config",

@@ -236,6 +236,14 @@ class PreparedFace:
   input: np.ndarray           # the method's input, float32 [-1, 1], (input_size, input_size, C)
   input_image: np.ndarray     # the same, uint8 (for the side-by-side)
   description: str
+  landmarks: np.ndarray | None = None   # (68, 2) in the aligned crop, fractions of its side; None without 68
+
+
+def unit_landmarks(face: Face, matrix: np.ndarray, size: int) -> np.ndarray | None:
+  """The face's 68 points in the aligned crop as fractions of its side (pixel centres at (i + 0.5) / size)."""
+  if len(face.landmarks) != 68:
+    return None
+  return ((alignment.transform_points(matrix, face.landmarks) + 0.5) / size).astype(np.float32)
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:
@@ -278,8 +286,11 @@ def prepare_face(photo: np.ndarray, face: Face, matrix: np.ndarray, model, input
   if model.input_channels == 1:
     image = grey(image)
     description += "; grey luminance (the method reads one channel)"
+  landmarks = unit_landmarks(face, matrix, size)
+  if getattr(model, "reads_landmarks", False) and landmarks is None:
+    description += "; no 68 landmarks (the method's landmark input is zeros)"
   return PreparedFace(face=face, matrix=matrix, crop=crop, input=to_unit(image), input_image=image,
-                      description=description)
+                      description=description, landmarks=landmarks)
 
 
 def aligned_face(photo: np.ndarray, template: np.ndarray) -> tuple[Face, np.ndarray]:
@@ -443,6 +454,7 @@ def side_by_side(prepared: PreparedFace, output: np.ndarray) -> np.ndarray:
 
 
 class FaceModel(Protocol):
+  """`reads_landmarks` (optional, default False): `run(inputs, landmarks)` also takes (batch, 68, 2) points."""
   input_size: int
   input_channels: int
   output_size: int
@@ -569,11 +581,17 @@ class Hallucinator:
     size = self.model.batch_size
     taken, self.queue = self.queue[:size], self.queue[size:]
     inputs = np.stack([pending.prepared[index].input for pending, index in taken])
+    landmarks = np.stack([pending.prepared[index].landmarks if pending.prepared[index].landmarks is not None
+                          else np.zeros((68, 2), np.float32) for pending, index in taken])
     if len(taken) < size:   # pad with copies of the first face: the same shape, so no recompilation
       inputs = np.concatenate([inputs, np.repeat(inputs[:1], size - len(taken), axis=0)])
+      landmarks = np.concatenate([landmarks, np.repeat(landmarks[:1], size - len(taken), axis=0)])
       self.padded += size - len(taken)
     start = time.perf_counter()
-    outputs = np.asarray(self.model.run(inputs))
+    if getattr(self.model, "reads_landmarks", False):
+      outputs = np.asarray(self.model.run(inputs, landmarks))
+    else:
+      outputs = np.asarray(self.model.run(inputs))
     self.model_seconds += time.perf_counter() - start
     self.batches += 1
     finished = []

@@ -206,3 +206,23 @@ def test_federated_run_hallucinates_with_the_chosen_clients_model(tmp_path):
   assert outputs[0].shape == (4, 32, 32, 3)
   assert np.abs(outputs[0] - outputs[1]).max() > 1e-3          # two clients, two models
   np.testing.assert_array_equal(outputs[1][:2], outputs[1][2:])  # each face on its own
+
+
+def test_detected_landmarks_reach_a_method_that_reads_them_in_its_own_pixels():
+  """PCFH-style `input_landmarks`: the face's 68 points, aligned, in the input's pixel grid (centres at integers)."""
+  import jax
+  import jax.numpy as jnp
+  from hallujax.methods import make_method
+  config = face_config()
+  base = make_method(config)
+  spec = dict(base.batch_spec, input_landmarks=jax.ShapeDtypeStruct((68, 2), jnp.float32))
+  method = dataclasses.replace(base, batch_spec=spec, hallucinate=lambda state, frozen, batch: {
+      "output": jnp.broadcast_to(batch["input_landmarks"][:, :3, :].reshape(-1, 1, 1, 6)[..., :3] / 10, (2, 32, 32, 3))})
+  assert hallucinate.reads_landmarks(method) and not hallucinate.reads_landmarks(base)
+  landmarks = np.random.default_rng(0).uniform(150, 250, (68, 2))
+  matrix = photos.face_matrix(landmarks, photos.TEMPLATES["arcface"], 32)
+  unit = photos.unit_landmarks(photos.Face((0, 0, 1, 1), 1.0, landmarks), matrix, 32)
+  output = hallucinate.photo_function(method)(None, {}, jnp.zeros((2, 8, 8, 3)), jnp.stack([unit, unit]))
+  aligned = photos.alignment.transform_points(matrix, landmarks)         # in the 32² crop
+  expected = (aligned[:3] + 0.5) * 8 / 32 - 0.5                         # the same points on the 8² input
+  np.testing.assert_allclose(np.asarray(output[0, 0, 0]) * 10, expected.reshape(-1)[:3], atol=1e-4)
