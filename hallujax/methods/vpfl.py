@@ -266,7 +266,19 @@ def flatten_slots(batch: dict, slots: list[int]) -> dict:
   return {name: value[jnp.asarray(slots)].reshape(-1, *value.shape[2:]) for name, value in batch.items()}
 
 
+def check_mesh(config) -> None:
+  """Refuses a clients mesh axis > 1 (an XLA partitioner bug, see docs/vpfl.md)."""
+  if int(config.mesh.get("clients", 1)) > 1:
+    raise ValueError(
+        f"config.mesh.clients={config.mesh.clients}: XLA's SPMD partitioner (jax 0.10.2) miscompiles the vmapped "
+        f"input gradient of a convolution with 3 input channels (VPGAN's discriminator reads RGB) when the clients "
+        f"axis is split over devices (INVALID_ARGUMENT ... feature_group_count; docs/vpfl.md has a reproduction). "
+        f"Use config.mesh.clients=1: every device then holds every client and each client's batch is split over "
+        f"the data axis.")
+
+
 def make(config) -> Method:
+  check_mesh(config)
   local = local_update(config)
   federation = local.federation
   clients = int(config.data.clients)
