@@ -173,7 +173,8 @@ def read_arcface(config, nets) -> dict:
                        f"config.model.arcface.image_size={run_config.data.target_size} and its architecture.")
     _, state, step, _ = trainer.restore_run(run_config, path)
     logging.info("Identity loss: ArcFace from in-project run %s at step %d.", path, step)
-    return jax.device_get({"params": state.params["recognizer"], "batch_stats": state.batch_stats})
+    batch_stats = state.batch_stats.get("recognizer", state.batch_stats)   # v2 ArcFace keys it by network
+    return jax.device_get({"params": state.params["recognizer"], "batch_stats": batch_stats})
   from hallujax.convert.arcface import load_arcface
   logging.info("Identity loss: ArcFace weights from %s.", path)
   return load_arcface(path, nets["arcface"], size)
@@ -232,8 +233,8 @@ def make(config) -> Method:
       frozen["prior"] = prior.init(prior_key, jnp.zeros((1, prior.style_dim)))
     return frozen
 
-  def load_frozen(frozen) -> dict:
-    frozen = dict(frozen)
+  def load_frozen(random_frozen) -> dict:
+    frozen = dict(random_frozen)
     if prior is not None:
       if config.weights.prior:
         read = prior_file()
@@ -258,6 +259,10 @@ def make(config) -> Method:
       logging.warning("config.weights.arcface is empty: the identity loss (Eq. 6) uses a RANDOMLY INITIALIZED "
                       "ArcFace. Give an arcface_torch backbone or a configs/arcface.py run with "
                       "--config.weights.arcface=PATH.")
+    for name, random in random_frozen.items():
+      if jax.tree.structure(frozen[name]) != jax.tree.structure(random):
+        raise ValueError(f"The loaded {name} network does not have the layout config.model builds; set "
+                         f"config.model ({name}) to the weights' architecture.")
     return frozen
 
   def load_pretrained(state: VPGANState) -> VPGANState:
