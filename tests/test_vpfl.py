@@ -63,6 +63,26 @@ def test_clients_hold_only_their_sites_examples_and_held_out_splits_are_each_sit
   assert sorted(np.concatenate(held_out).tolist()) == list(range(32))
 
 
+def test_two_sites_see_the_face_world_through_different_thermal_sensors():
+  from hallujax.data.faceworld import FaceWorldSource
+  config = tiny_config()
+  assert tuple(config.data.thermal_sensors) == ("reference", "uncooled")
+  sensed = FaceWorldSource(config.data, "train")
+  plain_config = config.data.copy_and_resolve_references()
+  plain_config.thermal_sensors = ()
+  plain = FaceWorldSource(plain_config, "train")
+  first, last = sensed[0], sensed[len(sensed) - 1]
+  assert (int(first["site"]), int(last["site"])) == (0, 1) and "site" not in plain[0]
+  np.testing.assert_array_equal(first["input"], plain[0]["input"])        # the reference camera is the render
+  np.testing.assert_array_equal(last["target"], plain[len(plain) - 1]["target"])   # visible images untouched
+  rendered, seen = plain[len(plain) - 1]["input"].astype(float), last["input"].astype(float)
+  assert np.mean(np.abs(seen - rendered)) > 10 and seen.std() < rendered.std()   # offset, flatter response
+  assert [sensed.identity(i) for i in range(8)] == [sensed.parameters(i)[0] for i in range(8)]
+  # The Dirichlet partition through the pipeline: each client reads only its own site's half.
+  parts = pipeline.client_partitions(config, "train", len(sensed))
+  assert [set(partition.site_of_index(p, len(sensed), 2)) for p in parts] == [{0}, {1}]
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 
