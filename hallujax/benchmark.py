@@ -15,6 +15,9 @@ batches of the method's batch_spec; no weights file is read.
                 profiler trace of the slowest step under DIR/trace).
 --suite smoke   the same with the :smoke variants (CPU; default --steps 3
                 --warmup 1 --named_steps first --dtypes float32).
+--config X --numerics_steps 100
+                trains 100 steps of X in float32 and in bfloat16 from the same
+                start and compares the loss curves (no timing).
 --suite torch   StyleGAN2's train step in hallujax against the same step in
                 PyTorch eager and torch.compile, interleaved in this process
                 (hallujax.tools.torch_reference; needs torch).
@@ -51,6 +54,8 @@ _TRACE = flags.DEFINE_bool("trace_slowest", False, "Suites: write a jax.profiler
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (default: the known devices' dense "
                            "peak, hallujax.benchmarking.PEAK_TFLOPS).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "--suite torch: the StyleGAN2 batch (default: the config's).")
+_NUMERICS = flags.DEFINE_integer("numerics_steps", 0, "With --config: instead of timing, train this many steps "
+                                 "in float32 and in bfloat16 from the same start and compare the loss curves.")
 _TORCH_CONFIG = flags.DEFINE_string("torch_config", "configs/stylegan2.py:smoke", "--suite torch: the StyleGAN2 "
                                     "config to compare.")
 
@@ -104,6 +109,14 @@ def main(argv):
                         "(see --help).")
   from hallujax import benchmarking
   config = cli.prepare_run(_CONFIG.value if _CONFIG.value is not None else cli.read_run_config(_WORKDIR.value))
+  if _NUMERICS.value > 0:
+    import json
+    report = benchmarking.dtype_numerics(config, _NUMERICS.value)
+    if _OUT.value:
+      os.makedirs(_OUT.value, exist_ok=True)
+      with open(os.path.join(_OUT.value, "numerics.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return None
   dtypes = _DTYPES.value or [config.train.compute_dtype]
   spec = cli.config_argument(sys.argv) or _WORKDIR.value
   rows = []

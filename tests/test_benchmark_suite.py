@@ -80,6 +80,19 @@ def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
   assert list((tmp_path / "trace").rglob("*.xplane.pb")), "no profiler trace written"
 
 
+def test_dtype_numerics_compares_the_same_steps_from_the_same_start():
+  """tests.tiny ignores compute_dtype: both runs are then the same program on the same batches and keys, so any
+  difference the report shows comes from the dtype alone."""
+  from hallujax import cli
+  config = cli.load_config_file(TINY)
+  report = benchmarking.dtype_numerics(config, 3, log=lambda line: None)
+  assert set(report["metrics"]) >= {name for name in report["curves"]["float32"][0] if name.startswith("loss")}
+  assert len(report["curves"]["float32"]) == len(report["curves"]["bfloat16"]) == 3
+  for values in report["metrics"].values():
+    assert values["mean_abs_difference"] == 0.0 and values["steps"] >= 1
+  assert report["bfloat16_nonfinite_steps"] == 0
+
+
 def run(*args):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   return subprocess.run([sys.executable, "-m", "hallujax.benchmark", *args], capture_output=True, text=True,

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -39,7 +40,18 @@ BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
 
 
 def torch_modules():
-  """torch, nn, F: imported here so that importing this file needs no torch."""
+  """torch, nn, F: imported here so that importing this file needs no torch.
+
+  On a CPU host with more runnable tasks than cores, OpenMP's default active
+  waiting makes PyTorch's threads spin against each other and the other
+  processes: here the smoke step took 3.3-8.9 s with it and 0.42 s with
+  OMP_WAIT_POLICY=PASSIVE (0.34 s on one thread). So under load, unless the
+  user chose a policy, it is set to PASSIVE before torch starts OpenMP; the
+  report records the policy.
+  """
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+  if "torch" not in sys.modules and load > (os.cpu_count() or 1):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
   try:
     import torch
     from torch import nn
@@ -357,7 +369,8 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
   size = config.model.resolution
   env = benchmarking.environment()
   log(f"StyleGAN2 {size}², batch {batch}, {spec} | {env['devices']} × {env['device_kind']} | jax {jax.__version__}, "
-      f"torch {torch.__version__} ({torch.get_num_threads()} threads) | load {env['load_average_1min']} on "
+      f"torch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+      f"{os.environ.get('OMP_WAIT_POLICY', '(default)')}) | load {env['load_average_1min']} on "
       f"{env['cpus']} CPUs")
   device = torch_device(torch, jax.default_backend())
   torch.manual_seed(0)
@@ -400,7 +413,8 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
     log(f"{name:14s} median {medians[name] * 1e3:9.1f} ms (min {min(t) * 1e3:.1f}, max {max(t) * 1e3:.1f}, "
         f"n={len(t)}) | {batch / medians[name]:7.1f} images/s | time / hallujax's {speedup:.2f}")
   report = dict(environment=env, config=spec, resolution=size, batch_size=batch, modulation=modulation, device=device,
-                torch=torch.__version__, rows=rows, notes=notes)
+                torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(default)"), rows=rows, notes=notes)
   if out_dir:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "torch_side_by_side.json"), "w") as f:
