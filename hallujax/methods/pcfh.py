@@ -10,7 +10,7 @@ One named step, ``train``, makes three updates in order (§3, Figure 2):
 2. the mutual-information estimator NE (Eq. 10) on the current G_A(I_N);
 3. G_A, the auxiliary G_B and the attention module A together, on
    L_ad + L_rec + L_ID + L_Y + L_AWM + L_MIC (Eqs. 1–5, 8, 9) for G_A and G_B
-   and L_A + L_AWM (Eqs. 7–8) for A.
+   and L_A (Eq. 7) for A.
 
 Reading of the paper's open points (each also in configs/pcfh.py):
 
@@ -35,17 +35,19 @@ Reading of the paper's open points (each also in configs/pcfh.py):
 * rank(Att) (Eq. 7) through its convex surrogate, the nuclear norm of each
   (H, W) attention map (sum of singular values), differentiable by SVD.
 * A(x) = Att ⊙ (x + 1)/2 with Att = σ(net(I_N, I_Warp)) (models/pcfh.py).
-  A's first term in Eq. 7, α1|A(G_A(I_N)) − I_Warp|₁, trains A only (G_A's
-  output is stop-gradiented there): as a generator loss with α1 = 3 it would
-  be an unmasked pixel loss to the warped image, which is what the AWM is
-  there to avoid. I_Warp in that term is mapped to [0, 1] like A's output.
-* Attention warm-up (our addition; the paper is silent on A's schedule): for
+  Each loss trains its own module, as §3.3 assigns them: L_A (Eq. 7, "the
+  loss function" of A) trains A only (G_A's output is stop-gradiented there:
+  as a generator loss with α1 = 3 it would be an unmasked pixel loss to the
+  warped image, which is what the AWM is there to avoid), and L_AWM (Eq. 8)
+  trains G_A only (Att is held there). Letting L_AWM train A too drives Att
+  to 0 wherever the young generator is far from I_Warp, i.e. everywhere:
+  measured in the 64² smoke run, the mean attention fell from 0.5 to 0.02
+  within 100 steps, the sigmoid saturated and the output got worse after
+  that (held-out L1 to I_Warp 0.42 at step 100, 0.48 at 200). I_Warp in
+  Eq. 7 is mapped to [0, 1] like A's output.
+* Optional attention warm-up (our addition, off in the configs): for
   ``train.attention_warmup_steps`` steps Att ≡ 1 (L_AWM is the plain L1 to
-  I_Warp, named step "warmup"), then A trains (step "train"). From a random
-  G_A every pixel is far from I_Warp, L_AWM drives Att to 0 everywhere and
-  the sigmoid saturates before G_A can learn anything from the warp: in a
-  64² smoke run without warm-up the mean attention fell from 0.5 to 0.02 in
-  100 steps and never came back.
+  I_Warp, named step "warmup"), then A trains (step "train").
 * MIC, Eq. 9 prints L_MIC = λ5 (I(G_A(I_N), I_V) − I(G_A(I_N), I_N)) as a term
   of a minimised loss, which would *minimise* the MI with the visible image;
   the text says the opposite ("maximizes the mutual information of the
@@ -354,8 +356,9 @@ def build(config) -> Built:
       terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(output - warped) / 2.0, reference)
     elif use_awm:
       attention = attention_map(params, batch, warped)
-      attended_output = models.apply_attention(attention, output)
-      attended_warp = models.apply_attention(attention, warped)
+      held_attention = jax.lax.stop_gradient(attention)   # L_AWM trains G_A; A learns from L_A alone
+      attended_output = models.apply_attention(held_attention, output)
+      attended_warp = models.apply_attention(held_attention, warped)
       terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(attended_output - attended_warp), reference)  # Eq. 8
       if w.attention_l1 > 0:                                                                      # Eq. 7
         held = models.apply_attention(attention, jax.lax.stop_gradient(output))
