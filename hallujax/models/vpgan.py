@@ -30,6 +30,12 @@ resolution r ≤ input_size merges the encoder through
 * or, with ``msca=False`` (Table 5, "w/o MSCA"), the plain UNet skip: the
   encoder feature of the same resolution.
 
+Every layer has StyleGAN2's equalized learning rate (hallujax.nn.stylegan_layers:
+weights drawn N(0, 1) and scaled by 1/√fan_in at run time, leaky ReLU 0.2 with
+gain √2). The paper trains with Adam at 2e-3, StyleGAN2's rate, which is tuned
+for such layers; with plain convolutions that rate made the smoke run diverge
+(measured: generator loss 1.5e7 at step 175 with an in-project prior).
+
 Decoder levels above the input resolution (256², 512² in the paper) have no
 encoder scale of their own and take only the upsampled decoder path.
 
@@ -48,9 +54,9 @@ import jax
 import jax.numpy as jnp
 
 from hallujax.models.stylegan2 import Generator, num_synthesis_layers, num_ws
+from hallujax.nn.stylegan_layers import EqualConv, EqualDense
 
 Dtype = Any
-LEAKY_SLOPE = 0.2
 
 
 def levels_between(low: int, high: int) -> int:
@@ -79,20 +85,29 @@ def resize_to(x: jax.Array, size: int) -> jax.Array:
   return nn.avg_pool(x, (factor, factor), strides=(factor, factor))
 
 
-def leaky(x: jax.Array) -> jax.Array:
-  return nn.leaky_relu(x, LEAKY_SLOPE)
-
-
-class ConvBlock(nn.Module):
-  """Two 3×3 convolutions with leaky ReLU; the first strided when `stride` = 2."""
+class ZeroInitLinear(nn.Module):
+  """Equalized-lr linear map on the last axis (a 1×1 convolution on NHWC) whose weights start at zero."""
   features: int
-  stride: int = 1
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = leaky(nn.Conv(self.features, (3, 3), strides=self.stride, dtype=self.dtype, name="conv_0")(x))
-    return leaky(nn.Conv(self.features, (3, 3), dtype=self.dtype, name="conv_1")(x))
+    kernel = self.param("kernel", nn.initializers.zeros, (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    weight = (kernel / math.sqrt(x.shape[-1])).astype(self.dtype)
+    return x.astype(self.dtype) @ weight + bias.astype(self.dtype)
+
+
+class ConvBlock(nn.Module):
+  """Two 3×3 equalized-lr convolutions with leaky ReLU; the first blurred and strided with `downsample`."""
+  features: int
+  downsample: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = EqualConv(self.features, 3, downsample=self.downsample, dtype=self.dtype, name="conv_0")(x)
+    return EqualConv(self.features, 3, dtype=self.dtype, name="conv_1")(x)
 
 
 class MSCA(nn.Module):
@@ -103,10 +118,11 @@ class MSCA(nn.Module):
 
   @nn.compact
   def __call__(self, encoder_features: Sequence[jax.Array]) -> jax.Array:
-    projected = [resize_to(nn.Conv(self.features, (1, 1), dtype=self.dtype, name=f"project_{j}")(e), self.size)
+    projected = [resize_to(EqualConv(self.features, 1, activation=False, dtype=self.dtype,
+                                     name=f"project_{j}")(e), self.size)
                  for j, e in enumerate(encoder_features)]
     stacked = jnp.stack(projected, axis=-2)                                  # (B, r, r, scales, C)
-    logits = nn.Conv(len(projected), (1, 1), dtype=self.dtype, name="attention")(
+    logits = EqualConv(len(projected), 1, activation=False, dtype=self.dtype, name="attention")(
         jnp.concatenate(projected, axis=-1))                                 # (B, r, r, scales)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(stacked.dtype)
     return jnp.sum(stacked * weights[..., None], axis=-2)
@@ -157,9 +173,9 @@ class VPGANEncoder(nn.Module):
                        f"{self.input_size}, channels).")
     x = thermal.astype(self.dtype)
     # Encoder: E_0 at input_size², then one stride-2 stage per level down to 4².
-    encoder = [leaky(nn.Conv(self.encoder_channels[0], (3, 3), dtype=self.dtype, name="stem")(x))]
+    encoder = [EqualConv(self.encoder_channels[0], 3, dtype=self.dtype, name="stem")(x)]
     for j, width in enumerate(self.encoder_channels[1:], start=1):
-      encoder.append(ConvBlock(width, stride=2, dtype=self.dtype, name=f"down_{j}")(encoder[-1]))
+      encoder.append(ConvBlock(width, downsample=True, dtype=self.dtype, name=f"down_{j}")(encoder[-1]))
     by_size = {e.shape[1]: e for e in encoder}
 
     out: dict[str, Any] = {"encoder_features": tuple(encoder)}
@@ -173,7 +189,7 @@ class VPGANEncoder(nn.Module):
       parts = []
       if k > 0:
         up = jax.image.resize(features[-1], (x.shape[0], size, size, features[-1].shape[-1]), "nearest")
-        parts.append(leaky(nn.Conv(width, (3, 3), dtype=self.dtype, name=f"up_{k}")(up)))
+        parts.append(EqualConv(width, 3, dtype=self.dtype, name=f"up_{k}")(up))
       if size in by_size:
         parts.append(MSCA(width, size, dtype=self.dtype, name=f"msca_{k}")(encoder) if self.msca
                      else by_size[size])
@@ -184,25 +200,23 @@ class VPGANEncoder(nn.Module):
       scale_shift = []
       for layer in range(num_synthesis_layers(self.output_size)):
         level = layer_level(layer)
-        gamma = nn.Conv(self.prior_channels[level], (1, 1), kernel_init=nn.initializers.zeros,
-                        dtype=self.dtype, name=f"gamma_{layer}")(features[level])
-        beta = nn.Conv(self.prior_channels[level], (1, 1), kernel_init=nn.initializers.zeros,
-                       dtype=self.dtype, name=f"beta_{layer}")(features[level])
+        gamma = ZeroInitLinear(self.prior_channels[level], dtype=self.dtype, name=f"gamma_{layer}")(features[level])
+        beta = ZeroInitLinear(self.prior_channels[level], dtype=self.dtype, name=f"beta_{layer}")(features[level])
         scale_shift.append((1.0 + gamma, beta))
       out["scale_shift"] = tuple(scale_shift)
     if self.rgb_output:
-      out["image"] = nn.Conv(3, (1, 1), dtype=self.dtype, name="to_rgb")(features[-1]).astype(jnp.float32)
+      out["image"] = EqualConv(3, 1, activation=False, dtype=self.dtype, name="to_rgb")(
+          features[-1]).astype(jnp.float32)
     return out
 
   def style_head(self, bottleneck: jax.Array) -> jax.Array:
     """Eq. 1: w = MLP(UNet_E(I_TH)) on the 4² bottleneck → (B, num_ws, style_dim) offsets from w_avg."""
     length = num_ws(self.output_size)
     h = bottleneck.reshape(bottleneck.shape[0], -1)
-    h = leaky(nn.Dense(self.style_hidden, dtype=self.dtype, name="style_hidden")(h))
+    h = EqualDense(self.style_hidden, activation=True, dtype=self.dtype, name="style_hidden")(h)
     # Zero-initialized: an untrained encoder asks the prior for its mean face (w = w_avg).
     count = length if self.w_per_layer else 1
-    w = nn.Dense(count * self.style_dim, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                 name="style_out")(h).astype(jnp.float32)
+    w = ZeroInitLinear(count * self.style_dim, dtype=self.dtype, name="style_out")(h).astype(jnp.float32)
     w = w.reshape(h.shape[0], count, self.style_dim)
     return jnp.broadcast_to(w, (h.shape[0], length, self.style_dim))
 
