@@ -1,10 +1,13 @@
 """VPFL (paper 000, §3.2, Algorithm 1): VPGAN trained by K institutions that share only parameters.
 
 The K clients' trainable VPGAN networks (encoder and discriminator) and their
-optimizer states are stacked on a leading clients axis (sharded over the
-mesh's ``clients`` axis); the round's global model Θ^q is kept next to them.
-One training step runs every client's local VPGAN step (Eq. 7, the losses of
-Eq. 5) as one ``vmap``-ed program over that axis, each client on its own batch
+optimizer states are stacked on a leading clients axis (``state_rules`` put it
+on the mesh's ``clients`` axis; ``check_mesh`` keeps that axis at 1 until an XLA
+partitioner bug is fixed, docs/vpfl.md); the round's global model Θ^q is kept
+next to them. One training step runs every client's local VPGAN step (Eq. 7,
+the losses of Eq. 5) in one program, ``vmap``-ed over that axis (or, with
+``federated.client_loop="map"``, a loop inside the program: faster on CPUs,
+where per-client weights make vmapped convolutions grouped), each client on its own batch
 (batches are (K, B, ...): ``config.data.clients`` = K, each client reading its
 own partition). Every ``federated.local_steps`` = P steps (paper: 200) the step
 also aggregates (Eq. 8, ``hallujax.federated.aggregation.fedavg``): the mean
@@ -287,6 +290,11 @@ def make(config) -> Method:
     raise ValueError(f"config.data.clients={clients} does not split evenly over {sites} sites.")
   slots = site_slots(clients, sites)
   base = local.vpgan
+  # How the clients' local steps run in the one program: "vmap" (batched; per-client weights make every
+  # convolution a grouped one with K groups) or "map" (a loop over clients inside the program).
+  client_loop = config.federated.get("client_loop", "vmap")
+  if client_loop not in ("vmap", "map"):
+    raise ValueError(f"config.federated.client_loop={client_loop!r}; expected 'vmap' or 'map'.")
 
   def init(rng) -> VPFLState:
     # Algorithm 1: every client starts from the global initialization Θ^0.
@@ -308,8 +316,13 @@ def make(config) -> Method:
   def local_step(state: VPFLState, frozen, batch, rng, *, r1: bool, aggregate_after: bool):
     del rng   # VPGAN's step is deterministic
     step_one = functools.partial(local.client_step, r1=r1)
-    params, opt_state, metrics = jax.vmap(step_one, in_axes=(0, 0, None, None, 0))(
-        state.params, state.opt_state, state.global_params, frozen, batch)
+    if client_loop == "vmap":
+      params, opt_state, metrics = jax.vmap(step_one, in_axes=(0, 0, None, None, 0))(
+          state.params, state.opt_state, state.global_params, frozen, batch)
+    else:   # "map": the clients one after another inside the program (plain convolutions, K× less memory)
+      params, opt_state, metrics = jax.lax.map(
+          lambda client: step_one(client[0], client[1], state.global_params, frozen, client[2]),
+          (state.params, state.opt_state, batch))
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if aggregate_after:
       state = aggregate(state, federation.optimizer_state)
@@ -399,4 +412,5 @@ def federation_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
       mpr_reduction="sum",      # Eq. 9's ‖·‖²: the squared norm per example, averaged over the batch
       proximal_weight=1e-3,     # FedProx μ (the issue: 1e-3; the paper: "the empirically best" μ, not given)
       optimizer_state="keep",   # keep | reset | average (aggregation.optimizer_state_between_rounds)
+      client_loop="vmap",       # vmap (clients batched) | map (clients in a loop inside the program)
   ))
