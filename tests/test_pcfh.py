@@ -251,9 +251,11 @@ def test_variants_without_a_network_initialise_the_others_as_the_full_method():
 # ----------------------------------------------------------------------------- learning
 
 
-def held_out_l1_warped(method, state, frozen, batches) -> float:
-  evaluate = jax.jit(method.eval_step)
-  return float(np.mean([np.mean(evaluate(state, frozen, batch)["l1_warped"]) for batch in batches]))
+def held_out_l1_warped(method, state, batches) -> float:
+  """Mean |output − I_Warp| over held-out batches, from the image columns (cheaper to compile than eval_step)."""
+  columns = jax.jit(method.hallucinate)
+  values = [columns(state, {}, batch) for batch in batches]
+  return float(np.mean([np.mean(np.abs(np.asarray(v["output"]) - np.asarray(v["warped"]))) for v in values]))
 
 
 def test_a_short_run_lowers_the_warped_target_l1_on_held_out_pairs(tmp_path):
@@ -267,8 +269,7 @@ def test_a_short_run_lowers_the_warped_target_l1_on_held_out_pairs(tmp_path):
   method = pcfh_method.make(config)
   spec = method.batch_spec
   held_out = [{name: batch[name] for name in spec} for batch in pipeline.eval_batches(config)]
-  before = held_out_l1_warped(method, jax.jit(method.init)(jax.random.key(0)),
-                              jax.jit(method.init_frozen)(jax.random.key(1)), held_out)
+  before = held_out_l1_warped(method, jax.jit(method.init)(jax.random.key(0)), held_out)
   result = trainer.train(config, tmp_path)
   assert int(result.state.step) == 30
   assert result.evaluation["l1_warped"] < 0.8 * before, (before, result.evaluation)
