@@ -193,6 +193,13 @@ def test_vmapped_round_equals_clients_run_one_after_another(setup):
   for k in range(config.data.clients):   # Θ^{q+1} deployed to every client
     chex.assert_trees_all_equal(jax.tree.map(lambda p: p[k], new_state.params), new_state.global_params)
   assert int(new_state.step) == 1
+  # The clients in a loop inside the program (federated.client_loop="map") give the same round.
+  looped_config = config.copy_and_resolve_references()
+  looped_config.federated.client_loop = "map"
+  looped = vpfl.make(looped_config)
+  looped_state, _ = jax.jit(looped.steps["local_aggregate"])(looped.init(jax.random.key(0)), frozen, batch,
+                                                             jax.random.key(0))
+  chex.assert_trees_all_close(looped_state.global_params, expected, rtol=2e-5, atol=2e-6)
 
 
 def test_a_clients_mesh_axis_is_refused_with_the_reason():
