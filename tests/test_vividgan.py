@@ -164,8 +164,8 @@ def tiny_config():
   config.model.update(
       coarse=dict(widths=(32, 16, 16), localization_features=4, bicubic_skip=True),
       landmarks=dict(features=8, num_stacks=1, depth=1, reduction=4),
-      touching_up=dict(widths=(4, 8, 8)),
-      fine=dict(encoder_widths=(8, 16), hourglass_stacks=1, hourglass_depth=2, embedding=8, sigma=1.0))
+      touching_up=dict(widths=(4, 8)),
+      fine=dict(encoder_widths=(8, 16), hourglass_stacks=1, hourglass_depth=1, embedding=8, sigma=1.0))
   config.stages.update(coarse=60, touching_up=10, joint=20)
   return config
 
