@@ -384,16 +384,14 @@ def make(config) -> Method:
     return values
 
   def hallucinate(state: VPFLState, frozen, batch) -> dict:
-    """The first slot of each site: the global model's images, or each local model on its own client's data."""
-    first = [site[0] for site in slots]
+    """Every example, clients × batch flattened in slot order: the global model's images, or with no
+    aggregation (local_only, fused, centralized) each client's model on its own client's examples."""
+    def columns(encoder_params, client_batch):
+      return base.hallucinate(vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params={"encoder": encoder_params},
+                                               opt_state={}), frozen, client_batch)
     if federation.aggregate:
-      params = aggregation.broadcast(state.global_params["encoder"], len(first))
-    else:
-      params = jax.tree.map(lambda p: p[jnp.asarray(first)], state.params["encoder"])
-    picked = {name: value[jnp.asarray(first)] for name, value in batch.items()}
-    images = jax.vmap(lambda p, b: base.hallucinate(
-        vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params={"encoder": p}, opt_state={}), frozen, b))(
-            params, picked)
+      return columns(state.global_params["encoder"], flatten_slots(batch, list(range(clients))))
+    images = jax.vmap(columns)(state.params["encoder"], batch)
     return {name: value.reshape(-1, *value.shape[2:]) for name, value in images.items()}
 
   return Method(
