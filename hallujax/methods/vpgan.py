@@ -19,17 +19,16 @@ One training step (named "train", or "train_r1" on the lazy-R1 steps):
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from hallujax import optim
+from hallujax.cli import read_run_config
 from hallujax.methods import Method
 from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
@@ -94,16 +93,6 @@ def check_config(config) -> None:
 # ----------------------------------------------------------------------------- frozen networks
 
 
-def run_directory_config(path: str) -> ml_collections.ConfigDict:
-  """The config a training run recorded in `path`/config.json."""
-  record = os.path.join(path, "config.json")
-  if not os.path.exists(record):
-    raise ValueError(f"{path} is a directory without config.json; expected a training run's workdir "
-                     f"(python -m hallujax.train --workdir ...) or a weights file.")
-  with open(record) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def check_prior_architecture(found: dict, config, where: str) -> None:
   p = config.model.prior_network
   expected = dict(resolution=config.data.target_size, channels=tuple(prior_channels(config)),
@@ -121,7 +110,7 @@ def read_prior(config) -> dict:
   path = config.weights.prior
   if os.path.isdir(path):
     from hallujax import trainer   # the trainer imports the methods registry; import at use
-    run_config = run_directory_config(path)
+    run_config = read_run_config(path)
     if run_config.method != "stylegan2":
       raise ValueError(f"config.weights.prior={path} is a {run_config.method!r} run; expected a stylegan2 run "
                        f"(configs/stylegan2.py) or a StyleGAN2 file (.pt / .pkl).")
@@ -165,7 +154,7 @@ def read_arcface(config, nets) -> dict:
   path, size = config.weights.arcface, config.model.arcface.image_size
   if os.path.isdir(path):
     from hallujax import trainer
-    run_config = run_directory_config(path)
+    run_config = read_run_config(path)
     if run_config.method != "arcface":
       raise ValueError(f"config.weights.arcface={path} is a {run_config.method!r} run; expected an arcface run.")
     if run_config.data.target_size != size:
