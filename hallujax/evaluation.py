@@ -40,12 +40,14 @@ def quiet_warnings():
 
 
 def all_processes(local_values: list[np.ndarray]) -> np.ndarray:
-  """Per-batch host values of this process -> the global values in the global batch order."""
-  if jax.process_count() == 1:
-    return np.concatenate(local_values)
-  from jax.experimental import multihost_utils
-  gathered = [np.asarray(multihost_utils.process_allgather(v)).reshape(-1, *np.shape(v)[1:]) for v in local_values]
-  return np.concatenate(gathered)
+  """Per-batch host values of this process -> the global per-example values, flat, in the global order.
+
+  Client-axis batches ((K, B) per field) are flattened client-major, as the images are.
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    local_values = [np.asarray(multihost_utils.process_allgather(v)) for v in local_values]
+  return np.concatenate([np.reshape(v, (-1,)) for v in local_values])
 
 
 def resize_to(images: jax.Array, size: int) -> jax.Array:
@@ -239,14 +241,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
                                             include_baselines=False)
     rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
   summary = summarize(rows, labels, yaw)
-  notes = [f"{config.method}, {workdir} step {step}, split {split!r}: {len(host_batches)} batches of "
-           f"{config.train.batch_size} ({config.data.source}).",
+  examples = int(sum(np.prod(b["target"].shape[:-3]) for b in host_batches)) * jax.process_count()
+  notes = [f"{config.method}, {workdir} step {step}, split {split!r}: {len(host_batches)} batches, "
+           f"{examples} examples ({config.data.source}).",
            f"Throughput (hallucinate + metrics, after compilation): {images_per_second:.1f} images/s on "
            f"{jax.devices()[0].platform}."]
   if recognizer is None:
     notes.append("No recognizer given (--recognizer_workdir or --arcface_weights): identity metrics not computed.")
   report = {"method": config.method, "workdir": str(workdir), "step": step, "split": split,
-            "examples": int(sum(len(b["target"]) for b in host_batches)), "rows": summary,
+            "examples": examples, "rows": summary,
             "eval_step": eval_means, "images_per_second": images_per_second}
   directory = epath.Path(workdir) / "eval"
   stem = f"step_{step}_{split}"
