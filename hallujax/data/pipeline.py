@@ -87,7 +87,7 @@ class PrepareExample(grain.transforms.Map):
       scale = self.target_size / target.shape[1]
       target = degradations.resize(target, self.target_size, "bicubic")
       if "landmarks" in example:
-        example["landmarks"] = (example["landmarks"] * scale).astype(np.float32)
+        example["landmarks"] = scale_points(example["landmarks"], scale)   # pixel centres at integers
     source_image = example["input"]
     if source_image.ndim == 2:
       source_image = source_image[..., None]
