@@ -25,7 +25,9 @@ from hallujax.data import feed as feed_lib, pipeline
 from hallujax.methods import get_method
 from hallujax.metrics import identity, image_quality
 
-NOT_CANDIDATES = ("target", "lr", "input")
+# Columns that are inputs, ground truth or intermediate maps, not results to score against the target
+# (VividGAN's component prior is black outside the components; PCFH's attention is a mask).
+NOT_CANDIDATES = ("target", "lr", "input", "prior", "attention")
 YAW_BUCKET_DEGREES = 15
 
 
