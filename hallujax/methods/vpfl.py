@@ -169,11 +169,11 @@ def local_update(config) -> LocalUpdate:
   def encode_with_global(encoder_params, global_encoder_params, thermal):
     """(local codes, global codes): one program over both parameter sets (a vmap over the pair).
 
-    The global copy is held constant (stop-gradient). Computing both in the same program makes them
-    bit-identical when local = global, so MPR and its gradient are exactly zero at a round's start:
-    two separately fused programs differ by rounding, and Adam would turn that rounding noise into
-    full-size steps of parameters that get no other gradient (measured: decode_0's biases moved by
-    2e-5 in the first step, where VPGAN leaves them at 0).
+    The global copy is held constant (stop-gradient). The two codes can still differ by rounding when
+    local = global (XLA need not compute the two slices alike), and Adam would turn that rounding noise
+    into full-size steps of parameters that get no other gradient (measured: decode_0's biases moved by
+    2e-5 in the first step, where VPGAN leaves them at 0); `generator_loss` therefore zeroes MPR
+    exactly when the parameters are equal.
     """
     pair = jax.tree.map(lambda local_leaf, global_leaf: jnp.stack([local_leaf, jax.lax.stop_gradient(global_leaf)]),
                         encoder_params, global_encoder_params)
@@ -200,6 +200,10 @@ def local_update(config) -> LocalUpdate:
     if federation.mpr_weight > 0:
       # Eq. 9: the global model's codes on the same input (encode_with_global), constants for this update.
       mpr = aggregation.mpr_term(encoded, global_encoded, federation.mpr_weight, federation.mpr_reduction)
+      # Local = global (a round's start) makes Eq. 9 exactly 0, and its gradient too (see encode_with_global).
+      same = jnp.all(jnp.stack([jnp.all(a == b) for a, b in zip(jax.tree.leaves(encoder_params),
+                                                               jax.tree.leaves(global_encoder_params))]))
+      mpr = jnp.where(same, 0.0, mpr)
       total, metrics["loss_mpr"] = total + mpr, mpr
     if federation.proximal_weight > 0:
       proximal = aggregation.fedprox_term(encoder_params, global_encoder_params, federation.proximal_weight)
