@@ -37,9 +37,6 @@ class NonFiniteError(FloatingPointError):
   last good checkpoint."""
 
 
-NonFiniteLossError = NonFiniteError  # the name before state leaves were checked too
-
-
 @dataclasses.dataclass
 class TrainResult:
   state: Any                 # the final train state (device arrays)

@@ -128,9 +128,8 @@ class Method:
   def __post_init__(self):
     if not self.steps:
       raise ValueError("A Method needs at least one named step.")
-    for axes in (self.batch_axes,):
-      if axes not in (BATCH_AXES, CLIENT_BATCH_AXES):
-        raise ValueError(f"Method.batch_axes={axes!r}; expected {BATCH_AXES} or {CLIENT_BATCH_AXES}.")
+    if self.batch_axes not in (BATCH_AXES, CLIENT_BATCH_AXES):
+      raise ValueError(f"Method.batch_axes={self.batch_axes!r}; expected {BATCH_AXES} or {CLIENT_BATCH_AXES}.")
 
   def step_name(self, step: int) -> str:
     """The named step that runs step number `step`, checked against `steps`."""
