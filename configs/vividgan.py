@@ -21,6 +21,7 @@ as a variant option rather than ``--config.model.prior``: with no touching-up th
 import ml_collections
 
 from hallujax.config_base import apply_variant_options, base_config, parse_variant
+from hallujax.data import faceworld_params
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -32,6 +33,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   # lighting. The downsampling kernel is not named; bicubic, the common choice.
   c.data.update(source="faceworld", pairing="frontalize", input_size=16, target_size=128,
                 downsample="bicubic", max_yaw=90.0)
+  # §IV / §V-A: inputs at Multi-PIE's ±15 ... ±90° and the synthesized ±22, ±40, ±55, ±75°, not a
+  # continuous range. () draws yaw uniformly in [-max_yaw, max_yaw] instead: the variant option
+  # `data.yaw_set=()`, or --config.data.yaw_set='(30,75)' for another set.
+  c.data.yaw_set = faceworld_params.PAPER_YAW_SET
 
   c.model = ml_collections.ConfigDict(dict(
       prior="estimated",             # estimated (VividGAN) | none (V-TN) | ground_truth (V+GT), §IV-A

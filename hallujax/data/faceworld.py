@@ -44,6 +44,10 @@ identities.
 
 Optional data_config fields (read with defaults): world_seed (0),
 identity_split ("shared"), max_yaw (90), max_pitch (20), max_roll (12),
+yaw_set (()): yaw magnitudes in degrees; non-empty, every view's yaw is one
+of ±each with equal probability instead of uniform in [-max_yaw, max_yaw]
+(VividGAN's discrete poses: faceworld_params.PAPER_YAW_SET); the other
+image's other parameters are those it has without the set,
 thermal_sensors (()): names of faceworld_params.THERMAL_SENSORS, one per
 site (institution, federated runs). With S names, the split is S contiguous
 blocks ("sites", example i in site ⌊i·S/N⌋); site s's thermal and NIR inputs
@@ -67,12 +71,13 @@ MAX_SIZE = 512
 
 
 def face_parameters(world_seed: int, identity: int, rng: np.random.Generator, *,
-                    max_yaw=90.0, max_pitch=20.0, max_roll=12.0) -> dict[str, np.ndarray]:
-  """All renderer parameters of one image of `identity`, nuisances drawn from `rng`."""
+                    max_yaw=90.0, max_pitch=20.0, max_roll=12.0, yaw_set=()) -> dict[str, np.ndarray]:
+  """All renderer parameters of one image of `identity`, nuisances drawn from `rng` (yaw_set: draw_yaw)."""
   p = params_lib.identity_parameters(world_seed, identity)
   expression, intensity = params_lib.expression_sample(rng)
   p.update(params_lib.expression_parameters(expression, intensity))
-  p.update(params_lib.view_parameters(rng, max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll))
+  p.update(params_lib.view_parameters(rng, max_yaw=max_yaw, max_pitch=max_pitch, max_roll=max_roll,
+                                      yaw_set=yaw_set))
   p["expression_index"] = np.float32(expression)
   return p
 
@@ -131,7 +136,8 @@ class FaceWorldSource:
     self.length = int(data_config.train_size if split == "train" else data_config.eval_size)
     self.pose_limits = dict(max_yaw=float(data_config.get("max_yaw", 90.0)),
                             max_pitch=float(data_config.get("max_pitch", 20.0)),
-                            max_roll=float(data_config.get("max_roll", 12.0)))
+                            max_roll=float(data_config.get("max_roll", 12.0)),
+                            yaw_set=params_lib.signed_yaws(data_config.get("yaw_set", ()) or ()))
     identity_split = data_config.get("identity_split", "shared")
     if identity_split == "shared":
       self.identity_range = (0, self.num_identities)

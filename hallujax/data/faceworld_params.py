@@ -120,13 +120,42 @@ def expression_parameters(expression: int, intensity: float) -> dict[str, np.flo
           for name, base, value in zip(EXPRESSION_FIELDS, neutral, effect)}
 
 
+# VividGAN's yaws (paper 002 §IV and §V-A): Multi-PIE's ±15, ±30, ±45, ±60, ±75, ±90 and the
+# synthesized CelebA / MMI poses ±22, ±40, ±55, ±75, together.
+PAPER_YAW_SET = (15.0, 22.0, 30.0, 40.0, 45.0, 55.0, 60.0, 75.0, 90.0)
+MAX_SET_YAW = 90.0
+
+
+def signed_yaws(yaw_set) -> tuple[float, ...]:
+  """The yaws a `yaw_set` of magnitudes stands for: each ±, sorted, without repeats ("±0" is 0)."""
+  magnitudes = [abs(float(v)) for v in yaw_set]
+  if any(not np.isfinite(v) or v > MAX_SET_YAW for v in magnitudes):
+    raise ValueError(f"data.yaw_set={tuple(yaw_set)!r}; expected yaw magnitudes in degrees, 0..{MAX_SET_YAW:g} "
+                     f"(e.g. {PAPER_YAW_SET}).")
+  return tuple(sorted({s * v for v in magnitudes for s in (-1.0, 1.0)}))
+
+
+def draw_yaw(rng: np.random.Generator, max_yaw: float, yaw_set=()) -> np.float32:
+  """Uniform in [-max_yaw, max_yaw], or, with a `yaw_set`, one of its ± values with equal probability.
+
+  Both forms take one number from `rng`, so a set changes an image's yaw and nothing else
+  (pitch, roll, light, expression ... are the draws that follow).
+  """
+  if not len(yaw_set):
+    return np.float32(rng.uniform(-max_yaw, max_yaw))
+  yaws = signed_yaws(yaw_set)
+  position = rng.uniform(0.0, 1.0)
+  return np.float32(yaws[min(int(position * len(yaws)), len(yaws) - 1)])
+
+
 def view_parameters(rng: np.random.Generator, *, max_yaw: float = 90.0, max_pitch: float = 20.0,
-                    max_roll: float = 12.0) -> dict[str, np.ndarray]:
-  """Pose, illumination, background and clothing of one image."""
+                    max_roll: float = 12.0, yaw_set=()) -> dict[str, np.ndarray]:
+  """Pose, illumination, background and clothing of one image (`yaw_set`: see draw_yaw)."""
   u = lambda low, high: np.float32(rng.uniform(low, high))
   background = rng.uniform(0.05, 0.95, (2, 3)).astype(np.float32)
+  yaw = draw_yaw(rng, max_yaw, yaw_set)   # drawn after the background, as before yaw_set existed
   return dict(
-      yaw=u(-max_yaw, max_yaw), pitch=u(-max_pitch, max_pitch), roll=u(-max_roll, max_roll),
+      yaw=yaw, pitch=u(-max_pitch, max_pitch), roll=u(-max_roll, max_roll),
       light_azimuth=u(-60, 60), light_elevation=u(0, 55),
       light_strength=u(0.55, 0.9), ambient=u(0.4, 0.55),
       light_colour=(1 + rng.uniform(-0.08, 0.08, 3)).astype(np.float32),
