@@ -173,6 +173,26 @@ def centre_crop(image: np.ndarray, size: int, top: int | None = None, name: str 
   return image[top:top + size, left:left + size], (top, left)
 
 
+def cut(image: np.ndarray, box) -> np.ndarray:
+  """The (top, left, height, width) window of `image`; rows and columns outside it repeat its edge."""
+  top, left, height, width = (int(v) for v in box)
+  rows = np.clip(np.arange(top, top + height), 0, image.shape[0] - 1)
+  columns = np.clip(np.arange(left, left + width), 0, image.shape[1] - 1)
+  if rows[0] == top and rows[-1] == top + height - 1 and columns[0] == left and columns[-1] == left + width - 1:
+    return image[top:top + height, left:left + width]    # inside the image: a view, no copy
+  return image[rows][:, columns]
+
+
+def image_size(path: str) -> tuple[int, int]:
+  """(height, width) of an image file from its header; BadImageError if unreadable."""
+  from PIL import Image
+  try:
+    with Image.open(path) as image:
+      return image.size[1], image.size[0]
+  except (OSError, ValueError, SyntaxError) as error:
+    raise BadImageError(f"{path}: unreadable image ({error}).") from error
+
+
 def check_size(image: np.ndarray, minimum: int, name: str) -> None:
   if minimum and (image.shape[0] < minimum or image.shape[1] < minimum):
     raise BadImageError(f"{name}: image is {image.shape[1]}×{image.shape[0]}, smaller than the "
@@ -264,6 +284,12 @@ class _FolderSource(abc.ABC):
   def describe(self, index: int) -> str:
     return str(self.items[index])
 
+  def original(self, index: int) -> tuple[str, tuple[int, int, int, int] | None] | None:
+    """(file, crop box) whose decoded pixels, cut by the box (`cut`), are example `index`'s "target"
+    (and "input": same-view layouts); None where the example is not one file's crop.
+    hallujax.data.prepare stores such files' original bytes instead of re-encoding them."""
+    return None
+
 
 # ----- CelebA ----------------------------------------------------------------------
 
@@ -298,9 +324,20 @@ class CelebAFolder(_FolderSource):
       lines = f.read().splitlines()[skip:]
     return {parts[0]: parts[1:] for parts in (line.split() for line in lines) if len(parts) > 1}
 
+  def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+    """The 178×178 crop at row 20, centred horizontally."""
+    return self.CROP_TOP, (width - self.CROP) // 2, self.CROP, self.CROP
+
+  def original(self, index: int):
+    path = self.items[index]
+    return path, self.box(*image_size(path))
+
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
-    image, (top, left) = centre_crop(self.read(path), self.CROP, top=self.CROP_TOP, name=path)
+    full = self.read(path)
+    check_size(full, self.CROP, path)
+    top, left, _, _ = box = self.box(*full.shape[:2])
+    image = cut(full, box)
     check_size(image, self.minimum_size, path)
     example = {"input": image, "target": image, "identity": np.int32(self.identities[index])}
     if self.landmarks[index] is not None:
@@ -346,23 +383,36 @@ class VGGFace2Folder(_FolderSource):
       rows = list(csv.reader(f))
     return {row[0]: [float(v) for v in row[1:]] for row in rows[1:] if row}
 
-  def load(self, index: int) -> dict[str, np.ndarray]:
-    path = self.items[index]
-    image = self.read(path)
-    key = os.path.splitext(os.path.relpath(path, self.root))[0].replace(os.sep, "/")
-    example = {"identity": np.int32(self.identities[index])}
+  def _key(self, path: str) -> str:
+    return os.path.splitext(os.path.relpath(path, self.root))[0].replace(os.sep, "/")
+
+  def box(self, index: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The loose box enlarged 1.3× to a square (it may reach past the image: edges repeat),
+    or the centred square of the image's shorter side when the CSV has no box."""
+    key = self._key(self.items[index])
     if key in self.boxes:
       x, y, w, h = self.boxes[key]
       side = 1.3 * max(w, h)
       left, top = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
       side = int(round(side))
-      padded = np.pad(image, [(side, side), (side, side), (0, 0)], mode="edge")
-      image = padded[top + side: top + 2 * side, left + side: left + 2 * side]
-      if key in self.points:
-        example["landmarks5"] = (np.array(self.points[key], np.float32).reshape(5, 2)
-                                 - np.array([left, top], np.float32))
-    else:
-      image, _ = centre_crop(image, min(image.shape[:2]), name=path)
+      return top, left, side, side
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+  def original(self, index: int):
+    path = self.items[index]
+    return path, self.box(index, *image_size(path))
+
+  def load(self, index: int) -> dict[str, np.ndarray]:
+    path = self.items[index]
+    full = self.read(path)
+    top, left, _, _ = box = self.box(index, *full.shape[:2])
+    image = cut(full, box)
+    example = {"identity": np.int32(self.identities[index])}
+    key = self._key(path)
+    if key in self.boxes and key in self.points:
+      example["landmarks5"] = (np.array(self.points[key], np.float32).reshape(5, 2)
+                               - np.array([left, top], np.float32))
     check_size(image, self.minimum_size, path)
     example.update(input=image, target=image)
     return example
@@ -417,6 +467,11 @@ class LfwFolder(_FolderSource):
           result.append((self.index_of[a], self.index_of[b], same))
     return result
 
+  def original(self, index: int):
+    path = self.items[index]
+    height, width = image_size(path)
+    return path, ((height - self.crop) // 2, (width - self.crop) // 2, self.crop, self.crop)
+
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
     image, _ = centre_crop(self.read(path), self.crop, name=path)
@@ -453,6 +508,9 @@ class ImageFolder(_FolderSource):
     label = {folder: k for k, folder in enumerate(folders)} if folders != [""] else {}
     self.items = files
     self.identities = [label.get(os.path.dirname(os.path.relpath(f, root)), -1) for f in files]
+
+  def original(self, index: int):
+    return self.items[index], None
 
   def load(self, index: int) -> dict[str, np.ndarray]:
     path = self.items[index]
