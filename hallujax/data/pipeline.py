@@ -16,14 +16,23 @@ exactly the batches the uninterrupted run would have read.
 With ``config.data.render_on="device"`` (face world only) the batches hold
 each example's renderer parameters instead of images, read in the same order;
 the trainer renders them on the devices (hallujax.data.device_render).
+
+Reading, decoding (prepared records: hallujax.data.records) and degrading run
+in ``config.data.worker_count`` grain worker processes (0: in this process;
+-1: ``default_worker_count()``), each keeping ``worker_buffer_size`` batches
+ready, with ``read_threads`` threads and ``read_buffer`` batches of prefetch
+inside each. ``config.data.degradation`` (optional) adds random blur, noise and
+JPEG compression to the low-resolution input after the downsampling; each
+example's draw is a function of (config.seed, its position in the global
+order), so it does not depend on the number of processes or workers.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Iterator
-
 import functools
+import json
+import os
+from typing import Iterator
 
 import grain
 import numpy as np
@@ -111,6 +120,92 @@ class PrepareExample(grain.transforms.Map):
     example["input"] = to_unit_range(source_image)
     example["target"] = to_unit_range(target)
     return example
+
+
+DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
+
+
+def degradation_ranges(data_config) -> dict[str, tuple[float, float]]:
+  """config.data.degradation -> {kind: (low, high)} of the kinds switched on ({} without any)."""
+  section = data_config.get("degradation", None) or {}
+  section = dict(section.items()) if hasattr(section, "items") else {}
+  unknown = sorted(set(section) - set(DEGRADATION_KEYS))
+  if unknown:
+    raise ValueError(f"config.data.degradation has {unknown}; expected keys among {list(DEGRADATION_KEYS)}, "
+                     f"each a (low, high) range, e.g. blur_sigma=(0.2, 1.5), noise_sigma=(0, 5), jpeg_quality=(60, 95).")
+  ranges = {}
+  for kind, value in section.items():
+    low, high = (float(value), float(value)) if np.ndim(value) == 0 else (float(value[0]), float(value[1]))
+    if high < low or low < 0 or (kind == "jpeg_quality" and high > 95):
+      raise ValueError(f"config.data.degradation.{kind}={value!r}; expected (low, high) with 0 <= low <= high"
+                       f"{' <= 95' if kind == 'jpeg_quality' else ''}.")
+    if high > 0:
+      ranges[kind] = (low, high)
+  return ranges
+
+
+class DegradeInput(grain.transforms.RandomMap):
+  """Random blur (Gaussian σ), additive noise (σ in 0..255 levels) and JPEG (quality) on the [-1, 1] "input".
+
+  Applied in that order, each with parameters drawn uniformly from its range
+  (config.data.degradation), after PrepareExample's downsampling: the usual
+  blind-degradation model y = JPEG((x ↓s) ⊗ k + n). σ = 0 and quality 0 leave the input as it is.
+  """
+
+  def __init__(self, ranges: dict[str, tuple[float, float]]):
+    self.ranges = dict(ranges)
+
+  def random_map(self, example: dict, rng: np.random.Generator) -> dict:
+    limit_blas_to_one_thread()
+    example = dict(example)
+    image = to_uint8(example["input"])
+    draw = {kind: rng.uniform(low, high) for kind, (low, high) in self.ranges.items()}
+    if draw.get("blur_sigma", 0.0) > 0:
+      image = degradations.blur(image, degradations.gaussian_kernel(draw["blur_sigma"]))
+    if draw.get("noise_sigma", 0.0) > 0:
+      image = degradations.gaussian_noise(image, draw["noise_sigma"], rng)
+    if draw.get("jpeg_quality", 0.0) >= 1:
+      image = degradations.jpeg(image, int(round(draw["jpeg_quality"])))
+    example["input"] = to_unit_range(image)
+    return example
+
+
+def available_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def default_worker_count() -> int:
+  """Grain worker processes for config.data.worker_count = -1.
+
+  On an accelerator host: every core this process may use but two (the
+  training loop and the device transfers), at most 32; on a CPU backend 0,
+  since the cores compute the step. A TPU v4/v5p host (one process, 100+
+  cores) gets 32, a 16-core host 14; several processes on one node (one per
+  GPU) should set worker_count to their own share of the cores.
+  """
+  import jax
+  if jax.default_backend() == "cpu":
+    return 0
+  return max(1, min(available_cores() - 2, 32))
+
+
+def reading_options(data_config) -> dict:
+  """worker_count (resolved), worker_buffer_size, read_threads and read_buffer from config.data."""
+  workers = int(data_config.get("worker_count", 0))
+  return {"worker_count": default_worker_count() if workers < 0 else workers,
+          "worker_buffer_size": int(data_config.get("worker_buffer_size", 2)),
+          "read_threads": int(data_config.get("read_threads", 4)),
+          "read_buffer": int(data_config.get("read_buffer", 4))}
+
+
+def _absl_flags_parsed() -> None:
+  """grain's worker processes read absl flags; a program that is not an absl app has not parsed them."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -213,9 +308,22 @@ def _process_view(dataset: grain.MapDataset, process_index: int, process_count: 
   return grain.MapDataset.source(ProcessSlice(dataset, process_index, process_count, local_batch))
 
 
-def _batched(dataset: grain.MapDataset, prepare, batch_size: int) -> grain.MapDataset:
-  if prepare is not None:
-    dataset = dataset.map(prepare)
+def _transformed(dataset: grain.MapDataset, prepare, config, seed: int) -> grain.MapDataset:
+  """PrepareExample, then the random input degradations (if any), per example of the global order.
+
+  Applied before the process view, so example k of the global order gets the
+  same degradation, drawn from (seed, k), whatever the number of processes.
+  """
+  if prepare is None:
+    return dataset
+  dataset = dataset.map(prepare)
+  ranges = degradation_ranges(config.data)
+  if ranges:
+    dataset = dataset.random_map(DegradeInput(ranges), seed=seed)
+  return dataset
+
+
+def _batched(dataset: grain.MapDataset, batch_size: int) -> grain.MapDataset:
   return dataset.batch(batch_size, drop_remainder=True)
 
 
@@ -231,8 +339,9 @@ def _client_datasets(config, split: str, examples, prepare, batch_size: int, pro
     dataset = grain.MapDataset.source(Subset(examples, indices))
     if shuffle:
       dataset = dataset.seed(config.seed + k).shuffle().repeat()
+    dataset = _transformed(dataset, prepare, config, config.seed + k)
     dataset = _process_view(dataset, process_index, process_count, batch_size)
-    per_client.append(_batched(dataset, prepare, batch_size))
+    per_client.append(_batched(dataset, batch_size))
   length = min(len(d) for d in per_client)
   return grain.MapDataset.range(length).map(lambda i: _stack_clients([d[i] for d in per_client]))
 
@@ -246,11 +355,15 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
                                shuffle=True)
   else:
     dataset = grain.MapDataset.source(examples).seed(config.seed).shuffle().repeat()
-    dataset = _batched(_process_view(dataset, process_index, process_count, batch_size), prepare, batch_size)
-  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
-  if config.data.worker_count > 0:
-    iter_dataset = iter_dataset.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=config.data.worker_count))
+    dataset = _transformed(dataset, prepare, config, config.seed)
+    dataset = _batched(_process_view(dataset, process_index, process_count, batch_size), batch_size)
+  options = reading_options(config.data)
+  iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=options["read_threads"],
+                                                           prefetch_buffer_size=options["read_buffer"]))
+  if options["worker_count"] > 0:
+    _absl_flags_parsed()
+    iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=options["worker_count"], per_worker_buffer_size=options["worker_buffer_size"]))
   return iter_dataset
 
 
@@ -263,8 +376,8 @@ def eval_batches(config, split: str = "validation", *, process_index: int = 0,
     dataset = _client_datasets(config, split, examples, prepare, batch_size, process_index, process_count,
                                shuffle=False)
   else:
-    dataset = _batched(_process_view(grain.MapDataset.source(examples), process_index, process_count, batch_size),
-                       prepare, batch_size)
+    dataset = _transformed(grain.MapDataset.source(examples), prepare, config, config.seed)
+    dataset = _batched(_process_view(dataset, process_index, process_count, batch_size), batch_size)
   count = min(config.train.eval_batches, len(dataset))
   if count == 0:
     raise ValueError(
