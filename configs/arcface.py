@@ -1,6 +1,8 @@
 """ArcFace recognizer (paper 003 §4.1): ResNet-34, 512-D embeddings, s=64, m=0.5, on any identity source.
 
-Variants: "" (the paper's recipe on the face world), "smoke" (a tiny ResNet, minutes on a laptop CPU).
+Variants: "" (the paper's recipe on the face world), "smoke" (a tiny ResNet, minutes on a laptop CPU),
+"recognizer" (the independent recognizer of ``python -m hallujax.experiments``' identity columns: a
+small ResNet on 32² face-world faces, trained once and never by the methods it scores).
 Train on real identities with e.g. --config.data.source=celeb_a --config.data.num_identities=10177.
 """
 
@@ -10,7 +12,7 @@ from hallujax.config_base import apply_variant_options, base_config, parse_varia
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  name, options = parse_variant(variant, ("", "smoke"), "configs/arcface.py")
+  name, options = parse_variant(variant, ("", "smoke", "recognizer"), "configs/arcface.py")
   c = base_config()
   c.method = "arcface"
   # The recognizer reads "target" (112² aligned faces, as FH-GAN's HR images) and "identity".
@@ -36,4 +38,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.train.update(batch_size=16, steps=200, log_every=25, eval_every=100, eval_batches=4,
                    image_every=100, checkpoint_every=100)
     c.optim.recognizer.boundaries = (150, 180)
+  if name == "recognizer":
+    # The face world's identities at 32² (the tables' outputs are resized to it; identity survives 32²),
+    # every pose (the tables' outputs are frontal or near frontal; the galleries are too).
+    # Sized to train in minutes on a 2-core CPU: the paper's schedule shape (÷10 at 75% and 90%).
+    c.data.update(input_size=8, target_size=32, num_identities=200, train_size=48_000, eval_size=512)
+    c.model.update(stage_sizes=(1, 1, 1, 1), widths=(16, 32, 64, 128), embedding_dim=128)
+    c.train.update(batch_size=32, steps=1_500, log_every=100, eval_every=500, eval_batches=16,
+                   image_every=1_500, checkpoint_every=500)
+    c.optim.recognizer.boundaries = (1_125, 1_350)
   return apply_variant_options(c, options)

@@ -17,9 +17,12 @@ Columns: PSNR and SSIM on 0-255 images, RGB and Y channel
 run, ``--recognizer_config`` + ``--recognizer_workdir``, or insightface
 arcface_torch weights, ``--arcface_weights``): the mean cosine similarity of
 hallucinated and ground-truth embeddings, verification AUC and VR at FAR = 1%
-and 0.1% over all (hallucinated, ground truth) pairs, and Rank-1 / Rank-5
-identification of the hallucinated faces against a gallery of one
-ground-truth image per identity (``hallujax.metrics.identity``). Where the
+and 0.1% over all (hallucinated, ground truth) pairs, verification accuracy
+by LFW's 10-fold protocol on up to 3,000 + 3,000 genuine / impostor pairs, and
+Rank-1 / Rank-5 identification of the hallucinated faces against a gallery of
+one ground-truth image per identity (``hallujax.metrics.identity``). When the
+input is an image at the target's size (PCFH's NIR), the recognizer on the raw
+input is a row ("input"), and each result row adds PCFH's fused Rank-1. Where the
 data carry a yaw angle, PSNR / SSIM per 15° yaw bucket too (VividGAN's table).
 The method's own ``eval_step`` values are averaged and reported as well.
 """

@@ -108,21 +108,48 @@ class Row:
     return {name: np.concatenate(values) for name, values in self.scores.items()}
 
 
-def identity_summary(embeddings: np.ndarray, target_embeddings: np.ndarray, labels: np.ndarray) -> dict:
-  """Cosine to ground truth, verification over all pairs, Rank-1/5 with one gallery image per identity."""
+def verification_pairs(labels: np.ndarray, pairs_per_class: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+  """LFW-style pairs over (output i, ground truth j), i ≠ j: up to `pairs_per_class` genuine and as many
+  impostor pairs, drawn with a fixed seed so that every run of a table is scored on the same pairs."""
+  rng = np.random.default_rng(0)
+  first, second = np.triu_indices(len(labels), k=1)
+  same = labels[first] == labels[second]
+  count = min(pairs_per_class, int(same.sum()), int((~same).sum()))
+  chosen = np.concatenate([rng.choice(np.flatnonzero(same), count, replace=False),
+                           rng.choice(np.flatnonzero(~same), count, replace=False)])
+  rng.shuffle(chosen)
+  return first[chosen], second[chosen]
+
+
+def identity_summary(embeddings: np.ndarray, target_embeddings: np.ndarray, labels: np.ndarray,
+                     input_embeddings: np.ndarray | None = None) -> dict:
+  """Cosine to ground truth, verification over all pairs and by LFW's 10-fold protocol, Rank-1/5 with one
+  gallery image per identity; with `input_embeddings` (an input at the target's size, e.g. NIR), also
+  PCFH's fused Rank-1 (paper 001 §4.2: the mean of the original pair's and the generated pair's scores)."""
   same = labels[:, None] == labels[None, :]
   scores = np.asarray(identity.cosine_similarity_matrix(embeddings, target_embeddings))
   verification = identity.verification_summary(scores.ravel(), same.ravel())
   _, first = np.unique(labels, return_index=True)
-  ranks = identity.identification_rates(embeddings, labels, target_embeddings[first], labels[first], ranks=(1, 5))
-  return {
+  gallery_scores = scores[:, first]
+  ranks = identity.identification_rates_from_scores(gallery_scores, labels, labels[first], ranks=(1, 5))
+  probe, reference = verification_pairs(labels)
+  accuracy, accuracy_std = identity.ten_fold_accuracy(scores[probe, reference], same[probe, reference])
+  summary = {
       "identity_cosine": float(np.mean(np.diag(scores))),
       "verification_auc": float(verification["auc"]),
       "vr_at_far_1e-2": float(verification["vr_at_far_1e-2"]),
       "vr_at_far_1e-3": float(verification["vr_at_far_1e-3"]),
+      "verification_accuracy": accuracy,
+      "verification_accuracy_std": accuracy_std,
       "rank1": float(ranks[1]),
       "rank5": float(ranks[5]),
   }
+  if input_embeddings is not None:
+    original_scores = np.asarray(identity.cosine_similarity_matrix(input_embeddings, target_embeddings[first]))
+    fused = identity.identification_rates_from_scores((original_scores + gallery_scores) / 2.0, labels,
+                                                      labels[first], ranks=(1,))
+    summary["rank1_fused"] = float(fused[1])
+  return summary
 
 
 def yaw_buckets(values: np.ndarray, yaw: np.ndarray) -> dict[str, float]:
@@ -131,6 +158,13 @@ def yaw_buckets(values: np.ndarray, yaw: np.ndarray) -> dict[str, float]:
   for edge in np.unique(edges):
     buckets[f"{edge}-{edge + YAW_BUCKET_DEGREES}"] = float(np.mean(values[edges == edge]))
   return buckets
+
+
+def same_size_input(images, target) -> bool:
+  if images is None:
+    return False
+  shape, target_shape = np.shape(images), np.shape(target)
+  return shape[:-1] == target_shape[:-1] and shape[-1] in (1, target_shape[-1])
 
 
 def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, recognizer, row_prefix: str,
@@ -153,6 +187,12 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
         eval_totals[name].append(np.asarray(values))
     target = columns.get("target", np.asarray(host_batch["target"]))
     target_embeddings = recognizer(target) if recognizer else None
+    raw = columns.get("input", host_batch.get("input"))
+    if include_baselines and recognizer and same_size_input(raw, target):
+      # A cross-spectral input at the target's size (PCFH's NIR) is a row of its own: the recognizer on the
+      # raw input, paper 001 Table 1's "LightCNN" row; grey inputs are repeated over the 3 channels.
+      raw = np.broadcast_to(np.asarray(raw), target.shape)
+      rows["input"].add(image_scores(raw, target), recognizer(raw))
     for name, images in columns.items():
       if name in NOT_CANDIDATES or images.shape != target.shape:
         continue
@@ -178,14 +218,17 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
 
 def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray | None) -> dict[str, dict]:
   summary = {}
-  target_row = rows.get("__target__")
+  target_row, input_row = rows.get("__target__"), rows.get("input")
+  input_embeddings = np.concatenate(input_row.embeddings) if input_row is not None and input_row.embeddings else None
   for name, row in rows.items():
     if name == "__target__":
       continue
     arrays = row.arrays()
     entry = {metric: float(np.mean(values)) for metric, values in arrays.items()}
     if target_row is not None and row.embeddings and labels is not None:
-      entry.update(identity_summary(np.concatenate(row.embeddings), np.concatenate(target_row.embeddings), labels))
+      fuse_with = input_embeddings if name not in ("input", "bicubic") else None
+      entry.update(identity_summary(np.concatenate(row.embeddings), np.concatenate(target_row.embeddings), labels,
+                                    fuse_with))
     if yaw is not None:
       entry["psnr_by_yaw"] = yaw_buckets(arrays["psnr"], yaw)
       entry["ssim_by_yaw"] = yaw_buckets(arrays["ssim"], yaw)
@@ -195,7 +238,7 @@ def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray |
 
 def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> str:
   columns = ["psnr", "ssim", "psnr_y", "ssim_y", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
-             "vr_at_far_1e-3", "rank1", "rank5"]
+             "vr_at_far_1e-3", "verification_accuracy", "rank1", "rank5", "rank1_fused"]
   present = [c for c in columns if any(c in entry for entry in summary.values())]
   lines = [f"# {title}", "", "| row | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
   for name, entry in summary.items():

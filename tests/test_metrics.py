@@ -109,3 +109,27 @@ def test_identification_ranks_and_similarity():
   expected = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
   np.testing.assert_allclose(identity.cosine_similarity(a, b), expected, rtol=1e-5)
   np.testing.assert_allclose(identity.fused_distance(np.array([0.2, 0.4]), np.array([0.6, 0.0])), [0.4, 0.2])
+
+
+def test_ten_fold_accuracy_picks_the_threshold_on_the_other_folds():
+  rng = np.random.default_rng(3)
+  same = rng.random(600) < 0.5
+  # Separable scores: every held-out fold is classified perfectly by a threshold from the other nine.
+  separable = np.where(same, rng.uniform(0.6, 1.0, 600), rng.uniform(-1.0, 0.4, 600))
+  assert identity.ten_fold_accuracy(separable, same) == (1.0, 0.0)
+  # Scores unrelated to the labels: about chance, never the optimistic best-threshold accuracy on the same pairs.
+  noise = rng.normal(size=600)
+  mean, spread = identity.ten_fold_accuracy(noise, same)
+  assert 0.4 < mean < 0.6 and spread > 0
+  assert mean < float(identity.best_threshold_accuracy(noise, same))
+
+
+def test_fused_scores_rank_like_paper_001():
+  # Two probes of identities 0 and 1; the generated image alone ranks probe 1 wrong, the original
+  # NIR pair alone ranks probe 0 wrong; their mean (PCFH's fusion) ranks both right.
+  generated = np.array([[0.9, 0.1], [0.6, 0.5]])
+  original = np.array([[0.4, 0.5], [0.1, 0.9]])
+  identities = np.array([0, 1])
+  rank1 = lambda scores: float(identity.identification_rates_from_scores(scores, identities, identities, (1,))[1])
+  assert rank1(generated) == 0.5 and rank1(original) == 0.5
+  assert rank1((generated + original) / 2) == 1.0

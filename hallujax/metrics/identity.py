@@ -4,10 +4,12 @@
   hallucinated and ground-truth faces (paper 000 reports it as "Deg.").
 * Verification from pair scores (higher = same identity) and pair labels:
   ``roc_curve``, ``roc_auc``, ``verification_rate_at_far`` (VR at FAR = 1% and
-  0.1%, papers 000 and 001), ``best_threshold_accuracy`` (LFW-style accuracy).
+  0.1%, papers 000 and 001), ``best_threshold_accuracy`` (LFW-style accuracy on
+  the pairs themselves) and ``ten_fold_accuracy`` (LFW's 10-fold protocol, paper 003's tables).
 * Identification with one gallery image per identity and the hallucinated
   faces as probes (papers 001, 002, 004): ``identification_rates`` gives
-  Rank-1 / Rank-5.
+  Rank-1 / Rank-5 (``identification_rates_from_scores`` for any score matrix,
+  e.g. fused scores).
 * ``fused_distance``: PCFH's score fusion (paper 001 §4): the mean of the
   distance between the original pair and the distance between the generated
   pair.
@@ -22,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def l2_normalize(embeddings: jax.Array) -> jax.Array:
@@ -111,18 +114,43 @@ def best_threshold_accuracy(scores: jax.Array, same_identity: jax.Array) -> jax.
 def identification_rates(probe_embeddings: jax.Array, probe_identities: jax.Array,
                          gallery_embeddings: jax.Array, gallery_identities: jax.Array,
                          ranks: tuple[int, ...] = (1, 5)) -> dict[int, jax.Array]:
-  """Rank-k identification rates of probes against a gallery with one image per identity.
+  """Rank-k identification rates of probes against a gallery with one image per identity (cosine)."""
+  similarity = cosine_similarity_matrix(probe_embeddings, gallery_embeddings)
+  return identification_rates_from_scores(similarity, probe_identities, gallery_identities, ranks)
+
+
+@functools.partial(jax.jit, static_argnames=("ranks",))
+def identification_rates_from_scores(scores: jax.Array, probe_identities: jax.Array,
+                                     gallery_identities: jax.Array,
+                                     ranks: tuple[int, ...] = (1, 5)) -> dict[int, jax.Array]:
+  """Rank-k rates from a (probes, gallery) score matrix, higher = more alike.
 
   A probe counts at rank k when fewer than k gallery identities score strictly
-  higher (cosine similarity) than its own. Probes whose identity is not in the
-  gallery count as misses.
+  higher than its own. Probes whose identity is not in the gallery count as misses.
   """
-  similarity = cosine_similarity_matrix(probe_embeddings, gallery_embeddings)
   is_own = probe_identities[:, None] == gallery_identities[None, :]
-  own_similarity = jnp.max(jnp.where(is_own, similarity, -jnp.inf), axis=1)
-  higher = jnp.sum(similarity > own_similarity[:, None], axis=1)
+  own_score = jnp.max(jnp.where(is_own, scores, -jnp.inf), axis=1)
+  higher = jnp.sum(scores > own_score[:, None], axis=1)
   in_gallery = jnp.any(is_own, axis=1)
   return {k: jnp.mean(in_gallery & (higher < k)) for k in ranks}
+
+
+def ten_fold_accuracy(scores: np.ndarray, same_identity: np.ndarray, folds: int = 10) -> tuple[float, float]:
+  """LFW's protocol: the threshold is chosen on 9 folds of pairs, accuracy measured on the 10th.
+
+  Returns the mean and standard deviation of the 10 held-out accuracies.
+  """
+  scores, same_identity = np.asarray(scores), np.asarray(same_identity, bool)
+  fold_of = np.arange(len(scores)) % folds
+  accuracies = []
+  for fold in range(folds):
+    train, test = fold_of != fold, fold_of == fold
+    ordered = np.unique(scores[train])
+    candidates = np.concatenate([ordered[:1] - 1.0, (ordered[:-1] + ordered[1:]) / 2.0, ordered[-1:] + 1.0])
+    train_accuracy = [np.mean((scores[train] > t) == same_identity[train]) for t in candidates]
+    threshold = candidates[int(np.argmax(train_accuracy))]   # midway between two scores, as LFW's grids
+    accuracies.append(np.mean((scores[test] > threshold) == same_identity[test]))
+  return float(np.mean(accuracies)), float(np.std(accuracies))
 
 
 @jax.jit
