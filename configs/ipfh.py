@@ -2,49 +2,58 @@
 
 Variants (``--config configs/ipfh.py:<variant>``):
 
-  ""           the three stages in order in one run (stage "all"): coarse, cognition, policy.
-  "coarse"     only F_c (+ D), paper: batch 128.
-  "cognition"  only SphereFace fine-tuning.
-  "policy"     only P + R (batch 64); point config.weights.coarse / .cognition at
-               the workdirs of the first two runs to start from them.
-  "smoke"      all three stages on 64² faces, tiny networks: minutes on a laptop CPU.
-  "ablation"   smoke's networks with the paper's patch counts for Table VII (T = 20,
-               grid 16, random 30; 16² patches of 64² keep the paper's 32² / 128²
-               ratio), 300 policy steps: ~10-15 min on 2 CPU cores (README, IPFH).
-               It keeps the paper's short-term reward: --config.policy.reward=improvement
-               did not beat it there (README, IPFH: its arg-max still repeats one patch).
+  ""             the four stages in order in one run (stage "all"): coarse, cognition,
+                 restoration (R pretrained on random patch pairs), policy.
+  "coarse"       only F_c (+ D), paper: batch 128.
+  "cognition"    only SphereFace fine-tuning.
+  "restoration"  only R's pretraining on random patch pairs (point config.weights.coarse /
+                 .cognition at the first two runs).
+  "policy"       only P + R (batch 64); config.weights.coarse / .cognition / .restoration
+                 name the workdirs of the earlier runs.
+  "smoke"        all four stages on 64² faces from 8², tiny networks: minutes on a laptop CPU.
+  "ablation"     smoke's networks with the paper's patch counts (T = 20, grid 16, random 30;
+                 16² patches of 64² keep the paper's 32² / 128² ratio), 300 policy steps.
+  "table7"       Table VII at CPU scale (configs/tables/ipfh_table7.py): 64² faces from 16²
+                 (×4), tiny networks, the paper's counts (T = 20 patches of 16², grid 16, random
+                 30), every stage in one run of ≤ 3 minutes on this 2-core CPU; one run per
+                 config.policy.selection (policy | grid | random | oracle).
 
 Options follow the variant (hallujax.config_base.parse_variant), e.g.
-``smoke,stage=policy`` (one stage of the smoke run: that stage's steps, as the
-"coarse" / "cognition" / "policy" variants do for the paper's run) or
-``smoke,train.steps=10``.
+``smoke,stage=policy`` (one stage of the smoke run) or
+``table7,policy.selection=grid`` or ``smoke,train.steps=10``.
 
 "all" compiles one train step per stage and picks it from the step number on the
-host (no lax.switch on device), so it trains as fast as the three stages run
-separately. The stages in order as separate runs, e.g. with a different batch
-size per stage (paper: 128 for F_c, 64 for the policy):
+host (no lax.switch on device). The stages as separate runs, e.g. with a
+different batch size per stage (paper: 128 for F_c, 64 for the policy):
 
   python -m hallujax.train --config configs/ipfh.py:coarse --workdir runs/ipfh_coarse
   python -m hallujax.train --config configs/ipfh.py:cognition --workdir runs/ipfh_cognition
-  python -m hallujax.train --config configs/ipfh.py:policy --workdir runs/ipfh_policy \
+  python -m hallujax.train --config configs/ipfh.py:restoration --workdir runs/ipfh_restoration \
       --config.weights.coarse=runs/ipfh_coarse --config.weights.cognition=runs/ipfh_cognition
+  python -m hallujax.train --config configs/ipfh.py:policy --workdir runs/ipfh_policy \
+      --config.weights.coarse=runs/ipfh_coarse --config.weights.cognition=runs/ipfh_cognition \
+      --config.weights.restoration=runs/ipfh_restoration
 
-Patch selection for evaluation (paper Table VII) is config.policy.selection:
-policy (default), grid (16 patches) or random (30 patches); one checkpoint
-evaluates three ways with --config.policy.selection=grid|random.
+Patch selection (paper Table VII) is config.policy.selection, used in training
+AND evaluation, so each strategy is its own trained model ("At the training
+stage, we refined the patches with ..."): policy (default), grid (16 patches),
+random (30 patches) or oracle (not in the paper: greedy by the ground truth's
+gain from R, an upper bound).
 
 One optimizer section per trained network (hallujax.optim): F_c and D train
-together in the coarse stage, P and R in the policy stage, each with the
-stage's rate, decayed exponentially to final_learning_rate over the stage's
-steps (decay_steps follows config.stage_steps unless set).
+together in the coarse stage, R in the restoration and policy stages, P in the
+policy stage, each decayed exponentially to final_learning_rate over its own
+updates (R: its pretraining steps, then T + 1 updates per policy step with the
+paper's per-step updates).
 """
 
 import ml_collections
 
 from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
-VARIANTS = ("", "coarse", "cognition", "policy", "smoke", "ablation")
-STAGES = ("coarse", "cognition", "policy", "all")
+VARIANTS = ("", "coarse", "cognition", "restoration", "policy", "smoke", "ablation", "table7")
+STAGES = ("coarse", "cognition", "restoration", "policy", "all")
+SMALL = ("smoke", "ablation", "table7")
 
 
 def adam_decay(learning_rate: float, final_learning_rate: float, steps) -> ml_collections.ConfigDict:
@@ -53,6 +62,15 @@ def adam_decay(learning_rate: float, final_learning_rate: float, steps) -> ml_co
   return ml_collections.ConfigDict(dict(
       name="adam", learning_rate=learning_rate, schedule="exponential",
       final_learning_rate=final_learning_rate, decay_steps=steps * 1))
+
+
+def restoration_updates(c: ml_collections.ConfigDict, pretraining, policy):
+  """R's optimizer updates: one per pretraining step, then T + 1 per policy step ("step":
+  one after each of the T steps and one with L_im) or 1 ("batch"). A reference, so options
+  that change T or the step counts change it; grid / random rollouts have 16 / 30 steps, so
+  their R decays per update at the same rate but per batch slightly faster / slower."""
+  per_policy_step = c.policy.get_ref("steps") + 1
+  return pretraining + policy * per_policy_step
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -67,18 +85,20 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.data.update(source="faceworld", pairing="same_view", input_size=16, target_size=128,
                 downsample="bicubic")
 
-  c.stage = "all"  # coarse | cognition | policy | all (the three in order)
-  # The paper gives no step counts; these are ~60 / 30 / 60 epochs of a 100K-image set at the batch sizes below.
+  c.stage = "all"  # coarse | cognition | restoration | policy | all (the four in order)
+  # The paper gives no step counts; these are ~60 / 30 / - / 60 epochs of a 100K-image set at the batch sizes below.
   coarse_steps = ml_collections.FieldReference(50_000)
   cognition_steps = ml_collections.FieldReference(20_000)
+  restoration_steps = ml_collections.FieldReference(10_000)
   policy_steps = ml_collections.FieldReference(100_000)
   c.stage_steps = ml_collections.ConfigDict(dict(
-      coarse=coarse_steps, cognition=cognition_steps, policy=policy_steps))
-  c.train.steps = coarse_steps + cognition_steps + policy_steps
+      coarse=coarse_steps, cognition=cognition_steps, restoration=restoration_steps, policy=policy_steps))
+  c.train.steps = coarse_steps + cognition_steps + restoration_steps + policy_steps
   c.train.batch_size = 64  # §III-C: 128 for F_c, 64 for the policy stage; "all" uses one batch size.
 
   c.coarse = ml_collections.ConfigDict(dict(
-      # "two stacked hourglass modules"; "encoded the images to 4×4×128".
+      # "two stacked hourglass modules"; "encoded the images to 4×4×128". (Table VI's "coarse
+      # visual network with 10 layers" cannot be two hourglasses from 128² to 4²; we follow the text.)
       network=dict(features=128, num_stacks=2, bottom_size=4),
   ))
   c.dual = ml_collections.ConfigDict(dict(widths=(64, 128)))  # Fig. 6: k3s2n64, k3s2n128, k3s2 → 3
@@ -90,24 +110,44 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.policy = ml_collections.ConfigDict(dict(
       steps=20,                      # T = 20
       patch_size=32,                 # "we set patch size of 32×32"
-      selection="policy",            # policy | grid | random (Table VII)
+      # policy | grid | random (Table VII) | oracle (not in the paper: greedy by the true gain
+      # from R, an upper bound). Used in training AND evaluation: one model per strategy.
+      selection="policy",
       # Short-term reward: "paper" r_s = −L_p of the repaired patch (Eq. 10), or "improvement"
       # r_s = L_p before − after this step's repair (hallujax/methods/ipfh_rollout.py `rollout_step`).
       reward="paper",
-      # Not in the paper: the test-time arg-max skips centres inside already repaired patches
-      # (hallujax/methods/ipfh_rollout.py `masked_logits`).
-      exclude_repaired=False,
       random_patches=30,             # "we randomly chosen 30 patches"
+      oracle_stride=0,               # oracle candidates every this many pixels (0: patch_size / 2)
       image_widths=(32, 64, 128, 256),   # image branch: stride-2 residual blocks (128² → 8²)
       patch_widths=(32, 64),
       holistic_features=512, context_features=256,  # §III-C: 512-D and 256-D
+      # Options to make the policy learnable; none is in the paper, all off by default
+      # (docs/ipfh.md has what each measured):
+      exclude_repaired=False,        # test-time arg-max skips centres inside repaired patches
+      mask_repaired_in_training=False,   # ... and so does sampling in training (and then the test)
+      action_stride=1,               # 1: every pixel is an action ("a W×H-D vector"); s: (W/s)(H/s) cells
+      head="dense",                  # "dense": the paper's fully connected layer; "conv": a score map
+      entropy_bonus=0.0,             # β: the policy loss subtracts β·H(π)
+      baseline="leave_one_out",      # or "value": a learned V(s_t) (value head), weighted value_weight
+      value_weight=0.5,
+      normalize_advantages=False,    # advantages scaled to zero mean, unit std per batch
   ))
   # Local restoration: 128 + 128 channels fused = "256×32×32".
-  c.restoration = ml_collections.ConfigDict(dict(features=128, patch_layers=3, decoder_layers=3))
+  c.restoration = ml_collections.ConfigDict(dict(
+      features=128, patch_layers=3, decoder_layers=3,
+      # "At each t-step, we update the local restoration network parameters with patch-level
+      # loss Lp ... After T-step, we add the image-level loss Lim": "step". "batch":
+      # one update per batch with Σ_t L_p + L_im (the former default).
+      update_every="step",
+      pretrain_patches=4,            # random patch pairs per face per pretraining step
+  ))
   # Weights of L_f and L_id in r_l (Eq. 12) and L_im (Eq. 17); the paper sums them unweighted.
-  # lr_reference: what D(ŷ) is compared with in the LR-domain terms (Eq. 10, 17): "input"
+  # lr_reference: what the generated LR is compared with in the LR-domain terms (Eq. 10, 17): "input"
   # (the paper's x) or "dual_of_target" (D(y); hallujax/methods/ipfh_rollout.py `lr_reference` says why).
-  c.loss = ml_collections.ConfigDict(dict(feature=1.0, identity=1.0, lr_reference="input"))
+  # image_lr: the whole image's LR version in Eq. 17, "bilinear" ("we first resize the 128 × 128 HR
+  # face into 32× 32 with bilinear interpolation") at image_lr_size, or "dual" (D, as the patches).
+  c.loss = ml_collections.ConfigDict(dict(feature=1.0, identity=1.0, lr_reference="input",
+                                          image_lr="bilinear", image_lr_size=32))
   c.optim = ml_collections.ConfigDict(dict(
       # Paper: coarse "learning rate from 0.1 to 10^-5" with no optimizer named (0.1 suggests SGD
       # with batch norm); our hourglass has no normalization, so Adam from 10^-3 to 10^-5. D trains
@@ -116,23 +156,27 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       dual=adam_decay(1e-3, 1e-5, coarse_steps),
       # SphereFace fine-tuning: the rate is not given in the paper.
       cognition=adam_decay(1e-4, 1e-5, cognition_steps),
-      # Policy stage: "Adam optimizer and set the learning rate from 10^-3 to 10^-5", P and R alike.
+      # Policy stage: "Adam optimizer and set the learning rate from 10^-3 to 10^-5", P and R alike
+      # (R's schedule runs over its pretraining and its per-step updates, `restoration_updates`).
       policy=adam_decay(1e-3, 1e-5, policy_steps),
-      restoration=adam_decay(1e-3, 1e-5, policy_steps),
+      restoration=adam_decay(1e-3, 1e-5, 1),
   ))
+  c.optim.restoration.decay_steps = restoration_updates(c, restoration_steps, policy_steps)
   # Workdirs of finished earlier stages (single-stage runs; see hallujax/methods/ipfh.py).
   c.weights.coarse = ""
   c.weights.cognition = ""
+  c.weights.restoration = ""
 
-  if name in ("smoke", "ablation"):
+  if name in SMALL:
     c.data.update(input_size=8, target_size=64, num_identities=16, train_size=2048, eval_size=16)
     coarse_steps.set(60)
     cognition_steps.set(30)
+    restoration_steps.set(30)
     policy_steps.set(60)
-    c.train.update(batch_size=8, log_every=10, eval_every=150, eval_batches=2, image_every=150,
-                   checkpoint_every=150)
+    c.train.update(batch_size=8, log_every=10, eval_every=180, eval_batches=2, image_every=180,
+                   checkpoint_every=180)
     c.coarse.network = dict(features=16, num_stacks=2, bottom_size=4)
-    # Smoke only: the paper's decay to 10^-5 within 60 steps leaves most of them at a rate too
+    # Small runs only: the paper's decay to 10^-5 within 60 steps leaves most of them at a rate too
     # small to move; ending at 2·10^-4 doubles the coarse stage's gain over bicubic (+0.7 dB).
     c.optim.coarse.final_learning_rate = 2e-4
     c.optim.dual.final_learning_rate = 2e-4
@@ -142,37 +186,63 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.policy.update(steps=4, patch_size=16, random_patches=8, image_widths=(8, 16, 32),
                     patch_widths=(8, 16), holistic_features=32, context_features=16)
     c.restoration.update(features=16, patch_layers=2, decoder_layers=2)
-    # Smoke only, like the coarse rate above: a decay to 10^-5 within 60 steps leaves R nearly
+    # Like the coarse rate above: a decay to 10^-5 within 60 steps leaves R nearly
     # untrained. And D after 60 coarse steps is far from the degradation (‖D(y) − x‖² ≈ 0.06 >
     # ‖ỹ − y‖² ≈ 0.03), so the paper's ‖D(ŷ) − x‖² pulls R away from y; compare with D(y).
     c.optim.policy.final_learning_rate = 2e-4
     c.optim.restoration.final_learning_rate = 2e-4
     c.loss.lr_reference = "dual_of_target"
+    c.loss.image_lr_size = 16   # 128 → 32 in the paper: a quarter of the side
     if name == "ablation":
       policy_steps.set(300)
       c.data.update(eval_size=128)   # 16 batches of 8 test faces
-      c.train.update(eval_every=390, image_every=390, checkpoint_every=390, eval_batches=16)
+      c.train.update(eval_every=510, image_every=510, checkpoint_every=510, eval_batches=16)
       c.policy.update(steps=20, random_patches=30)   # paper: T = 20, 30 random patches
-  elif name in ("coarse", "cognition", "policy"):
+    if name == "table7":
+      table7(c, coarse_steps, cognition_steps, restoration_steps, policy_steps)
+  elif name in ("coarse", "cognition", "restoration", "policy"):
     options = {"stage": name, **options}
 
   stage = options.pop("stage", None)
   if stage is not None:
-    select_stage(c, stage, paper_sizes=name not in ("smoke", "ablation"))
+    select_stage(c, stage, paper_sizes=name not in SMALL)
   return apply_variant_options(c, options)
 
 
+def table7(c, coarse_steps, cognition_steps, restoration_steps, policy_steps) -> None:
+  """Table VII at CPU scale: 64² from 16² (×4), T = 20 patches of 16² (the paper's 32²/128²), grid 16,
+  random 30, every stage in one run of ≤ 3 minutes on 2 CPU cores (docs/ipfh.md has the timings).
+
+  Step counts (measured, docs/ipfh.md): the coarse stage ends well above bicubic; the cognition
+  stage ends at ≥ 90 % held-out identification on the 16 identities (eval identity_accuracy);
+  R's pretraining ends with a patch MSE below ỹ's.
+  """
+  c.data.update(input_size=16, target_size=64, num_identities=16, train_size=4096, eval_size=64)
+  c.dual.widths = (8,)              # ×4: two stride-2 convolutions
+  c.loss.image_lr_size = 16         # 64² → 16² (the paper's 128² → 32²): the LR input's size here
+  coarse_steps.set(120)
+  cognition_steps.set(120)
+  restoration_steps.set(100)
+  policy_steps.set(40)
+  c.train.update(batch_size=8, log_every=20, eval_every=380, image_every=380, checkpoint_every=380,
+                 eval_batches=8)
+  c.policy.update(steps=20, random_patches=30)   # paper: T = 20, 30 random patches, grid 16
+
+
 def select_stage(c: ml_collections.ConfigDict, stage: str, paper_sizes: bool) -> None:
-  """Train only `stage` (its config.stage_steps), or "all" three in order."""
+  """Train only `stage` (its config.stage_steps), or "all" four in order."""
   if stage not in STAGES:
     raise ValueError(f"configs/ipfh.py: stage={stage!r}; expected one of {', '.join(STAGES)}.")
   c.stage = stage
+  steps = c.stage_steps
   if stage == "all":
-    steps = c.stage_steps
-    c.train.steps = steps.get_ref("coarse") + steps.get_ref("cognition") + steps.get_ref("policy")
+    c.train.steps = (steps.get_ref("coarse") + steps.get_ref("cognition") + steps.get_ref("restoration")
+                     + steps.get_ref("policy"))
     return
-  c.train.steps = c.stage_steps.get_ref(stage)
+  c.train.steps = steps.get_ref(stage)
   for section in c.optim.values():   # a single stage's rates decay over the run's steps
     section.decay_steps = c.train.get_ref("steps") * 1
+  if stage == "policy":
+    c.optim.restoration.decay_steps = restoration_updates(c, 0, c.train.get_ref("steps"))
   if stage == "coarse" and paper_sizes:
     c.train.batch_size = 128   # §III-C: "batch size of 128" for F_c

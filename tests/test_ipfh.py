@@ -11,7 +11,7 @@ import pytest
 
 from hallujax.methods import Method, get_method, ipfh
 from hallujax.methods import ipfh_rollout as rollout_lib
-from hallujax.models.ipfh import SphereFaceTextureFeatures
+from hallujax.models.ipfh import PolicyController, SphereFaceTextureFeatures
 from hallujax.models.recognition import SphereFace
 
 BATCH = 2
@@ -31,7 +31,7 @@ def tiny_config(stage="all"):
   """32² HR from 4² LR (×8), 8² patches, T = 3, a few channels per layer."""
   c = load_config("smoke" if stage == "all" else f"smoke,stage={stage}")
   c.data.update(input_size=4, target_size=32, num_identities=5)
-  c.stage_steps.update(coarse=2, cognition=1, policy=2)
+  c.stage_steps.update(coarse=2, cognition=1, restoration=1, policy=2)
   c.train.batch_size = BATCH
   c.coarse.network = dict(features=4, num_stacks=2, bottom_size=16)
   c.dual.widths = (4, 4)
@@ -131,34 +131,43 @@ def test_texture_features_are_sphereface_first_stage_activations():
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
 
 
+def examples_of(config, state, batch):
+  networks = ipfh.build_networks(config)
+  coarse = ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))
+  return networks, {"coarse": coarse, "target": jnp.asarray(batch["target"]),
+                    "input": jnp.asarray(batch["input"])}
+
+
 def test_scanned_rollout_equals_a_python_loop_over_the_same_step(tiny_state):
   config, batch, state = tiny_state
-  networks = ipfh.build_networks(config)
+  networks, examples = examples_of(config, state, batch)
   steps, settings, actions = rollout_lib.selection_plan(ipfh.selection_of(config), BATCH, jax.random.key(3))
+  settings = settings._replace(update_restoration=False)
   params = perturbed_restoration(state).params
   keys = jax.random.split(jax.random.key(4), (BATCH, steps))
-  coarse = ipfh.coarse_images(params, networks, jnp.asarray(batch["input"]))
-  examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
-              "input": jnp.asarray(batch["input"])}
 
-  scanned = jax.jit(functools.partial(rollout_lib.batched_rollout, networks=networks, settings=settings))
-  images, outputs = scanned(params, examples=examples, keys=keys, forced_actions=actions)
+  scanned = jax.jit(functools.partial(rollout_lib.rollout, networks=networks, settings=settings))
+  images, records, _ = scanned(params, examples=examples, keys=keys, forced_actions=actions)
 
   step = jax.jit(jax.vmap(
       lambda params, example, carry, step_input: rollout_lib.rollout_step(
           params, networks, settings, example, carry, step_input),
       in_axes=(None, 0, 0, 0)))
-  carry = jax.vmap(lambda image: rollout_lib.initial_carry(image, settings.patch_size))(coarse)
+  carry = jax.vmap(lambda image: rollout_lib.initial_carry(image, settings.patch_size))(examples["coarse"])
   looped_actions = []
   for t in range(steps):
     carry, output = step(params, examples, carry, (keys[:, t], actions[:, t]))
     looped_actions.append(output.action)
   looped_actions = np.stack(looped_actions, axis=1)
 
-  np.testing.assert_array_equal(outputs.action, looped_actions)
+  np.testing.assert_array_equal(records.action, looped_actions)
   assert len(np.unique(looped_actions)) > 1                # the check is not vacuous
   np.testing.assert_allclose(images, carry[0], rtol=1e-5, atol=1e-5)
-  assert np.max(np.abs(np.asarray(images) - np.asarray(coarse))) > 1e-3   # patches were repaired
+  assert np.max(np.abs(np.asarray(images) - np.asarray(examples["coarse"]))) > 1e-3   # patches were repaired
+  # Replaying the recorded repairs with the same R gives the same image (R's image loss reads it).
+  replayed, _ = jax.jit(functools.partial(rollout_lib.replay, networks=networks))(
+      params["restoration"], coarse=examples["coarse"], records=records)
+  np.testing.assert_allclose(replayed, images, rtol=1e-5, atol=1e-5)
 
 
 def test_an_untrained_restoration_network_returns_the_coarse_image(tiny_state):
@@ -178,7 +187,7 @@ def test_improvement_reward_is_zero_for_an_unchanged_patch_and_positive_for_a_be
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
   _, settings, _ = rollout_lib.selection_plan(ipfh.selection_of(config), 1, jax.random.key(0))
-  paper = settings._replace(use_policy=False, reward="paper")   # the forced action below
+  paper = settings._replace(chooser="forced", reward="paper")   # the forced action below
   settings = paper._replace(reward="improvement")
   example = {"coarse": ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))[0],
              "target": jnp.asarray(batch["target"][0]), "input": jnp.asarray(batch["input"][0])}
@@ -206,27 +215,40 @@ def test_improvement_reward_is_zero_for_an_unchanged_patch_and_positive_for_a_be
   np.testing.assert_allclose(improved.reward, before - improved.patch_loss, rtol=1e-5)
 
 
-def test_exclude_repaired_makes_the_arg_max_leave_repaired_patches(tiny_state):
-  """Without the option the untrained policy's arg-max repeats; with it, no centre lies in a repaired patch."""
+def _centres_avoid_earlier_patches(actions, stride=1, size=32, patch=8):
+  for t in range(1, len(actions)):
+    row, column = divmod(int(actions[t]), size // stride)
+    row, column = row * stride + stride // 2, column * stride + stride // 2
+    for earlier in actions[:t]:
+      top, left = (int(v) for v in rollout_lib.patch_corner(earlier, size, size, patch, stride))
+      if top <= row < top + patch and left <= column < left + patch:
+        return False
+  return True
+
+
+def test_masking_repaired_patches_means_no_patch_is_picked_twice(tiny_state):
+  """Unmasked, the untrained policy's arg-max repeats; masked (test-time exclude_repaired, or
+  sampled in training with mask_repaired_in_training), no centre lies in a repaired patch."""
   config, batch, state = tiny_state
-  networks = ipfh.build_networks(config)
-  coarse = ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))
-  examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
-              "input": jnp.asarray(batch["input"])}
+  networks, examples = examples_of(config, state, batch)
   _, settings, forced = rollout_lib.selection_plan(ipfh.selection_of(config), BATCH, jax.random.key(0))
+  settings = settings._replace(update_restoration=False)
   keys = jax.random.split(jax.random.key(1), (BATCH, 3))
-  run = jax.jit(lambda settings: rollout_lib.batched_rollout(state.params, networks, settings, examples,
-                                                      keys, forced)[1].action, static_argnums=0)
-  plain = np.asarray(run(settings._replace(sample=False)))
-  excluding = np.asarray(run(settings._replace(sample=False, exclude_repaired=True)))
+  run = jax.jit(lambda settings, keys: rollout_lib.rollout(state.params, networks, settings, examples,
+                                                           keys, forced)[1], static_argnums=0)
+  plain = np.asarray(run(settings._replace(sample=False), keys).action)
   assert len(set(plain[0])) < 3        # the check below is not vacuous
-  for actions in excluding:
-    for t in range(1, 3):
-      row, column = divmod(int(actions[t]), 32)
-      for earlier in actions[:t]:
-        top, left = (int(v) for v in rollout_lib.patch_corner(earlier, 32, 32, 8))
-        assert not (top <= row < top + 8 and left <= column < left + 8), (actions, t)
-  # Once everything is repaired nothing is excluded (the arg-max of all −inf would be location 0).
+  masked_argmax = run(settings._replace(sample=False, mask_repaired=True), keys)
+  for actions in np.asarray(masked_argmax.action):
+    assert _centres_avoid_earlier_patches(actions)
+  np.testing.assert_array_equal(rollout_lib.distinct_patches(masked_argmax.corner), [3, 3])
+  np.testing.assert_array_equal(rollout_lib.distinct_patches(run(settings._replace(sample=False), keys).corner),
+                                [len(set(row)) for row in plain])
+  for seed in range(3):   # sampled (training) under the mask, several draws
+    sampled = run(settings._replace(mask_repaired=True), jax.random.split(jax.random.key(seed), (BATCH, 3)))
+    for actions in np.asarray(sampled.action):
+      assert _centres_avoid_earlier_patches(actions)
+  # Once everything is repaired nothing is excluded (else the arg-max would be an arbitrary masked cell).
   logits = jnp.array([0.0, 2.0, 1.0, -1.0])
   assert int(jnp.argmax(rollout_lib.masked_logits(logits, jnp.array([[False, True], [False, False]])))) == 2
   assert int(jnp.argmax(rollout_lib.masked_logits(logits, jnp.ones((2, 2), bool)))) == 1
@@ -265,17 +287,33 @@ def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
                    for actions in itertools.product(range(3), repeat=4))
     np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
 
+  # A state-value baseline V(s_t) (config.policy.baseline="value") that does not depend on a_t
+  # leaves the estimate unbiased: here V depends on the example, the step and, at t = 2, on a_1.
+  @jax.jit
+  def value_estimate(actions):
+    p = jax.nn.softmax(logits)
+    (a, b), (c, d) = actions
+    rewards = jnp.array([[first_reward[a], second_reward[a, b]], [first_reward[c], second_reward[c, d]]])
+    values = jnp.array([[0.7, 1.5 * a - 2.0], [-3.0, 0.25 * c]])
+    gradient = jax.grad(lambda l: ipfh.value_baseline_loss(
+        jax.nn.log_softmax(l)[actions], values, rewards, None, False, 0.5)[0])(logits)
+    return -p[a] * p[b] * p[c] * p[d] * gradient
+
+  estimate = sum(value_estimate(jnp.array(actions).reshape(2, 2))
+                 for actions in itertools.product(range(3), repeat=4))
+  np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
+
 
 def _changed(before, after) -> bool:
   return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
 
 def test_the_schedule_picks_the_stage_of_each_step_on_the_host():
-  method = ipfh.make(tiny_config())   # stage "all": 2 coarse, 1 cognition, 2 policy steps
-  assert tuple(method.steps) == ("coarse", "cognition", "policy")
-  assert [method.step_name(step) for step in range(6)] == [
-      "coarse", "coarse", "cognition", "policy", "policy", "policy"]
-  assert [method.phase(step) for step in (0, 2, 3)] == ["coarse", "cognition", "policy"]
+  method = ipfh.make(tiny_config())   # stage "all": 2 coarse, 1 cognition, 1 restoration, 2 policy steps
+  assert tuple(method.steps) == ("coarse", "cognition", "restoration", "policy")
+  assert [method.step_name(step) for step in range(7)] == [
+      "coarse", "coarse", "cognition", "restoration", "policy", "policy", "policy"]
+  assert [method.phase(step) for step in (0, 2, 3, 4)] == ["coarse", "cognition", "restoration", "policy"]
   for stage in ipfh.STAGES:
     single = ipfh.make(tiny_config(stage))
     assert tuple(single.steps) == (stage,)
@@ -283,23 +321,25 @@ def test_the_schedule_picks_the_stage_of_each_step_on_the_host():
   no_cognition = tiny_config()
   no_cognition.stage_steps.cognition = 0
   no_cognition.optim.cognition.schedule = "constant"   # an exponential decay needs decay_steps > 0
-  assert [ipfh.make(no_cognition).schedule(step) for step in (1, 2)] == ["coarse", "policy"]
+  assert [ipfh.make(no_cognition).schedule(step) for step in (1, 2, 3)] == ["coarse", "restoration", "policy"]
 
 
 STAGE_METRICS = {
     "coarse": {"loss_coarse", "loss_dual", "psnr_coarse"},
     "cognition": {"loss_identity", "identity_accuracy"},
-    "policy": {"loss_policy", "loss_restoration", "loss_patch", "loss_image", "return", "reward_final",
-               "reward_final_gain", "policy_entropy", "psnr_rollout", "psnr_coarse"},
+    "restoration": {"loss_patch", "patch_mse", "patch_mse_coarse"},
+    "policy": {"loss_policy", "loss_value", "loss_restoration", "loss_patch", "loss_image", "return",
+               "reward_final", "reward_final_gain", "policy_entropy", "distinct_patches", "psnr_rollout",
+               "psnr_coarse"},
 }
 
 
 def test_each_stage_trains_its_networks_and_freezes_the_others(tiny_state):
-  """Stage "all" with 2 coarse, 1 cognition, 2 policy steps, one jitted program per stage."""
+  """Stage "all" with 2 coarse, 1 cognition, 1 restoration, 2 policy steps, one jitted program per stage."""
   config, batch, state = tiny_state
   method = ipfh.make(config)
   steps = {name: jax.jit(step) for name, step in method.steps.items()}
-  for index, stage in enumerate(["coarse", "coarse", "cognition", "policy", "policy"]):
+  for index, stage in enumerate(["coarse", "coarse", "cognition", "restoration", "policy", "policy"]):
     assert method.schedule(index) == stage
     before = state
     state, metrics = steps[stage](state, {}, batch, jax.random.key(10 + index))
@@ -340,22 +380,22 @@ def test_fixed_selections_train_only_the_restoration_network_and_evaluate(tiny_s
   assert inside.sum() > 100 and np.all(changed[inside])
 
 
-def test_a_policy_run_starts_from_the_coarse_and_cognition_runs_checkpoints(tiny_state, tmp_path):
+def test_a_policy_run_starts_from_the_earlier_stages_checkpoints(tiny_state, tmp_path):
   from hallujax.checkpoint import Checkpointer
   config, batch, state = tiny_state
   trained = state.replace(params=jax.tree.map(lambda p: p + 1.0, state.params))
-  for name in ("coarse_run", "cognition_run"):
+  for name in ("coarse_run", "cognition_run", "restoration_run"):
     checkpointer = Checkpointer(tmp_path / name, keep=1)
     checkpointer.save(7, trained, jax.random.key_data(jax.random.key(0)), b"{}")
     checkpointer.close()
   config = tiny_config("policy")
   config.weights.coarse = str(tmp_path / "coarse_run")
   config.weights.cognition = str(tmp_path / "cognition_run")
+  config.weights.restoration = str(tmp_path / "restoration_run")
   loaded = ipfh.make(config).load_pretrained(state)
-  for group in ("coarse", "dual", "cognition"):
+  for group in ("coarse", "dual", "cognition", "restoration"):
     chex.assert_trees_all_equal(loaded.params[group], trained.params[group])
-  for group in ("policy", "restoration"):
-    chex.assert_trees_all_equal(loaded.params[group], state.params[group])
+  chex.assert_trees_all_equal(loaded.params["policy"], state.params["policy"])
   chex.assert_trees_all_equal(loaded.optimizer_states, state.optimizer_states)
   config.weights.coarse = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
@@ -383,6 +423,16 @@ def test_configuration_errors_name_the_field():
   config.loss.lr_reference = "lr"
   with pytest.raises(ValueError, match="config.loss.lr_reference='lr'.*input, dual_of_target"):
     ipfh.check_config(config)
+  for field, value, expected in (("policy.baseline", "critic", "leave_one_out, value"),
+                                 ("policy.head", "mlp", "dense, conv"),
+                                 ("restoration.update_every", "epoch", "step, batch"),
+                                 ("loss.image_lr", "bicubic", "bilinear, dual"),
+                                 ("policy.action_stride", 3, "power of two")):
+    config = tiny_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=f"config.{field}={value!r}.*{expected}"):
+      ipfh.check_config(config)
 
 
 def test_lr_terms_against_the_dual_of_the_target_vanish_at_the_ground_truth(tiny_state):
@@ -390,8 +440,10 @@ def test_lr_terms_against_the_dual_of_the_target_vanish_at_the_ground_truth(tiny
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
   target = jnp.asarray(batch["target"])
-  paper = ipfh.image_level_terms(state.params, networks, target, batch, 1.5, "input")
-  dual = ipfh.image_level_terms(state.params, networks, target, batch, 1.5, "dual_of_target")
+  objective = ipfh.objective_of(config)._replace(image_lr="dual")   # D on whole images (the option)
+  paper = ipfh.image_level_terms(state.params, networks, target, batch, objective._replace(lr_reference="input"))
+  dual = ipfh.image_level_terms(state.params, networks, target, batch,
+                                objective._replace(lr_reference="dual_of_target"))
   assert np.all(np.asarray(paper["lr_mse"]) > 1e-3)
   np.testing.assert_array_equal(dual["lr_mse"], 0.0)
   np.testing.assert_array_equal(dual["lr_texture"], 0.0)
@@ -408,11 +460,22 @@ def test_paper_config_matches_the_paper():
   assert policy.stage == "policy" and policy.train.steps == policy.stage_steps.policy
   # One optimizer section per trained network, decaying over its stage's steps (all: config.stage_steps).
   assert set(config.optim) == set(ipfh.TRAINED)
-  assert [config.optim[n].decay_steps for n in ("coarse", "cognition", "restoration")] == [
+  assert [config.optim[n].decay_steps for n in ("coarse", "cognition", "policy")] == [
       config.stage_steps.coarse, config.stage_steps.cognition, config.stage_steps.policy]
+  # R: its pretraining steps, then T updates with L_p and one with L_im per policy step (paper §III-B.2).
+  assert config.restoration.update_every == "step"
+  assert config.optim.restoration.decay_steps == (config.stage_steps.restoration
+                                                  + config.stage_steps.policy * (config.policy.steps + 1))
+  assert config.loss.image_lr == "bilinear" and config.loss.image_lr_size == 32   # 128² → 32² (§III-B.3)
   smoke_policy = load_config("smoke,stage=policy,train.steps=12")
   assert (smoke_policy.stage, smoke_policy.train.steps, smoke_policy.train.batch_size) == ("policy", 12, 8)
   assert smoke_policy.optim.policy.decay_steps == 12   # a single stage decays over the run's steps
+  assert smoke_policy.optim.restoration.decay_steps == 12 * (smoke_policy.policy.steps + 1)
+  table = load_config("table7,policy.selection=oracle")
+  assert (table.data.input_size, table.data.target_size, table.policy.patch_size) == (16, 64, 16)
+  assert (table.policy.steps, table.policy.random_patches, table.policy.selection) == (20, 30, "oracle")
+  assert table.train.steps == sum(table.stage_steps[s] for s in ipfh.STAGES) and table.stage == "all"
+  ipfh.check_config(table)
   assert load_config("coarse").train.batch_size == 128   # §III-C; smoke keeps its batch
   with pytest.raises(ValueError, match="smoke,stage=policy"):
     load_config("smoke+policy")
@@ -453,3 +516,170 @@ def test_coarse_stage_starts_at_bicubic_and_beats_it_on_held_out_images():
   after = evaluate(state, batch=held_out)
   coarse, bicubic = float(np.mean(after["psnr_coarse"])), float(np.mean(after["psnr_bicubic"]))
   assert coarse > bicubic + 0.2, f"held-out PSNR: coarse {coarse:.2f} dB vs bicubic {bicubic:.2f} dB"
+
+
+def random_patch_l1(config, state, batch, count=16, seed=0):
+  """Mean L1 to the ground truth of R's repairs of `count` random patches of ỹ per face, and of ỹ's."""
+  networks = ipfh.build_networks(config)
+  coarse = ipfh.coarse_images(state.params, networks, jnp.asarray(batch["input"]))
+  pairs = ipfh.random_patch_pairs(coarse, batch, config.policy.patch_size, 8, count, jax.random.key(seed))
+  repaired = networks.restoration.apply({"params": state.params["restoration"]}, pairs["image"], pairs["patch"])
+  return (float(jnp.mean(jnp.abs(repaired - pairs["target_patch"]))),
+          float(jnp.mean(jnp.abs(pairs["patch"] - pairs["target_patch"]))))
+
+
+def test_restoration_pretraining_lowers_the_patch_error_on_held_out_faces():
+  """§III-C: R "pre-trained on randomly selected patch pairs". Blocky faces: ỹ (bicubic at init) blurs
+  the block edges; 60 pretraining steps make R's repairs of unseen faces' random patches sharper."""
+  steps, batch_size = 60, 8
+  config = tiny_config("restoration")
+  config.train.steps = steps
+  config.train.batch_size = batch_size
+  config.optim.restoration.update(schedule="constant", learning_rate=3e-3)
+  config.restoration.update(features=8, patch_layers=2, decoder_layers=2)
+  method = ipfh.make(config)
+  state = jax.jit(method.init)(jax.random.key(0))
+  held_out = blocky_batch(config, batch_size, seed=10_000)
+  before, coarse = random_patch_l1(config, state, held_out)
+  assert before == coarse                        # R starts as the identity
+  step = jax.jit(functools.partial(method.steps["restoration"], frozen={}))
+  for index in range(steps):
+    state, metrics = step(state, batch=blocky_batch(config, batch_size, index + 1), rng=jax.random.key(index))
+  after, _ = random_patch_l1(config, state, held_out)
+  assert after < 0.9 * before, f"held-out patch L1: {before:.4f} before, {after:.4f} after pretraining"
+  assert float(metrics["patch_mse"]) < float(metrics["patch_mse_coarse"])
+
+
+def test_the_oracle_picks_the_candidate_with_the_largest_true_gain(tiny_state):
+  """Greedy by the ground truth: every candidate repaired with R (whole-network calls, so this also
+  checks R's encode_image / repair split); the oracle's corner has the largest drop in squared error."""
+  config, batch, state = tiny_state
+  networks, examples = examples_of(config, state, batch)
+  params = perturbed_restoration(state, seed=7).params
+  _, settings, _ = rollout_lib.selection_plan(ipfh.selection_of(config)._replace(kind="oracle"), 1,
+                                              jax.random.key(0))
+  settings = settings._replace(oracle_stride=2)
+  image, target = examples["coarse"][0], examples["target"][0]
+  corners = np.asarray(rollout_lib.candidate_corners(32, 32, 8, 2))
+  assert len(corners) == 13 * 13 and corners.max() == 24
+  repair = jax.jit(lambda patch: networks.restoration.apply({"params": params["restoration"]}, image, patch))
+  gains = []
+  for top, left in corners:
+    patch, truth = image[top:top + 8, left:left + 8], target[top:top + 8, left:left + 8]
+    gains.append(float(jnp.sum(jnp.square(patch - truth)) - jnp.sum(jnp.square(repair(patch) - truth))))
+  chosen = jax.jit(lambda: rollout_lib.oracle_corner(params, networks, settings, image, target))()
+  np.testing.assert_array_equal(chosen, corners[int(np.argmax(gains))])
+  assert np.max(gains) - np.min(gains) > 1e-3   # the candidates differ, so the choice is not vacuous
+
+
+def test_per_step_updates_lower_the_patch_loss_within_an_episode(tiny_state):
+  """"At each t-step, we update the local restoration network parameters with patch-level loss Lp":
+  repairing one patch T times, R's loss on it falls from step to step; without updates it does not."""
+  config, batch, state = tiny_state
+  networks, examples = examples_of(config, state, batch)
+  steps = 6
+  _, settings, _ = rollout_lib.selection_plan(ipfh.selection_of(config)._replace(kind="grid"), BATCH,
+                                              jax.random.key(0))
+  forced = jnp.full((BATCH, steps), 12 * 32 + 12, jnp.int32)   # the patch at (8, 8), every step
+  keys = jax.random.split(jax.random.key(0), (BATCH, steps))
+  optimizer = ipfh.optim.make(dict(name="sgd", learning_rate=0.05))
+  update = rollout_lib.RestorationUpdate(optimizer, ipfh.optim.apply_update)
+  run = jax.jit(lambda settings: rollout_lib.rollout(
+      state.params, networks, settings, examples, keys, forced, update,
+      optimizer.init(state.params["restoration"])), static_argnums=0)
+  _, fixed, (unchanged, _) = run(settings._replace(update_restoration=False))
+  _, learning, (learnt, _) = run(settings._replace(update_restoration=True))
+  chex.assert_trees_all_equal(unchanged, state.params["restoration"])
+  assert _changed(state.params["restoration"], learnt)
+  fixed_loss, learning_loss = np.mean(fixed.patch_loss, axis=0), np.mean(learning.patch_loss, axis=0)
+  np.testing.assert_allclose(fixed_loss, fixed_loss[0], rtol=1e-5)   # identity R: the same patch each time
+  assert np.all(np.diff(learning_loss) < 0), learning_loss
+  np.testing.assert_allclose(learning_loss[0], fixed_loss[0], rtol=1e-5)   # the first repair precedes any update
+
+
+def test_the_bilinear_lr_term_vanishes_when_the_input_is_the_bilinear_downsample():
+  """§III-B.3: whole faces go to the LR domain by a bilinear resize ("resize the 128 × 128 HR face into
+  32× 32 with bilinear interpolation"): at ŷ = y with x = bilinear(y), the LR terms are zero."""
+  config = tiny_config()
+  config.loss.update(image_lr="bilinear", image_lr_size=4, lr_reference="input")
+  networks = ipfh.build_networks(config)
+  state = init(config)
+  batch = random_batch(config)
+  batch["input"] = np.asarray(ipfh.resize_bilinear(jnp.asarray(batch["target"]), 4))
+  objective = ipfh.objective_of(config)
+  terms = ipfh.image_level_terms(state.params, networks, jnp.asarray(batch["target"]), batch, objective)
+  np.testing.assert_allclose(terms["lr_mse"], 0.0, atol=1e-12)
+  np.testing.assert_allclose(terms["lr_texture"], 0.0, atol=1e-12)
+  blurred = ipfh.image_level_terms(state.params, networks, jnp.asarray(batch["target"]) * 0.5, batch,
+                                   objective)
+  assert np.all(np.asarray(blurred["lr_mse"]) > 1e-3)
+  dual = ipfh.image_level_terms(state.params, networks, jnp.asarray(batch["target"]), batch,
+                                objective._replace(image_lr="dual"))
+  assert np.all(np.asarray(dual["lr_mse"]) > 1e-3)   # the untrained conv D is not the resize
+
+
+def test_the_entropy_bonus_raises_the_policy_entropy(tiny_state):
+  """Twenty Adam steps on P's loss over the same recorded episodes: with entropy_bonus the policy ends
+  with a higher entropy than without (starting from a sharpened, low-entropy policy)."""
+  config, batch, state = tiny_state
+  networks, examples = examples_of(config, state, batch)
+  selection = ipfh.selection_of(config)
+  policy = jax.tree.map(lambda x: x, state.params["policy"])
+  policy["logits"] = {"kernel": policy["logits"]["kernel"] * 300.0, "bias": policy["logits"]["bias"]}
+  params = {**state.params, "policy": policy}
+  steps, settings, forced = rollout_lib.selection_plan(selection, BATCH, jax.random.key(0))
+  keys = jax.random.split(jax.random.key(2), (BATCH, steps))
+  settings = settings._replace(update_restoration=False)
+  _, records, _ = jax.jit(lambda: rollout_lib.rollout(params, networks, settings, examples, keys, forced))()
+  rewards = jax.random.normal(jax.random.key(3), records.reward.shape)
+  optimizer = ipfh.optim.make(dict(name="adam", learning_rate=3e-3))
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def entropy_after(bonus):
+    objective = ipfh.objective_of(config)._replace(entropy_bonus=bonus)
+    def train(carry, _):
+      weights, optimizer_state = carry
+      gradient, _ = jax.grad(ipfh.policy_loss, argnums=3, has_aux=True)(
+          networks, selection, objective, weights, records, rewards, None)
+      return ipfh.optim.apply_update(optimizer, weights, optimizer_state, gradient), None
+    (weights, _), _ = jax.lax.scan(train, (policy, optimizer.init(policy)), None, length=20)
+    return jnp.mean(ipfh.policy_outputs(networks, selection, weights, records)[1])
+
+  start = float(jnp.mean(ipfh.policy_outputs(networks, selection, policy, records)[1]))
+  without, with_bonus = float(entropy_after(0.0)), float(entropy_after(1.0))
+  assert start < 0.5 * np.log(32 * 32), start   # a sharpened policy, so entropy has room to rise
+  assert with_bonus > without + 0.1 and with_bonus > start, (start, without, with_bonus)
+
+
+def test_coarser_action_grids_and_the_convolutional_head_score_every_cell():
+  """action_stride s: (H/s)² actions centred at s·i + s/2; head "conv": one score per cell from the
+  image features at that cell, so a change in one corner of the image moves nearby scores most."""
+  image = jax.random.uniform(jax.random.key(0), (32, 32, 3), minval=-1, maxval=1)
+  patch = image[:8, :8]
+  for head in ("dense", "conv"):
+    network = PolicyController(image_widths=(4, 8), patch_widths=(4,), holistic_features=8,
+                               context_features=8, action_stride=4, head=head, value_head=True)
+    params = network.init(jax.random.key(1), image, patch, jnp.zeros(64))
+    logits, value = network.apply(params, image, patch, jnp.zeros(64))
+    assert logits.shape == (64,) and value.shape == ()
+  assert tuple(int(v) for v in rollout_lib.patch_corner(jnp.int32(9), 32, 32, 8, stride=4)) == (2, 2)  # cell (1, 1)
+  assert tuple(int(v) for v in rollout_lib.patch_corner(jnp.int32(63), 32, 32, 8, stride=4)) == (24, 24)
+  changed = image.at[:4, :4].set(1.0)
+  moved = np.abs(np.asarray(network.apply(params, changed, patch, jnp.zeros(64))[0] - logits)).reshape(8, 8)
+  assert moved[0, 0] > moved[7, 7]
+
+
+def test_evaluation_logs_identification_accuracy_and_policy_diagnostics(tiny_state):
+  config, batch, state = tiny_state
+  values = {}
+  for selection in ("policy", "grid"):
+    config = tiny_config()
+    config.policy.selection = selection
+    values[selection] = jax.jit(ipfh.make(config).eval_step)(state, {}, batch)
+  grid, policy = values["grid"], values["policy"]
+  np.testing.assert_array_equal(grid["distinct_patches"], 16)   # 32² in 8² patches
+  np.testing.assert_array_equal(grid["policy_entropy"], 0.0)
+  assert np.all(np.asarray(policy["policy_entropy_ratio"]) > 0.95)   # an untrained policy is near uniform
+  assert np.all(np.asarray(policy["distinct_patches"]) <= 3)
+  for name in ("identity_accuracy", "identity_accuracy_output"):
+    assert set(np.unique(grid[name])) <= {0.0, 1.0}

@@ -1,51 +1,60 @@
 """IPFH (paper 004): coarse hourglass hallucinator, then a REINFORCE patch policy.
 
-Three training stages (paper §III-C "Training"), chosen by ``config.stage``;
-each is a named step of the `Method` that ``make(config)`` builds:
+Four training stages (paper §III-C "Training" and "Hallucinator"), chosen by
+``config.stage``; each is a named step of the `Method` that ``make(config)``
+builds, and a phase of its schedule:
 
-``"coarse"``     F_c with pixel MSE (Eq. 2), and the dual-consistency net D
-                 learning HR → LR on ground-truth pairs (see `coarse_step`).
-``"cognition"``  SphereFace-20 C fine-tuned with A-softmax (Eq. 14) on the
-                 training identities.
-``"policy"``     policy controller P (REINFORCE) and local restoration net R
-                 (patch loss Eq. 16 at every step + image loss Eq. 17 after T
-                 steps); F_c, D and C frozen ("We fixed the parameters of
-                 coarse visual hallucinator and cognition network").
-``"all"``        the three in order in one run: steps [0, c) coarse,
-                 [c, c + g) cognition, the rest policy (``config.stage_steps``).
-                 The trainer compiles one program per named step and
-                 `schedule` picks it from the host step number, so no
-                 ``lax.switch`` runs on device (on XLA:CPU, convolution
-                 gradients inside a conditional run ~10× slower: F_c's backward
-                 0.25 s plain vs 3.1 s in ``lax.cond``; cf. jax-ml/jax#12868),
-                 and "all" trains as fast as the three single-stage runs.
+``"coarse"``       F_c with pixel MSE (Eq. 2), and the dual-consistency net D
+                   learning HR → LR on ground-truth pairs (see `coarse_step`).
+``"cognition"``    SphereFace-20 C fine-tuned with A-softmax (Eq. 14) on the
+                   training identities ("We then fine-tuned the cognition
+                   network"); evaluation logs its held-out identification
+                   accuracy (``identity_accuracy``).
+``"restoration"``  R pretrained on random patch pairs of (ỹ, y) with L_p (Eq. 16):
+                   "We first pre-trained this network on randomly selected patch
+                   pairs and fine-tuned it during hallucinator optimization".
+``"policy"``       policy controller P (REINFORCE) and R fine-tuned with the
+                   patch loss L_p at every step t and the image loss L_im after T
+                   steps (Eq. 16, 17); F_c, D and C frozen ("We fixed the
+                   parameters of coarse visual hallucinator and cognition network").
+``"all"``          the four in order in one run (``config.stage_steps``). The
+                   trainer compiles one program per named step and `schedule`
+                   picks it from the host step number, so no ``lax.switch`` runs
+                   on device (on XLA:CPU, convolution gradients inside a
+                   conditional run ~10× slower: F_c's backward 0.25 s plain vs
+                   3.1 s in ``lax.cond``; cf. jax-ml/jax#12868).
 
 The train state holds every network and one optimizer state per trained
 network (``config.optim.<network>``) whatever the stage, so a checkpoint of
 any stage restores into any other and one checkpoint evaluates on its own.
 A single-stage run starts from earlier runs: ``config.weights.coarse`` /
-``config.weights.cognition`` name the workdir of a finished "coarse" /
-"cognition" (or "all") run, whose latest checkpoint's F_c + D / C parameters
-`load_pretrained` copies in when training starts (the network sizes in the
-config must match that run's). Choice: they stay in the train state rather
-than in the frozen tree (issue 10 suggests the frozen tree for the policy
-stage's F_c): stage "all" trains them in the state, one layout serves every
-stage with the same step functions, and the policy run's checkpoint needs no
-other workdir to evaluate. IPFH has no frozen tree.
+``.cognition`` / ``.restoration`` name the workdir of a finished run whose
+latest checkpoint's F_c + D / C / R parameters `load_pretrained` copies in when
+training starts (the network sizes in the config must match that run's).
+IPFH has no frozen tree.
 
 The T-step rollout is `hallujax.methods.ipfh_rollout`: one ``lax.scan`` over a
-per-example step function, vmapped over the batch, inside the jitted policy
-step; its gradient is taken through the scan.
+batch-vmapped step inside the jitted policy step. ``config.restoration.update_every``
+"step" (the paper: "At each t-step, we update the local restoration network
+parameters with patch-level loss Lp ... After T-step, we add the image-level
+loss Lim") updates R inside the scan after every step and once more with L_im;
+"batch" updates R once per batch with Σ_t L_p + L_im.
 
-Patch selection at evaluation (and in training, for the ablation of Table VII)
-is ``config.policy.selection``: ``"policy"`` (sample in training, arg-max at
-test), ``"grid"`` (the (H/P)² non-overlapping patches, 16 for 128² / 32²)
-or ``"random"`` (``config.policy.random_patches`` uniform locations, 30).
-The arg-max of a near-uniform (undertrained) policy is one location at every
-step, so R repairs the same patch T times (README, IPFH: the CPU-scale Table VII).
-``config.policy.reward`` picks the short-term reward ("paper", Eq. 10, or
-"improvement", `ipfh_rollout.rollout_step`); ``config.policy.exclude_repaired``
-(not in the paper, off by default) makes the test-time arg-max skip repaired patches.
+Patch selection (``config.policy.selection``) applies in training AND at
+evaluation, so each of Table VII's rows is its own trained model ("At the
+training stage, we refined the patches with ..."): ``"policy"`` (sample in
+training, arg-max at test), ``"grid"`` ((H/P)² non-overlapping patches, 16 for
+128² / 32²), ``"random"`` (``config.policy.random_patches`` uniform locations,
+30), and ``"oracle"`` (not in the paper: greedy by the ground truth's gain from
+R, an upper bound; `ipfh_rollout.oracle_corner`). Evaluation logs the policy's
+test-time entropy and the number of distinct patches per face.
+
+Options to make the policy learnable (not in the paper, off by default,
+``config.policy``): ``action_stride`` (a coarser action grid), ``head="conv"``
+(a fully convolutional score map), ``entropy_bonus``, ``baseline="value"`` (a
+learned state value) with ``normalize_advantages``, ``mask_repaired_in_training``
+(no probability on repaired patches, in training and test), ``reward="improvement"``,
+and the test-time ``exclude_repaired``. docs/ipfh.md has what each measured.
 """
 
 from __future__ import annotations
@@ -63,20 +72,24 @@ from absl import logging
 from hallujax import optim
 from hallujax.methods import Method, phase_at
 from hallujax.methods import ipfh_rollout as rollout_lib
-from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection,
-                                           batched_rollout, lr_reference, mean_squared_error,
+from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord,
+                                           dual_domain_loss, lr_reference, mean_squared_error,
                                            texture_loss)
 from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models.ipfh import (CoarseHallucinator, DualConsistency, LocalRestoration, Networks,
                                   PolicyController, SphereFaceTextureFeatures, bicubic_upsample)
-from hallujax.models.recognition import SphereFace, a_softmax_logits
+from hallujax.models.recognition import SphereFace, a_softmax_logits, normalized_cosines
 
-STAGES = ("coarse", "cognition", "policy")
+STAGES = ("coarse", "cognition", "restoration", "policy")
 # The networks each stage trains; each has its own optimizer section, config.optim.<network>.
 STAGE_NETWORKS = {"coarse": ("coarse", "dual"), "cognition": ("cognition",),
-                  "policy": ("policy", "restoration")}
-TRAINED = tuple(name for stage in STAGES for name in STAGE_NETWORKS[stage])
+                  "restoration": ("restoration",), "policy": ("policy", "restoration")}
+TRAINED = ("coarse", "dual", "cognition", "policy", "restoration")
+BASELINES = ("leave_one_out", "value")        # config.policy.baseline
+RESTORATION_UPDATES = ("step", "batch")   # config.restoration.update_every
+IMAGE_LR = ("bilinear", "dual")                # config.loss.image_lr
+HEADS = ("dense", "conv")                      # config.policy.head
 
 
 @flax.struct.dataclass
@@ -93,6 +106,14 @@ class Objective(NamedTuple):
   identity: float         # weight of L_id
   lr_reference: str = "input"   # `ipfh_rollout.lr_reference`
   reward: str = "paper"         # short-term reward (`ipfh_rollout.rollout_step`)
+  image_lr: str = "bilinear"    # the whole image's LR version: bilinear resize (paper) or D
+  image_lr_size: int = 32       # its size (paper: "resize the 128 × 128 HR face into 32× 32")
+  baseline: str = "leave_one_out"
+  normalize_advantages: bool = False
+  entropy_bonus: float = 0.0
+  value_weight: float = 0.5
+  restoration_update: str = "step"   # config.restoration.update_every
+  pretrain_patches: int = 4     # random patch pairs per face in the "restoration" stage
 
 
 # ----------------------------------------------------------------------------- built once
@@ -108,8 +129,14 @@ def build_networks(config) -> Networks:
       policy=PolicyController(image_widths=tuple(config.policy.image_widths),
                               patch_widths=tuple(config.policy.patch_widths),
                               holistic_features=config.policy.holistic_features,
-                              context_features=config.policy.context_features),
-      restoration=LocalRestoration(patch_size=config.policy.patch_size, **config.restoration),
+                              context_features=config.policy.context_features,
+                              action_stride=config.policy.action_stride,
+                              head=config.policy.head,
+                              value_head=config.policy.baseline == "value"),
+      restoration=LocalRestoration(patch_size=config.policy.patch_size,
+                                   features=config.restoration.features,
+                                   patch_layers=config.restoration.patch_layers,
+                                   decoder_layers=config.restoration.decoder_layers),
   )
 
 
@@ -119,26 +146,38 @@ def selection_of(config) -> Selection:
   return Selection(kind=config.policy.selection, image_size=size, patch_size=config.policy.patch_size,
                    scale=size // config.data.input_size, policy_steps=config.policy.steps,
                    random_patches=config.policy.random_patches, lr_reference=config.loss.lr_reference,
-                   reward=config.policy.reward, exclude_repaired=config.policy.exclude_repaired)
+                   reward=config.policy.reward, exclude_repaired=config.policy.exclude_repaired,
+                   mask_in_training=config.policy.mask_repaired_in_training,
+                   action_stride=config.policy.action_stride, oracle_stride=config.policy.oracle_stride,
+                   update_restoration=config.restoration.update_every == "step")
 
 
 def objective_of(config) -> Objective:
   return Objective(margin=config.cognition.margin, feature=config.loss.feature,
                    identity=config.loss.identity, lr_reference=config.loss.lr_reference,
-                   reward=config.policy.reward)
+                   reward=config.policy.reward, image_lr=config.loss.image_lr,
+                   image_lr_size=config.loss.image_lr_size, baseline=config.policy.baseline,
+                   normalize_advantages=config.policy.normalize_advantages,
+                   entropy_bonus=config.policy.entropy_bonus, value_weight=config.policy.value_weight,
+                   restoration_update=config.restoration.update_every,
+                   pretrain_patches=config.restoration.pretrain_patches)
+
+
+def _one_of(value, known, field: str) -> None:
+  if value not in known:
+    raise ValueError(f"{field}={value!r}; expected one of {', '.join(known)}.")
 
 
 def check_config(config) -> None:
   """Errors a user can act on, before anything is traced."""
-  stage = config.stage
-  if stage not in STAGES + ("all",):
-    raise ValueError(f"config.stage={stage!r}; expected one of {', '.join(STAGES + ('all',))}.")
-  if config.policy.reward not in REWARDS:
-    raise ValueError(f"config.policy.reward={config.policy.reward!r}; expected one of "
-                     f"{', '.join(REWARDS)}.")
-  if config.policy.selection not in SELECTIONS:
-    raise ValueError(f"config.policy.selection={config.policy.selection!r}; expected one of "
-                     f"{', '.join(SELECTIONS)}.")
+  _one_of(config.stage, STAGES + ("all",), "config.stage")
+  _one_of(config.policy.reward, REWARDS, "config.policy.reward")
+  _one_of(config.policy.selection, SELECTIONS, "config.policy.selection")
+  _one_of(config.policy.baseline, BASELINES, "config.policy.baseline")
+  _one_of(config.policy.head, HEADS, "config.policy.head")
+  _one_of(config.restoration.update_every, RESTORATION_UPDATES, "config.restoration.update_every")
+  _one_of(config.loss.image_lr, IMAGE_LR, "config.loss.image_lr")
+  _one_of(config.loss.lr_reference, LR_REFERENCES, "config.loss.lr_reference")
   size, patch = config.data.target_size, config.policy.patch_size
   scale = size // config.data.input_size
   if scale * config.data.input_size != size or scale & (scale - 1) or scale < 2:
@@ -149,15 +188,19 @@ def check_config(config) -> None:
     raise ValueError(
         f"config.policy.patch_size={patch} must divide target_size={size} and be a multiple of the "
         f"scale {scale} (paper: 32² patches of a 128² image, 4² in the LR domain).")
-  if config.loss.lr_reference not in LR_REFERENCES:
-    raise ValueError(f"config.loss.lr_reference={config.loss.lr_reference!r}; expected one of "
-                     f"{', '.join(LR_REFERENCES)}.")
+  stride = config.policy.action_stride
+  if stride < 1 or stride & (stride - 1) or stride > size:
+    raise ValueError(f"config.policy.action_stride={stride} must be a power of two ≤ target_size={size} "
+                     f"(1: every pixel is an action, the paper).")
+  if not 0 < config.loss.image_lr_size <= size:
+    raise ValueError(f"config.loss.image_lr_size={config.loss.image_lr_size} must be in (0, {size}] "
+                     f"(paper: 32 for 128² faces).")
   if 2 ** len(config.dual.widths) * 2 != scale:
     raise ValueError(
         f"config.dual.widths={tuple(config.dual.widths)} gives {len(config.dual.widths) + 1} stride-2 "
         f"convolutions (×{2 ** (len(config.dual.widths) + 1)} down), but the data's scale is ×{scale}; "
         f"use {round(math.log2(scale)) - 1} widths.")
-  if stage == "all":
+  if config.stage == "all":
     total = sum(int(config.stage_steps[name]) for name in STAGES)
     if total != config.train.steps:
       raise ValueError(
@@ -175,17 +218,20 @@ def batch_spec(config) -> dict:
 
 
 def stages_of(stage: str) -> tuple[str, ...]:
-  """The stages config.stage trains, in order: all three for "all", else just that one."""
+  """The stages config.stage trains, in order: all four for "all", else just that one."""
   return STAGES if stage == "all" else (stage,)
 
 
 def stage_schedule(stage: str, stage_steps: dict) -> Callable[[int], str]:
-  """Stage of step number `step` (host int from 0): "all" runs [0, c) coarse, [c, c + g) cognition,
-  the rest policy (config.stage_steps); a single-stage run is that stage throughout."""
+  """Stage of step number `step` (host int from 0): "all" runs config.stage_steps of each stage in
+  the order of STAGES (zero-length stages skipped); a single-stage run is that stage throughout."""
   if stage != "all":
     return lambda step: stage
-  boundaries = (stage_steps["coarse"], stage_steps["coarse"] + stage_steps["cognition"])
-  return functools.partial(phase_at, boundaries, STAGES)
+  boundaries, total = [], 0
+  for name in STAGES[:-1]:
+    total += stage_steps[name]
+    boundaries.append(total)
+  return functools.partial(phase_at, tuple(boundaries), STAGES)
 
 
 def make(config) -> Method:
@@ -200,20 +246,22 @@ def make(config) -> Method:
   step_functions = {
       "coarse": functools.partial(coarse_step, networks, optimizers),
       "cognition": functools.partial(cognition_step, networks, optimizers, objective.margin),
+      "restoration": functools.partial(restoration_step, networks, optimizers, objective, selection),
       "policy": functools.partial(policy_step, networks, optimizers, objective, selection),
   }
   schedule = stage_schedule(config.stage, {name: int(config.stage_steps[name]) for name in STAGES})
   # eval_step has no RNG: "random" selection draws from a key fixed by config.seed.
-  evaluation = functools.partial(hallucinate_images, networks, selection, config.seed)
-  previous_runs = {name: config.weights.get(name, "") for name in ("coarse", "cognition")}
+  evaluation = functools.partial(evaluation_rollout, networks, selection, config.seed)
+  previous_runs = {name: config.weights.get(name, "") for name in ("coarse", "cognition", "restoration")}
   return Method(
       batch_spec=spec,
-      init=functools.partial(init, networks, optimizers, spec, config.data.num_identities),
+      init=functools.partial(init, networks, optimizers, spec, config.data.num_identities,
+                             config.policy.action_stride),
       steps={stage: step_functions[stage] for stage in stages},
       schedule=schedule,
       phase=schedule,
-      eval_step=functools.partial(eval_step, networks, evaluation),
-      hallucinate=lambda state, frozen, batch: evaluation(state, batch),
+      eval_step=functools.partial(eval_step, networks, evaluation, selection),
+      hallucinate=lambda state, frozen, batch: evaluation(state, batch)[0],
       load_pretrained=functools.partial(
           load_previous_stages, config.stage, previous_runs,
           functools.partial(restore_parameters, config)),
@@ -223,7 +271,8 @@ def make(config) -> Method:
 # ----------------------------------------------------------------------------- state
 
 
-def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, rng) -> IPFHState:
+def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, action_stride: int,
+         rng) -> IPFHState:
   """Every network's parameters and every trained network's optimizer state. Pure: no file I/O."""
   # Drawn from an "rbg" key made from `rng`'s bits: XLA:CPU compiles threefry's random bits
   # slowly (about 3× longer for this init with jax_threefry_partitionable, the default).
@@ -242,7 +291,7 @@ def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, 
               keys[3], (networks.cognition.embedding_dim, num_identities)),
       },
       "policy": networks.policy.init(keys[4], hr_images[0], hr_images[0, :patch, :patch],
-                                     jnp.zeros((size * size,)))["params"],
+                                     jnp.zeros(((size // action_stride) ** 2,)))["params"],
       "restoration": networks.restoration.init(keys[5], hr_images[0],
                                                hr_images[0, :patch, :patch])["params"],
   }
@@ -257,14 +306,19 @@ def restore_parameters(config, workdir: str) -> tuple[dict, int]:
   return state.params, step
 
 
+PREVIOUS_STAGE_NETWORKS = {"coarse": ("coarse", "dual"), "cognition": ("cognition",),
+                           "restoration": ("restoration",)}
+
+
 def load_previous_stages(stage: str, workdirs: dict, restore: Callable, state: IPFHState) -> IPFHState:
-  """Parameters from earlier stages' workdirs (config.weights.coarse / .cognition), if given.
+  """Parameters from earlier stages' workdirs (config.weights.coarse / .cognition / .restoration).
 
   `restore(workdir) -> (params, step)`. Runs when training starts at step 0.
   """
   params = dict(state.params)
-  sources = {"coarse": ("coarse", "dual"), "cognition": ("cognition",)}
-  for name, groups in sources.items():
+  later = {"coarse": ("cognition", "restoration", "policy"), "cognition": ("restoration", "policy"),
+           "restoration": ("policy",)}
+  for name, groups in PREVIOUS_STAGE_NETWORKS.items():
     workdir = workdirs.get(name, "")
     if workdir:
       previous, step = restore(workdir)
@@ -272,10 +326,11 @@ def load_previous_stages(stage: str, workdirs: dict, restore: Callable, state: I
         params[group] = previous[group]
       logging.info("IPFH: loaded %s from %s (step %d).", "+".join(groups), workdir, step)
       print(f"IPFH: loaded {' + '.join(groups)} from {workdir} (step {step}).", flush=True)
-    elif stage == "policy":
-      _warn(f"IPFH stage 'policy': config.weights.{name} is empty, so the frozen {name} network "
-            f"keeps its random initialization. Point it at the workdir of a finished '{name}' run "
-            f"(or use config.stage='all').")
+    elif stage in later[name] and not (name == "cognition" and stage == "restoration"):
+      what = ("keeps its random initialization" if name != "restoration" else
+              "starts as the identity, not pretrained on random patch pairs (paper §III-C)")
+      _warn(f"IPFH stage {stage!r}: config.weights.{name} is empty, so the {name} network {what}. "
+            f"Point it at the workdir of a finished '{name}' run (or use config.stage='all').")
   if stage in ("cognition", "all") and not workdirs.get("cognition", ""):
     _warn("IPFH: the cognition network (SphereFace) starts from a random initialization and is "
           "trained on the training identities in the 'cognition' stage; the paper fine-tunes a "
@@ -288,12 +343,18 @@ def _warn(message: str) -> None:
   print("WARNING: " + message, flush=True)
 
 
-def updated(state: IPFHState, optimizers: dict, gradients: dict) -> IPFHState:
-  """One optimizer update of each network in `gradients` ({network: gradient}); step + 1."""
+def updated(state: IPFHState, optimizers: dict, gradients: dict, start: dict | None = None) -> IPFHState:
+  """One optimizer update of each network in `gradients` ({network: gradient}); step + 1.
+
+  `start` ({network: (params, optimizer state)}) replaces the state's for the networks it names
+  (R after its per-step updates inside the rollout).
+  """
   params, optimizer_states = dict(state.params), dict(state.optimizer_states)
+  start = start or {}
   for name, gradient in gradients.items():
+    current, optimizer_state = start.get(name, (state.params[name], state.optimizer_states[name]))
     params[name], optimizer_states[name] = optim.apply_update(
-        optimizers[name], state.params[name], state.optimizer_states[name], gradient)
+        optimizers[name], current, optimizer_state, gradient)
   return state.replace(step=state.step + 1, params=params, optimizer_states=optimizer_states)
 
 
@@ -304,15 +365,42 @@ def _networks_of(params: dict, stage: str) -> dict:
 # ----------------------------------------------------------------------------- losses
 
 
+def resize_bilinear(images: jax.Array, size: int) -> jax.Array:
+  """(B, H, W, C) → (B, size, size, C), bilinear (antialiased when shrinking)."""
+  return jax.image.resize(images, images.shape[:-3] + (size, size, images.shape[-1]), method="bilinear")
+
+
+def image_lr_pair(params: dict, networks: Networks, objective: Objective, images: jax.Array,
+                  batch: dict) -> tuple[jax.Array, jax.Array]:
+  """(ŷ_lr, its reference) for the image-level LR terms of Eq. 17.
+
+  "bilinear" (paper §III-B.3): "When processing the whole faces, we first resize
+  the 128 × 128 HR face into 32× 32 with bilinear interpolation operation", so
+  ŷ_lr = bilinear(ŷ, image_lr_size²). The paper does not say what it is compared
+  with at 32² (its LR input is 16²); we compare it with the LR input x resized
+  bilinearly to the same size (lr_reference "input"), or with bilinear(y)
+  ("dual_of_target": zero at ŷ = y). At 64² faces from 16² (the table7 variant)
+  32²/128² is 16², the LR input's own size. "dual": D(ŷ) against x or D(y), as
+  the patches (the former default).
+  """
+  target = batch["target"]
+  if objective.image_lr == "dual":
+    return (networks.dual.apply({"params": params["dual"]}, images),
+            lr_reference(params, networks, objective.lr_reference, target, batch["input"]))
+  size = objective.image_lr_size
+  reference = (resize_bilinear(batch["input"], size) if objective.lr_reference == "input"
+               else resize_bilinear(target, size))
+  return resize_bilinear(images, size), reference
+
+
 def image_level_terms(params: dict, networks: Networks, images: jax.Array, batch: dict,
-                      margin: float, lr_kind: str = "input") -> dict:
+                      objective: Objective) -> dict:
   """Per-example terms of the long-term reward (Eq. 12) and the image-level loss (Eq. 17).
 
   mse, texture: L_v = L_mse(ŷ, y) + L_tex(ŷ, y) (Eq. 15);
-  lr_mse, lr_texture: the LR-domain terms of Eq. 17 between D(ŷ) (16², D is
-  fully convolutional) and the LR input x (Eq. 17 writes "ŷlr, ỹ"; the
-  dual-consistency section says the generated LR is compared with the LR
-  input, which we follow), or D(y) with lr_kind "dual_of_target" (`lr_reference`);
+  lr_mse, lr_texture: the LR-domain terms of Eq. 17 between ŷ_lr and its
+  reference (`image_lr_pair`; Eq. 17 writes "ŷlr, ỹ"; the dual-consistency
+  section says the generated LR is compared with the LR input, which we follow);
   feature: L_f = ‖φ(ŷ) − φ(y)‖² (Eq. 13) on SphereFace's embedding (sphere20a
   has no average-pooling layer; its fc5 output is the feature), averaged over
   dimensions;
@@ -321,8 +409,7 @@ def image_level_terms(params: dict, networks: Networks, images: jax.Array, batch
   """
   target = batch["target"]
   texture = lambda x: networks.texture.apply({"params": params["cognition"]["backbone"]}, x)
-  generated_lr = networks.dual.apply({"params": params["dual"]}, images)
-  lr_target = lr_reference(params, networks, lr_kind, target, batch["input"])
+  generated_lr, lr_target = image_lr_pair(params, networks, objective, images, batch)
   embed = lambda x: networks.cognition.apply({"params": params["cognition"]["backbone"]}, x)
   embeddings, target_embeddings = embed(images), jax.lax.stop_gradient(embed(target))
   return {
@@ -331,8 +418,14 @@ def image_level_terms(params: dict, networks: Networks, images: jax.Array, batch
       "lr_mse": mean_squared_error(generated_lr, lr_target),
       "lr_texture": texture_loss(texture(generated_lr), texture(lr_target)),
       "feature": jnp.mean(jnp.square(embeddings - target_embeddings), axis=-1),
-      "identity": identity_loss(params, embeddings, batch["identity"], margin),
+      "identity": identity_loss(params, embeddings, batch["identity"], objective.margin),
   }
+
+
+def image_loss_of(terms: dict, weights) -> jax.Array:
+  """L_im (Eq. 17), batch mean: HR and LR MSE + texture, L_f and L_id weighted."""
+  return jnp.mean(terms["mse"] + terms["texture"] + terms["lr_mse"] + terms["lr_texture"]
+                  + weights.feature * terms["feature"] + weights.identity * terms["identity"])
 
 
 def long_term_reward(terms: dict, weights) -> jax.Array:
@@ -350,8 +443,25 @@ def identity_loss(params: dict, embeddings: jax.Array, identities: jax.Array,
   return jnp.where(known, optax.softmax_cross_entropy_with_integer_labels(logits, labels), 0.0)
 
 
+def identified(params: dict, networks: Networks, images: jax.Array, identities: jax.Array) -> jax.Array:
+  """Per example 1.0 where C's nearest class centre (largest cos θ_j, Eq. 14) is the true identity."""
+  embeddings = networks.cognition.apply({"params": params["cognition"]["backbone"]}, images)
+  cosines = normalized_cosines(embeddings, params["cognition"]["class_weights"])
+  return (jnp.argmax(cosines, axis=-1) == identities).astype(jnp.float32)
+
+
+def rewards_to_go(rewards: jax.Array) -> jax.Array:
+  """G_t = Σ_{k≥t} r_k of (batch, T) rewards."""
+  return jnp.flip(jnp.cumsum(jnp.flip(rewards, axis=1), axis=1), axis=1)
+
+
+def normalized(advantages: jax.Array) -> jax.Array:
+  """Advantages scaled to zero mean and unit standard deviation over the batch and the steps."""
+  return (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + 1e-8)
+
+
 def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
-                   example_baselines: jax.Array | None = None) -> jax.Array:
+                   example_baselines: jax.Array | None = None, normalize: bool = False) -> jax.Array:
   """Surrogate loss whose gradient is the REINFORCE estimate of −∇ E[Σ_t r_t].
 
   log_probs, rewards: (batch, T). Each log π(a_t | s_t) is weighted by its
@@ -363,9 +473,10 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
   b_t,i = (Σ_j G_t,j − G_t,i) / (B − 1). Neither depends on example i's own
   actions, so the estimator stays unbiased, and they need no extra state (a
   plain batch mean would scale the gradient by (B − 1) / B). With B = 1 the
-  leave-one-out baseline is 0.
+  leave-one-out baseline is 0. `normalize` (an option) rescales the advantages
+  (`normalized`), which changes the gradient's scale per batch.
   """
-  returns = jnp.flip(jnp.cumsum(jnp.flip(rewards, axis=1), axis=1), axis=1)
+  returns = rewards_to_go(rewards)
   if example_baselines is not None:
     returns = returns - example_baselines[:, None]
   batch_size = returns.shape[0]
@@ -373,8 +484,30 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
     baseline = (jnp.sum(returns, axis=0, keepdims=True) - returns) / (batch_size - 1)
   else:
     baseline = jnp.zeros_like(returns)
-  advantages = jax.lax.stop_gradient(returns - baseline)
-  return -jnp.mean(jnp.sum(log_probs * advantages, axis=1))
+  advantages = returns - baseline
+  if normalize:
+    advantages = normalized(advantages)
+  return -jnp.mean(jnp.sum(log_probs * jax.lax.stop_gradient(advantages), axis=1))
+
+
+def value_baseline_loss(log_probs: jax.Array, values: jax.Array, rewards: jax.Array,
+                        example_baselines: jax.Array | None, normalize: bool,
+                        value_weight: float) -> tuple[jax.Array, jax.Array]:
+  """(REINFORCE surrogate with A_t = G_t − V(s_t), value regression loss ½‖V − G‖²·weight).
+
+  An option (config.policy.baseline="value"): V(s_t) is the policy's value
+  head on the state it acted in, so it does not depend on a_t and the
+  estimator stays unbiased; G_t is taken after subtracting `example_baselines`.
+  """
+  returns = rewards_to_go(rewards)
+  if example_baselines is not None:
+    returns = returns - example_baselines[:, None]
+  advantages = jax.lax.stop_gradient(returns - values)
+  if normalize:
+    advantages = normalized(advantages)
+  surrogate = -jnp.mean(jnp.sum(log_probs * advantages, axis=1))
+  value_loss = value_weight * 0.5 * jnp.mean(jnp.square(values - jax.lax.stop_gradient(returns)))
+  return surrogate, value_loss
 
 
 def coarse_images(params: dict, networks: Networks, lr_images: jax.Array) -> jax.Array:
@@ -423,7 +556,7 @@ def cognition_step(networks: Networks, optimizers: dict, margin: float, state: I
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     count = jnp.maximum(jnp.sum(known), 1)
     loss = jnp.sum(jnp.where(known, losses, 0.0)) / count
-    cosines = embeddings @ cognition["class_weights"]  # arg-max of cos θ_j = prediction
+    cosines = normalized_cosines(embeddings, cognition["class_weights"])  # arg-max of cos θ_j = prediction
     accuracy = jnp.sum(jnp.where(known, jnp.argmax(cosines, -1) == labels, False)) / count
     return loss, {"loss_identity": loss, "identity_accuracy": accuracy.astype(jnp.float32)}
 
@@ -431,26 +564,117 @@ def cognition_step(networks: Networks, optimizers: dict, margin: float, state: I
   return updated(state, optimizers, gradients), metrics
 
 
+def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: int, count: int,
+                       rng) -> dict:
+  """`count` random patch pairs per face: ỹ patch, y patch and the LR input's patch, flattened to (B·count, ...).
+
+  Every corner of the valid range is equally likely (uniform top-left in [0, H − P]).
+  """
+  batch_size, height, width, _ = coarse.shape
+  tops = jax.random.randint(jax.random.fold_in(rng, 0), (batch_size, count), 0, height - patch_size + 1)
+  lefts = jax.random.randint(jax.random.fold_in(rng, 1), (batch_size, count), 0, width - patch_size + 1)
+
+  def cut(image, lr_image, target, top, left):
+    slice_ = lambda x: jax.lax.dynamic_slice(x, (top, left, 0), (patch_size, patch_size, x.shape[-1]))
+    return {"image": image, "patch": slice_(image), "target_patch": slice_(target),
+            "lr_patch": rollout_lib.low_resolution_patch(lr_image, top, left, patch_size, scale)}
+
+  per_patch = jax.vmap(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
+  pairs = per_patch(coarse, batch["input"], batch["target"], tops, lefts)
+  return jax.tree.map(lambda x: x.reshape((batch_size * count,) + x.shape[2:]), pairs)
+
+
+def restoration_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
+                     state: IPFHState, frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
+  """R pretrained on random patch pairs with L_p (Eq. 16) (§III-C: "We first pre-trained this network
+  on randomly selected patch pairs and fine-tuned it during hallucinator optimization").
+
+  A pair is a patch of the coarse image ỹ (R's input, with ỹ as the image
+  state) and the ground truth's patch at the same place; L_p's LR terms
+  compare D(p̂) with the LR input's patch (or D(y_p), `lr_reference`).
+  """
+  del frozen
+  coarse = jax.lax.stop_gradient(coarse_images(state.params, networks, batch["input"]))
+  pairs = random_patch_pairs(coarse, batch, selection.patch_size, selection.scale,
+                             objective.pretrain_patches, rng)
+  fixed = state.params
+  lr_target = jax.vmap(lambda target_patch, lr_patch: lr_reference(
+      fixed, networks, objective.lr_reference, target_patch, lr_patch))(pairs["target_patch"], pairs["lr_patch"])
+
+  def loss_fn(restoration):
+    repaired = networks.restoration.apply({"params": restoration}, pairs["image"], pairs["patch"])
+    losses = dual_domain_loss({**fixed, "restoration": restoration}, networks, repaired,
+                              pairs["target_patch"], lr_target)
+    mse_after = jnp.mean(mean_squared_error(repaired, pairs["target_patch"]))
+    return jnp.mean(losses), {"loss_patch": jnp.mean(losses), "patch_mse": mse_after}
+
+  gradients, metrics = jax.grad(loss_fn, has_aux=True)(state.params["restoration"])
+  metrics["patch_mse_coarse"] = jnp.mean(mean_squared_error(pairs["patch"], pairs["target_patch"]))
+  return updated(state, optimizers, {"restoration": gradients}), metrics
+
+
+def _flat(x: jax.Array) -> jax.Array:
+  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def policy_outputs(networks: Networks, selection: Selection, policy_params: dict,
+                   records: StepRecord) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(log π(a_t | s_t), entropy, V(s_t)), each (B, T), of the recorded actions in their recorded states,
+  in one batched call (the same values the rollout's policy computed)."""
+  batch, steps = records.action.shape
+  size = records.image.shape[-2]
+  actions = (size // selection.action_stride) ** 2
+  logits, values = networks.policy.apply(
+      {"params": policy_params}, _flat(records.image), _flat(records.last_patch),
+      jax.nn.one_hot(_flat(records.last_action), actions))
+  if selection.mask_in_training:
+    logits = jax.vmap(rollout_lib.masked_logits, in_axes=(0, 0, None))(
+        logits, _flat(records.covered), selection.action_stride)
+  log_probs = jax.nn.log_softmax(logits)
+  chosen = jnp.take_along_axis(log_probs, _flat(records.action)[:, None], axis=1)[:, 0]
+  entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+  shape = (batch, steps)
+  return chosen.reshape(shape), entropy.reshape(shape), values.reshape(shape)
+
+
+def policy_loss(networks: Networks, selection: Selection, objective: Objective, policy_params: dict,
+                records: StepRecord, rewards: jax.Array, example_baselines: jax.Array | None
+                ) -> tuple[jax.Array, dict]:
+  """P's loss on recorded episodes: REINFORCE surrogate (+ value loss) − entropy_bonus · H(π).
+
+  rewards (B, T) with r_T the long-term reward; baseline: `reinforce_loss`
+  (leave-one-out, the default) or `value_baseline_loss` (config.policy.baseline "value").
+  """
+  log_probs, entropy, values = policy_outputs(networks, selection, policy_params, records)
+  if objective.baseline == "value":
+    surrogate, value_loss = value_baseline_loss(log_probs, values, rewards, example_baselines,
+                                                objective.normalize_advantages, objective.value_weight)
+  else:
+    surrogate = reinforce_loss(log_probs, rewards, example_baselines, objective.normalize_advantages)
+    value_loss = jnp.zeros(())
+  bonus = objective.entropy_bonus * jnp.mean(entropy)
+  return surrogate + value_loss - bonus, {"loss_policy": surrogate, "loss_value": value_loss}
+
+
 def policy_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
                 state: IPFHState, frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
-  """REINFORCE on P and the patch + image losses on R through one scanned, vmapped rollout.
+  """One batch of episodes: the rollout (R updated with L_p after every step, update_every "step"), then
+  REINFORCE on P and L_im (Eq. 17) on R.
 
   Rewards (Eq. 9): r_t = r_s = −L_p(t) for t < T (Eq. 10) and
-  r_T = r_l = −(L_f + L_id + L_v) (Eq. 12). R's loss: Σ_t L_p(t) + L_im (Eq. 16, 17).
-  With selection "grid" / "random" (Table VII's baselines) only R trains.
+  r_T = r_l = −(L_f + L_id + L_v) (Eq. 12) of the rollout's ŷ_T.
+  R (update_every "step", the paper): T updates with ∇ L_p inside the rollout, then one
+  with ∇ L_im of `replay`'s ŷ (the recorded repairs redone with the updated R);
+  "batch": one update with ∇(Σ_t L_p + L_im) of the replay.
+  With selection "grid" / "random" / "oracle" only R trains.
   REINFORCE baseline (`reinforce_loss`): per example, r_l of the coarse image
-  ỹ, which no action changes, so the advantage of the last reward is r_l's
-  gain over ỹ rather than how hard that face is (in the CPU-scale runs r_l ≈ −2.8,
-  mostly L_id of a barely trained recognizer, while r_l(ŷ) − r_l(ỹ), the
-  metric reward_final_gain, is ~10⁻⁴); then the leave-one-out batch mean.
+  ỹ, which no action changes, then the leave-one-out batch mean; or
+  (config.policy.baseline "value") a learned V(s_t).
 
   config.policy.reward "improvement" (`ipfh_rollout.rollout_step`): r_s = L_p
-  before − after the repair, and r_T = r_l(ŷ_T) − r_l(ỹ), the long-term reward's
-  improvement over the coarse image. Every return-to-go G_t contains r_T, so
-  subtracting r_l(ỹ) from r_T is exactly the "paper" estimator's per-example
-  baseline: the long-term term gives the same (unbiased, since r_l(ỹ) depends
-  on no action) gradient either way, and only the short-term rewards differ.
-  The leave-one-out batch mean is kept as the baseline for both.
+  before − after the repair, and r_T = r_l(ŷ_T) − r_l(ỹ). Every return-to-go
+  contains r_T, so subtracting r_l(ỹ) from it is exactly the "paper"
+  estimator's per-example baseline: only the short-term rewards differ.
   """
   del frozen
   batch_size = batch["input"].shape[0]
@@ -458,54 +682,66 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
   steps, settings, actions = rollout_lib.selection_plan(selection, batch_size, plan_key)
   keys = jax.random.split(rollout_key, (batch_size, steps))
   fixed = state.params   # F_c, D and C: "We fixed the parameters of coarse visual hallucinator ..."
-  examples = {"coarse": jax.lax.stop_gradient(coarse_images(fixed, networks, batch["input"])),
-              "target": batch["target"], "input": batch["input"]}
-  coarse_reward = jax.lax.stop_gradient(long_term_reward(
-      image_level_terms(fixed, networks, examples["coarse"], batch, objective.margin,
-                        objective.lr_reference), objective))
+  coarse = jax.lax.stop_gradient(coarse_images(fixed, networks, batch["input"]))
+  examples = {"coarse": coarse, "target": batch["target"], "input": batch["input"]}
+  coarse_reward = long_term_reward(image_level_terms(fixed, networks, coarse, batch, objective), objective)
+  per_step = objective.restoration_update == "step"
+  update = rollout_lib.RestorationUpdate(optimizers["restoration"], optim.apply_update)
+  images, records, (restoration, restoration_optimizer) = rollout_lib.rollout(
+      fixed, networks, settings, examples, keys, actions, update,
+      state.optimizer_states["restoration"])
+  final_reward = long_term_reward(image_level_terms(fixed, networks, images, batch, objective), objective)
+  final_reward = jax.lax.stop_gradient(final_reward)
 
-  def loss_fn(trained):
-    params = {**fixed, **trained}
-    images, outputs = batched_rollout(params, networks, settings, examples, keys, actions)
-    terms = image_level_terms(params, networks, images, batch, objective.margin,
-                              objective.lr_reference)
-    final_reward = long_term_reward(terms, objective)
-    image_loss = jnp.mean(terms["mse"] + terms["texture"] + terms["lr_mse"] + terms["lr_texture"]
-                          + objective.feature * terms["feature"]
-                          + objective.identity * terms["identity"])
-    patch_loss = jnp.mean(jnp.sum(outputs.patch_loss, axis=1))
-    if objective.reward == "improvement":
-      last_reward, example_baselines = final_reward - coarse_reward, None
-    else:
-      last_reward, example_baselines = final_reward, coarse_reward
-    # Eq. 9: r_t = r_s for t < T, r_T = r_l.
-    rewards = jax.lax.stop_gradient(outputs.reward.at[:, -1].set(last_reward))
-    loss_policy = (reinforce_loss(outputs.log_prob, rewards, example_baselines)
-                   if settings.use_policy else jnp.zeros(()))
-    metrics = {
-        "loss_policy": loss_policy,
-        "loss_restoration": patch_loss + image_loss,
-        "loss_patch": patch_loss,
-        "loss_image": image_loss,
-        "return": jnp.mean(jnp.sum(rewards, axis=1)),
-        "reward_final": jnp.mean(final_reward),
-        "reward_final_gain": jnp.mean(final_reward - coarse_reward),   # r_l(ŷ) − r_l(ỹ)
-        "policy_entropy": jnp.mean(outputs.entropy),
-        "psnr_rollout": jnp.mean(image_quality.psnr_from_unit_range(images, batch["target"])),
-        "psnr_coarse": jnp.mean(image_quality.psnr_from_unit_range(examples["coarse"], batch["target"])),
-    }
-    return loss_policy + patch_loss + image_loss, metrics
+  def restoration_loss(restoration):
+    replayed, repaired = rollout_lib.replay(restoration, networks, coarse, records)
+    params = {**fixed, "restoration": restoration}
+    image_loss = image_loss_of(image_level_terms(params, networks, replayed, batch, objective), objective)
+    if per_step:
+      return image_loss, image_loss
+    patch_losses = dual_domain_loss(params, networks, _flat(repaired), _flat(records.target_patch),
+                                    _flat(records.lr_target))
+    return image_loss + jnp.sum(patch_losses) / batch_size, image_loss
 
-  gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "policy"))
-  return updated(state, optimizers, gradients), metrics
+  restoration_gradients, image_loss = jax.grad(restoration_loss, has_aux=True)(restoration)
+  gradients = {"restoration": restoration_gradients}
+  start = {"restoration": (restoration, restoration_optimizer)} if per_step else {}
+
+  if objective.reward == "improvement":
+    last_reward, example_baselines = final_reward - coarse_reward, None
+  else:
+    last_reward, example_baselines = final_reward, coarse_reward
+  rewards = records.reward.at[:, -1].set(last_reward)   # Eq. 9: r_t = r_s for t < T, r_T = r_l
+  metrics = {}
+  if settings.use_policy:
+    gradients["policy"], policy_metrics = jax.grad(policy_loss, argnums=3, has_aux=True)(
+        networks, selection, objective, state.params["policy"], records, rewards, example_baselines)
+    metrics.update(policy_metrics)
+  else:
+    metrics.update(loss_policy=jnp.zeros(()), loss_value=jnp.zeros(()))
+  patch_loss = jnp.mean(jnp.sum(records.patch_loss, axis=1))
+  metrics.update({
+      "loss_restoration": patch_loss + image_loss,
+      "loss_patch": patch_loss,
+      "loss_image": image_loss,
+      "return": jnp.mean(jnp.sum(rewards, axis=1)),
+      "reward_final": jnp.mean(final_reward),
+      "reward_final_gain": jnp.mean(final_reward - coarse_reward),   # r_l(ŷ) − r_l(ỹ)
+      "policy_entropy": jnp.mean(records.entropy),
+      "distinct_patches": jnp.mean(rollout_lib.distinct_patches(records.corner)),
+      "psnr_rollout": jnp.mean(image_quality.psnr_from_unit_range(images, batch["target"])),
+      "psnr_coarse": jnp.mean(image_quality.psnr_from_unit_range(coarse, batch["target"])),
+  })
+  return updated(state, optimizers, gradients, start), metrics
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def hallucinate_images(networks: Networks, selection: Selection, seed: int, state: IPFHState,
-                       batch: dict) -> dict:
-  """LR → bicubic, coarse ỹ and final ŷ with the configured patch selection (arg-max policy)."""
+def evaluation_rollout(networks: Networks, selection: Selection, seed: int, state: IPFHState,
+                       batch: dict) -> tuple[dict, StepRecord]:
+  """(image columns: LR → bicubic, coarse ỹ, final ŷ, target; the rollout's step records), with the
+  configured patch selection at test time (arg-max policy, no R update)."""
   batch_size = batch["input"].shape[0]
   plan_key = jax.random.fold_in(jax.random.key(seed), 1)
   steps, settings, actions = rollout_lib.selection_plan(selection, batch_size, plan_key)
@@ -513,20 +749,24 @@ def hallucinate_images(networks: Networks, selection: Selection, seed: int, stat
   keys = jax.random.split(jax.random.key(0), (batch_size, steps))
   coarse = coarse_images(state.params, networks, batch["input"])
   examples = {"coarse": coarse, "target": batch["target"], "input": batch["input"]}
-  images, _ = batched_rollout(state.params, networks, settings, examples, keys, actions)
+  images, records, _ = rollout_lib.rollout(state.params, networks, settings, examples, keys, actions)
   bicubic = bicubic_upsample(batch["input"], selection.image_size)
-  return {"lr": batch["input"], "bicubic": jnp.clip(bicubic, -1, 1), "coarse": jnp.clip(coarse, -1, 1),
-          "output": jnp.clip(images, -1, 1), "target": batch["target"]}
+  columns = {"lr": batch["input"], "bicubic": jnp.clip(bicubic, -1, 1), "coarse": jnp.clip(coarse, -1, 1),
+             "output": jnp.clip(images, -1, 1), "target": batch["target"]}
+  return columns, records
 
 
-def eval_step(networks: Networks, hallucinate: Callable, state: IPFHState, frozen: dict,
-              batch: dict) -> dict:
-  """PSNR / SSIM / identity cosine (SphereFace embeddings vs the target's) for bicubic, ỹ and ŷ.
+def eval_step(networks: Networks, evaluation: Callable, selection: Selection, state: IPFHState,
+              frozen: dict, batch: dict) -> dict:
+  """Per example: PSNR / SSIM / identity cosine (SphereFace embeddings vs the target's) for bicubic, ỹ
+  and ŷ; C's identification accuracy on the held-out targets (``identity_accuracy``) and on ŷ
+  (``identity_accuracy_output``); the test-time policy entropy (mean over the T steps; 0 for the fixed
+  selections) and its ratio to the uniform policy's; the number of distinct patches repaired.
 
-  `hallucinate(state, batch)` gives the image columns (`hallucinate_images`).
+  `evaluation(state, batch)` gives the image columns and step records (`evaluation_rollout`).
   """
   del frozen
-  images = hallucinate(state, batch)
+  images, records = evaluation(state, batch)
   embed = lambda x: networks.cognition.apply({"params": state.params["cognition"]["backbone"]}, x)
   target_embeddings = embed(batch["target"])
   values = {}
@@ -536,4 +776,11 @@ def eval_step(networks: Networks, hallucinate: Callable, state: IPFHState, froze
     values["ssim" + suffix] = image_quality.ssim_from_unit_range(generated, batch["target"])
     values["identity_cosine" + suffix] = identity_metrics.cosine_similarity(embed(generated),
                                                                             target_embeddings)
+  values["identity_accuracy"] = identified(state.params, networks, batch["target"], batch["identity"])
+  values["identity_accuracy_output"] = identified(state.params, networks, images["output"], batch["identity"])
+  actions = (selection.image_size // selection.action_stride) ** 2
+  entropy = jnp.mean(records.entropy, axis=1)
+  values["policy_entropy"] = entropy
+  values["policy_entropy_ratio"] = entropy / math.log(actions)
+  values["distinct_patches"] = rollout_lib.distinct_patches(records.corner)
   return values

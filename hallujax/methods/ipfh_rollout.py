@@ -1,14 +1,22 @@
 """IPFH's T-step rollout (paper 004, §III-B.2, Eq. 4): the visual-semantic hallucinator.
 
 Per example, step t reads the state (ŷ_{t-1}, p̂_{t-1}, a_{t-1}), picks a
-location a_t (policy P: sampled in training, arg-max at test; or a fixed
-grid / random plan, Table VII), cuts the patch p_t around it with
-``lax.dynamic_slice``, repairs it with R and writes p̂_t back with
-``lax.dynamic_update_slice``, and scores it: patch loss L_p (Eq. 16) and the
-short-term reward r_s (Eq. 10, or its "improvement" form). The T steps are
-one ``lax.scan`` (`rollout`), vmapped over the batch (`batched_rollout`),
-inside the jitted policy step of `hallujax.methods.ipfh`, whose gradient
-is taken through the scan.
+location a_t (policy P: sampled in training, arg-max at test; a fixed grid /
+random plan, Table VII; or the oracle, greedy by the ground truth's gain from
+R), cuts the patch p_t around it with ``lax.dynamic_slice``, repairs it with R
+and writes p̂_t back with ``lax.dynamic_update_slice``, and scores it: patch
+loss L_p (Eq. 16) and the short-term reward r_s (Eq. 10, or its
+"improvement" form). The T steps are one ``lax.scan`` over a batch-vmapped
+step (`rollout`). With ``RolloutSettings.update_restoration`` R is updated
+inside the scan after every step with the batch's L_p ("At each t-step, we
+update the local restoration network parameters with patch-level loss Lp",
+§III-B.2).
+
+No gradient is taken through the scan: it records every step's state
+(`StepRecord`), and `hallujax.methods.ipfh` computes the policy's
+log-probabilities of the recorded actions in one batched call (REINFORCE) and
+R's image-level loss by `replay` (each recorded repair redone from its
+recorded input, written back in order).
 
 The patch-level losses the rollout scores with (MSE, Gram-matrix texture,
 their LR-domain terms through the dual network D) live here too;
@@ -20,14 +28,14 @@ Nothing here reads a config: `Selection` carries the settings, read once by
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from hallujax.models.ipfh import Networks
 
-SELECTIONS = ("policy", "grid", "random")     # config.policy.selection (Table VII)
+SELECTIONS = ("policy", "grid", "random", "oracle")   # config.policy.selection (Table VII + oracle)
 REWARDS = ("paper", "improvement")            # config.policy.reward; see `rollout_step`
 LR_REFERENCES = ("input", "dual_of_target")   # config.loss.lr_reference; see `lr_reference`
 
@@ -86,6 +94,7 @@ def dual_domain_loss(params: dict, networks: Networks, generated: jax.Array, tar
           + texture_loss(texture(generated_lr), texture(lr_target)))
 
 
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -93,43 +102,65 @@ class RolloutSettings(NamedTuple):
   """Static settings of a rollout."""
   patch_size: int
   scale: int              # target_size / input_size
-  use_policy: bool        # False: actions come from `forced_actions` (grid / random)
-  sample: bool            # True: draw from the policy (training); False: arg-max (testing)
+  chooser: str            # "policy" | "forced" (grid / random: `forced_actions`) | "oracle"
+  sample: bool            # policy: True draws from π (training), False takes the arg-max (testing)
   lr_reference: str = "input"   # config.loss.lr_reference (`lr_reference`)
   reward: str = "paper"         # config.policy.reward: the short-term reward (`rollout_step`)
-  exclude_repaired: bool = False   # arg-max only: skip centres inside repaired patches (`masked_logits`)
+  mask_repaired: bool = False   # policy: locations inside repaired patches get no probability (`masked_logits`)
+  action_stride: int = 1        # policy: the action grid's stride (1: every pixel, the paper)
+  oracle_stride: int = 0        # oracle: candidate corners every this many pixels (0: patch_size // 2)
+  update_restoration: bool = False   # R updated with the batch's L_p after every step (training only)
+
+  @property
+  def use_policy(self) -> bool:
+    return self.chooser == "policy"
 
 
 class Selection(NamedTuple):
-  """Which patches a rollout repairs (config.policy.selection, Table VII's three strategies)."""
-  kind: str               # "policy" | "grid" | "random"
+  """Which patches a rollout repairs (config.policy.selection: Table VII's strategies and the oracle)."""
+  kind: str               # "policy" | "grid" | "random" | "oracle"
   image_size: int         # target_size (H = W)
   patch_size: int
   scale: int              # target_size / input_size
-  policy_steps: int       # T of the policy (config.policy.steps)
+  policy_steps: int       # T of the policy and the oracle (config.policy.steps)
   random_patches: int     # patches of "random" (config.policy.random_patches)
   lr_reference: str = "input"
   reward: str = "paper"
-  exclude_repaired: bool = False   # test-time arg-max only
+  exclude_repaired: bool = False   # test-time arg-max only (config.policy.exclude_repaired)
+  mask_in_training: bool = False   # training and test (config.policy.mask_repaired_in_training)
+  action_stride: int = 1
+  oracle_stride: int = 0
+  update_restoration: bool = False  # config.restoration.update == "per_step"
 
 
-class StepOutput(NamedTuple):
-  action: jax.Array       # int32 location index, row · W + column
-  log_prob: jax.Array     # log π(a_t | s_t) (0 without the policy)
+class StepRecord(NamedTuple):
+  """What one step saw and did, per example; `rollout` stacks them to (T, B, ...)."""
+  image: jax.Array        # ŷ_{t-1}, the state the step read
+  last_patch: jax.Array   # p̂_{t-1} (zeros at t = 1)
+  last_action: jax.Array  # a_{t-1} on the action grid (-1 at t = 1)
+  covered: jax.Array      # (H, W) bool: pixels repaired before step t
+  action: jax.Array       # int32: policy action index, or the pixel location for the other choosers
+  corner: jax.Array       # (2,) int32: top, left of p_t
+  patch: jax.Array        # p_t, cut from ŷ_{t-1}
+  repaired: jax.Array     # p̂_t = R(ŷ_{t-1}, p_t)
+  target_patch: jax.Array # y_p
+  lr_target: jax.Array    # what D(p̂_t) is compared with (`lr_reference`)
   patch_loss: jax.Array   # L_p of the repaired patch (Eq. 16)
   reward: jax.Array       # short-term reward r_s: −L_p ("paper", Eq. 10) or L_p before − after
-  entropy: jax.Array      # of π(· | s_t), for monitoring
+  entropy: jax.Array      # of π(· | s_t) (0 without the policy), for monitoring
+  log_prob: jax.Array     # log π(a_t | s_t) (0 without the policy), for monitoring
+  value: jax.Array        # V(s_t) of the policy's value head (0 without one)
 
 
 def selection_plan(selection: Selection, batch_size: int, key) -> tuple[int, RolloutSettings, jax.Array]:
-  """(T, training settings (sampled policy), forced actions (B, T)) of `selection`.
+  """(T, training settings, forced pixel locations (B, T)) of `selection`.
 
-  The settings sample from the policy; evaluation replaces ``sample=False``
-  and ``exclude_repaired`` (`evaluation_settings`). Forced actions are read only
-  without the policy.
+  Evaluation replaces ``sample``, the mask and the R update (`evaluation_settings`).
+  Forced locations are read only by the "forced" chooser.
   """
   size, patch = selection.image_size, selection.patch_size
-  if selection.kind == "policy":
+  chooser = {"policy": "policy", "grid": "forced", "random": "forced", "oracle": "oracle"}.get(selection.kind)
+  if selection.kind in ("policy", "oracle"):
     steps = selection.policy_steps
     actions = jnp.zeros((batch_size, steps), jnp.int32)
   elif selection.kind == "grid":
@@ -144,31 +175,40 @@ def selection_plan(selection: Selection, batch_size: int, key) -> tuple[int, Rol
     actions = jax.random.randint(key, (batch_size, steps), 0, size * size, jnp.int32)
   else:
     raise ValueError(f"Patch selection {selection.kind!r}; expected one of {', '.join(SELECTIONS)}.")
-  settings = RolloutSettings(patch, selection.scale, use_policy=selection.kind == "policy",
-                             sample=True, lr_reference=selection.lr_reference,
-                             reward=selection.reward)
+  settings = RolloutSettings(patch, selection.scale, chooser=chooser, sample=True,
+                             lr_reference=selection.lr_reference, reward=selection.reward,
+                             mask_repaired=selection.mask_in_training,
+                             action_stride=selection.action_stride,
+                             oracle_stride=selection.oracle_stride,
+                             update_restoration=selection.update_restoration)
   return steps, settings, actions
 
 
 def evaluation_settings(selection: Selection, settings: RolloutSettings) -> RolloutSettings:
   """Evaluation: the arg-max location ("During testing phase, we select the location lt with the
-  highest probability"), optionally skipping repaired patches."""
-  return settings._replace(sample=False, exclude_repaired=selection.exclude_repaired)
+  highest probability"), masked if trained masked or asked to; R is not updated at test time."""
+  return settings._replace(sample=False, update_restoration=False,
+                           mask_repaired=selection.exclude_repaired or selection.mask_in_training)
 
 
 # ----------------------------------------------------------------------------- one step
 
 
-def patch_corner(action: jax.Array, height: int, width: int, patch_size: int) -> tuple:
-  """Top-left corner of the patch centred at location `action`, clamped inside the image.
+def patch_corner(action: jax.Array, height: int, width: int, patch_size: int,
+                 stride: int = 1) -> tuple:
+  """Top-left corner of the patch centred at action-grid cell `action`, clamped inside the image.
 
   Paper §III-B.2 "Action": "select a patch pt from all possible locations
   lt = {(ltx, lty), ltx ∈ [1,W], lty ∈ [1,H]}" with "a W×H-D vector" of
-  probabilities. So every pixel is an action and is read as the patch centre
-  (top-left = location − P/2); near the borders the patch is clamped to stay
-  inside the image, so border locations map onto the nearest valid patch.
+  probabilities. So with stride 1 (the paper) every pixel is an action and is
+  read as the patch centre (top-left = location − P/2); a coarser action grid
+  (stride s) has (W/s)·(H/s) cells centred at s·i + s/2. Near the borders the
+  patch is clamped to stay inside the image, so border locations map onto the
+  nearest valid patch.
   """
-  row, column = action // width, action % width
+  grid_width = width // stride
+  row = (action // grid_width) * stride + stride // 2
+  column = (action % grid_width) * stride + stride // 2
   top = jnp.clip(row - patch_size // 2, 0, height - patch_size)
   left = jnp.clip(column - patch_size // 2, 0, width - patch_size)
   return top, left
@@ -194,105 +234,243 @@ def low_resolution_patch(lr_image: jax.Array, top: jax.Array, left: jax.Array, p
 
 def initial_carry(coarse_image: jax.Array, patch_size: int) -> tuple:
   """s_0: the coarse image ỹ, no previous patch (zeros), no previous action (-1: one-hot of zeros)
-  and no repaired pixels (an (H, W) bool map, read only with settings.exclude_repaired)."""
+  and no repaired pixels (an (H, W) bool map)."""
   patch = jnp.zeros((patch_size, patch_size, coarse_image.shape[-1]), coarse_image.dtype)
   repaired_pixels = jnp.zeros(coarse_image.shape[:2], bool)
   return coarse_image, patch, jnp.int32(-1), repaired_pixels
 
 
-def masked_logits(logits: jax.Array, repaired_pixels: jax.Array) -> jax.Array:
-  """Logits with every location inside an already repaired patch excluded (−inf).
+MASKED = -1e9   # a logit with no probability (finite, so the entropy stays finite)
+
+
+def masked_logits(logits: jax.Array, repaired_pixels: jax.Array, stride: int = 1) -> jax.Array:
+  """Logits with every action-grid cell whose centre lies inside an already repaired patch excluded.
 
   Not in the paper, whose arg-max may pick any location ("During testing phase,
   we select the location lt with the highest probability"); an option
-  (config.policy.exclude_repaired) for a policy whose arg-max repeats one
-  location. A centre outside every repaired patch gives a patch that overlaps
-  each of them by at most half. Once every pixel is repaired nothing is excluded.
+  (config.policy.exclude_repaired at test time, mask_repaired_in_training in
+  training too) for a policy whose arg-max repeats one location. A centre
+  outside every repaired patch gives a patch that overlaps each of them by at
+  most half, and never the same patch again. Once every cell is covered nothing
+  is excluded.
   """
-  covered = repaired_pixels.reshape(-1)
-  return jnp.where(jnp.all(covered), logits, jnp.where(covered, -jnp.inf, logits))
+  centres = jnp.arange(0, repaired_pixels.shape[0], stride) + stride // 2
+  columns = jnp.arange(0, repaired_pixels.shape[1], stride) + stride // 2
+  covered = repaired_pixels[centres][:, columns].reshape(-1)
+  return jnp.where(jnp.all(covered), logits, jnp.where(covered, MASKED, logits))
+
+
+def _slice_patch(image, top, left, size):
+  return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, image.shape[-1]))
+
+
+def candidate_corners(height: int, width: int, patch_size: int, stride: int) -> jax.Array:
+  """(K, 2) top-left corners every `stride` pixels, the last flush with the border (the oracle's choices)."""
+  def positions(extent):
+    values = list(range(0, extent - patch_size + 1, stride))
+    if values[-1] != extent - patch_size:
+      values.append(extent - patch_size)
+    return jnp.array(values, jnp.int32)
+  rows, columns = positions(height), positions(width)
+  return jnp.stack(jnp.meshgrid(rows, columns, indexing="ij"), -1).reshape(-1, 2)
+
+
+def oracle_corner(params: dict, networks: Networks, settings: RolloutSettings, image: jax.Array,
+                  target: jax.Array) -> jax.Array:
+  """The candidate patch whose repair by R lowers the squared error to the ground truth most (greedy).
+
+  Not in the paper: an upper bound for Table VII's rows (a selection that knows
+  y). Only the chosen patch changes, so the patch's error change is the image's.
+  """
+  size = settings.patch_size
+  corners = candidate_corners(image.shape[0], image.shape[1], size,
+                              settings.oracle_stride or max(size // 2, 1))
+  restoration = {"params": params["restoration"]}
+  feature = networks.restoration.apply(restoration, image, method="encode_image")
+  patches = jax.vmap(lambda c: _slice_patch(image, c[0], c[1], size))(corners)
+  targets = jax.vmap(lambda c: _slice_patch(target, c[0], c[1], size))(corners)
+  repaired = networks.restoration.apply(restoration, jnp.broadcast_to(feature, (len(corners),) + feature.shape),
+                                        patches, method="repair")
+  gains = (jnp.sum(jnp.square(patches - targets), axis=(1, 2, 3))
+           - jnp.sum(jnp.square(repaired - targets), axis=(1, 2, 3)))
+  return corners[jnp.argmax(gains)]
+
+
+def choose(params: dict, networks: Networks, settings: RolloutSettings, example: dict, carry: tuple,
+           key, forced_action) -> tuple:
+  """(action, corner (2,), log_prob, entropy, value) of one example's step."""
+  image, last_patch, last_action, repaired_pixels = carry
+  height, width, _ = image.shape
+  size, zero = settings.patch_size, jnp.zeros(())
+  if settings.chooser == "policy":
+    grid = (height // settings.action_stride) * (width // settings.action_stride)
+    one_hot = jax.nn.one_hot(last_action, grid)  # all zeros for a_0 = -1
+    logits, value = networks.policy.apply({"params": params["policy"]}, image, last_patch, one_hot)
+    if settings.mask_repaired:
+      logits = masked_logits(logits, repaired_pixels, settings.action_stride)
+    log_probs = jax.nn.log_softmax(logits)
+    action = (jax.random.categorical(key, logits) if settings.sample else jnp.argmax(logits)).astype(jnp.int32)
+    top, left = patch_corner(action, height, width, size, settings.action_stride)
+    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs)
+    return action, jnp.stack([top, left]), log_probs[action], entropy, value
+  if settings.chooser == "oracle":
+    corner = oracle_corner(params, networks, settings, image, example["target"])
+    action = ((corner[0] + size // 2) * width + corner[1] + size // 2).astype(jnp.int32)
+    return action, corner, zero, zero, zero
+  top, left = patch_corner(forced_action, height, width, size)
+  return forced_action, jnp.stack([top, left]), zero, zero, zero
 
 
 def rollout_step(params: dict, networks: Networks, settings: RolloutSettings, example: dict,
-                 carry: tuple, step_input: tuple) -> tuple[tuple, StepOutput]:
-  """One step t of the visual-semantic hallucinator for one example (Eq. 4).
+                 carry: tuple, step_input: tuple) -> tuple[tuple, StepRecord]:
+  """One step t of the visual-semantic hallucinator for one example (Eq. 4), R's parameters as given.
 
   carry = (ŷ_{t-1}, p̂_{t-1}, a_{t-1}, repaired pixels); step_input = (rng key, forced action).
-  The policy sees the state through stop_gradient: R is trained only by its
-  patch and image losses, P only by REINFORCE.
+  No gradient flows from here: P is trained by REINFORCE on the recorded
+  states, R by its patch losses (in `rollout`) and `replay`.
 
   Short-term reward r_s (settings.reward):
   "paper"        r_s = −L_p(p̂_t) (Eq. 10: "We maximize the rs by minimizing the
                  mean square error and texture loss of all patch pairs"). It
                  mostly measures how hard the chosen place is, not what the
                  repair did: smooth background scores best, and repairing the
-                 same patch again scores as well as the first time, so nothing
-                 tells the policy to move on (README, IPFH).
+                 same patch again scores as well as the first time.
   "improvement"  r_s = L_p(p_t) − L_p(p̂_t), the same terms on the patch before
-                 and after this step's repair: what R achieved here. Zero for a
-                 patch R leaves unchanged (an identity R, or a patch already
-                 repaired as far as R can), largest where R helps most. This
+                 and after this step's repair: what R achieved here. This
                  changes the objective (L_p(p_t) depends on the action, so it is
                  not a baseline): E[Σ r_s] is the expected total patch-loss
                  reduction instead of minus the total patch loss.
   """
-  image, last_patch, last_action, repaired_pixels = carry
+  record = _choose_and_cut(params, networks, settings, example, carry, step_input)
+  repaired = networks.restoration.apply({"params": params["restoration"]}, record.image, record.patch)
+  record = _scored(params, networks, settings, record, repaired)
+  return _next_carry(carry, record, settings.patch_size), record
+
+
+def _choose_and_cut(params, networks, settings, example, carry, step_input) -> StepRecord:
+  image, last_patch, last_action, repaired_pixels = jax.tree.map(jax.lax.stop_gradient, carry)
   key, forced_action = step_input
-  height, width, channels = image.shape
-  size = settings.patch_size
-  if settings.use_policy:
-    one_hot = jax.nn.one_hot(last_action, height * width)  # all zeros for a_0 = -1
-    logits = networks.policy.apply({"params": params["policy"]}, jax.lax.stop_gradient(image),
-                                   jax.lax.stop_gradient(last_patch), one_hot)
-    log_probs = jax.nn.log_softmax(logits)
-    if settings.sample:
-      action = jax.random.categorical(key, logits)
-    elif settings.exclude_repaired:
-      action = jnp.argmax(masked_logits(logits, repaired_pixels))
-    else:
-      action = jnp.argmax(logits)
-    action = action.astype(jnp.int32)
-    log_prob = log_probs[action]
-    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs)
-  else:
-    action, log_prob, entropy = forced_action, jnp.zeros(()), jnp.zeros(())
-  top, left = patch_corner(action, height, width, size)
-  patch = jax.lax.dynamic_slice(image, (top, left, 0), (size, size, channels))
-  repaired = networks.restoration.apply({"params": params["restoration"]}, image, patch)
-  new_image = jax.lax.dynamic_update_slice(image, repaired, (top, left, 0))
-  repaired_pixels = jax.lax.dynamic_update_slice(repaired_pixels, jnp.ones((size, size), bool),
-                                                 (top, left))
-  target_patch = jax.lax.dynamic_slice(example["target"], (top, left, 0), (size, size, channels))
+  size, channels = settings.patch_size, image.shape[-1]
+  action, corner, log_prob, entropy, value = choose(
+      params, networks, settings, example, (image, last_patch, last_action, repaired_pixels), key,
+      forced_action)
+  top, left = corner[0], corner[1]
+  patch = _slice_patch(image, top, left, size)
+  target_patch = _slice_patch(example["target"], top, left, size)
   lr_patch = low_resolution_patch(example["input"], top, left, size, settings.scale)
   lr_target = lr_reference(params, networks, settings.lr_reference, target_patch, lr_patch)
-  patch_loss = dual_domain_loss(params, networks, repaired, target_patch, lr_target)
+  del channels
+  zero = jnp.zeros(())
+  return StepRecord(image=image, last_patch=last_patch, last_action=last_action, covered=repaired_pixels,
+                    action=action, corner=corner, patch=patch, repaired=patch, target_patch=target_patch,
+                    lr_target=lr_target, patch_loss=zero, reward=zero, entropy=entropy, log_prob=log_prob,
+                    value=value)
+
+
+def _scored(params, networks, settings, record: StepRecord, repaired) -> StepRecord:
+  patch_loss = dual_domain_loss(params, networks, repaired, record.target_patch, record.lr_target)
   if settings.reward == "improvement":
-    loss_before = dual_domain_loss(params, networks, jax.lax.stop_gradient(patch), target_patch,
-                                   lr_target)
-    reward = jax.lax.stop_gradient(loss_before - patch_loss)
+    loss_before = dual_domain_loss(params, networks, record.patch, record.target_patch, record.lr_target)
+    reward = loss_before - patch_loss
   else:
-    reward = jax.lax.stop_gradient(-patch_loss)
-  return ((new_image, repaired, action, repaired_pixels),
-          StepOutput(action, log_prob, patch_loss, reward, entropy))
+    reward = -patch_loss
+  return record._replace(repaired=repaired, patch_loss=patch_loss, reward=jax.lax.stop_gradient(reward))
+
+
+def _next_carry(carry, record: StepRecord, size: int) -> tuple:
+  image, _, _, repaired_pixels = carry
+  top, left = record.corner[0], record.corner[1]
+  new_image = jax.lax.dynamic_update_slice(record.image, record.repaired, (top, left, 0))
+  repaired_pixels = jax.lax.dynamic_update_slice(repaired_pixels, jnp.ones((size, size), bool), (top, left))
+  return new_image, record.repaired, record.action, repaired_pixels
 
 
 # ----------------------------------------------------------------------------- T steps
 
 
-def rollout(params: dict, networks: Networks, settings: RolloutSettings, example: dict,
-            keys: jax.Array, forced_actions: jax.Array) -> tuple[jax.Array, StepOutput]:
-  """All T steps for one example as one lax.scan; returns ŷ_T and the stacked step outputs.
+class RestorationUpdate(NamedTuple):
+  """R's optimizer, for per-step updates inside the scan (`rollout`)."""
+  optimizer: Any          # optax.GradientTransformation
+  apply: Callable         # apply_update(optimizer, params, opt_state, gradients) -> (params, opt_state)
 
-  example: {"coarse": ỹ (H, W, 3), "target": y, "input": x}; keys: (T,) keys;
-  forced_actions: (T,) int32 (read only when settings.use_policy is False).
+
+def rollout(params: dict, networks: Networks, settings: RolloutSettings, examples: dict,
+            keys: jax.Array, forced_actions: jax.Array, restoration_update: RestorationUpdate | None = None,
+            restoration_state=None) -> tuple[jax.Array, StepRecord, tuple]:
+  """All T steps for a batch as one lax.scan of a batch-vmapped step.
+
+  examples: {"coarse": ỹ (B, H, W, 3), "target": y, "input": x}; keys: (B, T)
+  keys; forced_actions: (B, T) int32 pixel locations (read only by the
+  "forced" chooser). With settings.update_restoration, `restoration_update`
+  and `restoration_state` (R's optimizer state), R is updated after every
+  step with ∇ of the batch mean of L_p (Eq. 16) of that step's repairs, the
+  image state held fixed. Returns ŷ_T (B, H, W, 3), the step records stacked
+  to (B, T, ...), and (R's parameters, R's optimizer state) at the end.
   """
-  carry = initial_carry(example["coarse"], settings.patch_size)
-  step = functools.partial(rollout_step, params, networks, settings, example)
-  (image, *_), outputs = jax.lax.scan(step, carry, (keys, forced_actions))
-  return image, outputs
+  carry = jax.vmap(lambda image: initial_carry(image, settings.patch_size))(examples["coarse"])
+  choose_and_cut = jax.vmap(lambda params, example, carry, step_input: _choose_and_cut(
+      params, networks, settings, example, carry, step_input), in_axes=(None, 0, 0, 0))
+  scored = jax.vmap(lambda params, record, repaired: _scored(params, networks, settings, record, repaired),
+                    in_axes=(None, 0, 0))
+  next_carry = jax.vmap(functools.partial(_next_carry, size=settings.patch_size))
+  restoration = networks.restoration
+
+  def body(state, step_input):
+    carry, restoration_params, optimizer_state = state
+    now = {**params, "restoration": restoration_params}
+    record = choose_and_cut(now, examples, carry, step_input)
+
+    def patch_loss(restoration_params):
+      repaired = restoration.apply({"params": restoration_params}, record.image, record.patch)
+      scored_record = scored({**now, "restoration": restoration_params}, record, repaired)
+      return jnp.mean(scored_record.patch_loss), scored_record
+
+    if settings.update_restoration:
+      gradients, scored_record = jax.grad(patch_loss, has_aux=True)(restoration_params)
+      restoration_params, optimizer_state = restoration_update.apply(
+          restoration_update.optimizer, restoration_params, optimizer_state, gradients)
+    else:
+      _, scored_record = patch_loss(restoration_params)
+    scored_record = jax.tree.map(jax.lax.stop_gradient, scored_record)
+    return (next_carry(carry, scored_record), restoration_params, optimizer_state), scored_record
+
+  steps_first = (jnp.swapaxes(keys, 0, 1), jnp.swapaxes(forced_actions, 0, 1))
+  (carry, restoration_params, optimizer_state), records = jax.lax.scan(
+      lambda state, inputs: body(state, (inputs[0], inputs[1])),
+      (carry, params["restoration"], restoration_state), steps_first)
+  records = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), records)
+  return carry[0], records, (restoration_params, optimizer_state)
 
 
-def batched_rollout(params, networks, settings, examples, keys, forced_actions):
-  """`rollout` vmapped over the batch: examples (B, ...), keys (B, T), forced_actions (B, T)."""
-  return jax.vmap(rollout, in_axes=(None, None, None, 0, 0, 0))(
-      params, networks, settings, examples, keys, forced_actions)
+def replay(restoration_params, networks: Networks, coarse: jax.Array, records: StepRecord
+           ) -> tuple[jax.Array, jax.Array]:
+  """(ŷ (B, H, W, 3), repaired patches (B, T, P, P, 3)): the recorded repairs redone with these parameters.
+
+  Each repair p̂_t = R(ŷ_{t-1}, p_t) reads its recorded inputs (no gradient
+  into them) and is written into ỹ in order, so with the rollout's own
+  parameters this is exactly its ŷ_T, and its gradient reaches R through every
+  step's patch (not through later steps' inputs: a truncated gradient).
+  """
+  batch, steps = records.action.shape
+  flat = lambda x: x.reshape((batch * steps,) + x.shape[2:])
+  repaired = networks.restoration.apply({"params": restoration_params},
+                                        jax.lax.stop_gradient(flat(records.image)),
+                                        jax.lax.stop_gradient(flat(records.patch)))
+  repaired = repaired.reshape((batch, steps) + repaired.shape[1:])
+  write = jax.vmap(lambda image, patch, corner: jax.lax.dynamic_update_slice(
+      image, patch, (corner[0], corner[1], 0)))
+
+  def body(image, inputs):
+    patch, corner = inputs
+    return write(image, patch, corner), None
+
+  image, _ = jax.lax.scan(body, coarse, (jnp.swapaxes(repaired, 0, 1), jnp.swapaxes(records.corner, 0, 1)))
+  return image, repaired
+
+
+def distinct_patches(corners: jax.Array) -> jax.Array:
+  """Number of distinct patches (corners) among the T of each example: corners (B, T, 2) → (B,) float."""
+  same = jnp.all(corners[:, :, None, :] == corners[:, None, :, :], axis=-1)   # (B, T, T)
+  earlier = jnp.tril(jnp.ones(same.shape[1:], bool), k=-1)
+  repeated = jnp.any(same & earlier, axis=-1)
+  return jnp.sum(~repeated, axis=-1).astype(jnp.float32)

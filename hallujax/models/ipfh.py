@@ -75,31 +75,46 @@ class CoarseHallucinator(nn.Module):
 
 
 class PolicyController(nn.Module):
-  """P: logits over all H·W patch locations given the image state and the context.
+  """P: logits over the patch locations given the image state and the context, and a state value.
 
   Paper §III-B.2: "The image branch adopts several residual blocks to extract
   image holistic feature while the patch branch joins the patch feature and
   location feature (action vector) as context feature ... fuses state features
   by concatenating holistic feature and context feature and feeds it into a
   fully-connected layer. A softmax layer is finally appended to produce a
-  W×H-D vector". Holistic 512-D, context 256-D (§III-C). Returns logits
-  (flattened row-major: index = row · W + column); the softmax is the caller's.
+  W×H-D vector". Holistic 512-D, context 256-D (§III-C). Returns (logits,
+  value): logits flattened row-major over the action grid (index = row · W/s +
+  column), the softmax is the caller's; value is 0 unless `value_head`.
+
+  Options (not in the paper; hallujax/methods/ipfh.py says what each measured):
+  `action_stride` s > 1 makes the action grid (H/s) × (W/s) instead of every
+  pixel (s = 1, the paper); `head="conv"` replaces the fully connected W×H-way
+  layer by a fully convolutional score map (one score per action-grid cell from
+  a convolution over the image features at that place, with the context added
+  everywhere); `value_head` adds V(s_t), a fully connected layer on the fused
+  state, for a learned REINFORCE baseline.
   """
 
   image_widths: Sequence[int] = (32, 64, 128, 256)  # one stride-2 residual block each
   patch_widths: Sequence[int] = (32, 64)            # stride-2 convs on the last patch
   holistic_features: int = 512
   context_features: int = 256
+  action_stride: int = 1                            # 1: every pixel is an action (paper)
+  head: str = "dense"                               # "dense" (paper) | "conv"
+  value_head: bool = False
+
+  def grid_shape(self, height: int, width: int) -> tuple[int, int]:
+    return height // self.action_stride, width // self.action_stride
 
   @nn.compact
   def __call__(self, image: jax.Array, last_patch: jax.Array,
-               last_action_one_hot: jax.Array) -> jax.Array:
-    height, width = image.shape[-3], image.shape[-2]
-    if last_action_one_hot.shape[-1] != height * width:
+               last_action_one_hot: jax.Array) -> tuple[jax.Array, jax.Array]:
+    grid_height, grid_width = self.grid_shape(image.shape[-3], image.shape[-2])
+    actions = grid_height * grid_width
+    if last_action_one_hot.shape[-1] != actions:
       raise ValueError(
           f"last_action_one_hot has {last_action_one_hot.shape[-1]} entries; expected one per "
-          f"pixel location of the {height}×{width} image ({height * width})."
-      )
+          f"action of the {grid_height}×{grid_width} action grid ({actions}).")
     holistic = image
     for index, width_ in enumerate(self.image_widths):
       holistic = ResidualBlock(width_, strides=2, name=f"image_block_{index}")(holistic)
@@ -114,7 +129,34 @@ class PolicyController(nn.Module):
     context = nn.relu(nn.Dense(self.context_features, name="context")(context))
 
     state = jnp.concatenate([holistic, context], axis=-1)
-    return nn.Dense(height * width, name="logits")(state)
+    if self.head == "dense":
+      logits = nn.Dense(actions, name="logits")(state)
+    elif self.head == "conv":
+      logits = self._score_map(image, state, last_action_one_hot, grid_height, grid_width)
+    else:
+      raise ValueError(f"PolicyController.head={self.head!r}; expected 'dense' or 'conv'.")
+    if self.value_head:
+      value = nn.Dense(1, name="value")(state)[..., 0]
+    else:
+      value = jnp.zeros(state.shape[:-1], state.dtype)
+    return logits, value
+
+  def _score_map(self, image, state, last_action_one_hot, grid_height, grid_width):
+    """One score per action-grid cell: image features at that cell + the fused state, 1×1 conv."""
+    features = image
+    levels = _log2_ratio(image.shape[-3], grid_height, "image size / action grid")
+    width_ = self.image_widths[0]
+    for index in range(levels):
+      features = nn.relu(nn.Conv(width_, (3, 3), strides=2, name=f"score_down_{index}")(features))
+    features = nn.relu(nn.Conv(width_, (3, 3), name="score_conv_0")(features))
+    features = nn.relu(nn.Conv(width_, (3, 3), name="score_conv_1")(features))
+    last_action = last_action_one_hot.reshape(last_action_one_hot.shape[:-1] + (grid_height, grid_width, 1))
+    broadcast = jnp.broadcast_to(nn.Dense(width_, name="score_state")(state)[..., None, None, :],
+                                 features.shape[:-1] + (width_,))
+    fused = nn.relu(nn.Conv(width_, (1, 1), name="score_fuse")(
+        jnp.concatenate([features, last_action], axis=-1)) + broadcast)
+    scores = nn.Conv(1, (1, 1), name="score_out")(fused)[..., 0]
+    return scores.reshape(scores.shape[:-2] + (grid_height * grid_width,))
 
 
 class LocalRestoration(nn.Module):
@@ -130,10 +172,14 @@ class LocalRestoration(nn.Module):
   channels (128 + 128 = 256 fused). Choice (the paper shows R only in Fig. 4):
   the decoder predicts a residual added to the input patch, and its last
   convolution (`decoder_out`) starts at zero, so an untrained R is exactly the
-  identity (p̂ = p) and the rollout starts at the coarse image ỹ; training
-  moves R only where its losses (Eq. 16, 17) say. With a randomly initialised
-  `decoder_out` every repaired patch was first damaged, and the smoke run's
-  60 policy steps left the output below ỹ (issue 5: 22.60 vs 22.74 dB).
+  identity (p̂ = p); the paper's R is "first pre-trained on randomly selected
+  patch pairs" (§III-C), the "restoration" stage of hallujax/methods/ipfh.py,
+  which moves it from there.
+
+  `encode_image` (the image branch, which does not depend on the patch's
+  place) and `repair` (patch branch + decoder) split `__call__` so the oracle
+  selection can score many candidate patches of one image state at the cost of
+  one image branch.
   """
 
   patch_size: int = 32
@@ -141,25 +187,36 @@ class LocalRestoration(nn.Module):
   patch_layers: int = 3
   decoder_layers: int = 3
 
-  @nn.compact
-  def __call__(self, image: jax.Array, patch: jax.Array) -> jax.Array:
+  def setup(self):
+    # Names as the former compact module's: image_down_i, image_out, patch_i, decoder_i, decoder_out.
+    self.image_down = [nn.Conv(self.features, (3, 3), strides=2) for _ in range(8)]
+    self.image_out = nn.Conv(self.features, (3, 3))
+    self.patch = [nn.Conv(self.features, (3, 3)) for _ in range(self.patch_layers)]
+    self.decoder = [nn.Conv(self.features, (3, 3)) for _ in range(self.decoder_layers - 1)]
+    self.decoder_out = nn.Conv(3, (3, 3), kernel_init=nn.initializers.zeros)   # R = identity at init
+
+  def encode_image(self, image: jax.Array) -> jax.Array:
+    """The image branch: ŷ_{t-1} (H², 3) → features (P², features)."""
     levels = _log2_ratio(image.shape[-3], self.patch_size, "image size / patch_size")
-    image_feature = image
+    feature = image
     for index in range(levels):
-      image_feature = nn.relu(nn.Conv(self.features, (3, 3), strides=2,
-                                      name=f"image_down_{index}")(image_feature))
-    image_feature = nn.relu(nn.Conv(self.features, (3, 3), name="image_out")(image_feature))
+      feature = nn.relu(self.image_down[index](feature))
+    return nn.relu(self.image_out(feature))
 
+  def repair(self, image_feature: jax.Array, patch: jax.Array) -> jax.Array:
+    """Patch branch and decoder: the repaired patch p̂ = p + residual."""
+    if patch.shape[-1] != 3:
+      raise ValueError(f"LocalRestoration repairs 3-channel patches; got {patch.shape[-1]} channels.")
     patch_feature = patch
-    for index in range(self.patch_layers):
-      patch_feature = nn.relu(nn.Conv(self.features, (3, 3), name=f"patch_{index}")(patch_feature))
-
+    for layer in self.patch:
+      patch_feature = nn.relu(layer(patch_feature))
     fused = jnp.concatenate([image_feature, patch_feature], axis=-1)
-    for index in range(self.decoder_layers - 1):
-      fused = nn.relu(nn.Conv(self.features, (3, 3), name=f"decoder_{index}")(fused))
-    residual = nn.Conv(patch.shape[-1], (3, 3), kernel_init=nn.initializers.zeros,
-                       name="decoder_out")(fused)   # R = identity at init
-    return patch + residual
+    for layer in self.decoder:
+      fused = nn.relu(layer(fused))
+    return patch + self.decoder_out(fused)
+
+  def __call__(self, image: jax.Array, patch: jax.Array) -> jax.Array:
+    return self.repair(self.encode_image(image), patch)
 
 
 class DualConsistency(nn.Module):

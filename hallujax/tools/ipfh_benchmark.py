@@ -7,9 +7,10 @@ parameters, batch and RNG:
   scan   the whole rollout as one jitted ``lax.scan`` (what the policy step runs);
   loop   a Python loop of T calls to the jitted, batch-vmapped step function.
 
-Both are forward only, so they compare like with like; the gradient of the
-rollout exists only in the scanned form, and its figure (the method's
-"policy" step, rollout + backward + update) is printed on a third line. Inputs are
+Both are forward only, without R's per-step updates, so they compare like with
+like. Then the method's "policy" step (rollout, R's updates, REINFORCE and L_im,
+Adam) with R updated after every step (config.restoration.update_every="step",
+the paper) and once per batch ("batch"), on lines of their own. Inputs are
 random batches of the config's shapes (no data source needed). Timings are
 the median of --repeats calls after one warm-up call (which compiles).
 """
@@ -66,7 +67,8 @@ def rollout_functions(networks, selection, state, batch):
   examples = {"coarse": coarse, "target": jnp.asarray(batch["target"]),
               "input": jnp.asarray(batch["input"])}
 
-  scanned = jax.jit(functools.partial(rollout_lib.batched_rollout, networks=networks, settings=settings))
+  settings = settings._replace(update_restoration=False)
+  scanned = jax.jit(functools.partial(rollout_lib.rollout, networks=networks, settings=settings))
   step = jax.jit(jax.vmap(
       lambda params, example, carry, step_input: rollout_lib.rollout_step(
           params, networks, settings, example, carry, step_input),
@@ -74,7 +76,7 @@ def rollout_functions(networks, selection, state, batch):
   initial = jax.jit(jax.vmap(lambda image: rollout_lib.initial_carry(image, settings.patch_size)))
 
   def scan():
-    images, _ = scanned(state.params, examples=examples, keys=keys, forced_actions=actions)
+    images, _, _ = scanned(state.params, examples=examples, keys=keys, forced_actions=actions)
     return images
 
   def loop():
@@ -109,10 +111,13 @@ def main(argv):
           f"{results[name]:9.1f} images/s", flush=True)
   np.testing.assert_allclose(np.asarray(scan()), np.asarray(loop()), rtol=1e-4, atol=1e-4)
   if _TRAIN_STEP.value:
-    policy_step = jax.jit(method.steps["policy"])
-    first, median = timed(lambda: policy_step(state, {}, batch, jax.random.key(3)), _REPEATS.value)
-    print(f"  {'policy':<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
-          f"{batch_size / median:9.1f} images/s  (scanned rollout + gradient + Adam)", flush=True)
+    for update_every in ("step", "batch"):
+      config.restoration.update_every = update_every
+      policy_step = jax.jit(ipfh.make(config).steps["policy"])
+      first, median = timed(lambda: policy_step(state, {}, batch, jax.random.key(3)), _REPEATS.value)
+      print(f"  {'policy':<10} first call {first:7.2f} s   median {median * 1e3:9.1f} ms   "
+            f"{batch_size / median:9.1f} images/s  (R updated every {update_every}; rollout + REINFORCE "
+            f"+ L_im + Adam)", flush=True)
   print(f"scan vs loop: {results['scan']:.1f} vs {results['loop']:.1f} images/s "
         f"({results['scan'] / results['loop']:.2f}×)")
 
