@@ -1,7 +1,8 @@
 """VividGAN (paper 002, Zhang et al.): 16² non-frontal LR -> 128² frontal HR (×8), coarse to fine.
 
-Variants: "" (the paper's run) and "smoke" (8² -> 64², tiny networks, minutes on a laptop CPU),
-each followed by options ``,key=value``:
+Variants: "" (the paper's run), "smoke" (8² -> 64², small networks, minutes on a laptop CPU) and
+"tiny" (8² -> 32², ×4, the results tables' budget: about a minute a run), each followed by options
+``,key=value``:
 
   model.prior=estimated      VividGAN (default): touching-up U-Nets make the component prior
   model.prior=none           V-TN (§IV-A): no touching-up subnetwork, no prior
@@ -25,7 +26,7 @@ from hallujax.data import faceworld_params
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  name, options = parse_variant(variant, ("", "smoke"), "configs/vividgan.py")
+  name, options = parse_variant(variant, ("", "smoke", "tiny"), "configs/vividgan.py")
   c = base_config()
   c.method = "vividgan"
   # §V-A: "unaligned non-frontal LR faces (16×16 pixels)" -> "frontal HR faces (128×128)"; the
@@ -106,6 +107,24 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     joint_steps.set(240)
     c.train.update(batch_size=8, log_every=20, eval_every=600, eval_batches=8, image_every=600,
                    checkpoint_every=600)
+
+  if name == "tiny":
+    # ×4 at 8² -> 32², the smallest networks that still have every part (the results tables' budget,
+    # configs/tables/vividgan_*.py: one row trains and evaluates in about a minute on a laptop CPU).
+    # At 32² the component boxes are 8×8 eyes and nose, 8×12 mouth.
+    c.data.update(input_size=8, target_size=32, num_identities=32, train_size=2048, eval_size=64)
+    c.model.update(
+        coarse=dict(widths=(32, 16, 16), localization_features=4, bicubic_skip=True),
+        landmarks=dict(features=8, num_stacks=1, depth=1, reduction=4),
+        touching_up=dict(widths=(4, 8)),
+        fine=dict(encoder_widths=(8, 16), hourglass_stacks=1, hourglass_depth=1, embedding=8, sigma=1.0),
+        discriminator=dict(widths=(8, 16)),
+        identity=dict(stage_sizes=(1, 1, 1, 1), width=8))
+    coarse_steps.set(60)
+    touching_up_steps.set(10)
+    joint_steps.set(30)
+    c.train.update(batch_size=8, log_every=10, eval_every=100, eval_batches=8, image_every=100,
+                   checkpoint_every=100)
 
   apply_variant_options(c, options)
   if c.model.prior != "estimated":
