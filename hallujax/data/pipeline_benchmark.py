@@ -42,7 +42,7 @@ PAPER_PIPELINES = (
     ("IPFH", 16, 128, "bicubic", 128),      # §III-C: 128² faces ↓8 to 16², batch 128 for F_c
 )
 DEGRADATION = dict(blur_sigma=(0.0, 1.5), noise_sigma=(0.0, 5.0), jpeg_quality=(60, 95))
-PAPER_STEPS = (("FH-GAN", "configs/fhgan.py"), ("IPFH", "configs/ipfh.py"))
+PAPER_STEPS = (("FH-GAN", "fhgan.py"), ("IPFH", "ipfh.py"))   # files in the repository's configs/
 H200_BF16_PEAK = 989.4e12   # dense bf16 FLOP/s (hallujax.benchmarking.PEAK_TFLOPS)
 
 
@@ -199,7 +199,7 @@ def pipeline_rate(config, batches: int) -> float:
     batch = next(iterator)
   elapsed = time.time() - started
   assert batch["input"].shape[1] == config.data.input_size
-  del iterator
+  getattr(iterator, "close", lambda: None)()   # stops grain's worker processes and frees their shared memory
   return batches * config.train.batch_size / elapsed
 
 
@@ -219,12 +219,12 @@ def per_core_rate(config, examples: int) -> float:
 # ----- 4. what a paper step consumes ----------------------------------------------------
 
 
-def paper_step_flops(config_path: str) -> dict[str, tuple[float, int]]:
+def paper_step_flops(config_file: str, configs_dir: str) -> dict[str, tuple[float, int]]:
   """{step name: (XLA cost-analysis FLOPs, images per step)} of a config's steps, lowered, never run."""
   import jax
   from hallujax import benchmarking
   from hallujax.methods import make_method
-  config = benchmarking.load_config(config_path)
+  config = benchmarking.load_config(os.path.join(configs_dir, config_file))
   method = make_method(config)
   rng = jax.random.key(0)
   state = jax.eval_shape(method.init, rng)
@@ -259,6 +259,8 @@ def main(argv=None) -> str:
   parser.add_argument("--batches", type=int, default=12, help="timed batches per pipeline measurement")
   parser.add_argument("--sample", type=int, default=256, help="examples sampled for the bytes-per-example table")
   parser.add_argument("--flops", action="store_true", help="also lower FH-GAN's and IPFH's paper steps for their FLOPs")
+  parser.add_argument("--configs_dir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), "configs"), help="where fhgan.py and ipfh.py are (--flops)")
   parser.add_argument("--out", default="", help="also write the report (markdown) here")
   arguments = parser.parse_args(argv)
   log = lambda text: print(text, flush=True)
@@ -284,7 +286,7 @@ def main(argv=None) -> str:
   if arguments.flops:
     for name, path in PAPER_STEPS:
       try:
-        flops[name] = paper_step_flops(path)
+        flops[name] = paper_step_flops(path, arguments.configs_dir)
       except Exception as error:   # a config that cannot be lowered here becomes a note
         flops[name] = {"error": str(error).splitlines()[0][:200]}
   import jax
@@ -317,7 +319,7 @@ def main(argv=None) -> str:
   if flops:
     lines += ["", "Paper-size steps (XLA cost analysis of the lowered step; consumption ceiling = examples an H200 "
               "could take per second at its dense bf16 peak, 989 TFLOP/s; a real step is slower):", "",
-              "| method | step | GFLOP/example | H200 ceiling examples/s | needed 3× | one core's share |",
+              "| method | step | GFLOP/example | H200 ceiling examples/s | 3× ceiling | cores for 3× ceiling at one core's rate |",
               "|---|---|---|---|---|---|"]
     for name, steps in flops.items():
       if "error" in steps:

@@ -7,8 +7,13 @@ empty); nothing is downloaded at training time:
 
     tfds build celeb_a --file_format=array_record --data_dir=DIR
 
-(CelebA's images must be placed in TFDS's manual directory first; see the
-TFDS catalog page of the dataset.)
+Building celeb_a fetches five files from Google Drive, which often refuses
+(quota); put them in TFDS's manual directory instead, under these names:
+img_align_celeba.zip, list_eval_partition.txt, list_attr_celeba.txt,
+list_landmarks_align_celeba.txt, identity_CelebA.txt, and add
+``--manual_dir=THAT_DIR`` (docs/data.md). For training at scale, convert the
+result once into compact records: ``python -m hallujax.data.prepare --source
+celeb_a --data_dir=DIR --out_dir=RECORDS``.
 
 Examples are same-view pairs ("input" = "target" = the image; the pipeline
 downsamples "input"). Identity comes from an "identity" / "label" feature where
