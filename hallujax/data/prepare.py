@@ -198,7 +198,11 @@ def check_plan(out_dir: str, plan: dict) -> None:
 _worker: dict = {}
 
 
-def _init_worker(data_config: dict, settings: dict, counter) -> None:
+def _init_worker(data_config: dict, settings: dict, counter, pool: bool = False) -> None:
+  if pool:   # the parent handles Ctrl-C and SIGTERM and stops the workers; a stopped shard stays .partial
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
   _worker.update(data_config=data_config, settings=settings, counter=counter, sources={})
   if settings.get("threads_one"):   # each worker resizes on one core (see pipeline.limit_blas_to_one_thread)
     import threadpoolctl
@@ -335,7 +339,7 @@ def run_tasks(function, tasks: list, workers: int, data_config: dict, settings: 
     progress.update(counter.value, total_label(results), final=True)
     return results
   with context.Pool(min(workers, len(tasks)), initializer=_init_worker,
-                    initargs=(data_config, settings, counter)) as pool:
+                    initargs=(data_config, settings, counter, True)) as pool:
     pending = pool.imap_unordered(function, tasks)
     while len(results) < len(tasks):
       try:
@@ -501,8 +505,14 @@ def parse(argv=None) -> argparse.Namespace:
   return arguments
 
 
+def _interrupt(signal_number, frame):
+  raise KeyboardInterrupt   # a scheduler's SIGTERM (preemption) stops the workers like Ctrl-C does
+
+
 def main(argv=None):
+  import signal
   arguments = parse(argv)
+  signal.signal(signal.SIGTERM, _interrupt)
   try:
     if arguments.verify:
       if verify(arguments):
@@ -512,6 +522,10 @@ def main(argv=None):
   except (ValueError, FileNotFoundError) as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: finished shards are kept in {arguments.out_dir}; run the same command again to "
+          f"resume.", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
