@@ -120,11 +120,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         fine=dict(encoder_widths=(8, 16), hourglass_stacks=1, hourglass_depth=1, embedding=8, sigma=1.0),
         discriminator=dict(widths=(8, 16)),
         identity=dict(stage_sizes=(1, 1, 1, 1), width=8))
-    coarse_steps.set(60)
-    touching_up_steps.set(10)
-    joint_steps.set(30)
-    c.train.update(batch_size=8, log_every=10, eval_every=100, eval_batches=8, image_every=100,
-                   checkpoint_every=100)
+    coarse_steps.set(240)
+    touching_up_steps.set(20)
+    joint_steps.set(120)
+    c.train.update(batch_size=8, log_every=20, eval_every=380, eval_batches=8, image_every=380,
+                   checkpoint_every=380)
 
   apply_variant_options(c, options)
   if c.model.prior != "estimated":

@@ -32,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from hallujax import cli
+from hallujax.tools import vividgan_runs
 
 FLAGS = flags.FLAGS
 
@@ -60,8 +61,7 @@ def expression_table(vividgan_config, vividgan_workdir: str, expression_config, 
                      split: str = "test", batches: int | None = None) -> dict:
   """Table VII's rows for one VividGAN run and one expression classifier run (a dict, as the JSON file)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from hallujax import evaluation, trainer  # pylint: disable=import-outside-toplevel
-  from hallujax.data import feed as feed_lib, pipeline  # pylint: disable=import-outside-toplevel
+  from hallujax import trainer  # pylint: disable=import-outside-toplevel
   from hallujax.data.faceworld import EXPRESSIONS  # pylint: disable=import-outside-toplevel
   from hallujax.methods import get_method  # pylint: disable=import-outside-toplevel
 
@@ -72,23 +72,11 @@ def expression_table(vividgan_config, vividgan_workdir: str, expression_config, 
   _, classifier_state, classifier_step, _ = trainer.restore_run(expression_config, expression_workdir)
   classify = jax.jit(module.classify_function(expression_config))
 
-  if batches is not None:
-    vividgan_config = vividgan_config.copy_and_resolve_references()
-    vividgan_config.train.eval_batches = batches
-  method, state, step, mesh = trainer.restore_run(vividgan_config, vividgan_workdir)
-  _, state_shardings = trainer.abstract_state(method, vividgan_config, mesh)
-  with evaluation.quiet_warnings():
-    frozen, frozen_shardings = trainer.frozen_networks(method, vividgan_config, mesh)
-  feed = feed_lib.feed_for(vividgan_config, mesh, method)
-  hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
-  host_batches = pipeline.eval_batches(vividgan_config, split)
-  if "expression" not in host_batches[0]:
+  if vividgan_config.data.source != "faceworld":
     raise ValueError(f"config.data.source={vividgan_config.data.source!r} gives no 'expression' labels; "
                      "Table VII needs them (the face world has them).")
-
   labels, predictions = [], {column: [] for column in ROWS}
-  for host_batch in host_batches:
-    columns = hallucinate(state, frozen, feed(host_batch))
+  for host_batch, columns in vividgan_runs.run_columns(vividgan_config, vividgan_workdir, split, batches):
     labels.append(np.asarray(host_batch["expression"]))
     for column in ROWS:
       logits = classify(classifier_state, columns[column])
@@ -100,8 +88,8 @@ def expression_table(vividgan_config, vividgan_workdir: str, expression_config, 
     rows[name] = {"accuracy": float(np.mean(predicted == labels)),
                   "confusion": confusion(labels, predicted, len(EXPRESSIONS)).tolist()}
   majority = float(np.max(np.bincount(labels, minlength=len(EXPRESSIONS))) / len(labels))
-  return {"vividgan_workdir": str(vividgan_workdir), "vividgan_step": step, "split": split,
-          "examples": int(len(labels)), "expression_workdir": str(expression_workdir),
+  return {"vividgan_workdir": str(vividgan_workdir), "vividgan_step": vividgan_runs.restored_step(vividgan_workdir),
+          "split": split, "examples": int(len(labels)), "expression_workdir": str(expression_workdir),
           "expression_step": classifier_step, "expressions": list(EXPRESSIONS),
           "majority_class_share": majority, "rows": rows}
 
