@@ -186,11 +186,14 @@ def pipeline_rate(config, batches: int) -> float:
   """Examples/s of train_dataset(config) in steady state.
 
   The first batches (worker start-up, and every buffer's worth: read_buffer + workers × worker_buffer_size
-  + 2) are not timed, so the timed ones are produced while the loop waits, not taken from full buffers.
+  + 2) are not timed, so the timed ones are produced while the loop waits, not taken from full buffers;
+  at least three times the batches in flight are timed.
   """
   from hallujax.data import pipeline
   options = pipeline.reading_options(config.data)
-  warmup = options["read_buffer"] + options["worker_count"] * options["worker_buffer_size"] + 2
+  in_flight = options["read_buffer"] + options["worker_count"] * options["worker_buffer_size"]
+  warmup = in_flight + 2
+  batches = max(batches, 3 * in_flight)   # batches finish in groups of those in flight: time several groups
   iterator = iter(pipeline.train_dataset(config))
   for _ in range(warmup):
     next(iterator)
@@ -203,11 +206,11 @@ def pipeline_rate(config, batches: int) -> float:
   return batches * config.train.batch_size / elapsed
 
 
-def per_core_rate(config, examples: int) -> float:
+def per_core_rate(config, examples: int, split: str = "train") -> float:
   """Examples/s of one core doing one example after another: read, decode, resize, degrade (no threads)."""
   import grain
   from hallujax.data import pipeline
-  source, prepare_example = pipeline.read_source(config, "train")
+  source, prepare_example = pipeline.read_source(config, split)
   dataset = pipeline._transformed(grain.MapDataset.source(source), prepare_example, config, config.seed)
   dataset[0]
   started = time.process_time()
@@ -217,6 +220,24 @@ def per_core_rate(config, examples: int) -> float:
 
 
 # ----- 4. what a paper step consumes ----------------------------------------------------
+
+
+def per_core_by_format(records_dir: str, raw_dir: str, work_dir: str, examples: int) -> list[tuple]:
+  """One core's examples/s on the validation split: original-JPEG records (no resize at prepare) against
+  PNG records prepared at the method's target size (--target_size), with and without degradations."""
+  from hallujax.data import prepare
+  rows = []
+  for name, input_size, target_size, downsample, batch_size in PAPER_PIPELINES:
+    resized = os.path.join(work_dir, f"records_png{target_size}")
+    if not os.path.isfile(os.path.join(resized, "info.json")):
+      shutil.rmtree(resized, ignore_errors=True)
+      prepare.prepare(prepare.parse(["--source", "celeba_folder", "--data_dir", raw_dir, "--out_dir", resized,
+                                     "--splits", "validation", "--target_size", str(target_size)]), log=lambda line: None)
+    for label, directory in ((f"original JPEG 178²", records_dir), (f"PNG {target_size}² (--target_size)", resized)):
+      for degradation in (DEGRADATION, None):
+        config = pipeline_config(directory, input_size, target_size, downsample, batch_size, 0, degradation)
+        rows.append((name, label, "yes" if degradation else "no", per_core_rate(config, examples, "validation")))
+  return rows
 
 
 def paper_step_flops(config_file: str, configs_dir: str) -> dict[str, tuple[float, int]]:
@@ -280,8 +301,8 @@ def main(argv=None) -> str:
       rate = pipeline_rate(config, arguments.batches)
       rows.append((name, f"{input_size}² → {target_size}²", worker_count, rate))
       log(f"pipeline {name} {target_size}², {worker_count} workers: {rate:,.0f} examples/s")
-  single = {name: per_core_rate(pipeline_config(records_dir, i, t, d, b, 0, DEGRADATION), 300)
-            for name, i, t, d, b in PAPER_PIPELINES}
+  by_format = per_core_by_format(records_dir, raw_dir, arguments.work_dir, 400)
+  single = {name: rate for name, label, degraded, rate in by_format if label.startswith("original") and degraded == "yes"}
   flops = {}
   if arguments.flops:
     for name, path in PAPER_STEPS:
@@ -308,13 +329,15 @@ def main(argv=None) -> str:
       "| format | bytes/example |", "|---|---|",
       *[f"| {name} | {value:,.0f} |" for name, value in sizes.items()],
       "", f"Pipeline: records → decode → resize (target bicubic, input by the paper's kernel) → blur/noise/JPEG "
-      f"{DEGRADATION} → batches of 128, {arguments.batches} batches timed after the buffers' worth:", "",
+      f"{DEGRADATION} → batches of 128, at least {arguments.batches} batches (and 3× those in flight) timed after the buffers' worth:", "",
       "| pipeline | sizes | grain workers | examples/s (host) |", "|---|---|---|---|",
       *[f"| {name} | {sizes_} | {w} | {rate:,.0f} |" for name, sizes_, w, rate in rows],
-      "", "One core, one example after another (CPU time): "
-      + ", ".join(f"{name} {rate:,.0f} examples/s" for name, rate in single.items())
-      + f"; so a 16-core host with 14 workers: "
-      + ", ".join(f"{name} ~{14 * rate:,.0f} examples/s (projected)" for name, rate in single.items()) + ".",
+      "", "One core, one example after another (CPU time, 400 validation examples): read, decode, resize, degrade:", "",
+      "| pipeline | records | degradations | examples/s per core |", "|---|---|---|---|",
+      *[f"| {name} | {label} | {degraded} | {rate:,.0f} |" for name, label, degraded, rate in by_format],
+      "", "A 16-core host with 14 workers (default_worker_count), projected from one core's rate with the default "
+      "records and degradations: "
+      + ", ".join(f"{name} ~{14 * rate:,.0f} examples/s" for name, rate in single.items()) + ".",
   ]
   if flops:
     lines += ["", "Paper-size steps (XLA cost analysis of the lowered step; consumption ceiling = examples an H200 "

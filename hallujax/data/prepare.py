@@ -230,6 +230,7 @@ def write_shard(shard: Shard) -> dict:
   temporary = shard.path(out_dir) + ".partial"
   writer = ArrayRecordWriter(temporary, ARRAY_RECORD_OPTIONS)
   written, unusable, originals_kept, pending = 0, [], 0, 0
+  encoding = "png" if settings["target_size"] else settings["encoding"]   # resized pixels are new: PNG
   try:
     for index in range(shard.start, shard.stop):
       try:
@@ -241,7 +242,7 @@ def write_shard(shard: Shard) -> dict:
       else:
         if settings["target_size"]:
           example = resize_example(example, settings["target_size"])
-        originals = original_bytes(source, index, example, settings["encoding"])
+        originals = original_bytes(source, index, example, encoding)
         originals_kept += bool(originals)
         writer.write(records.encode(example, originals))
         written += 1
@@ -502,6 +503,8 @@ def parse(argv=None) -> argparse.Namespace:
   arguments = parser.parse_args(argv)
   if not arguments.verify and not arguments.source:
     parser.error("--source is required (a name from hallujax.data.sources.SOURCES) unless --verify.")
+  if arguments.encoding == "jpeg" and arguments.target_size:
+    parser.error("--encoding jpeg keeps the original files, which --target_size would resize; use auto or png.")
   return arguments
 
 
