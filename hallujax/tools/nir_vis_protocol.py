@@ -1,0 +1,287 @@
+"""python -m hallujax.tools.nir_vis_protocol --workdir PCFH_RUN --data_dir NIR-VIS-2.0 --recognizer_config ...
+
+CASIA NIR-VIS 2.0's recognition protocol (paper 001 §4.1–4.2, Table 2) for a NIR → VIS run:
+for each of the 10 folds (``protocols/vis_gallery_K.txt``, ``protocols/nir_probe_K.txt``), one visible
+image per subject is the gallery; every NIR probe is turned visible by the run; Rank-1 and VR at
+FAR = 1% and 0.1% are measured for the raw NIR probe, the generated image, and the paper's fusion
+(the mean of the raw pair's and the generated pair's scores); the table gives mean ± std over folds.
+
+The layout (the official release)::
+
+    NIR-VIS-2.0/s1 … s4/NIR/<subject>/<n>.bmp
+    NIR-VIS-2.0/s1 … s4/VIS/<subject>/<n>.jpg
+    NIR-VIS-2.0/protocols/vis_gallery_1.txt … 10, nir_probe_1.txt … 10
+
+List lines are Windows paths (``s2\\VIS\\10117\\001.jpg``); a listed extension that is not on disk is
+tried as .bmp / .jpg (the release's lists and files disagree for some sessions).
+
+Faces: ``--faces detect`` (default) finds the largest face with dlib and aligns it to the run's
+template, with dlib's 68 landmarks (PCFH's local paths read them); ``--faces aligned`` takes images
+that are already face crops (e.g. the community 128×128 crops) and places the 68 points with dlib's
+predictor on the whole image. Detected landmarks are cached in ``RUN/eval/nir_vis_faces.json`` so a
+second run (or a second fold with the same images) detects nothing again. Images where no face is
+found are counted as misses for probes, and listed; a gallery image without a face is an error
+(the subject could not be matched at all).
+
+Writes ``RUN/eval/nir_vis_protocol.json`` and ``.md``. Needs the "eval" extra (dlib) and a
+recognizer: an in-project ArcFace run (``--recognizer_config`` + ``--recognizer_workdir``) or
+arcface_torch weights (``--arcface_weights``). LightCNN-29 v2 (the paper's) plugs in the same way once
+its weights are converted (``hallujax.convert.lightcnn``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import os
+import re
+
+import numpy as np
+from absl import flags
+
+from hallujax import cli
+
+FLAGS = flags.FLAGS
+EXTENSIONS = (".bmp", ".jpg", ".png")
+
+
+# ----------------------------------------------------------------------------- the protocol files
+
+
+def protocol_folds(data_dir: str) -> list[int]:
+  """Fold numbers K with both protocols/vis_gallery_K.txt and protocols/nir_probe_K.txt."""
+  directory = os.path.join(data_dir, "protocols")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"--data_dir={data_dir} has no protocols/ directory: expected CASIA NIR-VIS 2.0's "
+                            "layout (s1..s4/{NIR,VIS}/<subject>/ and protocols/vis_gallery_K.txt, nir_probe_K.txt).")
+  folds = set()
+  for path in glob.glob(os.path.join(directory, "vis_gallery_*.txt")):
+    match = re.fullmatch(r"vis_gallery_(\d+)\.txt", os.path.basename(path))
+    if match and os.path.isfile(os.path.join(directory, f"nir_probe_{match.group(1)}.txt")):
+      folds.add(int(match.group(1)))
+  if not folds:
+    raise FileNotFoundError(f"{directory} has no vis_gallery_K.txt with a matching nir_probe_K.txt.")
+  return sorted(folds)
+
+
+def resolve(data_dir: str, entry: str) -> str:
+  """A protocol line's image on disk: backslashes made separators, the extension tried as listed, then others."""
+  relative = entry.strip().split()[0].replace("\\", "/")
+  stem, extension = os.path.splitext(os.path.join(data_dir, relative))
+  for candidate in (extension, *(e for e in EXTENSIONS if e != extension.lower())):
+    if os.path.isfile(stem + candidate):
+      return stem + candidate
+  raise FileNotFoundError(f"{relative} (listed in the protocol) is not under {data_dir} as "
+                          f"{', '.join((extension, *EXTENSIONS))}.")
+
+
+def subject_of(entry: str) -> str:
+  """The subject folder of a protocol line (``s2\\VIS\\10117\\001.jpg`` -> "10117")."""
+  parts = entry.strip().split()[0].replace("\\", "/").split("/")
+  if len(parts) < 2:
+    raise ValueError(f"Protocol line {entry!r} is not <session>\\<NIR|VIS>\\<subject>\\<image>.")
+  return parts[-2]
+
+
+def read_list(data_dir: str, name: str) -> list[tuple[str, str]]:
+  """(image path, subject) of each non-empty line of protocols/<name>."""
+  with open(os.path.join(data_dir, "protocols", name)) as f:
+    entries = [line for line in f if line.strip()]
+  return [(resolve(data_dir, entry), subject_of(entry)) for entry in entries]
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def fold_scores(probe_raw: np.ndarray, probe_generated: np.ndarray, probe_subjects: np.ndarray,
+                gallery: np.ndarray, gallery_subjects: np.ndarray) -> dict[str, float]:
+  """Rank-1 and VR@FAR for raw NIR, generated and fused probes against a one-image-per-subject gallery.
+
+  Probes with no face (NaN embeddings) count as misses and as non-matching pairs.
+  """
+  from hallujax.metrics import identity
+  _, codes = np.unique(np.concatenate([probe_subjects, gallery_subjects]), return_inverse=True)
+  probe_subjects, gallery_subjects = codes[:len(probe_subjects)], codes[len(probe_subjects):]   # names -> ints
+  same = probe_subjects[:, None] == gallery_subjects[None, :]
+  results = {}
+  raw = np.asarray(identity.cosine_similarity_matrix(np.nan_to_num(probe_raw), gallery))
+  generated = np.asarray(identity.cosine_similarity_matrix(np.nan_to_num(probe_generated), gallery))
+  found = ~np.isnan(probe_generated).any(axis=1)
+  for name, scores in (("nir", raw), ("generated", generated), ("fused", (raw + generated) / 2.0)):
+    # A probe without a face: its own subject scores below every other (a miss at rank 1), and every one of
+    # its pairs is rejected in verification (cosines lie in [-1, 1]).
+    ranked = np.where(found[:, None], scores, np.where(same, -2.0, 2.0))
+    rank1 = identity.identification_rates_from_scores(ranked, probe_subjects, gallery_subjects, ranks=(1,))[1]
+    results[f"rank1_{name}"] = float(rank1)
+    verified = np.where(found[:, None], scores, -2.0).ravel()
+    for far, key in ((1e-2, "vr_at_far_1e-2"), (1e-3, "vr_at_far_1e-3")):
+      results[f"{key}_{name}"] = float(identity.verification_rate_at_far(verified, same.ravel(), far))
+  return results
+
+
+def summary_over_folds(per_fold: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
+  names = next(iter(per_fold.values())).keys()
+  return {name: {"mean": float(np.mean([fold[name] for fold in per_fold.values()])),
+                 "std": float(np.std([fold[name] for fold in per_fold.values()]))} for name in names}
+
+
+def markdown(summary: dict, per_fold: dict, notes: list[str]) -> str:
+  lines = ["# CASIA NIR-VIS 2.0 protocol (paper 001 Table 2)", "",
+           f"Folds: {', '.join(map(str, per_fold))}. Cells: mean ± std over folds.", "",
+           "| probe | Rank-1 | VR@FAR=1% | VR@FAR=0.1% |", "|---|---|---|---|"]
+  for name, label in (("nir", "raw NIR"), ("generated", "generated VIS"), ("fused", "fused (paper)")):
+    cells = [summary[f"{metric}_{name}"] for metric in ("rank1", "vr_at_far_1e-2", "vr_at_far_1e-3")]
+    lines.append(f"| {label} | " + " | ".join(f"{c['mean']:.4f} ± {c['std']:.4f}" for c in cells) + " |")
+  return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
+
+
+# ----------------------------------------------------------------------------- faces
+
+
+class Faces:
+  """Aligned crops of protocol images, with dlib landmarks cached by path."""
+
+  def __init__(self, model, mode: str, cache_path: str):
+    from hallujax import photos
+    self.photos, self.model, self.mode, self.cache_path = photos, model, mode, cache_path
+    self.cache = json.load(open(cache_path)) if os.path.isfile(cache_path) else {}
+    self.missing: list[str] = []
+
+  @functools.cached_property
+  def detector(self):
+    """dlib's detector and 68-point predictor, loaded only when an image is not in the cache."""
+    if self.mode == "detect":
+      return self.photos.Detector()
+    try:
+      return self.photos.Detector()
+    except ImportError:
+      return None   # aligned crops without dlib: no 68 points (the method's landmark input is zeros)
+
+  def landmarks(self, path: str, photo: np.ndarray) -> np.ndarray | None:
+    if path in self.cache:
+      return None if self.cache[path] is None else np.asarray(self.cache[path])
+    if self.mode == "detect":
+      faces = self.detector(photo)
+      points = faces[0].landmarks if faces else None
+    elif self.detector is not None:
+      import dlib
+      height, width = photo.shape[:2]
+      shape = self.detector.predictor(np.ascontiguousarray(photo), dlib.rectangle(0, 0, width - 1, height - 1))
+      points = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+    else:
+      points = None
+    self.cache[path] = None if points is None else points.tolist()
+    return points
+
+  def prepare(self, path: str):
+    """The PreparedFace of one image, or None when no face was found."""
+    photos = self.photos
+    photo = photos.read_photo(path)
+    points = self.landmarks(path, photo)
+    if self.mode == "aligned":   # the whole image is the crop; the 68 points (if any) feed the method
+      face, unit_matrix = photos.aligned_face(photo, self.model.template)
+      matrix = unit_matrix * self.model.output_size   # photo pixels -> aligned output pixels
+      if points is not None:
+        face = dataclasses.replace(face, landmarks=points)
+    elif points is None:
+      self.missing.append(path)
+      return None
+    else:
+      face = photos.Face(box=(0.0, 0.0, float(photo.shape[1]), float(photo.shape[0])), score=None, landmarks=points)
+      matrix = photos.face_matrix(points, self.model.template, self.model.output_size)
+    return photos.prepare_face(photo, face, matrix, self.model, "real")
+
+  def save(self) -> None:
+    os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
+    with open(self.cache_path, "w") as f:
+      json.dump(self.cache, f)
+
+
+def run_fold(fold: int, data_dir: str, model, faces: Faces, recognizer, batch_size: int) -> dict[str, float]:
+  gallery_list = read_list(data_dir, f"vis_gallery_{fold}.txt")
+  probe_list = read_list(data_dir, f"nir_probe_{fold}.txt")
+  gallery_crops = []
+  for path, _ in gallery_list:
+    prepared = faces.prepare(path)
+    if prepared is None:
+      raise ValueError(f"Fold {fold}: no face found in gallery image {path}; its subject cannot be matched. "
+                       "Use --faces aligned for pre-cropped images, or fix the image.")
+    gallery_crops.append(faces.photos.to_unit(prepared.crop))
+  gallery = np.asarray(recognizer(np.stack(gallery_crops)))
+  prepared_probes = [faces.prepare(path) for path, _ in probe_list]
+  size = model.output_size
+  raw = np.full((len(probe_list), gallery.shape[1]), np.nan, np.float32)
+  generated = np.full_like(raw, np.nan)
+  kept = [i for i, p in enumerate(prepared_probes) if p is not None]
+  for start in range(0, len(kept), batch_size):
+    indices = kept[start:start + batch_size]
+    inputs = np.stack([prepared_probes[i].input for i in indices])
+    landmarks = np.stack([prepared_probes[i].landmarks if prepared_probes[i].landmarks is not None
+                          else np.zeros((68, 2), np.float32) for i in indices])
+    padding = batch_size - len(indices)   # the compiled program has one batch size
+    outputs = model.run(np.concatenate([inputs, np.repeat(inputs[-1:], padding, 0)]),
+                        np.concatenate([landmarks, np.repeat(landmarks[-1:], padding, 0)]))[:len(indices)]
+    crops = np.stack([faces.photos.to_unit(faces.photos.grey(prepared_probes[i].crop)) for i in indices])
+    raw[indices] = np.asarray(recognizer(np.broadcast_to(crops, (len(indices), size, size, 3))))
+    generated[indices] = np.asarray(recognizer(outputs))
+  return fold_scores(raw, generated, np.array([s for _, s in probe_list]), gallery,
+                     np.array([s for _, s in gallery_list]))
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "The NIR → VIS training run (e.g. configs/pcfh.py).")
+  flags.DEFINE_string("data_dir", None, "CASIA NIR-VIS 2.0's root (s1..s4/ and protocols/).")
+  flags.DEFINE_list("folds", [], "Folds to run (default: every fold with both protocol files).")
+  flags.DEFINE_enum("faces", "detect", ["detect", "aligned"], "Find faces with dlib, or images are face crops.")
+  flags.DEFINE_integer("batch_size", 16, "Probes per compiled batch.")
+  flags.DEFINE_string("recognizer_config", None, "ArcFace config (configs/arcface.py[:variant]).")
+  flags.DEFINE_string("recognizer_workdir", None, "ArcFace run trained with that config.")
+  flags.DEFINE_string("arcface_weights", None, "insightface arcface_torch backbone.pth.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.workdir or not FLAGS.data_dir:
+    raise cli.UserError("Give --workdir=RUN (a NIR → VIS run) and --data_dir=NIR-VIS-2.0 (see --help).")
+  folds = [int(f) for f in FLAGS.folds] if FLAGS.folds else protocol_folds(FLAGS.data_dir)
+  from hallujax import evaluation, hallucinate
+  if FLAGS.recognizer_workdir:
+    recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
+  elif FLAGS.arcface_weights:
+    recognizer = evaluation.arcface_torch_recognizer(FLAGS.arcface_weights, (3, 4, 6, 3))
+  else:
+    raise cli.UserError("Give a recognizer: --recognizer_config + --recognizer_workdir, or --arcface_weights.")
+  model = hallucinate.load_model(FLAGS.workdir, None, None, batch_size=FLAGS.batch_size)
+  if model.input_channels != 1:
+    raise cli.UserError(f"{FLAGS.workdir} reads {model.input_channels}-channel inputs; the protocol's probes are "
+                        "NIR (one channel): give a NIR → VIS run (configs/pcfh.py).")
+  directory = os.path.join(FLAGS.workdir, "eval")
+  faces = Faces(model, FLAGS.faces, os.path.join(directory, "nir_vis_faces.json"))
+  per_fold = {}
+  try:
+    for fold in folds:
+      per_fold[fold] = run_fold(fold, FLAGS.data_dir, model, faces, recognizer, FLAGS.batch_size)
+      print(f"fold {fold}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[fold].items()), flush=True)
+  finally:
+    faces.save()
+  summary = summary_over_folds(per_fold)
+  notes = [f"Run {model.name}; faces: {FLAGS.faces}; probes without a face: {len(faces.missing)} "
+           "(counted as misses).", "Raw NIR probes are the aligned grey crops, repeated over RGB."]
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "nir_vis_protocol.json"), "w") as f:
+    json.dump({"folds": per_fold, "summary": summary, "missing_faces": faces.missing}, f, indent=2)
+  text = markdown(summary, per_fold, notes)
+  with open(os.path.join(directory, "nir_vis_protocol.md"), "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  define_flags()
+  cli.run(main)
