@@ -420,6 +420,10 @@ class IteratorStateRecorder:
   def restore(self, state: bytes) -> None:
     self._iterator.set_state(json.loads(state.decode()))
 
+  def close(self) -> None:
+    """Stops grain's worker processes (config.data.worker_count > 0) and frees their shared memory."""
+    getattr(self._iterator, "close", lambda: None)()
+
 
 class SavedIteratorState:
   """The duck-typed iterator that grain's orbax CheckpointHandler saves and restores."""

@@ -93,8 +93,9 @@ def resize_example(example: dict, size: int) -> dict:
 
 
 def original_bytes(source, index: int, example: dict, encoding: str):
-  """{"target": (bytes, box)} (and "input" for same-view examples) when the record can hold the
-  source file's JPEG bytes for this example, else {} (PNG); with encoding "jpeg" an error instead."""
+  """{"target": (file bytes, crop box)} when the record can hold the source file's JPEG bytes for this
+  example (checked: they decode to its pixels; a same-view "input" then refers to them), else {} (PNG);
+  with encoding "jpeg" an error instead of {}."""
   if encoding == "png":
     return {}
   original = getattr(source, "original", lambda index: None)(index)
