@@ -56,8 +56,9 @@ class Row:
   config:  the training config spec, without ``seed=`` (e.g. ``configs/pcfh.py:smoke,ablation=wo_mic``).
   column:  which images of the run the row scores: "output" (the method's result), "bicubic", or
            any other column of the method's ``hallucinate`` (e.g. VividGAN's "coarse").
-  from_eval_step: table metric -> a key of the method's own ``eval_step`` means to read instead
-           (e.g. PCFH's "LightCNN on raw NIR" row: {"rank1": "rank1_nir"}).
+  from_eval_step: (table metric, key) pairs: the row's figures are the method's own ``eval_step`` means
+           under those keys, and only those (e.g. VPFL's "Local Only C1": (("psnr", "client0_psnr"),)); its
+           other metrics stay empty, since evaluate's image rows describe other images.
   """
   label: str
   config: str
@@ -270,8 +271,8 @@ def row_values(report: dict, row: Row, metrics: tuple[str, ...]) -> dict[str, fl
   own = report["eval_step"] if row.column == "output" else {}
   values = {}
   for metric in metrics:
-    if metric in renamed:
-      values[metric] = report["eval_step"].get(renamed[metric])
+    if renamed:
+      values[metric] = report["eval_step"].get(renamed[metric]) if metric in renamed else None
     else:
       values[metric] = entry.get(metric, own.get(metric))
   return {metric: float(value) for metric, value in values.items() if value is not None}

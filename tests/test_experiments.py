@@ -25,7 +25,8 @@ def write_table_file(directory, order=("A", "B")):
 from hallujax.experiments import Row, Table
 def table():
   return Table(name="toy", title="Toy table", paper="none", budget="3 steps",
-               rows=(Row("A", "{SPEC}"), Row("B", "{OTHER}"), Row("bicubic", "{SPEC}", column="bicubic")),
+               rows=(Row("A", "{SPEC}"), Row("B", "{OTHER}"), Row("bicubic", "{SPEC}", column="bicubic"),
+                     Row("A's own", "{SPEC}", from_eval_step=(("psnr", "own_psnr"),))),
                metrics=("psnr", "rank1"), order={order!r}, order_metric="psnr", eval_examples=40, recognizer="")
 ''')
 
@@ -46,7 +47,7 @@ class FakeCommands:
     else:
       seed = int(workdir.rsplit("_", 1)[1])
       psnr = 20.0 + seed - ((1.0, 0.1, 0.1)[seed] if "margin" in workdir else 0.0)
-      report = {"workdir": workdir, "eval_step": {"rank1": 0.5},
+      report = {"workdir": workdir, "eval_step": {"rank1": 0.5, "own_psnr": 30.0 + seed},
                 "rows": {f"seed_{seed}": {"psnr": psnr}, "bicubic": {"psnr": 10.0}}}
       os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
       with open(os.path.join(workdir, "eval", "step_3_test.json"), "w") as f:
@@ -95,6 +96,7 @@ def test_a_table_runs_once_resumes_without_rework_and_reports(toy):
   markdown = experiments.write_report(table, seeds, str(root / "runs_root"), str(root / "out"), "cmd", None)
   assert "| A | 21 ± 1 [±2.5] |" in markdown   # PSNR 20, 21, 22: mean 21, std 1, t(2)·1/√3 = 2.48
   assert "| bicubic | 10 ± 0 [±0] | — |" in markdown   # the method's own figures describe its output only
+  assert "| A's own | 31 ± 1 [±2.5] | — |" in markdown    # eval_step figures only, and only those named
   assert "A > B on psnr: holds in every seed, within noise — 3/3 seeds, mean paired difference +0.400 ± 1.291 (95%)" in markdown
   saved = json.load(open(root / "out" / "toy.json"))
   assert saved["per_seed"]["B"]["psnr"] == pytest.approx([19.0, 20.9, 21.9])
