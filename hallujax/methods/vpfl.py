@@ -57,9 +57,7 @@ from hallujax.federated import aggregation
 from hallujax.federated.partition import site_count, site_of_client
 from hallujax.methods import CLIENT_BATCH_AXES, Method
 from hallujax.methods import vpgan
-from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
-from hallujax.models.vpgan import synthesize
 
 TRAINED = vpgan.TRAINED   # ("encoder", "discriminator"): every trained network is aggregated
 STRATEGIES = {
@@ -133,39 +131,14 @@ def local_update(config) -> LocalUpdate:
   """The local VPGAN step of Eq. 7 with Eq. 5's losses, plus MPR (Eq. 9) or FedProx by the strategy."""
   federation = Federation.of(config)
   base = vpgan.make(config)          # frozen networks (prior, VGG, ArcFace), eval_step, hallucinate
-  nets = vpgan.networks(config)
-  encoder, discriminator, vgg, arcface = nets["encoder"], nets["discriminator"], nets["vgg"], nets["arcface"]
-  prior = nets.get("prior")
+  parts = vpgan.functions(config)    # VPGAN's networks and losses (Eq. 2–6); the federated terms are added here
+  encoder = vpgan.networks(config)["encoder"]
   optimizers = optim.make_all(config.optim, TRAINED)
   loss = config.loss
-  perceptual_layers = tuple(config.model.perceptual_layers)
-  identity_size = config.model.arcface.image_size
-  output_size, input_size = config.data.target_size, config.data.input_size
-  channels = config.data.input_channels
-
-  def init_params(rng) -> dict:
-    encoder_key, discriminator_key = jax.random.split(bit_generator_key(rng))
-    return dict(
-        encoder=encoder.init(encoder_key, jnp.zeros((1, input_size, input_size, channels)))["params"],
-        discriminator=discriminator.init(discriminator_key, jnp.zeros((1, output_size, output_size, 3)))["params"])
 
   def init_opt_state(params) -> dict:
     return {name: optimizers[name].init(params[name]) for name in TRAINED}
 
-  def image_of(encoded, frozen):
-    return encoded["image"] if prior is None else synthesize(prior, frozen["prior"], encoded)
-
-  def generate(encoder_params, frozen, thermal):
-    return image_of(encoder.apply({"params": encoder_params}, thermal), frozen)
-
-  def discriminate(discriminator_params, images):
-    return discriminator.apply({"params": discriminator_params}, images)
-
-  def identity_features(frozen, images):
-    return arcface.apply(frozen["arcface"], vpgan.resize_square(images, identity_size), train=False)
-
-  # The losses below are VPGAN's (hallujax.methods.vpgan, Eq. 5-6), term for term; the federated terms are
-  # added to them. tests/test_vpfl.py checks that with no federated term one client's step is VPGAN's step.
   def encode_with_global(encoder_params, global_encoder_params, thermal):
     """(local codes, global codes): one program over both parameter sets (a vmap over the pair).
 
@@ -181,22 +154,14 @@ def local_update(config) -> LocalUpdate:
     return (jax.tree.map(lambda leaf: leaf[0], both),
             jax.tree.map(lambda leaf: jax.lax.stop_gradient(leaf[1]), both))
 
+  # tests/test_vpfl.py checks that with no federated term one client's step is VPGAN's step.
   def generator_loss(encoder_params, discriminator_params, global_encoder_params, frozen, batch):
     if federation.mpr_weight > 0:
       encoded, global_encoded = encode_with_global(encoder_params, global_encoder_params, batch["input"])
     else:
-      encoded = encoder.apply({"params": encoder_params}, batch["input"])
-    output = image_of(encoded, frozen)
-    target = batch["target"]
-    l1 = jnp.mean(jnp.abs(output - target))
-    adversarial = jnp.mean(jax.nn.softplus(-discriminate(discriminator_params, output)))
-    perceptual = vpgan.feature_distance(vgg.apply(frozen["vgg"], output),
-                                        jax.lax.stop_gradient(vgg.apply(frozen["vgg"], target)), perceptual_layers)
-    identity = jnp.mean(jnp.abs(identity_features(frozen, output)
-                                - jax.lax.stop_gradient(identity_features(frozen, target))))
-    total = (loss.l1 * l1 + loss.adversarial * adversarial + loss.perceptual * perceptual
-             + loss.identity * identity)
-    metrics = dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual, loss_identity=identity)
+      encoded = parts.encode(encoder_params, batch["input"])
+    total, metrics = parts.generator_terms(parts.image_of(encoded, frozen), batch["target"], discriminator_params,
+                                           frozen)
     if federation.mpr_weight > 0:
       # Eq. 9: the global model's codes on the same input (encode_with_global), constants for this update.
       mpr = aggregation.mpr_term(encoded, global_encoded, federation.mpr_weight, federation.mpr_reduction)
@@ -212,20 +177,12 @@ def local_update(config) -> LocalUpdate:
     return total, metrics
 
   def discriminator_loss(discriminator_params, global_discriminator_params, real, fake):
-    logits = discriminate(discriminator_params, jnp.concatenate([real, fake]))
-    real_logits, fake_logits = jnp.split(logits, 2)
-    value = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
-    metrics = dict(loss_discriminator=value, real_logit=jnp.mean(real_logits), fake_logit=jnp.mean(fake_logits))
+    value, metrics = parts.discriminator_loss(discriminator_params, real, fake)
     if federation.proximal_weight > 0:
       proximal = aggregation.fedprox_term(discriminator_params, global_discriminator_params,
                                           federation.proximal_weight)
       value, metrics["loss_proximal_discriminator"] = value + proximal, proximal
     return value, metrics
-
-  def r1_loss(discriminator_params, real):
-    gradients = jax.grad(lambda images: jnp.sum(discriminate(discriminator_params, images)))(real)
-    penalty = jnp.mean(jnp.sum(jnp.square(gradients.astype(jnp.float32)), axis=(1, 2, 3)))
-    return loss.r1_gamma / 2 * loss.r1_every * penalty, dict(r1_penalty=penalty)
 
   def client_step(params, opt_state, global_params, frozen, batch, *, r1: bool):
     """One client's local update (Eq. 7 on Eq. 5 [+ Eq. 9 / FedProx]); Θ^q (`global_params`) is only read."""
@@ -234,12 +191,12 @@ def local_update(config) -> LocalUpdate:
       return dict(params, **{name: new}), dict(opt_state, **{name: state})
 
     real = batch["target"]
-    fake = jax.lax.stop_gradient(generate(params["encoder"], frozen, batch["input"]))
+    fake = jax.lax.stop_gradient(parts.generate(params["encoder"], frozen, batch["input"]))
     gradients, metrics = jax.grad(discriminator_loss, has_aux=True)(
         params["discriminator"], global_params["discriminator"], real, fake)
     params, opt_state = update(params, opt_state, "discriminator", gradients)
     if r1:
-      gradients, r1_metrics = jax.grad(r1_loss, has_aux=True)(params["discriminator"], real)
+      gradients, r1_metrics = jax.grad(parts.r1_loss, has_aux=True)(params["discriminator"], real)
       params, opt_state = update(params, opt_state, "discriminator", gradients)
       metrics.update(r1_metrics)
     gradients, generator_metrics = jax.grad(generator_loss, has_aux=True)(
@@ -251,8 +208,8 @@ def local_update(config) -> LocalUpdate:
   def uses_r1(step: int) -> bool:
     return loss.r1_every > 0 and step % loss.r1_every == 0
 
-  return LocalUpdate(init_params=init_params, init_opt_state=init_opt_state, client_step=client_step,
-                     uses_r1=uses_r1, generate=generate, vpgan=base, federation=federation)
+  return LocalUpdate(init_params=parts.init_params, init_opt_state=init_opt_state, client_step=client_step,
+                     uses_r1=uses_r1, generate=parts.generate, vpgan=base, federation=federation)
 
 
 def aggregate(state: VPFLState, optimizer_state_rule: str, weights=None) -> VPFLState:
@@ -348,18 +305,14 @@ def make(config) -> Method:
 
   def image_values(images, frozen, batch) -> dict:
     target = batch["target"]
-    identity = lambda x: arcface_features(frozen, x)
+    identity = lambda x: identity_features(frozen, x)
     features, target_features = identity(images), identity(target)
     return {"l1": jnp.mean(jnp.abs(images - target), axis=(1, 2, 3)),
             "psnr": psnr_from_unit_range(images, target), "ssim": ssim_from_unit_range(images, target),
             "arcface_cosine": jnp.sum(features * target_features, axis=-1) / (
                 jnp.linalg.norm(features, axis=-1) * jnp.linalg.norm(target_features, axis=-1) + 1e-8)}
 
-  arcface = vpgan.networks(config)["arcface"]
-
-  def arcface_features(frozen, images):
-    return arcface.apply(frozen["arcface"], vpgan.resize_square(images, config.model.arcface.image_size),
-                         train=False)
+  identity_features = vpgan.functions(config).identity_features
 
   def per_site(values_of, prefix: str, batch) -> dict:
     """`values_of(site batch)` for each site as site<s>_<name>, and over all sites as <name>."""

@@ -18,8 +18,10 @@ One training step (named "train", or "train_r1" on the lazy-R1 steps):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+from typing import Callable
 
 import flax
 import jax
@@ -188,14 +190,96 @@ def to_rgb(images: jax.Array) -> jax.Array:
   return jnp.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
-def make(config) -> Method:
-  check_config(config)
+@dataclasses.dataclass(frozen=True)
+class Functions:
+  """VPGAN's networks and losses as pure functions (Eq. 2–6), shared with VPFL's local update.
+
+  encode(encoder_params, thermal) -> the encoder's outputs (codes, γ/β features, or "image" w/o VP);
+  image_of(encoded, frozen) -> the output image (the frozen prior driven by the codes, or the encoder's own);
+  generator_terms(output, target, discriminator_params, frozen) -> (Eq. 5's sum, its terms);
+  discriminator_loss(discriminator_params, real, fake), r1_loss(discriminator_params, real) -> (value, metrics).
+  """
+  init_params: Callable
+  encode: Callable
+  image_of: Callable
+  generate: Callable
+  discriminate: Callable
+  identity_features: Callable
+  generator_terms: Callable
+  discriminator_loss: Callable
+  r1_loss: Callable
+
+
+def functions(config) -> Functions:
   nets = networks(config)
   encoder, discriminator, vgg, arcface = nets["encoder"], nets["discriminator"], nets["vgg"], nets["arcface"]
   prior = nets.get("prior")
-  optimizers = optim.make_all(config.optim, TRAINED)
   loss = config.loss
   perceptual_layers = tuple(config.model.perceptual_layers)
+  identity_size = config.model.arcface.image_size
+  output_size, input_size = config.data.target_size, config.data.input_size
+  channels = config.data.input_channels
+
+  # Initializers draw through XLA's RngBitGenerator: threefry's per-parameter hash programs take
+  # tens of seconds to compile on a CPU.
+  def init_params(rng) -> dict:
+    encoder_key, discriminator_key = jax.random.split(bit_generator_key(rng))
+    return dict(
+        encoder=encoder.init(encoder_key, jnp.zeros((1, input_size, input_size, channels)))["params"],
+        discriminator=discriminator.init(discriminator_key, jnp.zeros((1, output_size, output_size, 3)))["params"])
+
+  def encode(encoder_params, thermal) -> dict:
+    return encoder.apply({"params": encoder_params}, thermal)
+
+  def image_of(encoded, frozen) -> jax.Array:
+    return encoded["image"] if prior is None else synthesize(prior, frozen["prior"], encoded)
+
+  def generate(encoder_params, frozen, thermal) -> jax.Array:
+    return image_of(encode(encoder_params, thermal), frozen)
+
+  def discriminate(discriminator_params, images) -> jax.Array:
+    return discriminator.apply({"params": discriminator_params}, images)
+
+  def identity_features(frozen, images) -> jax.Array:
+    return arcface.apply(frozen["arcface"], resize_square(images, identity_size), train=False)
+
+  def generator_terms(output, target, discriminator_params, frozen):
+    """Eq. 5: L1 + λa·softplus(−D(G(x))) + λb·L_p + λc·L_id (Eq. 6: mean absolute feature differences)."""
+    l1 = jnp.mean(jnp.abs(output - target))
+    adversarial = jnp.mean(jax.nn.softplus(-discriminate(discriminator_params, output)))
+    perceptual = feature_distance(vgg.apply(frozen["vgg"], output),
+                                  jax.lax.stop_gradient(vgg.apply(frozen["vgg"], target)), perceptual_layers)
+    identity = jnp.mean(jnp.abs(identity_features(frozen, output)
+                                - jax.lax.stop_gradient(identity_features(frozen, target))))
+    total = (loss.l1 * l1 + loss.adversarial * adversarial + loss.perceptual * perceptual
+             + loss.identity * identity)
+    return total, dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual, loss_identity=identity)
+
+  def discriminator_loss(discriminator_params, real, fake):
+    logits = discriminate(discriminator_params, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
+    value = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
+    return value, dict(loss_discriminator=value, real_logit=jnp.mean(real_logits),
+                       fake_logit=jnp.mean(fake_logits))
+
+  def r1_loss(discriminator_params, real):
+    """Lazy R1 (StyleGAN2 §B): γ/2 · k · E‖∇_y D(y)‖² on real images."""
+    gradients = jax.grad(lambda images: jnp.sum(discriminate(discriminator_params, images)))(real)
+    penalty = jnp.mean(jnp.sum(jnp.square(gradients.astype(jnp.float32)), axis=(1, 2, 3)))
+    return loss.r1_gamma / 2 * loss.r1_every * penalty, dict(r1_penalty=penalty)
+
+  return Functions(init_params=init_params, encode=encode, image_of=image_of, generate=generate,
+                   discriminate=discriminate, identity_features=identity_features, generator_terms=generator_terms,
+                   discriminator_loss=discriminator_loss, r1_loss=r1_loss)
+
+
+def make(config) -> Method:
+  check_config(config)
+  nets = networks(config)
+  vgg, arcface, prior = nets["vgg"], nets["arcface"], nets.get("prior")
+  parts = functions(config)
+  optimizers = optim.make_all(config.optim, TRAINED)
+  loss = config.loss
   identity_size = config.model.arcface.image_size
   output_size, input_size = config.data.target_size, config.data.input_size
   channels = config.data.input_channels
@@ -203,13 +287,8 @@ def make(config) -> Method:
 
   # ------------------------------------------------------------------- state
 
-  # Initializers draw through XLA's RngBitGenerator: threefry's per-parameter hash programs take
-  # tens of seconds to compile on a CPU.
   def init(rng) -> VPGANState:
-    encoder_key, discriminator_key = jax.random.split(bit_generator_key(rng))
-    params = dict(
-        encoder=encoder.init(encoder_key, jnp.zeros((1, input_size, input_size, channels)))["params"],
-        discriminator=discriminator.init(discriminator_key, jnp.zeros((1, output_size, output_size, 3)))["params"])
+    params = parts.init_params(rng)
     opt_state = {name: optimizers[name].init(params[name]) for name in TRAINED}
     return VPGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
@@ -273,44 +352,12 @@ def make(config) -> Method:
 
   # ------------------------------------------------------------------- generation and losses
 
-  def generate(encoder_params, frozen, thermal) -> jax.Array:
-    encoded = encoder.apply({"params": encoder_params}, thermal)
-    if prior is None:
-      return encoded["image"]
-    return synthesize(prior, frozen["prior"], encoded)
-
-  def discriminate(discriminator_params, images) -> jax.Array:
-    return discriminator.apply({"params": discriminator_params}, images)
-
-  def identity_features(frozen, images) -> jax.Array:
-    return arcface.apply(frozen["arcface"], resize_square(images, identity_size), train=False)
+  generate, identity_features = parts.generate, parts.identity_features
 
   def generator_loss(encoder_params, discriminator_params, frozen, batch):
     output = generate(encoder_params, frozen, batch["input"])
-    target = batch["target"]
-    l1 = jnp.mean(jnp.abs(output - target))
-    adversarial = jnp.mean(jax.nn.softplus(-discriminate(discriminator_params, output)))
-    perceptual = feature_distance(vgg.apply(frozen["vgg"], output),
-                                  jax.lax.stop_gradient(vgg.apply(frozen["vgg"], target)), perceptual_layers)
-    identity = jnp.mean(jnp.abs(identity_features(frozen, output)
-                                - jax.lax.stop_gradient(identity_features(frozen, target))))
-    total = (loss.l1 * l1 + loss.adversarial * adversarial + loss.perceptual * perceptual
-             + loss.identity * identity)
-    return total, dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual,
-                       loss_identity=identity, loss_generator=total)
-
-  def discriminator_loss(discriminator_params, real, fake):
-    logits = discriminate(discriminator_params, jnp.concatenate([real, fake]))
-    real_logits, fake_logits = jnp.split(logits, 2)
-    value = jnp.mean(jax.nn.softplus(fake_logits)) + jnp.mean(jax.nn.softplus(-real_logits))
-    return value, dict(loss_discriminator=value, real_logit=jnp.mean(real_logits),
-                       fake_logit=jnp.mean(fake_logits))
-
-  def r1_loss(discriminator_params, real):
-    """Lazy R1 (StyleGAN2 §B): γ/2 · k · E‖∇_y D(y)‖² on real images."""
-    gradients = jax.grad(lambda images: jnp.sum(discriminate(discriminator_params, images)))(real)
-    penalty = jnp.mean(jnp.sum(jnp.square(gradients.astype(jnp.float32)), axis=(1, 2, 3)))
-    return loss.r1_gamma / 2 * loss.r1_every * penalty, dict(r1_penalty=penalty)
+    total, metrics = parts.generator_terms(output, batch["target"], discriminator_params, frozen)
+    return total, dict(metrics, loss_generator=total)
 
   def update(state: VPGANState, name: str, gradients) -> VPGANState:
     params, opt_state = optim.apply_update(optimizers[name], state.params[name], state.opt_state[name], gradients)
@@ -321,10 +368,10 @@ def make(config) -> Method:
     del rng   # every computation is deterministic (fixed noise maps, no dropout)
     real = batch["target"]
     fake = jax.lax.stop_gradient(generate(state.params["encoder"], frozen, batch["input"]))
-    gradients, metrics = jax.grad(discriminator_loss, has_aux=True)(state.params["discriminator"], real, fake)
+    gradients, metrics = jax.grad(parts.discriminator_loss, has_aux=True)(state.params["discriminator"], real, fake)
     state = update(state, "discriminator", gradients)
     if r1:
-      gradients, r1_metrics = jax.grad(r1_loss, has_aux=True)(state.params["discriminator"], real)
+      gradients, r1_metrics = jax.grad(parts.r1_loss, has_aux=True)(state.params["discriminator"], real)
       state = update(state, "discriminator", gradients)
       metrics.update(r1_metrics)
     # Only the encoder's parameters are differentiated: the prior, VGG and ArcFace are constants here.
