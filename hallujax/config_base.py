@@ -44,8 +44,16 @@ def base_config() -> ml_collections.ConfigDict:
       clients=0,               # federated methods: K clients, each reading its own partition of a split;
                                # batches are then (K, batch_size, ...) (hallujax.data.pipeline)
       client_partition="interleaved",
-      worker_count=0,          # grain worker processes (0 = in the main process)
+      worker_count=-1,         # grain worker processes decoding/degrading (0 = in the main process; -1 = every
+                               # core but two, at most 32, on an accelerator host, 0 on a CPU backend)
+      worker_buffer_size=2,    # batches each worker keeps ready
+      read_threads=4,          # threads reading records inside each worker ...
+      read_buffer=4,           # ... and the batches they prefetch
       prefetch=2,              # batches prefetched to the device
+      # Random input degradations after downsampling (hallujax.data.pipeline): (low, high) ranges drawn per
+      # example from the seed and its global position; (0, 0) switches a kind off.
+      degradation=ml_collections.ConfigDict(dict(blur_sigma=(0.0, 0.0), noise_sigma=(0.0, 0.0),
+                                                 jpeg_quality=(0, 0))),
   ))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16,           # global batch, split over the mesh's data axis

@@ -448,11 +448,13 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     if stop_now:
       checkpointer.close()
       writer.close()
+      data.close()
       raise Interrupted(f"Stopped at step {step}: saved {checkpointer.path(step)}; run the same command to resume.")
 
   flush()
   writer.close()
   checkpointer.close()
+  data.close()   # stops grain's worker processes (their shared memory is released)
   return TrainResult(state=state, history=history, evaluation=evaluation)
 
 
