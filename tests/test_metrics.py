@@ -133,3 +133,12 @@ def test_fused_scores_rank_like_paper_001():
   rank1 = lambda scores: float(identity.identification_rates_from_scores(scores, identities, identities, (1,))[1])
   assert rank1(generated) == 0.5 and rank1(original) == 0.5
   assert rank1((generated + original) / 2) == 1.0
+
+
+def test_roc_auc_at_an_evaluations_million_pairs_matches_mann_whitney():
+  from scipy.stats import mannwhitneyu
+  rng = np.random.default_rng(4)
+  same = rng.random(1_000_000) < 0.05            # 50k genuine × 950k impostor pairs: beyond int32 when multiplied
+  scores = np.where(same, rng.normal(0.5, 1.0, same.size), rng.normal(0.0, 1.0, same.size)).astype(np.float32)
+  expected = mannwhitneyu(scores[same], scores[~same]).statistic / (same.sum() * (~same).sum())
+  assert float(identity.roc_auc(scores, same)) == pytest.approx(expected, abs=1e-4)

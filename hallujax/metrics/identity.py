@@ -77,10 +77,11 @@ def roc_auc(scores: jax.Array, same_identity: jax.Array) -> jax.Array:
   below = jnp.searchsorted(sorted_scores, scores, side="left")
   at_or_below = jnp.searchsorted(sorted_scores, scores, side="right")
   mid_ranks = (below + at_or_below + 1) / 2.0
-  positives = jnp.sum(genuine)
+  # In float32 and as a mean rank: positives × negatives overflows int32 at an evaluation's million pairs.
+  positives = jnp.sum(genuine).astype(jnp.float32)
   negatives = scores.shape[0] - positives
-  rank_sum = jnp.sum(jnp.where(genuine, mid_ranks, 0.0))
-  return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+  mean_rank = jnp.sum(jnp.where(genuine, mid_ranks, 0.0)) / positives
+  return (mean_rank - (positives + 1.0) / 2.0) / negatives
 
 
 @functools.partial(jax.jit, static_argnames=("false_accept_rate",))
