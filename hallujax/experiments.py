@@ -17,7 +17,7 @@ Resumable: a run whose checkpoint is complete is not retrained (``hallujax.train
 answers at once) and a run whose evaluation exists is not re-evaluated, so an
 interrupted table picks up where it stopped. Each run is a subprocess of
 ``python -m hallujax.train`` / ``python -m hallujax.evaluate``, one at a time:
-exactly the commands a user would type, logged next to the run.
+exactly the commands a user would type, logged next to the run (RUN.train.log, RUN.evaluate.log).
 
 Identity columns come from a recognizer the methods never trained with: an
 in-project ArcFace run (``Table.recognizer``, trained once under
@@ -200,7 +200,12 @@ def evaluation_path(run: Run) -> str | None:
   return path if os.path.isfile(path) else None
 
 
-def record(run: Run, stage: str, command: list[str], code: int, seconds: float) -> None:
+def execute(run: Run, stage: str, command: list[str]) -> bool:
+  """Runs one stage ("train" or "evaluate") of `run`, logged to RUN.<stage>.log and recorded, with its wall
+  time, in RUN/experiment.json; False when it failed."""
+  print(f"  {stage:8s} {run.workdir}", flush=True)
+  log_path = f"{run.workdir}.{stage}.log"
+  code, seconds = run_logged(command, log_path)
   os.makedirs(run.workdir, exist_ok=True)
   path = os.path.join(run.workdir, "experiment.json")
   entries = json.load(open(path)) if os.path.isfile(path) else {}
@@ -208,6 +213,9 @@ def record(run: Run, stage: str, command: list[str], code: int, seconds: float) 
                     "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
   with open(path, "w") as f:
     json.dump(entries, f, indent=2)
+  if code != 0:
+    print(f"  FAILED   exit {code}, see {log_path}", flush=True)
+  return code == 0
 
 
 def train(run: Run) -> bool:
@@ -215,25 +223,13 @@ def train(run: Run) -> bool:
   config = cli.load_config_file(run.train_spec)
   if (cli.finished_step(run.workdir) or -1) >= config.train.steps:
     return True
-  command = train_command(run)
-  print(f"  train    {run.workdir}", flush=True)
-  code, seconds = run_logged(command, run.workdir + ".train.log")
-  record(run, "train", command, code, seconds)
-  if code != 0:
-    print(f"  FAILED   exit {code}, see {run.workdir}.train.log", flush=True)
-  return code == 0
+  return execute(run, "train", train_command(run))
 
 
 def evaluate(run: Run, table: Table, recognizer: Run | None) -> bool:
   if evaluation_path(run) is not None and identity_present(run, recognizer):
     return True
-  command = evaluate_command(run, table, recognizer)
-  print(f"  evaluate {run.workdir}", flush=True)
-  code, seconds = run_logged(command, run.workdir + ".eval.log")
-  record(run, "evaluate", command, code, seconds)
-  if code != 0:
-    print(f"  FAILED   exit {code}, see {run.workdir}.eval.log", flush=True)
-  return code == 0
+  return execute(run, "evaluate", evaluate_command(run, table, recognizer))
 
 
 def identity_present(run: Run, recognizer: Run | None) -> bool:

@@ -9,9 +9,9 @@ run's evaluate rows have them (the models that make one image per input).
 Budget: the smoke variant (16² → 64², 8 clients × 40 steps of batch 4, P = 10 local steps per round).
 """
 
+from configs.tables.vpgan_table5 import PREREQUISITES, WEIGHTS
 from hallujax.experiments import Row, Table
 
-WEIGHTS = "weights.prior={prior},weights.arcface={arcface}"
 SITES = ("psnr", "site0_psnr", "site1_psnr")
 
 
@@ -27,9 +27,7 @@ def table() -> Table:
       paper="paper 000 §4.3, Table 6 (VIS-TH, ARL-VTF and their average)",
       budget="configs/vpfl.py:smoke — 16² thermal → 64² visible, 8 clients × 40 steps of batch 4, rounds of "
              "P = 10 local steps, the 64² in-project prior of vpgan_table5",
-      prerequisites=(("prior", "configs/vpgan.py:prior_smoke,train.steps=1200"),
-                     ("arcface", "configs/arcface.py:smoke,data.num_identities=64,train.steps=1500,"
-                                 "train.eval_every=500,train.checkpoint_every=500")),
+      prerequisites=PREREQUISITES,
       rows=(
           Row("Local Only C1", local, from_eval_step=eval_step("client0_")),
           Row("Local Only C5", local, from_eval_step=eval_step("client4_")),

@@ -8,9 +8,13 @@ visible faces (configs/vpgan.py:prior_smoke, 1,200 steps of batch 8), 300 steps 
 
 from hallujax.experiments import Row, Table
 
-# The identity loss's ArcFace (λc, Eq. 6) is a training input, trained once here; the table's
-# identity columns use a different recognizer (Table.recognizer) that no VPGAN run saw.
-BASE = "configs/vpgan.py:smoke,weights.prior={prior},weights.arcface={arcface}"
+# The prior and the identity loss's ArcFace (λc, Eq. 6) are training inputs, trained once; the table's
+# identity columns use a different recognizer (Table.recognizer) that no VPGAN run saw. VPFL's table shares them.
+PREREQUISITES = (("prior", "configs/vpgan.py:prior_smoke,train.steps=1200"),
+                 ("arcface", "configs/arcface.py:smoke,data.num_identities=64,train.steps=1500,"
+                             "train.eval_every=500,train.checkpoint_every=500"))
+WEIGHTS = "weights.prior={prior},weights.arcface={arcface}"
+BASE = f"configs/vpgan.py:smoke,{WEIGHTS}"
 
 
 def table() -> Table:
@@ -20,8 +24,7 @@ def table() -> Table:
       paper="paper 000 §4.2, Table 5 (VIS-TH: Rank-1 and Deg.)",
       budget="configs/vpgan.py:smoke — 16² thermal → 64² visible, 300 steps of batch 4, a 64² StyleGAN2 "
              "prior trained in-project (configs/vpgan.py:prior_smoke)",
-      prerequisites=(("prior", "configs/vpgan.py:prior_smoke,train.steps=1200"),
-                     ("arcface", "configs/arcface.py:smoke,data.num_identities=64,train.steps=1500,train.eval_every=500,train.checkpoint_every=500")),
+      prerequisites=PREREQUISITES,
       rows=(
           Row("bicubic", BASE, column="bicubic"),
           Row("VPGAN w/o VP", f"{BASE},ablation=wo_vp"),

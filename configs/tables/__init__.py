@@ -1,0 +1,1 @@
+"""Results tables for ``python -m hallujax.experiments TABLE``: one file per table, ``def table() -> Table``."""
