@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from hallujax import photos
+from hallujax.data import nir_vis
 from hallujax.tools import nir_vis_protocol as protocol
 
 SUBJECTS = ("10117", "10118", "10119", "10120", "10121")
@@ -64,14 +65,14 @@ def pooled_features(images):
 
 
 def test_protocol_files_are_read_as_the_release_writes_them(casia):
-  assert protocol.protocol_folds(casia) == [1, 2]
-  probes = protocol.read_list(casia, "nir_probe_1.txt")
+  assert nir_vis.protocol_folds(casia) == [1, 2]
+  probes = nir_vis.read_list(casia, "nir_probe_1.txt")
   assert len(probes) == 15 and probes[0][1] == "10117"
   assert probes[0][0].endswith(os.path.join("s2", "NIR", "10117", "000.bmp"))   # listed .jpg, found .bmp
   with pytest.raises(FileNotFoundError, match="s9/VIS/1/001.jpg .listed in the protocol. is not under"):
-    protocol.resolve(casia, "s9\\VIS\\1\\001.jpg")
-  with pytest.raises(FileNotFoundError, match="has no protocols/ directory"):
-    protocol.protocol_folds(os.path.dirname(casia))
+    nir_vis.resolve(casia, "s9\\VIS\\1\\001.jpg")
+  with pytest.raises(FileNotFoundError, match="no protocols/ directory"):
+    nir_vis.protocol_folds(os.path.dirname(casia))
 
 
 def test_fused_scores_and_faceless_probes():

@@ -32,6 +32,7 @@ SOURCES = {
     "lfw_folder": "hallujax.data.folders:LfwFolder",
     "image_folder": "hallujax.data.folders:ImageFolder",
     "paired_folder": "hallujax.data.folders:PairedFolder",
+    "casia_nir_vis": "hallujax.data.nir_vis:CasiaNirVisFolder",
     "prepared": "hallujax.data.prepare:PreparedSource",
 }
 

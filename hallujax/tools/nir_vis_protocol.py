@@ -6,20 +6,14 @@ image per subject is the gallery; every NIR probe is turned visible by the run; 
 FAR = 1% and 0.1% are measured for the raw NIR probe, the generated image, and the paper's fusion
 (the mean of the raw pair's and the generated pair's scores); the table gives mean ± std over folds.
 
-The layout (the official release)::
-
-    NIR-VIS-2.0/s1 … s4/NIR/<subject>/<n>.bmp
-    NIR-VIS-2.0/s1 … s4/VIS/<subject>/<n>.jpg
-    NIR-VIS-2.0/protocols/vis_gallery_1.txt … 10, nir_probe_1.txt … 10
-
-List lines are Windows paths (``s2\\VIS\\10117\\001.jpg``); a listed extension that is not on disk is
-tried as .bmp / .jpg (the release's lists and files disagree for some sessions).
+The layout and its protocol files are read by ``hallujax.data.nir_vis`` (its docstring shows them).
 
 Faces: ``--faces detect`` (default) finds the largest face with dlib and aligns it to the run's
 template, with dlib's 68 landmarks (PCFH's local paths read them); ``--faces aligned`` takes images
 that are already face crops (e.g. the community 128×128 crops) and places the 68 points with dlib's
-predictor on the whole image. Detected landmarks are cached in ``RUN/eval/nir_vis_faces.json`` so a
-second run (or a second fold with the same images) detects nothing again. Images where no face is
+predictor on the whole image. Landmarks come from the dataset's ``landmarks.json`` when
+``python -m hallujax.data.nir_vis`` has made it, else they are detected here and cached in
+``RUN/eval/nir_vis_faces.json``, so a second run (or fold) detects nothing again. Images where no face is
 found are counted as misses for probes, and listed; a gallery image without a face is an error
 (the subject could not be matched at all).
 
@@ -33,63 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
 import json
 import os
-import re
 
 import numpy as np
 from absl import flags
 
 from hallujax import cli
+from hallujax.data.nir_vis import protocol_folds, read_cache, read_list
 
 FLAGS = flags.FLAGS
-EXTENSIONS = (".bmp", ".jpg", ".png")
-
-
-# ----------------------------------------------------------------------------- the protocol files
-
-
-def protocol_folds(data_dir: str) -> list[int]:
-  """Fold numbers K with both protocols/vis_gallery_K.txt and protocols/nir_probe_K.txt."""
-  directory = os.path.join(data_dir, "protocols")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"--data_dir={data_dir} has no protocols/ directory: expected CASIA NIR-VIS 2.0's "
-                            "layout (s1..s4/{NIR,VIS}/<subject>/ and protocols/vis_gallery_K.txt, nir_probe_K.txt).")
-  folds = set()
-  for path in glob.glob(os.path.join(directory, "vis_gallery_*.txt")):
-    match = re.fullmatch(r"vis_gallery_(\d+)\.txt", os.path.basename(path))
-    if match and os.path.isfile(os.path.join(directory, f"nir_probe_{match.group(1)}.txt")):
-      folds.add(int(match.group(1)))
-  if not folds:
-    raise FileNotFoundError(f"{directory} has no vis_gallery_K.txt with a matching nir_probe_K.txt.")
-  return sorted(folds)
-
-
-def resolve(data_dir: str, entry: str) -> str:
-  """A protocol line's image on disk: backslashes made separators, the extension tried as listed, then others."""
-  relative = entry.strip().split()[0].replace("\\", "/")
-  stem, extension = os.path.splitext(os.path.join(data_dir, relative))
-  for candidate in (extension, *(e for e in EXTENSIONS if e != extension.lower())):
-    if os.path.isfile(stem + candidate):
-      return stem + candidate
-  raise FileNotFoundError(f"{relative} (listed in the protocol) is not under {data_dir} as "
-                          f"{', '.join((extension, *EXTENSIONS))}.")
-
-
-def subject_of(entry: str) -> str:
-  """The subject folder of a protocol line (``s2\\VIS\\10117\\001.jpg`` -> "10117")."""
-  parts = entry.strip().split()[0].replace("\\", "/").split("/")
-  if len(parts) < 2:
-    raise ValueError(f"Protocol line {entry!r} is not <session>\\<NIR|VIS>\\<subject>\\<image>.")
-  return parts[-2]
-
-
-def read_list(data_dir: str, name: str) -> list[tuple[str, str]]:
-  """(image path, subject) of each non-empty line of protocols/<name>."""
-  with open(os.path.join(data_dir, "protocols", name)) as f:
-    entries = [line for line in f if line.strip()]
-  return [(resolve(data_dir, entry), subject_of(entry)) for entry in entries]
 
 
 # ----------------------------------------------------------------------------- scores
@@ -143,10 +90,12 @@ def markdown(summary: dict, per_fold: dict, notes: list[str]) -> str:
 class Faces:
   """Aligned crops of protocol images, with dlib landmarks cached by path."""
 
-  def __init__(self, model, mode: str, cache_path: str):
+  def __init__(self, model, mode: str, cache_path: str, data_dir: str = ""):
     from hallujax import photos
     self.photos, self.model, self.mode, self.cache_path = photos, model, mode, cache_path
     self.cache = json.load(open(cache_path)) if os.path.isfile(cache_path) else {}
+    if data_dir and mode == "detect":   # the dataset's own landmark cache (python -m hallujax.data.nir_vis)
+      self.cache.update({os.path.join(data_dir, path): points for path, points in read_cache(data_dir).items()})
     self.missing: list[str] = []
 
   @functools.cached_property
@@ -262,7 +211,7 @@ def main(argv):
     raise cli.UserError(f"{FLAGS.workdir} reads {model.input_channels}-channel inputs; the protocol's probes are "
                         "NIR (one channel): give a NIR → VIS run (configs/pcfh.py).")
   directory = os.path.join(FLAGS.workdir, "eval")
-  faces = Faces(model, FLAGS.faces, os.path.join(directory, "nir_vis_faces.json"))
+  faces = Faces(model, FLAGS.faces, os.path.join(directory, "nir_vis_faces.json"), FLAGS.data_dir)
   per_fold = {}
   try:
     for fold in folds:
