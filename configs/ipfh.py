@@ -220,12 +220,14 @@ def table7(c, coarse_steps, cognition_steps, restoration_steps, policy_steps) ->
   c.data.update(input_size=16, target_size=64, num_identities=16, train_size=4096, eval_size=64)
   c.dual.widths = (8,)              # ×4: two stride-2 convolutions
   c.loss.image_lr_size = 16         # 64² → 16² (the paper's 128² → 32²): the LR input's size here
-  coarse_steps.set(120)
-  cognition_steps.set(120)
-  restoration_steps.set(100)
+  coarse_steps.set(100)
+  cognition_steps.set(160)
+  restoration_steps.set(80)
   policy_steps.set(40)
-  c.train.update(batch_size=8, log_every=20, eval_every=380, image_every=380, checkpoint_every=380,
-                 eval_batches=8)
+  total = c.train.get_ref("steps")
+  c.train.update(batch_size=8, log_every=20, eval_batches=4)
+  for field in ("eval_every", "image_every", "checkpoint_every"):   # once, at the end
+    c.train[field] = total * 1
   c.policy.update(steps=20, random_patches=30)   # paper: T = 20, 30 random patches, grid 16
 
 
