@@ -13,7 +13,8 @@ own resolved config (``RUN/config.json``) is used, overrides included:
   examples with the lowest and highest output PSNR.
 
 Columns: PSNR and SSIM on 0-255 images, RGB and Y channel
-(``hallujax.metrics.image_quality``); with a recognizer (an in-project ArcFace
+(``hallujax.metrics.image_quality``); LPIPS (VGG, v0.1) with ``--lpips_weights``
+and ``--lpips_vgg16`` (local files; nothing is downloaded); with a recognizer (an in-project ArcFace
 run, ``--recognizer_config`` + ``--recognizer_workdir``, or insightface
 arcface_torch weights, ``--arcface_weights``): the mean cosine similarity of
 hallucinated and ground-truth embeddings, verification AUC and VR at FAR = 1%
@@ -50,6 +51,8 @@ def define_flags() -> None:
   flags.DEFINE_string("recognizer_workdir", None, "ArcFace run trained with that config.")
   flags.DEFINE_string("arcface_weights", None, "insightface arcface_torch backbone.pth.")
   flags.DEFINE_list("arcface_stages", ["3", "4", "6", "3"], "iResNet stage sizes of those weights.")
+  flags.DEFINE_string("lpips_weights", None, "LPIPS column: the lpips package's weights/v0.1/vgg.pth ...")
+  flags.DEFINE_string("lpips_vgg16", None, "... and torchvision's vgg16-397923af.pth.")
 
 
 def main(argv):
@@ -67,8 +70,9 @@ def main(argv):
     recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
   elif FLAGS.arcface_weights:
     recognizer = evaluation.arcface_torch_recognizer(FLAGS.arcface_weights, tuple(int(s) for s in FLAGS.arcface_stages))
+  lpips = evaluation.lpips_scorer(FLAGS.lpips_weights, FLAGS.lpips_vgg16) if FLAGS.lpips_weights else None
   report = evaluation.evaluate(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split, batches=FLAGS.batches,
-                    compare=tuple(FLAGS.compare), recognizer=recognizer)
+                               compare=tuple(FLAGS.compare), recognizer=recognizer, lpips=lpips)
   print(open(report["files"] + ".md").read())
   print(f"Wrote {report['files']}.json, .md and image grids.")
 

@@ -82,6 +82,14 @@ def arcface_torch_recognizer(path: str, stage_sizes: tuple[int, ...]) -> Callabl
   return jax.jit(lambda images: model.apply(variables, resize_to(images, 112), train=False))
 
 
+def lpips_scorer(lin_path: str, vgg16_path: str | None) -> Callable:
+  """LPIPS (VGG, v0.1) per image pair from the lpips package's vgg.pth and torchvision's vgg16 file."""
+  from hallujax.convert.lpips import load_lpips  # pylint: disable=import-outside-toplevel
+  variables = load_lpips(lin_path, vgg16_path)
+  logging.info("LPIPS: %s + %s", lin_path, vgg16_path)
+  return lambda images, references: image_quality.lpips_distance(variables, images, references)
+
+
 @jax.jit
 def image_scores(images: jax.Array, references: jax.Array) -> dict[str, jax.Array]:
   unit = image_quality.from_unit_range
@@ -168,12 +176,14 @@ def same_size_input(images, target) -> bool:
 
 
 def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, recognizer, row_prefix: str,
-                      include_baselines: bool) -> tuple[dict[str, Row], dict, dict, float]:
+                      include_baselines: bool, lpips: Callable | None = None) -> tuple[dict[str, Row], dict, dict, float]:
   """Runs the jitted `hallucinate` (and `eval_step`, unless None) + metrics over `batches`.
 
   Returns rows, eval_step means, the images of every column (uint8) and images/s.
   """
   rows: dict[str, Row] = collections.defaultdict(Row)
+  scores = lambda images, target: dict(image_scores(images, target),
+                                       **({"lpips": lpips(images, target)} if lpips else {}))
   eval_totals = collections.defaultdict(list)
   kept = collections.defaultdict(list)
   start, timed_images = None, 0
@@ -192,7 +202,7 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
       # A cross-spectral input at the target's size (PCFH's NIR) is a row of its own: the recognizer on the
       # raw input, paper 001 Table 1's "LightCNN" row; grey inputs are repeated over the 3 channels.
       raw = np.broadcast_to(np.asarray(raw), target.shape)
-      rows["input"].add(image_scores(raw, target), recognizer(raw))
+      rows["input"].add(scores(raw, target), recognizer(raw))
     for name, images in columns.items():
       if name in NOT_CANDIDATES or images.shape != target.shape:
         continue
@@ -202,7 +212,7 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
         row_name = name if name == "bicubic" else f"{row_prefix}:{name}"
       else:
         continue
-      rows[row_name].add(image_scores(images, target), recognizer(images) if recognizer else None)
+      rows[row_name].add(scores(images, target), recognizer(images) if recognizer else None)
     if recognizer:
       rows["__target__"].add({}, target_embeddings)
     for name, images in columns.items():
@@ -237,7 +247,7 @@ def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray |
 
 
 def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> str:
-  columns = ["psnr", "ssim", "psnr_y", "ssim_y", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
+  columns = ["psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
              "vr_at_far_1e-3", "verification_accuracy", "rank1", "rank5", "rank1_fused"]
   present = [c for c in columns if any(c in entry for entry in summary.values())]
   lines = [f"# {title}", "", "| row | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
@@ -260,7 +270,8 @@ def save_grid(path: epath.Path, kept: dict, indices: np.ndarray) -> None:
 
 
 def evaluate(config, workdir: str, *, step: int | None = None, split: str = "test", batches: int | None = None,
-             compare: tuple[str, ...] = (), recognizer: Callable | None = None, grid_rows: int = 8) -> dict:
+             compare: tuple[str, ...] = (), recognizer: Callable | None = None, grid_rows: int = 8,
+             lpips: Callable | None = None) -> dict:
   """Evaluates the run in `workdir` (and the runs in `compare`) on `split`; writes and returns the report."""
   if batches is not None:
     config = config.copy_and_resolve_references()
@@ -278,12 +289,13 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
   eval_step = jax.jit(method.eval_step, out_shardings=trainer.sharding.replicated(mesh))
   rows, eval_means, kept, images_per_second = hallucinate_split(
-      hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True)
+      hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True,
+      lpips=lpips)
   for other in compare:
     _, other_state, other_step, _ = trainer.restore_run(config, other, None)
     other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, frozen, feed, host_batches, recognizer,
                                             f"{os.path.basename(os.path.normpath(other))}@{other_step}",
-                                            include_baselines=False)
+                                            include_baselines=False, lpips=lpips)
     rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
   summary = summarize(rows, labels, yaw)
   examples = int(sum(np.prod(b["target"].shape[:-3]) for b in host_batches)) * jax.process_count()

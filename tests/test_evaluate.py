@@ -23,14 +23,17 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   config.train.steps = 2
   workdir = tmp_path / "run"
   trainer.train(config, workdir)
+  mean_absolute = lambda images, references: jnp.mean(jnp.abs(images - references), axis=(1, 2, 3))
   report = evaluate.evaluate(config, str(workdir), split="test", batches=2, compare=(str(workdir),),
-                             recognizer=block_colour_recognizer, grid_rows=4)
+                             recognizer=block_colour_recognizer, grid_rows=4, lpips=mean_absolute)
   rows = report["rows"]
   assert set(rows) == {"run", "run@2"}  # the comparison is the same checkpoint: same numbers
   assert rows["run"]["psnr"] == rows["run@2"]["psnr"]
-  for name in ("psnr", "ssim", "psnr_y", "ssim_y", "identity_cosine", "verification_auc", "rank1", "rank5"):
+  for name in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity_cosine", "verification_auc", "rank1", "rank5",
+               "verification_accuracy"):
     assert np.isfinite(rows["run"][name]), name
   assert 0.0 <= rows["run"]["rank1"] <= rows["run"]["rank5"] <= 1.0
+  assert 0.0 <= rows["run"]["verification_auc"] <= 1.0
   assert report["examples"] == 16 and report["step"] == 2
   assert "mse" in report["eval_step"]  # the method's own eval_step values
 
@@ -41,6 +44,9 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   values = [image_quality.psnr_from_unit_range(method.hallucinate(state, frozen, b)["output"], b["target"])
             for b in batches]
   np.testing.assert_allclose(rows["run"]["psnr"], float(np.mean(np.concatenate(values))), rtol=1e-5)
+  outputs = [method.hallucinate(state, frozen, b)["output"] for b in batches]   # the perceptual column's scorer
+  expected_lpips = np.mean(np.concatenate([mean_absolute(o, b["target"]) for o, b in zip(outputs, batches)]))
+  np.testing.assert_allclose(rows["run"]["lpips"], float(expected_lpips), rtol=1e-5)
 
   files = tmp_path / "run" / "eval"
   saved = json.loads((files / "step_2_test.json").read_text())
