@@ -300,8 +300,17 @@ def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, 
 
 
 def restore_parameters(config, workdir: str) -> tuple[dict, int]:
-  """(parameters, step) of the latest checkpoint of the run in `workdir` (sizes as `config`'s)."""
+  """(parameters, step) of the latest checkpoint of the run in `workdir`.
+
+  The state's layout comes from that run's own config.json when it has one (so its policy options,
+  e.g. a different head or action grid, need not match this run's: only the networks copied from it
+  must), else from `config`.
+  """
+  import os
+  from hallujax import cli
   from hallujax.trainer import restore_run   # the trainer imports the methods
+  if os.path.isfile(os.path.join(workdir, "config.json")):
+    config = cli.read_run_config(workdir)
   _, state, step, _ = restore_run(config, workdir)
   return state.params, step
 
