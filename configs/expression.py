@@ -21,14 +21,13 @@ Variants, sized to the VividGAN variant whose outputs it scores (configs/vividga
 import ml_collections
 
 from hallujax.config_base import apply_variant_options, base_config, parse_variant
-from hallujax.methods import METHODS
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   name, options = parse_variant(variant, ("", "smoke", "tiny"), "configs/expression.py")
   c = base_config()
   # The registered name once hallujax/methods/__init__.py lists it; the module path works until then.
-  c.method = "expression" if "expression" in METHODS else "hallujax.methods.expression"
+  c.method = "expression"
   # Frontal faces (the classifier scores frontal outputs and frontal ground truth), every expression,
   # lighting, background and identity the face world draws; the label is "expression".
   c.data.update(source="faceworld", pairing="same_view", input_size=128, target_size=128,

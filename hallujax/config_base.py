@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
       max_yaw=90.0,            # face world: pose ranges in degrees
       max_pitch=20.0,
       max_roll=12.0,
+      yaw_set=(),              # face world: yaws drawn from ± these values (degrees) instead of the range above
       render_on="host",        # face world: "host" renders each example in the input pipeline; "device"
                                # ships only renderer parameters and renders batches on the accelerator
                                # (hallujax.data.device_render), for when the host would starve it

@@ -160,12 +160,23 @@ def identity_summary(embeddings: np.ndarray, target_embeddings: np.ndarray, labe
   return summary
 
 
+def yaw_groups(yaw: np.ndarray, max_exact: int = 12) -> tuple[np.ndarray, list[str]]:
+  """(group index per example, labels): per exact |yaw| when the data use a few discrete yaws (VividGAN's
+  ±15 … ±90° set), else per 15° bucket, the last one closed (90° joins 75–90°)."""
+  magnitude = np.round(np.abs(np.asarray(yaw, np.float64)), 3)
+  values = np.unique(magnitude)
+  if len(values) <= max_exact:
+    return np.searchsorted(values, magnitude), [f"±{v:g}°" for v in values]
+  last = 90 // YAW_BUCKET_DEGREES - 1
+  edges = np.minimum(np.floor(magnitude / YAW_BUCKET_DEGREES), last).astype(int) * YAW_BUCKET_DEGREES
+  buckets = np.unique(edges)
+  return np.searchsorted(buckets, edges), [f"{b}-{b + YAW_BUCKET_DEGREES}°" for b in buckets]
+
+
 def yaw_buckets(values: np.ndarray, yaw: np.ndarray) -> dict[str, float]:
-  buckets = {}
-  edges = np.floor(np.abs(yaw) / YAW_BUCKET_DEGREES).astype(int) * YAW_BUCKET_DEGREES
-  for edge in np.unique(edges):
-    buckets[f"{edge}-{edge + YAW_BUCKET_DEGREES}"] = float(np.mean(values[edges == edge]))
-  return buckets
+  """Mean of `values` per yaw group (`yaw_groups`)."""
+  groups, labels = yaw_groups(yaw)
+  return {label: float(np.mean(values[groups == k])) for k, label in enumerate(labels)}
 
 
 def same_size_input(images, target) -> bool:
@@ -256,7 +267,7 @@ def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> st
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   for name, entry in summary.items():
     if "psnr_by_yaw" in entry:
-      lines += ["", f"{name}: PSNR / SSIM by |yaw| (degrees)", ""]
+      lines += ["", f"{name}: PSNR / SSIM by |yaw|", ""]
       lines += [f"- {bucket}: {entry['psnr_by_yaw'][bucket]:.3f} / {entry['ssim_by_yaw'][bucket]:.4f}"
                 for bucket in entry["psnr_by_yaw"]]
   return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"

@@ -347,7 +347,9 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
         failures.append(f"{row.label} seed {seed}: no evaluation ({run.workdir})")
       for metric in table.metrics:
         per_seed[row.label][metric].append(values.get(metric))
-    wall[row.label] = float(np.nanmean([run_seconds(run_for(root, row.config, seed, table)) for seed in seeds]))
+    seconds = [run_seconds(run_for(root, row.config, seed, table)) for seed in seeds]
+    measured = [value for value in seconds if not math.isnan(value)]
+    wall[row.label] = float(np.mean(measured)) if measured else float("nan")
   stats = {label: {metric: summary_statistics([v for v in values if v is not None]) if any(
       v is not None for v in values) else None for metric, values in metrics.items()}
            for label, metrics in per_seed.items()}
@@ -360,7 +362,8 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
   lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for row in table.rows:
     cells = [cell(stats[row.label][metric]) for metric in table.metrics]
-    lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {wall[row.label]:.0f} |")
+    seconds = "—" if math.isnan(wall[row.label]) else f"{wall[row.label]:.0f}"
+    lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {seconds} |")
   if table.order:
     lines += ["", f"## The paper's ordering ({' > '.join(table.order)})", ""]
     lines += [f"- {line}" for line in ordering(table, per_seed, seeds)]

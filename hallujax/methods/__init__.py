@@ -88,6 +88,7 @@ METHODS = {
     "vpfl": "hallujax.methods.vpfl",
     "pcfh": "hallujax.methods.pcfh",
     "vividgan": "hallujax.methods.vividgan",
+    "expression": "hallujax.methods.expression",
 }
 
 BATCH_AXES = ("batch",)

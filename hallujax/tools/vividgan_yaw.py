@@ -26,12 +26,11 @@ import numpy as np
 from absl import flags
 
 from hallujax import cli
+from hallujax.evaluation import yaw_groups
 from hallujax.tools import vividgan_runs
 
 FLAGS = flags.FLAGS
 ROWS = {"bicubic": "bicubic", "coarse": "VividGAN† (coarse only)", "output": "VividGAN"}
-BUCKET_DEGREES = 15
-MAX_EXACT_YAWS = 12   # more distinct |yaw| values than this: continuous yaw, bucketed
 
 
 def define_flags() -> None:
@@ -40,17 +39,6 @@ def define_flags() -> None:
   flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Data split.")
   flags.DEFINE_integer("batches", None, "Batches of the split (default: config.train.eval_batches).")
   flags.DEFINE_string("output", None, "Also write OUTPUT.md and OUTPUT.json.")
-
-
-def yaw_groups(yaw: np.ndarray) -> tuple[np.ndarray, list[str]]:
-  """(group index per example, group labels): exact |yaw| values when few, else 15° buckets."""
-  magnitude = np.round(np.abs(np.asarray(yaw, np.float64)), 3)
-  values = np.unique(magnitude)
-  if len(values) <= MAX_EXACT_YAWS:
-    return np.searchsorted(values, magnitude), [f"±{v:g}°" for v in values]
-  edges = (np.floor(magnitude / BUCKET_DEGREES) * BUCKET_DEGREES).astype(int)
-  buckets = np.unique(edges)
-  return np.searchsorted(buckets, edges), [f"{b}-{b + BUCKET_DEGREES}°" for b in buckets]
 
 
 def per_example_scores(config, workdir: str, split: str, batches: int | None) -> tuple[dict, np.ndarray]:
