@@ -72,7 +72,8 @@ class Table:
 
   paper:   what it reproduces (paper, section, table).
   budget:  the training budget in words (steps, sizes, batch), printed above the table.
-  order:   labels best first as the paper finds them, checked on `order_metric`.
+  order:   labels best first as the paper finds them, checked seed by seed on `order_metric` (one metric
+           or a tuple of them).
   recognizer: config spec of the independent ArcFace run ("" = no identity columns).
   prerequisites: (name, config spec) of runs the rows need (a StyleGAN2 prior, a loss network), trained
            once at seed 0 before the rows; a row's spec names one's run directory as ``{name}``, e.g.
@@ -85,7 +86,7 @@ class Table:
   rows: tuple[Row, ...]
   metrics: tuple[str, ...] = ("psnr", "ssim")
   order: tuple[str, ...] = ()
-  order_metric: str = "psnr"
+  order_metric: str | tuple[str, ...] = "psnr"
   eval_examples: int = 1000
   recognizer: str = "configs/arcface.py:recognizer"
   prerequisites: tuple[tuple[str, str], ...] = ()
@@ -274,25 +275,36 @@ def row_values(report: dict, row: Row, metrics: tuple[str, ...]) -> dict[str, fl
   return {metric: float(value) for metric, value in values.items() if value is not None}
 
 
-def ordering(table: Table, per_seed: dict[str, dict[str, list[float]]], seeds: list[int]) -> list[str]:
-  """For each adjacent pair of the paper's order: how many seeds agree and the mean paired difference."""
-  metric, lines = table.order_metric, []
-  sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
-  for better, worse in zip(table.order, table.order[1:]):
-    first, second = per_seed[better].get(metric, []), per_seed[worse].get(metric, [])
-    pairs = [(a, b) for a, b in zip(first, second) if a is not None and b is not None]
-    if not pairs:
-      lines.append(f"{better} > {worse}: not measured")
-      continue
-    differences = [sign * (a - b) for a, b in pairs]
-    agree = sum(d > 0 for d in differences)
-    stats = summary_statistics(differences)
-    interval = f" ± {stats['ci95']:.3f} (95%)" if len(pairs) > 1 else ""
-    verdict = ("holds" if agree == len(pairs) and (len(pairs) == 1 or stats["mean"] - stats["ci95"] > 0)
-               else "holds in every seed, within noise" if agree == len(pairs)
-               else "does not hold" if agree == 0 else "mixed")
-    lines.append(f"{better} > {worse} on {metric}: {verdict} — {agree}/{len(pairs)} seeds, "
-                 f"mean paired difference {stats['mean']:+.3f}{interval}")
+def verdict(differences: list[float]) -> str:
+  """What per-seed paired differences (positive = the paper's way) say about the paper's claim."""
+  up, down = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+  stats = summary_statistics(differences)
+  separated = len(differences) == 1 or abs(stats["mean"]) > stats["ci95"]
+  if up == len(differences):
+    return "holds" if separated else "holds in every seed, within noise"
+  if down == len(differences):
+    return "reversed" if separated else "reversed in every seed, within noise"
+  return f"mixed ({up} seeds the paper's way, {down} the other, {len(differences) - up - down} tied)"
+
+
+def ordering(table: Table, per_seed: dict[str, dict[str, list[float]]]) -> list[str]:
+  """For each adjacent pair of the paper's order and each ordering metric: the seeds' paired differences."""
+  metrics = (table.order_metric,) if isinstance(table.order_metric, str) else tuple(table.order_metric)
+  lines = []
+  for metric in metrics:
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    for better, worse in zip(table.order, table.order[1:]):
+      first, second = per_seed[better].get(metric, []), per_seed[worse].get(metric, [])
+      pairs = [(a, b) for a, b in zip(first, second) if a is not None and b is not None]
+      if not pairs:
+        lines.append(f"{better} > {worse} on {metric}: not measured")
+        continue
+      differences = [sign * (a - b) for a, b in pairs]
+      stats = summary_statistics(differences)
+      interval = f" ± {stats['ci95']:.3f} (95%)" if len(pairs) > 1 else ""
+      agree = sum(d > 0 for d in differences)
+      lines.append(f"{better} > {worse} on {metric}: {verdict(differences)} — {agree}/{len(pairs)} seeds, "
+                   f"mean paired difference {stats['mean']:+.3f}{interval}")
   return lines
 
 
@@ -330,7 +342,8 @@ def recognizer_quality(recognizer: Run | None) -> str:
   log = recognizer.workdir + ".train.log"
   lines = [line for line in open(log).read().splitlines() if " eval at step " in line] if os.path.isfile(log) else []
   last = lines[-1].split(" eval at step ", 1)[1] if lines else "(no eval line in its log)"
-  return f"{recognizer.spec} seed {recognizer.seed}, `{recognizer.workdir}`; its own held-out eval at step {last}"
+  return (f"{recognizer.spec} seed {recognizer.seed}, `{os.path.relpath(recognizer.workdir)}`; its own held-out "
+          f"eval at step {last}")
 
 
 def write_report(table: Table, seeds: list[int], root: str, output_dir: str, invocation: str,
@@ -366,8 +379,10 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
     lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {seconds} |")
   if table.order:
     lines += ["", f"## The paper's ordering ({' > '.join(table.order)})", ""]
-    lines += [f"- {line}" for line in ordering(table, per_seed, seeds)]
+    lines += [f"- {line}" for line in ordering(table, per_seed)]
   lines += ["", "## Rows", ""]
+  for name, spec in table.prerequisites:
+    lines.append(f"- `{{{name}}}`: the run of `{spec}` (seed 0), `{os.path.relpath(run_for(root, spec, 0).workdir)}`")
   for row in table.rows:
     source = "" if row.column == "output" else f", column `{row.column}`"
     renamed = "".join(f", {a} from the method's `{b}`" for a, b in row.from_eval_step)
@@ -383,7 +398,7 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
   if failures:
     lines += ["", "## Missing", ""] + [f"- {failure}" for failure in failures]
   lines += ["", "## Reproduce", "", "```", invocation, "```", "",
-            f"Runs under `{root}/runs/`; each run's exact train and evaluate commands and wall times are in its "
+            f"Runs under `{os.path.relpath(root)}/runs/`; each run's exact train and evaluate commands and wall times are in its "
             "`experiment.json`.", "",
             f"Software: {software_versions()}.", "",
             f"Written {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}."]

@@ -109,7 +109,14 @@ def test_a_reversed_paper_order_is_reported_as_not_holding(tmp_path, monkeypatch
   table = experiments.load_table("toy")
   experiments.run_table(table, [0, 1], str(root / "runs_root"))
   markdown = experiments.write_report(table, [0, 1], str(root / "runs_root"), str(root / "out"), "cmd", None)
-  assert "B > A on psnr: does not hold — 0/2 seeds" in markdown
+  assert "B > A on psnr: reversed in every seed, within noise — 0/2 seeds" in markdown
+
+
+def test_verdicts_separate_direction_from_noise():
+  assert experiments.verdict([1.0, 1.1, 0.9]) == "holds"
+  assert experiments.verdict([-1.0, -1.1, -0.9]) == "reversed"
+  assert experiments.verdict([0.1, 2.0, 0.1]) == "holds in every seed, within noise"
+  assert experiments.verdict([0.5, -0.5, 0.0]) == "mixed (1 seeds the paper's way, 1 the other, 1 tied)"
 
 
 def test_failed_runs_are_listed_and_retried(toy, monkeypatch):
