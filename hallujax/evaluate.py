@@ -15,8 +15,9 @@ own resolved config (``RUN/config.json``) is used, overrides included:
 Columns: PSNR and SSIM on 0-255 images, RGB and Y channel
 (``hallujax.metrics.image_quality``); LPIPS (VGG, v0.1) with ``--lpips_weights``
 and ``--lpips_vgg16`` (local files; nothing is downloaded); with a recognizer (an in-project ArcFace
-run, ``--recognizer_config`` + ``--recognizer_workdir``, or insightface
-arcface_torch weights, ``--arcface_weights``): the mean cosine similarity of
+run, ``--recognizer_config`` + ``--recognizer_workdir``, insightface
+arcface_torch weights, ``--arcface_weights``, or LightCNN-29 v2 weights,
+``--lightcnn_weights``, the recognizer papers 000 and 001 report with): the mean cosine similarity of
 hallucinated and ground-truth embeddings, verification AUC and VR at FAR = 1%
 and 0.1% over all (hallucinated, ground truth) pairs, verification accuracy
 by LFW's 10-fold protocol on up to 3,000 + 3,000 genuine / impostor pairs, and
@@ -50,6 +51,7 @@ def define_flags() -> None:
   flags.DEFINE_string("recognizer_config", None, "ArcFace config (configs/arcface.py[:variant]).")
   flags.DEFINE_string("recognizer_workdir", None, "ArcFace run trained with that config.")
   flags.DEFINE_string("arcface_weights", None, "insightface arcface_torch backbone.pth.")
+  flags.DEFINE_string("lightcnn_weights", None, "LightCNN_29Layers_V2_checkpoint.pth.tar (papers 000 and 001).")
   flags.DEFINE_list("arcface_stages", ["3", "4", "6", "3"], "iResNet stage sizes of those weights.")
   flags.DEFINE_string("lpips_weights", None, "LPIPS column: the lpips package's weights/v0.1/vgg.pth ...")
   flags.DEFINE_string("lpips_vgg16", None, "... and torchvision's vgg16-397923af.pth.")
@@ -70,6 +72,8 @@ def main(argv):
     recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
   elif FLAGS.arcface_weights:
     recognizer = evaluation.arcface_torch_recognizer(FLAGS.arcface_weights, tuple(int(s) for s in FLAGS.arcface_stages))
+  elif FLAGS.lightcnn_weights:
+    recognizer = evaluation.lightcnn_recognizer(FLAGS.lightcnn_weights)
   lpips = evaluation.lpips_scorer(FLAGS.lpips_weights, FLAGS.lpips_vgg16) if FLAGS.lpips_weights else None
   report = evaluation.evaluate(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split, batches=FLAGS.batches,
                                compare=tuple(FLAGS.compare), recognizer=recognizer, lpips=lpips)

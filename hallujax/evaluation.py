@@ -90,6 +90,16 @@ def lpips_scorer(lin_path: str, vgg16_path: str | None) -> Callable:
   return lambda images, references: image_quality.lpips_distance(variables, images, references)
 
 
+def lightcnn_recognizer(path: str) -> Callable:
+  """Embedding function of LightCNN-29 v2 weights (paper 000's Deg. and paper 001's recognizer; 128² grey)."""
+  from hallujax.convert.lightcnn import load_lightcnn  # pylint: disable=import-outside-toplevel
+  from hallujax.models.recognition import LightCNN29  # pylint: disable=import-outside-toplevel
+  model = LightCNN29()
+  variables = load_lightcnn(path, model)
+  logging.info("Recognizer: LightCNN-29 v2 from %s", path)
+  return jax.jit(lambda images: model.apply(variables, resize_to(images, 128)))
+
+
 @jax.jit
 def image_scores(images: jax.Array, references: jax.Array) -> dict[str, jax.Array]:
   unit = image_quality.from_unit_range
