@@ -213,3 +213,23 @@ def test_16bit_fixed_dataset_range_from_config(tmp_path):
   config.bit_depth_range = (5, 5)
   with pytest.raises(ValueError, match="bit_depth_range=.*high > low"):
     folders.PairedFolder(config, "train")
+
+
+def test_paired_folder_subject_folders_split_by_subject_as_paper_000(tmp_path):
+  for subject in range(5):
+    for k in range(3):
+      save(str(tmp_path / "VIS" / f"subject{subject}" / f"{k:03d}.png"), colour(subject, (36, 36)))
+      save(str(tmp_path / "TH" / f"subject{subject}" / f"{k:03d}.png"), np.full((36, 36), 10 * subject, np.uint8), "L")
+  config = data_config(source="paired_folder", pairing="thermal_aligned", input_channels=1, data_dir=str(tmp_path),
+                       subject_split=(3, 0, 2))
+  train, test = folders.PairedFolder(config, "train"), folders.PairedFolder(config, "test")
+  subjects = lambda source: {os.path.basename(os.path.dirname(vis)) for vis, _ in source.items}
+  assert len(subjects(train)) == 3 and len(subjects(test)) == 2 and not subjects(train) & subjects(test)
+  assert len(train) == 9 and len(test) == 6
+  # The identity is the subject folder: each example's label names the subject whose pixels it holds.
+  for k in range(len(train)):
+    subject = int(os.path.basename(os.path.dirname(train.items[k][0]))[-1])
+    assert train[k]["identity"] == subject and train[k]["input"][0, 0, 0] == 10 * subject
+  with pytest.raises(ValueError, match="subject_split=\\(4, 0, 2\\)"):
+    folders.PairedFolder(data_config(source="paired_folder", pairing="thermal_aligned", input_channels=1,
+                                     data_dir=str(tmp_path), subject_split=(4, 0, 2)), "train")

@@ -21,10 +21,14 @@ hallujax.data.sources) reading ``data_config.data_dir``:
                       train/validation/test subfolders are used as splits when
                       present, else files are split 18:1:1 by sorted position.
     PairedFolder      VIS/ with TH/ (thermal pairings) or NIR/ (near-infrared
-                      pairings), files matched by name stem; optional
+                      pairings), files matched by name stem, or by
+                      <subject>/<stem> (VIS-TH, ARL-VTF); optional
                       landmarks/<stem>.txt (68 lines "x y" of the VIS image).
-                      Identity = the name stem before the first "_". Splits as
-                      in ImageFolder (data_dir/<split>/VIS, ... when present).
+                      Identity = the subject folder, else the name stem before
+                      the first "_". Splits: data_dir/<split>/VIS, ... when
+                      present; else data.subject_split=(train, validation,
+                      test) subject counts (paper 000 §4: VIS-TH (40, 0, 10),
+                      ARL-VTF (160, 20, 40)); else 18:1:1 by position.
 
 Bad input: unreadable or corrupt files are skipped (the next readable example
 is returned instead) and counted; the count is logged once per pass over the
@@ -211,6 +215,18 @@ def _split_by_position(items: list, split: str) -> list:
   """Deterministic 18:1:1 split by sorted position (train, validation, test)."""
   bucket = {"train": range(0, 18), "validation": (18,), "test": (19,)}[split]
   return [item for k, item in enumerate(items) if k % 20 in bucket]
+
+
+def subjects_of_split(subjects: list[str], counts: tuple[int, ...], split: str) -> set[str]:
+  """Paper 000 §4's subject-disjoint splits: `counts` = (train, validation, test) subjects, drawn at random
+  with a fixed seed ("randomly selecting data from 40 subjects ... the remaining 10 subjects are used as the
+  testing set"; ARL-VTF: 160 / 20 / 40)."""
+  if len(counts) != 3 or sum(counts) > len(subjects) or min(counts) < 0:
+    raise ValueError(f"config.data.subject_split={counts!r}: expected (train, validation, test) subject counts "
+                     f"summing to at most the {len(subjects)} subjects found.")
+  order = [subjects[k] for k in np.random.default_rng(0).permutation(len(subjects))]
+  start = {"train": 0, "validation": counts[0], "test": counts[0] + counts[1]}[split]
+  return set(order[start:start + counts[SPLITS.index(split)]])
 
 
 def _images_under(directory: str) -> list[str]:
@@ -521,8 +537,8 @@ class ImageFolder(_FolderSource):
 
 class PairedFolder(_FolderSource):
   source_name = "paired_folder"
-  LAYOUT = ("VIS/ and TH/ (thermal) or NIR/ (near-infrared) folders with files matched by name, optional "
-            "landmarks/<stem>.txt, optionally inside train|validation|test/")
+  LAYOUT = ("VIS/ and TH/ (thermal) or NIR/ (near-infrared) folders with files matched by name (or by "
+            "<subject>/<name>), optional landmarks/<stem>.txt, optionally inside train|validation|test/")
 
   def __init__(self, data_config, split: str):
     super().__init__(data_config, split)
@@ -539,14 +555,19 @@ class PairedFolder(_FolderSource):
     visible = {stem(p): p for p in _images_under(visible_dir)}
     other = {stem(p): p for p in _images_under(other_dir)}
     names = sorted(set(visible) & set(other))
-    if not has_splits:
+    # The subject: the folder under VIS/ (VIS-TH, ARL-VTF: VIS/<subject>/<image>), else the file name's prefix.
+    person = lambda name: name.split(os.sep)[0] if os.sep in name else os.path.basename(name).split("_")[0]
+    people = sorted({person(n) for n in names})
+    subject_split = tuple(data_config.get("subject_split", ()) or ())
+    if not has_splits and subject_split:
+      names = [n for n in names if person(n) in subjects_of_split(people, subject_split, split)]
+    elif not has_splits:
       names = _split_by_position(names, split)
     if not names:
       raise missing_directory(self.data_dir, self.source_name, self.LAYOUT + f" (no VIS/{modality} names match)")
-    people = sorted({os.path.basename(n).split("_")[0] for n in names})
-    label = {person: k for k, person in enumerate(people)}
+    label = {name: k for k, name in enumerate(people)}
     self.items = [(visible[n], other[n]) for n in names]
-    self.identities = [label[os.path.basename(n).split("_")[0]] for n in names]
+    self.identities = [label[person(n)] for n in names]
     self.landmark_files = [os.path.join(root, "landmarks", n + ".txt") for n in names]
 
   def load(self, index: int) -> dict[str, np.ndarray]:
