@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from hallujax.data.pipeline import available_cores
+
 CELEBA_SPLIT = (0.8034, 0.0981)   # CelebA's list_eval_partition: 162,770 / 19,867 / 19,962 of 202,599
 FRAME = (218, 178)                # img_align_celeba's images are 178 wide, 218 high
 FACE_TOP = 20                     # the face square starts at row 20 (hallujax.data.folders.CelebAFolder)
@@ -262,13 +264,6 @@ def paper_step_flops(config_file: str, configs_dir: str) -> dict[str, tuple[floa
 
 
 # ----- the report -----------------------------------------------------------------------
-
-
-def available_cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
 
 
 def main(argv=None) -> str:

@@ -57,6 +57,7 @@ import time
 import numpy as np
 
 from hallujax.data import records
+from hallujax.data.pipeline import available_cores, scale_points
 
 SPLITS = ("train", "validation", "test")
 ENCODINGS = ("auto", "png", "jpeg")
@@ -64,11 +65,6 @@ ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"   # payloads are already comp
 
 
 # ----- one example ------------------------------------------------------------------
-
-
-def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
-  """Pixel coordinates (centres at integers) after resizing by `factor` (as hallujax.data.pipeline)."""
-  return ((np.asarray(points, np.float32) + 0.5) * factor - 0.5).astype(np.float32)
 
 
 def resize_example(example: dict, size: int) -> dict:
@@ -354,13 +350,6 @@ def run_tasks(function, tasks: list, workers: int, data_config: dict, settings: 
 
 
 # ----- the command ----------------------------------------------------------------------
-
-
-def available_cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
 
 
 def make_plan(data_config, arguments) -> tuple[dict, dict[str, list[Shard]]]:
