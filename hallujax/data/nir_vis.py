@@ -1,6 +1,7 @@
-"""CASIA NIR-VIS 2.0 for NIR → VIS training (paper 001 §4.1): its protocol files, a landmark cache, a source.
+"""NIR-VIS face databases for NIR → VIS training and evaluation (paper 001 §4.1): CASIA NIR-VIS 2.0,
+BUAA-VisNir and Oulu-CASIA NIR-VIS; their layouts, protocols, a landmark cache, the sources.
 
-The layout (the official release)::
+CASIA NIR-VIS 2.0 (``layout="casia"``, source ``casia_nir_vis``), the official release::
 
     NIR-VIS-2.0/s1 … s4/NIR/<subject>/<n>.bmp
     NIR-VIS-2.0/s1 … s4/VIS/<subject>/<n>.jpg
@@ -10,27 +11,77 @@ The layout (the official release)::
 List lines are Windows paths (``s2\\VIS\\10117\\001.jpg``); a listed extension that is not on disk is tried
 as .bmp / .jpg / .png (the release's lists and files disagree for some sessions).
 
-PCFH needs 68 landmarks of both images of a pair (its local paths and the IDW warp read them). They are
-computed once, by dlib (the "eval" extra), for every image the protocols list::
+BUAA-VisNir (``layout="buaa"``, source ``buaa_vis_nir``): 150 subjects, each with VIS-NIR pairs captured
+simultaneously by one multi-spectral camera in several poses and expressions, and VIS images under varied
+illumination. We could not confirm the release's own file naming (one public evaluation list names a
+subject's ``1/1.bmp`` as its VIS gallery image and ``1/2.bmp`` as a NIR probe), so this module reads a
+simple layout that any copy maps onto by sorting each subject's images by modality::
+
+    BUAA-VisNir/NIR/<subject>/<image>      (e.g. NIR/1/2.bmp, NIR/1/4.bmp, …)
+    BUAA-VisNir/VIS/<subject>/<image>      (e.g. VIS/1/1.bmp, VIS/1/3.bmp, …)
+
+Subject folders are sorted naturally (2 before 10). Put in each subject's folders the images the protocol
+uses: the comparisons in paper 001 Table 3 use 9 VIS-NIR pairs per subject (900 training images of 50
+subjects, 1800 test images of 100); every image found is used.
+
+Oulu-CASIA NIR-VIS (``layout="oulu"``, source ``oulu_casia_nir_vis``): the Oulu-CASIA NIR&VIS facial
+expression release, 80 subjects × 6 expressions (Anger, Disgust, Fear, Happiness, Sadness, Surprise)
+filmed as frame sequences by a NIR (NI) and a visible (VL) camera under three illuminations (Strong =
+normal indoor, Weak, Dark). ``data_dir`` is the release's ``OriginalImg/`` folder (or ``PreprocessImg/``,
+which has the same tree)::
+
+    OriginalImg/NI/Strong/P001/Anger/000.jpeg …
+    OriginalImg/VL/Strong/P001/Anger/000.jpeg …
+
+Only one illumination is read (``data.illumination`` / ``--illumination``, default Strong: the visible
+camera's Dark sequences are nearly black); from each expression sequence 8 frames evenly spaced over it
+are taken, for each camera (the protocol's "eight face images from each expression", 48 NIR + 48 VIS per
+subject).
+
+Splits of BUAA and Oulu (single split, subject-disjoint). Paper 001 §4.1 gives no counts: "For the
+BUAA-VisNir database and the Oulu-CASIA NIR-VIS database, the training sets in these two databases are not
+used. We directly employ our model trained on the first fold of CASIA NIR-VIS 2.0 and test our model on
+the testing sets in the two databases". Those testing sets are the ones of the methods its Tables 3-4
+compare with (IDR, He et al. 2017; ADFL; Light CNN), whose protocol is, in our words (that text is not in
+the project's papers):
+
+- BUAA-VisNir: 50 subjects train (900 images), the remaining 100 subjects test (1800 images); "only one
+  VIS image of each subject" is the gallery, every NIR image a probe. Here: the first 50 subjects in
+  natural order train, the next 100 test; the gallery image is a subject's first VIS image.
+- Oulu-CASIA: 40 of the 80 subjects (10 from Oulu, 30 from CASIA; which ones is not published), 20 train
+  and 20 test; all VIS images of the test subjects are the gallery, all their NIR images the probes.
+  Here: the first 40 subjects present in both cameras, in natural order: 20 train, then 20 test.
+
+Either database's subjects can be named instead in ``<data_dir>/protocols/train_subjects.txt`` and
+``test_subjects.txt`` (one subject folder name a line), e.g. to reproduce another paper's exact subsets.
+
+Landmarks. PCFH needs 68 landmarks of both images of a pair (its local paths and the IDW warp read them).
+They are computed once, by dlib (the "eval" extra), for every image the protocol uses::
 
     python -m hallujax.data.nir_vis --data_dir NIR-VIS-2.0 [--workers 8]
+    python -m hallujax.data.nir_vis --data_dir BUAA-VisNir --layout buaa
+    python -m hallujax.data.nir_vis --data_dir OriginalImg --layout oulu [--illumination Strong]
 
-which writes ``NIR-VIS-2.0/landmarks.json`` ({relative path: 68 × (x, y), or null where no face was
-found}); rerunning it detects only the images not yet in the file. The source then reads it:
+which writes ``<data_dir>/landmarks.json`` ({relative path: 68 × (x, y), or null where no face was
+found}); rerunning it detects only the images not yet in the file. The sources then read it:
 
     --config.data.source=casia_nir_vis --config.data.data_dir=NIR-VIS-2.0 [--config.data.fold=1]
+    --config.data.source=buaa_vis_nir --config.data.data_dir=BUAA-VisNir
+    --config.data.source=oulu_casia_nir_vis --config.data.data_dir=OriginalImg
 
 Examples follow paper 001's unaligned pairs: each NIR image of the split is paired with a visible image
-of the same subject (a different capture: another session, pose and expression), both aligned by a
-similarity transform of their own landmarks to the ArcFace template scaled to ``data.target_size``.
-Splits: "train" is fold K's training lists; "validation" and "test" are its probe NIR images, paired
-with the subject's gallery image. CASIA has no visible image in the NIR image's own pose, so
-"aligned_target" (PCFH's PSNR reference in face-world runs) is the paired visible image itself.
-Images whose landmarks are null are left out and counted in the log.
+of the same subject (a different capture), both aligned by a similarity transform of their own landmarks
+to the ArcFace template scaled to ``data.target_size``. Splits: "train" is the training subjects' (CASIA:
+fold K's training lists) NIR images paired with their visible images; "validation" and "test" are the
+test subjects' NIR probes, paired with the subject's gallery images. These databases have no visible
+image in the NIR image's own pose for every image, so "aligned_target" (PCFH's PSNR reference in
+face-world runs) is the paired visible image itself. Images whose landmarks are null are left out and
+counted in the log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -40,15 +91,21 @@ import re
 import numpy as np
 
 from hallujax.data import alignment
-from hallujax.data.folders import _FolderSource, missing_directory
+from hallujax.data.folders import IMAGE_EXTENSIONS, _FolderSource, missing_directory
 
 EXTENSIONS = (".bmp", ".jpg", ".png")
 CACHE_NAME = "landmarks.json"
 LAYOUT = ("CASIA NIR-VIS 2.0: s1..s4/{NIR,VIS}/<subject>/<image> and protocols/nir_train_K.txt, vis_train_K.txt, "
           "nir_probe_K.txt, vis_gallery_K.txt")
+BUAA_LAYOUT = "BUAA-VisNir: NIR/<subject>/<image> and VIS/<subject>/<image> (see hallujax/data/nir_vis.py)"
+OULU_LAYOUT = ("Oulu-CASIA NIR&VIS: the release's OriginalImg/ (or PreprocessImg/) folder, "
+               "{NI,VL}/<illumination>/<subject>/<expression>/<frame>.jpeg")
+LAYOUTS = ("casia", "buaa", "oulu")
+
+Images = list[tuple[str, str]]   # (image path, subject)
 
 
-# ----------------------------------------------------------------------------- the protocol files
+# ----------------------------------------------------------------------------- CASIA's protocol files
 
 
 def protocol_folds(data_dir: str) -> list[int]:
@@ -85,7 +142,7 @@ def subject_of(entry: str) -> str:
   return parts[-2]
 
 
-def read_list(data_dir: str, name: str) -> list[tuple[str, str]]:
+def read_list(data_dir: str, name: str) -> Images:
   """(image path, subject) of each non-empty line of protocols/<name>."""
   path = os.path.join(data_dir, "protocols", name)
   if not os.path.isfile(path):
@@ -98,6 +155,199 @@ def read_list(data_dir: str, name: str) -> list[tuple[str, str]]:
 SPLIT_LISTS = {"train": ("nir_train_{}.txt", "vis_train_{}.txt"),
                "validation": ("nir_probe_{}.txt", "vis_gallery_{}.txt"),
                "test": ("nir_probe_{}.txt", "vis_gallery_{}.txt")}
+
+
+def casia_images(data_dir: str) -> list[str]:
+  """Every image any of the protocol lists names."""
+  listed = set()
+  for name in sorted(os.listdir(os.path.join(data_dir, "protocols"))):
+    if name.endswith(".txt") and name.startswith(("nir_", "vis_")):
+      listed.update(path for path, _ in read_list(data_dir, name))
+  return sorted(listed)
+
+
+def casia_split(data_dir: str, split: str, fold: int) -> tuple[Images, Images]:
+  """(NIR images, VIS images) of fold K's split: training lists, or probes and gallery."""
+  nir_list, vis_list = (name.format(fold) for name in SPLIT_LISTS[split])
+  return read_list(data_dir, nir_list), read_list(data_dir, vis_list)
+
+
+# ----------------------------------------------------------------------------- BUAA-VisNir and Oulu-CASIA
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectProtocol:
+  """A single train / test split by subjects (module docstring: the protocol of paper 001 Tables 3-4)."""
+  source: str                       # the source name, for messages
+  layout: str                       # the expected layout, for messages
+  train_subjects: int
+  test_subjects: int
+  gallery_per_subject: int | None   # VIS gallery images per test subject; None = all of them
+
+
+PROTOCOLS = {
+    # "50 subjects (900 images) train, the remaining 100 subjects (1800 images) test; only one VIS image of each
+    # subject in the gallery" (the protocol of IDR / ADFL / Light CNN that paper 001 Table 3 compares with).
+    "buaa": SubjectProtocol("buaa_vis_nir", BUAA_LAYOUT, train_subjects=50, test_subjects=100,
+                            gallery_per_subject=1),
+    # "40 subjects, 20 train and 20 test; all VIS images of the test subjects as the gallery, all NIR images as
+    # the probes" (the protocol paper 001 Table 4 compares with).
+    "oulu": SubjectProtocol("oulu_casia_nir_vis", OULU_LAYOUT, train_subjects=20, test_subjects=20,
+                            gallery_per_subject=None),
+}
+FRAMES_PER_EXPRESSION = 8   # Oulu: "eight face images from each expression", for each camera
+
+
+def natural_key(name: str) -> list:
+  """Sort key with digit runs compared as numbers ("2" before "10", "P002" before "P010")."""
+  return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _listing(directory: str) -> list[str]:
+  return sorted(os.listdir(directory), key=natural_key) if os.path.isdir(directory) else []
+
+
+def _image_files(directory: str) -> list[str]:
+  return [os.path.join(directory, name) for name in _listing(directory)
+          if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, name))]
+
+
+def _layout_error(data_dir: str, protocol: SubjectProtocol, what: str, wanted: tuple[str, ...]) -> FileNotFoundError:
+  """missing_directory, naming a subfolder of data_dir that does hold the wanted folders (a common slip)."""
+  for name in _listing(data_dir):
+    if all(os.path.isdir(os.path.join(data_dir, name, w)) for w in wanted):
+      what += f"; {os.path.join(data_dir, name)} has them: give that as the data directory"
+      break
+  return missing_directory(data_dir, protocol.source, f"{protocol.layout} ({what})")
+
+
+def evenly_spaced(frames: list[str], count: int) -> list[str]:
+  """`count` frames spread evenly over a sequence, first and last included (all of a shorter one)."""
+  if len(frames) <= count:
+    return list(frames)
+  return [frames[int(k)] for k in np.round(np.linspace(0, len(frames) - 1, count))]
+
+
+def buaa_subject_images(data_dir: str) -> dict[str, dict[str, list[str]]]:
+  """{"NIR": {subject: images}, "VIS": {subject: images}} of the BUAA layout."""
+  modalities = ("NIR", "VIS")
+  missing = [m for m in modalities if not os.path.isdir(os.path.join(data_dir, m))]
+  if missing:
+    raise _layout_error(data_dir, PROTOCOLS["buaa"], f"no {' or '.join(m + '/' for m in missing)} directory",
+                        modalities)
+  return {m: {subject: _image_files(os.path.join(data_dir, m, subject))
+              for subject in _listing(os.path.join(data_dir, m))} for m in modalities}
+
+
+def oulu_subject_images(data_dir: str, illumination: str = "Strong") -> dict[str, dict[str, list[str]]]:
+  """{"NIR": {subject: frames}, "VIS": {...}}: per expression sequence, FRAMES_PER_EXPRESSION evenly spaced."""
+  cameras = {"NIR": os.path.join("NI", illumination), "VIS": os.path.join("VL", illumination)}
+  missing = [c for c in cameras.values() if not os.path.isdir(os.path.join(data_dir, c))]
+  if missing:
+    found = sorted(set(_listing(os.path.join(data_dir, "NI"))) | set(_listing(os.path.join(data_dir, "VL"))))
+    what = f"no {' or '.join(c + '/' for c in missing)} directory" + (f" (illuminations found: {', '.join(found)})"
+                                                                     if found else "")
+    raise _layout_error(data_dir, PROTOCOLS["oulu"], what, tuple(cameras.values()))
+  images = {}
+  for modality, camera in cameras.items():
+    images[modality] = {}
+    for subject in _listing(os.path.join(data_dir, camera)):
+      sequences = _listing(os.path.join(data_dir, camera, subject))
+      images[modality][subject] = [frame for expression in sequences for frame in evenly_spaced(
+          _image_files(os.path.join(data_dir, camera, subject, expression)), FRAMES_PER_EXPRESSION)]
+  return images
+
+
+def _named_subjects(data_dir: str, name: str) -> list[str] | None:
+  path = os.path.join(data_dir, "protocols", name)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def subject_split(data_dir: str, layout: str, subjects: list[str]) -> tuple[list[str], list[str]]:
+  """(train subjects, test subjects): protocols/{train,test}_subjects.txt when given, else the protocol's
+  counts in natural order (module docstring). `subjects` are those with both NIR and VIS images."""
+  protocol = PROTOCOLS[layout]
+  train, test = _named_subjects(data_dir, "train_subjects.txt"), _named_subjects(data_dir, "test_subjects.txt")
+  if (train is None) != (test is None):
+    raise FileNotFoundError(f"{os.path.join(data_dir, 'protocols')} names only one of train_subjects.txt and "
+                            "test_subjects.txt; give both (one subject a line) or neither.")
+  if train is not None:
+    unknown = [s for s in train + test if s not in subjects]
+    if unknown:
+      raise ValueError(f"protocols/*_subjects.txt name {len(unknown)} subjects without both NIR and VIS images "
+                       f"under {data_dir} (e.g. {unknown[0]!r}); expected subject folder names.")
+    if set(train) & set(test):
+      raise ValueError(f"protocols/train_subjects.txt and test_subjects.txt share subjects (e.g. "
+                       f"{sorted(set(train) & set(test))[0]!r}); the protocol's splits are subject-disjoint.")
+    return train, test
+  needed = protocol.train_subjects + protocol.test_subjects
+  if len(subjects) < needed:
+    raise missing_directory(data_dir, protocol.source, f"{protocol.layout} ({len(subjects)} subjects have both NIR "
+                            f"and VIS images; the protocol needs {needed}: {protocol.train_subjects} train + "
+                            f"{protocol.test_subjects} test)")
+  ordered = sorted(subjects, key=natural_key)
+  return ordered[:protocol.train_subjects], ordered[protocol.train_subjects:needed]
+
+
+def subject_images(data_dir: str, layout: str, illumination: str = "Strong") -> dict[str, dict[str, list[str]]]:
+  if layout == "buaa":
+    return buaa_subject_images(data_dir)
+  if layout == "oulu":
+    return oulu_subject_images(data_dir, illumination)
+  raise ValueError(f"layout={layout!r} has no subject folders; expected one of {', '.join(PROTOCOLS)}.")
+
+
+def subjects_split(data_dir: str, layout: str, split: str, illumination: str = "Strong",
+                   gallery_per_subject: int | None | str = "protocol") -> tuple[Images, Images]:
+  """(NIR images, VIS images) of a split of BUAA or Oulu: the training subjects' images, or (validation and
+  test) the test subjects' NIR probes and VIS gallery. `gallery_per_subject`: "protocol" (the database's
+  rule), or a count of VIS images per subject (the first ones in natural order), or None for all."""
+  images = subject_images(data_dir, layout, illumination)
+  subjects = [s for s in images["NIR"] if images["NIR"][s] and images["VIS"].get(s)]
+  train, test = subject_split(data_dir, layout, subjects)
+  if split == "train":
+    return ([(path, s) for s in train for path in images["NIR"][s]],
+            [(path, s) for s in train for path in images["VIS"][s]])
+  if gallery_per_subject == "protocol":
+    gallery_per_subject = PROTOCOLS[layout].gallery_per_subject
+  return ([(path, s) for s in test for path in images["NIR"][s]],
+          [(path, s) for s in test for path in images["VIS"][s][:gallery_per_subject]])
+
+
+# ----------------------------------------------------------------------------- any layout
+
+
+def check_layout(layout: str) -> str:
+  if layout not in LAYOUTS:
+    raise ValueError(f"layout={layout!r} is not a known NIR-VIS layout; expected one of {', '.join(LAYOUTS)} "
+                     "(CASIA NIR-VIS 2.0, BUAA-VisNir, Oulu-CASIA NIR-VIS).")
+  return layout
+
+
+def split_images(data_dir: str, layout: str, split: str, fold: int = 1,
+                 illumination: str = "Strong") -> tuple[Images, Images]:
+  """(NIR images, VIS images) of a split of any layout (module docstring)."""
+  if check_layout(layout) == "casia":
+    return casia_split(data_dir, split, fold)
+  return subjects_split(data_dir, layout, split, illumination)
+
+
+def protocol_images(data_dir: str, layout: str, illumination: str = "Strong") -> list[str]:
+  """Every image the layout's protocol uses (what the landmark cache must hold)."""
+  if check_layout(layout) == "casia":
+    return casia_images(data_dir)
+  train = subjects_split(data_dir, layout, "train", illumination)
+  test = subjects_split(data_dir, layout, "test", illumination, gallery_per_subject=None)
+  return sorted({path for images in (*train, *test) for path, _ in images})
+
+
+def cache_command(data_dir: str, layout: str) -> str:
+  """The command that computes a layout's landmark cache."""
+  return f"python -m hallujax.data.nir_vis --data_dir {data_dir}" + ("" if layout == "casia" else
+                                                                     f" --layout {layout}")
 
 
 # ----------------------------------------------------------------------------- the landmark cache
@@ -115,12 +365,10 @@ def _detect(path: str) -> list | None:
   return faces[0].landmarks.tolist() if faces else None
 
 
-def build_cache(data_dir: str, workers: int = 1, log=print) -> dict[str, list | None]:
-  """Detects 68 landmarks in every image the protocol lists name and that the cache lacks; saves as it goes."""
-  listed = set()
-  for name in sorted(os.listdir(os.path.join(data_dir, "protocols"))):
-    if name.endswith(".txt") and name.startswith(("nir_", "vis_")):
-      listed.update(path for path, _ in read_list(data_dir, name))
+def build_cache(data_dir: str, workers: int = 1, log=print, layout: str = "casia",
+                illumination: str = "Strong") -> dict[str, list | None]:
+  """Detects 68 landmarks in every image the protocol uses and that the cache lacks; saves as it goes."""
+  listed = protocol_images(data_dir, layout, illumination)
   cache = read_cache(data_dir)
   todo = sorted(path for path in listed if os.path.relpath(path, data_dir) not in cache)
   log(f"{len(listed)} images listed, {len(listed) - len(todo)} already in {CACHE_NAME}, {len(todo)} to detect "
@@ -152,36 +400,37 @@ def write_cache(data_dir: str, cache: dict) -> None:
   os.replace(path + ".partial", path)
 
 
-# ----------------------------------------------------------------------------- the source
+# ----------------------------------------------------------------------------- the sources
 
 
-class CasiaNirVisFolder(_FolderSource):
-  """Unaligned NIR → VIS pairs of CASIA NIR-VIS 2.0 (see the module docstring)."""
+class NirVisFolder(_FolderSource):
+  """Unaligned NIR → VIS pairs of a NIR-VIS database (see the module docstring); `layout` names which."""
 
-  source_name = "casia_nir_vis"
-  LAYOUT = LAYOUT
+  source_name = ""
+  layout = ""
+  LAYOUT = ""
 
   def __init__(self, data_config, split: str):
     super().__init__(data_config, split)
     if self.pairing != "nir_unaligned":
-      raise ValueError(f"casia_nir_vis gives unaligned NIR → VIS pairs; config.data.pairing={self.pairing!r} "
+      raise ValueError(f"{self.source_name} gives unaligned NIR → VIS pairs; config.data.pairing={self.pairing!r} "
                        "should be nir_unaligned.")
     self.fold = int(data_config.get("fold", 1))
+    self.illumination = str(data_config.get("illumination", "Strong"))
     self.size = int(data_config.target_size)
     self.input_channels = int(data_config.get("input_channels", 1))
     cache = read_cache(self.data_dir)
     if not cache:
       raise FileNotFoundError(f"{os.path.join(self.data_dir, CACHE_NAME)} is missing: compute the landmarks once "
-                              f"with python -m hallujax.data.nir_vis --data_dir {self.data_dir}.")
-    nir_list, vis_list = (name.format(self.fold) for name in SPLIT_LISTS[split])
+                              f"with {cache_command(self.data_dir, self.layout)}.")
     with_points = lambda pairs: [(path, subject, cache.get(os.path.relpath(path, self.data_dir)))
                                  for path, subject in pairs]
-    nir = with_points(read_list(self.data_dir, nir_list))
-    vis = with_points(read_list(self.data_dir, vis_list))
+    nir, vis = (with_points(images) for images in
+                split_images(self.data_dir, self.layout, split, self.fold, self.illumination))
     uncached = [path for path, _, points in nir + vis if os.path.relpath(path, self.data_dir) not in cache]
     if uncached:
       raise FileNotFoundError(f"{len(uncached)} listed images have no entry in {CACHE_NAME} (e.g. {uncached[0]}): "
-                              f"rerun python -m hallujax.data.nir_vis --data_dir {self.data_dir}.")
+                              f"rerun {cache_command(self.data_dir, self.layout)}.")
     self.visible: dict[str, list] = {}
     for path, subject, points in vis:
       if points is not None:
@@ -190,12 +439,16 @@ class CasiaNirVisFolder(_FolderSource):
                   if points is not None and subject in self.visible]
     left_out = len(nir) + len(vis) - len(self.items) - sum(map(len, self.visible.values()))
     if left_out:
-      logging.warning("casia_nir_vis fold %d %s: %d images left out (no face found, or no visible image of the "
-                      "subject).", self.fold, split, left_out)
+      logging.warning("%s %s %s: %d images left out (no face found, or no visible image of the subject).",
+                      self.source_name, self.split_name(), split, left_out)
     if not self.items:
-      raise missing_directory(self.data_dir, self.source_name, LAYOUT + f" (no usable pairs in fold {self.fold})")
+      raise missing_directory(self.data_dir, self.source_name,
+                              self.LAYOUT + f" (no usable pairs in {self.split_name()})")
     subjects = sorted(self.visible)
     self.label = {subject: k for k, subject in enumerate(subjects)}
+
+  def split_name(self) -> str:
+    return f"fold {self.fold}" if self.layout == "casia" else "the protocol's split"
 
   def aligned(self, path: str, points: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """The image aligned to the ArcFace template at target_size², and its landmarks there."""
@@ -222,14 +475,38 @@ class CasiaNirVisFolder(_FolderSource):
     return self.items[index][0]
 
 
+class CasiaNirVisFolder(NirVisFolder):
+  """CASIA NIR-VIS 2.0's unaligned NIR → VIS pairs, fold `data.fold` of its protocol files."""
+  source_name, layout, LAYOUT = "casia_nir_vis", "casia", LAYOUT
+
+
+class BuaaVisNirFolder(NirVisFolder):
+  """BUAA-VisNir's unaligned NIR → VIS pairs, NIR/<subject>/ and VIS/<subject>/ (50 train / 100 test subjects)."""
+  source_name, layout, LAYOUT = "buaa_vis_nir", "buaa", BUAA_LAYOUT
+
+
+class OuluCasiaNirVisFolder(NirVisFolder):
+  """Oulu-CASIA NIR-VIS's unaligned NIR → VIS pairs, one illumination (20 train / 20 test subjects)."""
+  source_name, layout, LAYOUT = "oulu_casia_nir_vis", "oulu", OULU_LAYOUT
+
+
 def main(argv=None) -> None:
   import argparse
-  parser = argparse.ArgumentParser(description="Detect 68 landmarks once for CASIA NIR-VIS 2.0 (landmarks.json).")
-  parser.add_argument("--data_dir", required=True, help="NIR-VIS-2.0's root (s1..s4/ and protocols/).")
+  parser = argparse.ArgumentParser(description="Detect 68 landmarks once for a NIR-VIS database (landmarks.json).")
+  parser.add_argument("--data_dir", required=True, help="The database's root (module docstring: the layouts).")
+  parser.add_argument("--layout", default="casia", choices=LAYOUTS,
+                      help="casia: CASIA NIR-VIS 2.0 (s1..s4/ and protocols/); buaa: BUAA-VisNir (NIR/, VIS/); "
+                           "oulu: Oulu-CASIA NIR-VIS (OriginalImg/: NI/, VL/).")
+  parser.add_argument("--illumination", default="Strong", help="oulu: which illumination's sequences.")
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Detection processes.")
   arguments = parser.parse_args(argv)
-  protocol_folds(arguments.data_dir)   # the layout is checked before any detection starts
-  cache = build_cache(arguments.data_dir, arguments.workers)
+  try:
+    if arguments.layout == "casia":
+      protocol_folds(arguments.data_dir)   # the layout is checked before any detection starts
+    cache = build_cache(arguments.data_dir, arguments.workers, layout=arguments.layout,
+                        illumination=arguments.illumination)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"error: {error}\n")
   print(f"{os.path.join(arguments.data_dir, CACHE_NAME)}: {len(cache)} images, "
         f"{sum(v is None for v in cache.values())} without a face.")
 

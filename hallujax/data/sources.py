@@ -33,6 +33,8 @@ SOURCES = {
     "image_folder": "hallujax.data.folders:ImageFolder",
     "paired_folder": "hallujax.data.folders:PairedFolder",
     "casia_nir_vis": "hallujax.data.nir_vis:CasiaNirVisFolder",
+    "buaa_vis_nir": "hallujax.data.nir_vis:BuaaVisNirFolder",
+    "oulu_casia_nir_vis": "hallujax.data.nir_vis:OuluCasiaNirVisFolder",
     "prepared": "hallujax.data.prepare:PreparedSource",
 }
 

@@ -1,12 +1,22 @@
 """python -m hallujax.tools.nir_vis_protocol --workdir PCFH_RUN --data_dir NIR-VIS-2.0 --recognizer_config ...
 
-CASIA NIR-VIS 2.0's recognition protocol (paper 001 §4.1–4.2, Table 2) for a NIR → VIS run:
-for each of the 10 folds (``protocols/vis_gallery_K.txt``, ``protocols/nir_probe_K.txt``), one visible
-image per subject is the gallery; every NIR probe is turned visible by the run; Rank-1 and VR at
-FAR = 1% and 0.1% are measured for the raw NIR probe, the generated image, and the paper's fusion
-(the mean of the raw pair's and the generated pair's scores); the table gives mean ± std over folds.
+The NIR-VIS recognition protocols of paper 001 §4.1–4.2 for a NIR → VIS run. For every split one set of
+visible images is the gallery; every NIR probe is turned visible by the run; Rank-1 and VR at FAR = 1% and
+0.1% are measured for the raw NIR probe, the generated image, and the paper's fusion (the mean of the raw
+pair's and the generated pair's scores).
 
-The layout and its protocol files are read by ``hallujax.data.nir_vis`` (its docstring shows them).
+- ``--layout casia`` (default), Table 2: CASIA NIR-VIS 2.0's 10 folds (``protocols/vis_gallery_K.txt``,
+  ``protocols/nir_probe_K.txt``), one visible image per subject in the gallery; the table gives
+  mean ± std over folds.
+- ``--layout buaa``, Table 3: BUAA-VisNir's single split, the 100 test subjects' NIR probes against one
+  VIS image per subject.
+- ``--layout oulu``, Table 4: Oulu-CASIA NIR-VIS's single split, the 20 test subjects' NIR probes against
+  all their VIS images (``--gallery one``: the first VIS image per subject instead); ``--illumination``
+  picks the sequences (default Strong).
+
+Paper 001 trains once on CASIA's first fold and tests that model on BUAA and Oulu ("the training sets in
+these two databases are not used"), so the same ``--workdir`` serves all three. The layouts, the
+protocols' subjects and their sources are in ``hallujax.data.nir_vis`` (its docstring shows them).
 
 Faces: ``--faces detect`` (default) finds the largest face with dlib and aligns it to the run's
 template, with dlib's 68 landmarks (PCFH's local paths read them); ``--faces aligned`` takes images
@@ -17,7 +27,8 @@ predictor on the whole image. Landmarks come from the dataset's ``landmarks.json
 found are counted as misses for probes, and listed; a gallery image without a face is an error
 (the subject could not be matched at all).
 
-Writes ``RUN/eval/nir_vis_protocol.json`` and ``.md``. Needs the "eval" extra (dlib) and a
+Writes ``RUN/eval/nir_vis_protocol.json`` and ``.md`` (CASIA; ``nir_vis_protocol_buaa.*`` and
+``nir_vis_protocol_oulu.*`` for the others). Needs the "eval" extra (dlib) and a
 recognizer: an in-project ArcFace run (``--recognizer_config`` + ``--recognizer_workdir``) or
 arcface_torch weights (``--arcface_weights``). LightCNN-29 v2 (the paper's) plugs in the same way once
 its weights are converted (``hallujax.convert.lightcnn``).
@@ -34,6 +45,7 @@ import numpy as np
 from absl import flags
 
 from hallujax import cli
+from hallujax.data import nir_vis
 from hallujax.data.nir_vis import protocol_folds, read_cache, read_list
 
 FLAGS = flags.FLAGS
@@ -74,13 +86,22 @@ def summary_over_folds(per_fold: dict[int, dict[str, float]]) -> dict[str, dict[
                  "std": float(np.std([fold[name] for fold in per_fold.values()]))} for name in names}
 
 
-def markdown(summary: dict, per_fold: dict, notes: list[str]) -> str:
-  lines = ["# CASIA NIR-VIS 2.0 protocol (paper 001 Table 2)", "",
-           f"Folds: {', '.join(map(str, per_fold))}. Cells: mean ± std over folds.", "",
+TITLES = {"casia": "CASIA NIR-VIS 2.0 protocol (paper 001 Table 2)",
+          "buaa": "BUAA-VisNir protocol (paper 001 Table 3)",
+          "oulu": "Oulu-CASIA NIR-VIS protocol (paper 001 Table 4)"}
+
+
+def markdown(summary: dict, per_fold: dict, notes: list[str], layout: str = "casia") -> str:
+  """The table: mean ± std over CASIA's folds, or the single split's values (BUAA, Oulu)."""
+  folds = layout == "casia"
+  lines = [f"# {TITLES[layout]}", "",
+           (f"Folds: {', '.join(map(str, per_fold))}. Cells: mean ± std over folds." if folds else
+            "One split: the protocol's test subjects (hallujax.data.nir_vis)."), "",
            "| probe | Rank-1 | VR@FAR=1% | VR@FAR=0.1% |", "|---|---|---|---|"]
+  cell = (lambda c: f"{c['mean']:.4f} ± {c['std']:.4f}") if folds else (lambda c: f"{c['mean']:.4f}")
   for name, label in (("nir", "raw NIR"), ("generated", "generated VIS"), ("fused", "fused (paper)")):
     cells = [summary[f"{metric}_{name}"] for metric in ("rank1", "vr_at_far_1e-2", "vr_at_far_1e-3")]
-    lines.append(f"| {label} | " + " | ".join(f"{c['mean']:.4f} ± {c['std']:.4f}" for c in cells) + " |")
+    lines.append(f"| {label} | " + " | ".join(map(cell, cells)) + " |")
   return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
@@ -149,13 +170,19 @@ class Faces:
 
 
 def run_fold(fold: int, data_dir: str, model, faces: Faces, recognizer, batch_size: int) -> dict[str, float]:
-  gallery_list = read_list(data_dir, f"vis_gallery_{fold}.txt")
-  probe_list = read_list(data_dir, f"nir_probe_{fold}.txt")
+  """CASIA fold K: protocols/vis_gallery_K.txt against protocols/nir_probe_K.txt."""
+  return run_split(f"Fold {fold}", read_list(data_dir, f"vis_gallery_{fold}.txt"),
+                   read_list(data_dir, f"nir_probe_{fold}.txt"), model, faces, recognizer, batch_size)
+
+
+def run_split(name: str, gallery_list, probe_list, model, faces: Faces, recognizer,
+              batch_size: int) -> dict[str, float]:
+  """Scores of NIR probes [(path, subject)] against a visible gallery [(path, subject)]."""
   gallery_crops = []
   for path, _ in gallery_list:
     prepared = faces.prepare(path)
     if prepared is None:
-      raise ValueError(f"Fold {fold}: no face found in gallery image {path}; its subject cannot be matched. "
+      raise ValueError(f"{name}: no face found in gallery image {path}; its subject cannot be matched. "
                        "Use --faces aligned for pre-cropped images, or fix the image.")
     gallery_crops.append(faces.photos.to_unit(prepared.crop))
   gallery = np.asarray(recognizer(np.stack(gallery_crops)))
@@ -179,13 +206,34 @@ def run_fold(fold: int, data_dir: str, model, faces: Faces, recognizer, batch_si
                      np.array([s for _, s in gallery_list]))
 
 
+def protocol_splits(data_dir: str, layout: str, folds=(), illumination: str = "Strong",
+                    gallery: str = "protocol") -> dict:
+  """{fold, or "test" for BUAA / Oulu: (gallery, probes)}, each a [(path, subject)] list, read (and the layout
+  checked) before any model is loaded."""
+  if layout == "casia":
+    folds = [int(f) for f in folds] if folds else protocol_folds(data_dir)
+    lists = {fold: (read_list(data_dir, f"vis_gallery_{fold}.txt"), read_list(data_dir, f"nir_probe_{fold}.txt"))
+             for fold in folds}
+  else:
+    probes, visible = nir_vis.subjects_split(data_dir, layout, "test", illumination,
+                                             "protocol" if gallery == "protocol" else 1)
+    lists = {"test": (visible, probes)}
+  return lists
+
+
 # ----------------------------------------------------------------------------- the command
 
 
 def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "The NIR → VIS training run (e.g. configs/pcfh.py).")
-  flags.DEFINE_string("data_dir", None, "CASIA NIR-VIS 2.0's root (s1..s4/ and protocols/).")
-  flags.DEFINE_list("folds", [], "Folds to run (default: every fold with both protocol files).")
+  flags.DEFINE_string("data_dir", None, "The database's root: CASIA NIR-VIS 2.0 (s1..s4/ and protocols/), "
+                      "BUAA-VisNir (NIR/, VIS/) or Oulu-CASIA's OriginalImg/ (NI/, VL/).")
+  flags.DEFINE_enum("layout", "casia", list(nir_vis.LAYOUTS), "casia: CASIA NIR-VIS 2.0 (10 folds, Table 2); "
+                    "buaa: BUAA-VisNir (Table 3); oulu: Oulu-CASIA NIR-VIS (Table 4).")
+  flags.DEFINE_list("folds", [], "casia: folds to run (default: every fold with both protocol files).")
+  flags.DEFINE_string("illumination", "Strong", "oulu: which illumination's sequences (Strong, Weak, Dark).")
+  flags.DEFINE_enum("gallery", "protocol", ["protocol", "one"], "buaa / oulu: the protocol's gallery (BUAA: one "
+                    "VIS image per subject; Oulu: all of them), or one VIS image per subject.")
   flags.DEFINE_enum("faces", "detect", ["detect", "aligned"], "Find faces with dlib, or images are face crops.")
   flags.DEFINE_integer("batch_size", 16, "Probes per compiled batch.")
   flags.DEFINE_string("recognizer_config", None, "ArcFace config (configs/arcface.py[:variant]).")
@@ -198,7 +246,9 @@ def main(argv):
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir or not FLAGS.data_dir:
     raise cli.UserError("Give --workdir=RUN (a NIR → VIS run) and --data_dir=NIR-VIS-2.0 (see --help).")
-  folds = [int(f) for f in FLAGS.folds] if FLAGS.folds else protocol_folds(FLAGS.data_dir)
+  if FLAGS.layout != "casia" and FLAGS.folds:
+    raise cli.UserError(f"--folds is CASIA's; --layout={FLAGS.layout} has a single split (drop --folds).")
+  splits = protocol_splits(FLAGS.data_dir, FLAGS.layout, FLAGS.folds, FLAGS.illumination, FLAGS.gallery)
   from hallujax import evaluation, hallucinate
   if FLAGS.recognizer_workdir:
     recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
@@ -214,19 +264,25 @@ def main(argv):
   faces = Faces(model, FLAGS.faces, os.path.join(directory, "nir_vis_faces.json"), FLAGS.data_dir)
   per_fold = {}
   try:
-    for fold in folds:
-      per_fold[fold] = run_fold(fold, FLAGS.data_dir, model, faces, recognizer, FLAGS.batch_size)
-      print(f"fold {fold}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[fold].items()), flush=True)
+    for fold, (gallery, probes) in splits.items():
+      name = f"Fold {fold}" if FLAGS.layout == "casia" else f"{FLAGS.layout} {fold}"
+      per_fold[fold] = run_split(name, gallery, probes, model, faces, recognizer, FLAGS.batch_size)
+      print(f"{name.lower()}: " + "  ".join(f"{k} {v:.4f}" for k, v in per_fold[fold].items()), flush=True)
   finally:
     faces.save()
   summary = summary_over_folds(per_fold)
   notes = [f"Run {model.name}; faces: {FLAGS.faces}; probes without a face: {len(faces.missing)} "
            "(counted as misses).", "Raw NIR probes are the aligned grey crops, repeated over RGB."]
+  if FLAGS.layout != "casia":
+    gallery, probes = splits["test"]
+    notes.append(f"Gallery: {FLAGS.gallery} ({len(gallery)} VIS images), {len(probes)} NIR probes"
+                 + (f"; illumination {FLAGS.illumination}." if FLAGS.layout == "oulu" else "."))
   os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, "nir_vis_protocol.json"), "w") as f:
+  stem = "nir_vis_protocol" + ("" if FLAGS.layout == "casia" else f"_{FLAGS.layout}")
+  with open(os.path.join(directory, stem + ".json"), "w") as f:
     json.dump({"folds": per_fold, "summary": summary, "missing_faces": faces.missing}, f, indent=2)
-  text = markdown(summary, per_fold, notes)
-  with open(os.path.join(directory, "nir_vis_protocol.md"), "w") as f:
+  text = markdown(summary, per_fold, notes, FLAGS.layout)
+  with open(os.path.join(directory, stem + ".md"), "w") as f:
     f.write(text)
   print(text)
 
