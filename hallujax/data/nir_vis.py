@@ -33,10 +33,11 @@ which has the same tree)::
     OriginalImg/NI/Strong/P001/Anger/000.jpeg …
     OriginalImg/VL/Strong/P001/Anger/000.jpeg …
 
-Only one illumination is read (``data.illumination`` / ``--illumination``, default Strong: the visible
-camera's Dark sequences are nearly black); from each expression sequence 8 frames evenly spaced over it
-are taken, for each camera (the protocol's "eight face images from each expression", 48 NIR + 48 VIS per
-subject).
+Only one illumination is read: Strong, the normal indoor light, unless ``--illumination`` (the landmark
+and protocol commands) or a ``data.illumination`` field in the config says otherwise. From each expression
+sequence 8 frames evenly spaced over it are taken, for each camera (the protocol takes eight images of each
+expression from each camera at random; evenly spaced frames make the choice reproducible): 48 NIR + 48 VIS
+per subject.
 
 Splits of BUAA and Oulu (single split, subject-disjoint). Paper 001 §4.1 gives no counts: "For the
 BUAA-VisNir database and the Oulu-CASIA NIR-VIS database, the training sets in these two databases are not
@@ -45,8 +46,8 @@ the testing sets in the two databases". Those testing sets are the ones of the m
 compare with (IDR, He et al. 2017; ADFL; Light CNN), whose protocol is, in our words (that text is not in
 the project's papers):
 
-- BUAA-VisNir: 50 subjects train (900 images), the remaining 100 subjects test (1800 images); "only one
-  VIS image of each subject" is the gallery, every NIR image a probe. Here: the first 50 subjects in
+- BUAA-VisNir: 50 subjects train (900 images), the remaining 100 subjects test (1800 images); only one
+  VIS image of each subject is in the gallery, every NIR image is a probe. Here: the first 50 subjects in
   natural order train, the next 100 test; the gallery image is a subject's first VIS image.
 - Oulu-CASIA: 40 of the 80 subjects (10 from Oulu, 30 from CASIA; which ones is not published), 20 train
   and 20 test; all VIS images of the test subjects are the gallery, all their NIR images the probes.
@@ -73,10 +74,10 @@ Examples follow paper 001's unaligned pairs: each NIR image of the split is pair
 of the same subject (a different capture), both aligned by a similarity transform of their own landmarks
 to the ArcFace template scaled to ``data.target_size``. Splits: "train" is the training subjects' (CASIA:
 fold K's training lists) NIR images paired with their visible images; "validation" and "test" are the
-test subjects' NIR probes, paired with the subject's gallery images. These databases have no visible
-image in the NIR image's own pose for every image, so "aligned_target" (PCFH's PSNR reference in
-face-world runs) is the paired visible image itself. Images whose landmarks are null are left out and
-counted in the log.
+test subjects' NIR probes, paired with the subject's gallery images. No layout says which visible image
+shares a NIR image's pose (BUAA's simultaneous pairs do, but the layout read here does not record them),
+so "aligned_target" (PCFH's PSNR reference in face-world runs) is the paired visible image itself.
+Images whose landmarks are null are left out and counted in the log.
 """
 
 from __future__ import annotations
@@ -186,16 +187,19 @@ class SubjectProtocol:
 
 
 PROTOCOLS = {
-    # "50 subjects (900 images) train, the remaining 100 subjects (1800 images) test; only one VIS image of each
-    # subject in the gallery" (the protocol of IDR / ADFL / Light CNN that paper 001 Table 3 compares with).
+    # Paper 001 §4.1: "The BUAA-VISNIR face database consists of 150 subjects with 13 VIS-NIR pairs and 14 VIS
+    # images varying in illumination." ... "test our model on the testing sets". The testing set of the methods
+    # Table 3 compares with (our words): the 100 subjects left after 50 training subjects, one VIS image of
+    # each in the gallery, every NIR image a probe.
     "buaa": SubjectProtocol("buaa_vis_nir", BUAA_LAYOUT, train_subjects=50, test_subjects=100,
                             gallery_per_subject=1),
-    # "40 subjects, 20 train and 20 test; all VIS images of the test subjects as the gallery, all NIR images as
-    # the probes" (the protocol paper 001 Table 4 compares with).
+    # Paper 001 §4.1: "The Oulu-CASIA NIR-VIS database contains 80 subjects with six typical expressions ... and
+    # three illuminations". The protocol of the methods Table 4 compares with (our words): 40 of the subjects,
+    # 20 train and 20 test; every VIS image of the test subjects in the gallery, every NIR image a probe.
     "oulu": SubjectProtocol("oulu_casia_nir_vis", OULU_LAYOUT, train_subjects=20, test_subjects=20,
                             gallery_per_subject=None),
 }
-FRAMES_PER_EXPRESSION = 8   # Oulu: "eight face images from each expression", for each camera
+FRAMES_PER_EXPRESSION = 8   # Oulu: eight images of each expression from each camera (the same protocol)
 
 
 def natural_key(name: str) -> list:
@@ -266,7 +270,7 @@ def _named_subjects(data_dir: str, name: str) -> list[str] | None:
     return [line.strip() for line in f if line.strip()]
 
 
-def subject_split(data_dir: str, layout: str, subjects: list[str]) -> tuple[list[str], list[str]]:
+def choose_subjects(data_dir: str, layout: str, subjects: list[str]) -> tuple[list[str], list[str]]:
   """(train subjects, test subjects): protocols/{train,test}_subjects.txt when given, else the protocol's
   counts in natural order (module docstring). `subjects` are those with both NIR and VIS images."""
   protocol = PROTOCOLS[layout]
@@ -300,14 +304,14 @@ def subject_images(data_dir: str, layout: str, illumination: str = "Strong") -> 
   raise ValueError(f"layout={layout!r} has no subject folders; expected one of {', '.join(PROTOCOLS)}.")
 
 
-def subjects_split(data_dir: str, layout: str, split: str, illumination: str = "Strong",
-                   gallery_per_subject: int | None | str = "protocol") -> tuple[Images, Images]:
+def single_split_images(data_dir: str, layout: str, split: str, illumination: str = "Strong",
+                        gallery_per_subject: int | None | str = "protocol") -> tuple[Images, Images]:
   """(NIR images, VIS images) of a split of BUAA or Oulu: the training subjects' images, or (validation and
   test) the test subjects' NIR probes and VIS gallery. `gallery_per_subject`: "protocol" (the database's
   rule), or a count of VIS images per subject (the first ones in natural order), or None for all."""
   images = subject_images(data_dir, layout, illumination)
   subjects = [s for s in images["NIR"] if images["NIR"][s] and images["VIS"].get(s)]
-  train, test = subject_split(data_dir, layout, subjects)
+  train, test = choose_subjects(data_dir, layout, subjects)
   if split == "train":
     return ([(path, s) for s in train for path in images["NIR"][s]],
             [(path, s) for s in train for path in images["VIS"][s]])
@@ -332,15 +336,15 @@ def split_images(data_dir: str, layout: str, split: str, fold: int = 1,
   """(NIR images, VIS images) of a split of any layout (module docstring)."""
   if check_layout(layout) == "casia":
     return casia_split(data_dir, split, fold)
-  return subjects_split(data_dir, layout, split, illumination)
+  return single_split_images(data_dir, layout, split, illumination)
 
 
 def protocol_images(data_dir: str, layout: str, illumination: str = "Strong") -> list[str]:
   """Every image the layout's protocol uses (what the landmark cache must hold)."""
   if check_layout(layout) == "casia":
     return casia_images(data_dir)
-  train = subjects_split(data_dir, layout, "train", illumination)
-  test = subjects_split(data_dir, layout, "test", illumination, gallery_per_subject=None)
+  train = single_split_images(data_dir, layout, "train", illumination)
+  test = single_split_images(data_dir, layout, "test", illumination, gallery_per_subject=None)
   return sorted({path for images in (*train, *test) for path, _ in images})
 
 

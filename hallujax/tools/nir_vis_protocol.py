@@ -215,8 +215,8 @@ def protocol_splits(data_dir: str, layout: str, folds=(), illumination: str = "S
     lists = {fold: (read_list(data_dir, f"vis_gallery_{fold}.txt"), read_list(data_dir, f"nir_probe_{fold}.txt"))
              for fold in folds}
   else:
-    probes, visible = nir_vis.subjects_split(data_dir, layout, "test", illumination,
-                                             "protocol" if gallery == "protocol" else 1)
+    probes, visible = nir_vis.single_split_images(data_dir, layout, "test", illumination,
+                                                  "protocol" if gallery == "protocol" else 1)
     lists = {"test": (visible, probes)}
   return lists
 
