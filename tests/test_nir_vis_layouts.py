@@ -21,8 +21,8 @@ from hallujax.data import alignment, nir_vis, pipeline
 from hallujax.data.sources import make_source
 from hallujax.tools import nir_vis_protocol as protocol
 
-SIZE = 48
-EXPRESSIONS = ("Anger", "Fear", "Surprise")   # 3 of the release's 6 sequences per subject keep the file fast
+SIZE = 32
+EXPRESSIONS = ("Anger", "Surprise")   # 2 of the release's 6 sequences per subject keep the file fast
 
 
 def texture(seed: int) -> np.ndarray:
@@ -106,9 +106,10 @@ def test_oulu_splits_take_40_subjects_and_8_frames_per_expression_and_camera(oul
   probes, gallery = nir_vis.split_images(oulu, "oulu", "test")
   assert subjects(train_nir) == subjects(train_vis) == {f"P{n:03d}" for n in range(1, 21)}
   assert subjects(probes) == subjects(gallery) == {f"P{n:03d}" for n in range(21, 41)}   # P041-43 unused
-  assert len(train_nir) == len(train_vis) == len(probes) == len(gallery) == 20 * 3 * 8   # all VIS = gallery
-  frames = sorted(os.path.basename(p) for p, s in probes if s == "P021" and f"{os.sep}Fear{os.sep}" in p)
+  assert len(train_nir) == len(train_vis) == len(probes) == len(gallery) == 20 * 2 * 8   # all VIS = gallery
+  frames = sorted(os.path.basename(p) for p, s in probes if s == "P021" and f"{os.sep}Surprise{os.sep}" in p)
   assert len(frames) == 8 and frames[0] == "000.png" and frames[-1] == "008.png"      # spread over the sequence
+  assert len(nir_vis.protocol_images(oulu, "oulu")) == 40 * 2 * 2 * 8   # what the landmark command detects
   one_each, _ = protocol.protocol_splits(oulu, "oulu", gallery="one")["test"]
   assert len(one_each) == 20 and subjects(one_each) == subjects(gallery)
 
@@ -187,7 +188,7 @@ def pooled_features(images):
   return flat - flat.mean(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("layout, probes, gallery", [("buaa", 200, 100), ("oulu", 480, 480)])
+@pytest.mark.parametrize("layout, probes, gallery", [("buaa", 200, 100), ("oulu", 320, 320)])
 def test_the_protocol_runs_on_the_single_split(layout, probes, gallery, request, tmp_path):
   root = request.getfixturevalue(layout)
   splits = protocol.protocol_splits(root, layout)
@@ -246,17 +247,18 @@ def test_missing_landmarks_name_the_command_for_the_layout(buaa, tmp_path):
     make_source(config.data, "train")
 
 
-def test_the_cache_command_detects_each_protocol_image_once(oulu, tmp_path, monkeypatch, capsys):
-  copy = tmp_path / "OriginalImg"
+def test_the_cache_command_detects_each_protocol_image_once(buaa, tmp_path, monkeypatch, capsys):
+  copy = tmp_path / "BUAA-VisNir"
   os.makedirs(copy)
-  for name in ("NI", "VL"):
-    os.symlink(os.path.join(oulu, name), copy / name)
+  for name in ("NIR", "VIS"):
+    os.symlink(os.path.join(buaa, name), copy / name)
   detected = []
   monkeypatch.setattr(nir_vis, "_detect", lambda path: detected.append(path) or template_landmarks())
-  nir_vis.main(["--data_dir", str(copy), "--layout", "oulu", "--workers", "1"])
-  assert len(detected) == len(set(detected)) == 40 * 2 * 3 * 8   # the protocol's 40 subjects, both cameras
-  nir_vis.main(["--data_dir", str(copy), "--layout", "oulu", "--workers", "1"])
-  assert len(detected) == 40 * 2 * 3 * 8                          # nothing new to detect
+  nir_vis.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
+  assert len(detected) == len(set(detected)) == 150 * 4   # every image of the protocol's 150 subjects
+  assert len(json.load(open(copy / nir_vis.CACHE_NAME))) == 150 * 4
+  nir_vis.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
+  assert len(detected) == 150 * 4                          # nothing new to detect
   with pytest.raises(SystemExit) as exit_:
     nir_vis.main(["--data_dir", str(tmp_path / "nowhere"), "--layout", "buaa"])
   assert exit_.value.code == 2
