@@ -2,7 +2,7 @@
 
 Synthetic trees in each layout with the protocols' subject counts: tiny per-subject textures (each file a
 distinct brightness shift of its subject's texture, so a file is recognisable by its pixels), and 68
-landmarks written straight into landmarks.json (placed on the ArcFace template, so alignment at 48² is the
+landmarks written straight into landmarks.json (placed on the ArcFace template, so alignment at SIZE² is the
 identity and dlib is never needed).
 """
 
