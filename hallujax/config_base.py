@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
                                # onto 0..255 for the whole dataset; (0, 0) = per-image min-max (logged)
       subject_split=(),        # paired_folder: (train, validation, test) subject counts, e.g. (40, 0, 10) for VIS-TH
       fold=1,                  # casia_nir_vis: which of CASIA NIR-VIS 2.0's 10 protocol folds
+      illumination="Strong",   # oulu_casia_nir_vis: which illumination's sequences (Strong, Weak, Dark)
       clients=0,               # federated methods: K clients, each reading its own partition of a split;
                                # batches are then (K, batch_size, ...) (hallujax.data.pipeline)
       client_partition="interleaved",
