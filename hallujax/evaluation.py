@@ -91,13 +91,21 @@ def lpips_scorer(lin_path: str, vgg16_path: str | None) -> Callable:
 
 
 def lightcnn_recognizer(path: str) -> Callable:
-  """Embedding function of LightCNN-29 v2 weights (paper 000's Deg. and paper 001's recognizer; 128² grey)."""
-  from hallujax.convert.lightcnn import load_lightcnn  # pylint: disable=import-outside-toplevel
+  """Embedding function of LightCNN-29 v2 weights (paper 000's Deg. and paper 001's recognizer; 128² grey),
+  or of an in-project configs/lightcnn.py run directory (at the run's own face size)."""
   from hallujax.models.recognition import LightCNN29  # pylint: disable=import-outside-toplevel
-  model = LightCNN29()
-  variables = load_lightcnn(path, model)
-  logging.info("Recognizer: LightCNN-29 v2 from %s", path)
-  return jax.jit(lambda images: model.apply(variables, resize_to(images, 128)))
+  if os.path.isdir(path):
+    from hallujax.methods import lightcnn as lightcnn_method  # pylint: disable=import-outside-toplevel
+    run_config, params, description = lightcnn_method.read_run(path, "--lightcnn_weights")
+    model, size = lightcnn_method.network(run_config, classify=False), run_config.data.target_size
+    variables = {"params": params}
+    logging.info("Recognizer: %s", description)
+  else:
+    from hallujax.convert.lightcnn import load_lightcnn  # pylint: disable=import-outside-toplevel
+    model, size = LightCNN29(), 128
+    variables = load_lightcnn(path, model)
+    logging.info("Recognizer: LightCNN-29 v2 from %s", path)
+  return jax.jit(lambda images: model.apply(variables, resize_to(images, size)))
 
 
 @jax.jit

@@ -295,9 +295,21 @@ def build(config) -> Built:
     if not lightcnn_path:
       logging.warning(
           "config.weights.lightcnn is empty: PCFH's identity loss L_ID (paper 001 Eq. 3) and the "
-          "identity evaluation use a RANDOMLY INITIALIZED LightCNN-29. Give the public "
+          "identity evaluation use a RANDOMLY INITIALIZED LightCNN-29. Train one in-project with "
+          "`python -m hallujax.train --config configs/lightcnn.py --workdir RUN_DIR` "
+          "(configs/lightcnn.py:smoke for model.identity_size=32) and give "
+          "--config.weights.lightcnn=RUN_DIR, or give the public "
           "LightCNN_29Layers_V2_checkpoint.pth.tar with --config.weights.lightcnn=PATH.")
       return frozen
+    import os   # pylint: disable=import-outside-toplevel
+    if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
+      from hallujax.methods import lightcnn as lightcnn_method
+      return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
+                                                        frozen["lightcnn"], m.identity_size)}
+    if not os.path.isfile(lightcnn_path):
+      raise ValueError(f"config.weights.lightcnn={lightcnn_path} does not exist; expected the public "
+                       f"LightCNN_29Layers_V2_checkpoint.pth.tar or a run directory of `python -m "
+                       f"hallujax.train --config configs/lightcnn.py --workdir RUN_DIR`.")
     if m.identity_size != 128:
       raise ValueError(f"config.weights.lightcnn is LightCNN-29 v2 at 128²; config.model.identity_size="
                        f"{m.identity_size} must be 128.")

@@ -251,16 +251,21 @@ class MaxFeatureMap(nn.Module):
   padding: int = 1
   fully_connected: bool = False
   dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.fully_connected:
-      x = nn.Dense(2 * self.features, dtype=self.dtype, name="filter")(x)
+      x = nn.Dense(2 * self.features, dtype=self.dtype, kernel_init=self.kernel_init, name="filter")(x)
     else:
       x = nn.Conv(2 * self.features, (self.kernel, self.kernel), padding=torch_padding(self.padding),
-                  dtype=self.dtype, name="filter")(x)
+                  dtype=self.dtype, kernel_init=self.kernel_init, name="filter")(x)
     first, second = jnp.split(x, 2, axis=-1)
     return jnp.maximum(first, second)
+
+
+# torch.nn.Conv2d / Linear's default weight initialisation (kaiming_uniform_ with a=√5: U(±1/√fan_in)).
+TORCH_DEFAULT_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 def max_plus_average_pool(x: jax.Array) -> jax.Array:
@@ -282,10 +287,22 @@ class LightCNN29(nn.Module):
   feature"). With ``num_classes`` set it returns ``(features, logits)``, the
   logits from ``fc2`` after dropout 0.5 (active when ``train``; needs a
   "dropout" rng).
+
+  ``widths`` (conv1's output, then each of the four stages' output; a stage's
+  residual blocks keep the previous output's width), ``blocks`` (residual
+  blocks per stage) and ``features`` (fc's size) default to the public v2
+  network; smaller values make the test-sized networks of configs/lightcnn.py
+  (same layer names, so the same code trains, restores and converts them).
+  ``kernel_init`` initialises every conv and FC kernel (Flax's default unless
+  given; hallujax.methods.lightcnn trains from PyTorch's default, TORCH_DEFAULT_INIT).
   """
 
   num_classes: int | None = None
   dtype: Dtype = jnp.float32
+  widths: Sequence[int] = (48, 96, 192, 128, 128)
+  blocks: Sequence[int] = (1, 2, 3, 4)
+  features: int = 256
+  kernel_init: Any = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
@@ -293,11 +310,15 @@ class LightCNN29(nn.Module):
       images = images @ jnp.asarray([0.299, 0.587, 0.114], images.dtype)[:, None]
     elif images.shape[-1] != 1:
       raise ValueError(f"LightCNN29 takes 1- or 3-channel images; got shape {images.shape}.")
+    if len(self.widths) != 5 or len(self.blocks) != 4:
+      raise ValueError(f"LightCNN29 takes 5 widths (conv1, then 4 stages) and 4 block counts; got "
+                       f"widths={tuple(self.widths)}, blocks={tuple(self.blocks)}.")
     x = ((images + 1.0) / 2.0).astype(self.dtype)
     mfm = lambda features, kernel, padding, name: MaxFeatureMap(features, kernel, padding, dtype=self.dtype,
-                                                               name=name)
-    x = max_plus_average_pool(mfm(48, 5, 2, "conv1")(x))
-    stages = ((1, 48, 96), (2, 96, 192), (3, 192, 128), (4, 128, 128))
+                                                               kernel_init=self.kernel_init, name=name)
+    x = max_plus_average_pool(mfm(self.widths[0], 5, 2, "conv1")(x))
+    # v2: (blocks, width, out_width) = (1, 48, 96), (2, 96, 192), (3, 192, 128), (4, 128, 128).
+    stages = zip(self.blocks, self.widths[:-1], self.widths[1:])
     for stage, (blocks, width, out_width) in enumerate(stages, 1):
       for index in range(blocks):
         residual = mfm(width, 3, 1, f"block{stage}_{index}_conv1")(x)
@@ -307,9 +328,11 @@ class LightCNN29(nn.Module):
       x = mfm(out_width, 3, 1, f"group{stage}_conv")(x)
       if stage != 3:
         x = max_plus_average_pool(x)
-    features = nn.Dense(256, dtype=self.dtype, name="fc")(flatten_channel_major(x)).astype(jnp.float32)
+    fc = nn.Dense(self.features, dtype=self.dtype, kernel_init=self.kernel_init, name="fc")
+    features = fc(flatten_channel_major(x)).astype(jnp.float32)
     if self.num_classes is None:
       return features
     dropped = nn.Dropout(0.5, deterministic=not train)(features)
-    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="fc2")(dropped)
+    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, kernel_init=self.kernel_init,
+                      name="fc2")(dropped)
     return features, logits.astype(jnp.float32)
