@@ -34,7 +34,7 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
   # LightCNN_29Layers_v2: conv1 48, stage outputs 96, 192, 128, 128; 1, 2, 3, 4 residual blocks; fc 256.
   c.model = ml_collections.ConfigDict(dict(widths=(48, 96, 192, 128, 128), blocks=(1, 2, 3, 4), features=256))
   # The released train.py: batch 128, 80 epochs, SGD lr 0.01, momentum 0.9, weight decay 1e-4, lr × 0.457305
-  # every 10 epochs. 100k examples / 128 = 781 steps an epoch: 62.5k steps, a boundary every 7,812.
+  # every 10 epochs. 100k examples / 128 = 781 steps an epoch: 62,480 steps, a boundary every 7,810.
   epoch = 100_000 // 128
   c.train.update(batch_size=128, steps=80 * epoch, log_every=100, eval_every=5 * epoch, eval_batches=4,
                  image_every=10 * epoch, checkpoint_every=5 * epoch)
@@ -50,8 +50,8 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     # (held-out class accuracy, chance 0.025): train.py's SGD 0.01 0.074 (loss 3.69 -> 3.65), Adam 1e-4
     # 0.164, Adam 1e-3 diverged (loss 1e9).
     c.data.update(input_size=32, target_size=32, num_identities=40, train_size=8192, eval_size=256)
-    c.train.update(batch_size=16, steps=500, log_every=50, eval_every=250, eval_batches=16,
-                   image_every=500, checkpoint_every=250)
+    c.train.update(batch_size=16, steps=400, log_every=50, eval_every=200, eval_batches=16,
+                   image_every=400, checkpoint_every=200)
     c.optim.lightcnn = dict(name="adam", learning_rate=1e-4)
   elif variant == "tiny":
     # Seconds on a CPU: a narrow network with one residual block a stage, 8 identities at 32².

@@ -85,3 +85,13 @@ def test_a_bad_lightcnn_path_is_a_one_line_error_saying_what_was_expected(tmp_pa
     with pytest.raises(ValueError, match=expected) as error:
       method.load_frozen(jax.eval_shape(method.init_frozen, jax.random.key(0)))
     assert "\n" not in str(error.value) and path in str(error.value)
+
+
+def test_both_spectra_train_only_with_one_channel_inputs_at_the_target_size():
+  config = lightcnn_config("tiny")
+  assert "input" not in lightcnn.batch_spec(config)   # the default: visible faces only
+  config.data.update(pairing="nir_unaligned", input_channels=1)
+  assert lightcnn.batch_spec(config)["input"].shape == (32, 32, 1)
+  config.data.input_size = 16
+  with pytest.raises(ValueError, match="input_channels=1 and input_size=target_size"):
+    lightcnn.make(config)

@@ -18,17 +18,18 @@ what PCFH feeds the network, uncropped). The optimizer section
 (``config.optim.lightcnn``) follows train.py: SGD, momentum 0.9, weight decay
 1e-4, lr 0.01 × 0.457305 every 10 epochs; train.py's per-parameter multipliers
 (fc2 ×10, biases ×2 without decay) are left out: one section per network.
+(configs/lightcnn.py's smoke and tiny variants use Adam; the config says why.)
 Kernels start from PyTorch's default initialisation, the one train.py trained
 from (``TORCH_DEFAULT_INIT``; biases start at 0, PyTorch draws them): with
 Flax's default (LeCun normal, √3× wider) the v2 network's ten residual
 additions and four max+average pools blow the 32² features up to a standard
-deviation of ~320 and the first softmax losses to ~1e4 (measured), and Adam
-1e-3 diverged (loss 4e9 at step 150 of the smoke run).
+deviation of ~320 and the first 50 steps' mean softmax loss to ~1.2e4
+(measured; 3.69 = ln 40 from PyTorch's initialisation).
 
 Spectra. Every image is grey (the network converts RGB with ITU-R 601
 weights). The batch's "target", the visible face, is always trained on.
-When the pairing's input is another spectrum (``data.pairing=nir_unaligned``
-or ``thermal_unaligned``, ``input_channels=1`` at the target's size) the
+When the pairing's input is another spectrum (``data.pairing`` nir_* or
+thermal_*, ``input_channels=1`` at the target's size; face world only) the
 "input" images train too, with the same identity labels: a recognizer that
 sees both spectra. configs/lightcnn.py's default is visible only, as the
 public network (trained on visible web faces), so that PCFH's Table 1 row
