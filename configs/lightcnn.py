@@ -48,7 +48,7 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     # network at that size (fc sees 2×2×128), 40 identities.
     # Adam 1e-4 here (our choice for a few-hundred-step CPU run), measured over 150 steps of this variant
     # (held-out class accuracy, chance 0.025): train.py's SGD 0.01 0.074 (loss 3.69 -> 3.65), Adam 1e-4
-    # 0.164, Adam 1e-3 diverged (loss 1e9).
+    # 0.164, Adam 1e-3 diverged (loss 1.9e9).
     c.data.update(input_size=32, target_size=32, num_identities=40, train_size=8192, eval_size=256)
     c.train.update(batch_size=16, steps=400, log_every=50, eval_every=200, eval_batches=16,
                    image_every=400, checkpoint_every=200)
