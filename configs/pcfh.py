@@ -78,7 +78,7 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
       attention=adam(2e-4, 0.5, 0.999), estimator=adam(2e-4, 0.5, 0.999),
       critic=adam(1e-4, 0.0, 0.9), critic_nir=adam(2e-4, 0.5, 0.999),
       discriminator=adam(2e-4, 0.5, 0.999)))
-  c.weights.lightcnn = ""     # LightCNN_29Layers_V2_checkpoint.pth.tar; empty: random, logged loudly
+  c.weights.lightcnn = ""     # LightCNN_29Layers_V2_checkpoint.pth.tar or a configs/lightcnn.py run; empty: random, logged loudly
   # Batch and length: the paper gives neither; ~70 epochs of CASIA fold 1's ~6k NIR training images.
   c.train.update(batch_size=8, steps=50_000, log_every=100, eval_every=2_500, eval_batches=8,
                  image_every=2_500, checkpoint_every=2_500)

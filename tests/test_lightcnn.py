@@ -16,9 +16,7 @@ from hallujax.methods import lightcnn, pcfh
 
 
 def lightcnn_config(variant: str):
-  config = lightcnn_configs.get_config(variant)
-  config.method = "hallujax.methods.lightcnn"   # the module path: the same run whether or not it is registered
-  return config
+  return lightcnn_configs.get_config(variant)
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,7 @@ METHODS = {
     "pcfh": "hallujax.methods.pcfh",
     "vividgan": "hallujax.methods.vividgan",
     "expression": "hallujax.methods.expression",
+    "lightcnn": "hallujax.methods.lightcnn",
 }
 
 BATCH_AXES = ("batch",)

@@ -56,8 +56,8 @@ from absl import logging
 from hallujax import optim
 from hallujax.data.faceworld import LUMINANCE, input_modality
 from hallujax.methods import Method
-from hallujax.methods.pcfh import fast_key
 from hallujax.models.recognition import TORCH_DEFAULT_INIT, LightCNN29
+from hallujax.nn.initialization import fast_key
 
 NETWORK = "lightcnn"
 
@@ -128,7 +128,7 @@ def make(config) -> Method:
   with_input = "input" in spec
 
   def init(rng) -> LightCNNState:
-    # An "rbg" key from rng's bits: XLA:CPU compiles threefry's draws slowly (pcfh.fast_key says how slowly).
+    # An "rbg" key from rng's bits: XLA:CPU compiles threefry's draws slowly (fast_key says how slowly).
     params = {NETWORK: classifier.init(fast_key(rng), jnp.zeros((1, *spec["target"].shape)))["params"]}
     return LightCNNState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 

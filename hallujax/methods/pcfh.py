@@ -62,8 +62,9 @@ Reading of the paper's open points (each also in configs/pcfh.py):
   correction is left out (plain minibatch gradients).
 * L_ID uses LightCNN-29's second-to-last FC features (256-D) of I_V and of the
   output, both resized to ``model.identity_size`` (128 for the public
-  checkpoint). LightCNN is frozen (the frozen tree), from ``weights.lightcnn``;
-  with none given it stays random and the log says so loudly.
+  checkpoint). LightCNN is frozen (the frozen tree), from ``weights.lightcnn``: the
+  public checkpoint or an in-project run of configs/lightcnn.py; with none given
+  it stays random and the log says so loudly.
 
 Variants (configs/pcfh.py): wo_awm (λ4 = 0: no warp, no A), wo_mic (λ5 = 0:
 no NE), and two baselines trained on the same pairs with their usual losses,
@@ -93,7 +94,7 @@ from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models import pcfh as models
 from hallujax.models.recognition import LightCNN29
-from hallujax.nn.initialization import init_variables
+from hallujax.nn.initialization import fast_key, init_variables
 from hallujax.nn.warp import idw_warp
 
 KINDS = ("pcfh", "pix2pix", "cyclegan")
@@ -125,21 +126,6 @@ def trained_networks(config) -> tuple[str, ...]:
   if kind == "cyclegan":
     return ("generator", "auxiliary", "critic", "critic_nir")
   raise ValueError(f"config.model.kind={kind!r}; expected one of {', '.join(KINDS)}.")
-
-
-def fast_key(rng: jax.Array) -> jax.Array:
-  """An "rbg" key seeded from `rng`'s bits, for parameter initialisation.
-
-  XLA:CPU compiles threefry's random bits slowly: the 150 parameter draws of
-  a small G_A took 62 s to compile with the default threefry key and 15 s
-  with an rbg key (whose bits come from XLA's RngBitGenerator), on this 2-core
-  machine. Initial values differ between the two but stay a pure function of
-  `rng` on one backend.
-  """
-  data = jax.random.key_data(rng).reshape(-1).astype(jnp.uint32)
-  if data.shape[0] < 4:
-    data = jnp.concatenate([data, data ^ jnp.uint32(0x9E3779B9)])[:4]
-  return jax.random.wrap_key_data(data[:4], impl="rbg")
 
 
 def check_config(config) -> None:
