@@ -20,6 +20,7 @@ from hallujax.config_base import base_config
 from hallujax.data import alignment, nir_vis, pipeline
 from hallujax.data.sources import make_source
 from hallujax.tools import nir_vis_protocol as protocol
+from tests.test_nir_vis_protocol import pooled_features   # the same toy recognizer
 
 SIZE = 32
 EXPRESSIONS = ("Anger", "Surprise")   # 2 of the release's 6 sequences per subject keep the file fast
@@ -178,14 +179,6 @@ class GreyToColourModel:
   def run(self, inputs, landmarks):
     assert inputs.shape == (16, 32, 32, 1) and landmarks.shape == (16, 68, 2)
     return np.repeat(inputs, 3, axis=-1)
-
-
-def pooled_features(images):
-  """A toy recognizer: the 4×4 average-pooled luminance, flattened and centred (blind to brightness shifts)."""
-  images = np.asarray(images) @ np.array([0.299, 0.587, 0.114], np.float32)
-  pooled = images.reshape(len(images), 4, images.shape[1] // 4, 4, images.shape[2] // 4).mean(axis=(2, 4))
-  flat = pooled.reshape(len(images), -1)
-  return flat - flat.mean(axis=1, keepdims=True)
 
 
 @pytest.mark.parametrize("layout, probes, gallery", [("buaa", 200, 100), ("oulu", 320, 320)])
