@@ -177,6 +177,7 @@ def test_at_the_round_start_a_vpfl_local_step_is_vpgans_step(setup):
   np.testing.assert_allclose(metrics["loss_generator"], their_metrics["loss_generator"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_vmapped_round_equals_clients_run_one_after_another(setup):
   config, local, params, frozen, batch, step = setup
   method = vpfl.make(config)
