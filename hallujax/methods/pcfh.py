@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Callable, NamedTuple
 
 import flax
@@ -287,9 +288,8 @@ def build(config) -> Built:
           "--config.weights.lightcnn=RUN_DIR, or give the public "
           "LightCNN_29Layers_V2_checkpoint.pth.tar with --config.weights.lightcnn=PATH.")
       return frozen
-    import os   # pylint: disable=import-outside-toplevel
     if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
-      from hallujax.methods import lightcnn as lightcnn_method
+      from hallujax.methods import lightcnn as lightcnn_method   # pylint: disable=import-outside-toplevel
       return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
                                                         frozen["lightcnn"], m.identity_size)}
     if not os.path.isfile(lightcnn_path):
