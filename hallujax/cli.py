@@ -283,6 +283,11 @@ def run(main: Callable) -> None:
       fail(first_line(error))
     except KeyboardInterrupt:
       fail("interrupted (Ctrl-C twice): nothing saved since the last checkpoint.", 130)
+    except BrokenPipeError:
+      # stdout's reader went away (`... --list | head`): not an error. Point stdout at /dev/null so
+      # Python's exit-time flush does not raise again (the recipe of Python's signal documentation).
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+      sys.exit(0)
     except Exception as error:
       from hallujax.checkpoint import WorkdirInUseError
       from hallujax.trainer import Interrupted, NonFiniteError

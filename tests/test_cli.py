@@ -162,3 +162,15 @@ def test_ctrl_c_saves_the_current_step_and_resuming_matches_an_uninterrupted_run
   _, state, step, _ = trainer.restore_run(config, tmp_path / "run")
   assert step == 400
   chex.assert_trees_all_close(jax.device_get(straight.state.params), jax.device_get(state.params), atol=1e-6)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+  """`python -m hallujax.experiments --list | head -1`: once head exits, the next write raises BrokenPipeError;
+  the command ends with exit code 0 and no traceback."""
+  program = ("from hallujax import cli\n"
+             "def main(argv):\n"
+             "  raise BrokenPipeError(32, 'Broken pipe')\n"
+             "cli.run(main)\n")
+  done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "Traceback" not in done.stderr
