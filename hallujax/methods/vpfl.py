@@ -2,8 +2,7 @@
 
 The K clients' trainable VPGAN networks (encoder and discriminator) and their
 optimizer states are stacked on a leading clients axis (``state_rules`` put it
-on the mesh's ``clients`` axis; ``check_mesh`` keeps that axis at 1 until an XLA
-partitioner bug is fixed, docs/vpfl.md); the round's global model Θ^q is kept
+on the mesh's ``clients`` axis); the round's global model Θ^q is kept
 next to them. One training step runs every client's local VPGAN step (Eq. 7,
 the losses of Eq. 5) in one program, ``vmap``-ed over that axis (or, with
 ``federated.client_loop="map"``, a loop inside the program: faster on CPUs,
@@ -12,7 +11,9 @@ where per-client weights make vmapped convolutions grouped), each client on its 
 own partition). Every ``federated.local_steps`` = P steps (paper: 200) the step
 also aggregates (Eq. 8, ``hallujax.federated.aggregation.fedavg``): the mean
 over clients of every trained parameter becomes Θ^{q+1}, is deployed to every
-client, and becomes the reference of the next round's regularizer. The host
+client, and becomes the reference of the next round's regularizer. With
+``config.mesh.clients`` > 1 each group of devices steps its own clients
+(``per_device_group``: shard_map over that axis). The host
 schedule chooses the aggregating program (``local_aggregate``) on steps
 P−1, 2P−1, …, so no step pays for a conditional and no batch is spent on
 aggregation. The trainer's checkpoint (state with Θ^q and the step, data
@@ -52,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hallujax import optim
+from hallujax import optim, sharding
 from hallujax.federated import aggregation
 from hallujax.federated.partition import site_count, site_of_client
 from hallujax.methods import CLIENT_BATCH_AXES, Method
@@ -230,22 +231,29 @@ def flatten_slots(batch: dict, slots: list[int]) -> dict:
   return {name: value[jnp.asarray(slots)].reshape(-1, *value.shape[2:]) for name, value in batch.items()}
 
 
-def check_mesh(config) -> None:
-  """Refuses a clients mesh axis > 1 (an XLA partitioner bug, see docs/vpfl.md)."""
-  if int(config.mesh.get("clients", 1)) > 1:
-    raise ValueError(
-        f"config.mesh.clients={config.mesh.clients}: XLA's SPMD partitioner (jax 0.10.2) miscompiles the vmapped "
-        f"input gradient of a convolution with 3 input channels (VPGAN's discriminator reads RGB) when the clients "
-        f"axis is split over devices (INVALID_ARGUMENT ... feature_group_count; docs/vpfl.md has a reproduction). "
-        f"Use config.mesh.clients=1: every device then holds every client and each client's batch is split over "
-        f"the data axis.")
+def per_device_group(run_clients: Callable, config) -> Callable:
+  """`run_clients(params, opt_state, global_params, frozen, batch)` over the stacked clients, split over the
+  mesh's clients axis by shard_map when that axis is > 1 (each device group runs its K / clients_axis
+  clients; the data and model axes stay automatic inside). A client's step never reads another client's
+  values, so the clients need no communication until Eq. 8's mean. Not left to the SPMD partitioner: it
+  rejects the vmapped input gradient of VPGAN's RGB convolutions split over clients (docs/vpfl.md)."""
+  axis_size = int(config.mesh.get("clients", 1))
+  if axis_size == 1:
+    return run_clients
+  # An abstract mesh (axis names and sizes only) of the mesh the trainer builds from the same config.
+  mesh = sharding.make_mesh(config.mesh).abstract_mesh
+  clients, replicated = jax.P(sharding.CLIENTS_AXIS), jax.P()
+  return jax.shard_map(run_clients, mesh=mesh, in_specs=(clients, clients, replicated, replicated, clients),
+                       out_specs=clients, axis_names={sharding.CLIENTS_AXIS})
 
 
 def make(config) -> Method:
-  check_mesh(config)
   local = local_update(config)
   federation = local.federation
   clients = int(config.data.clients)
+  if clients % int(config.mesh.get("clients", 1)):
+    raise ValueError(f"config.mesh.clients={config.mesh.clients} does not divide the config.data.clients={clients} "
+                     f"clients; every device group of the clients axis needs the same number of clients.")
   sites = site_count(config.data)
   if clients % sites:
     raise ValueError(f"config.data.clients={clients} does not split evenly over {sites} sites.")
@@ -274,16 +282,19 @@ def make(config) -> Method:
     return state.replace(params=aggregation.broadcast(loaded.params, clients),
                          opt_state=aggregation.broadcast(loaded.opt_state, clients), global_params=loaded.params)
 
-  def local_step(state: VPFLState, frozen, batch, rng, *, r1: bool, aggregate_after: bool):
-    del rng   # VPGAN's step is deterministic
+  def run_clients(params, opt_state, global_params, frozen, batch, *, r1: bool):
+    """Every client's local step on its own batch: (params, opt_state, metrics), each with the clients axis."""
     step_one = functools.partial(local.client_step, r1=r1)
     if client_loop == "vmap":
-      params, opt_state, metrics = jax.vmap(step_one, in_axes=(0, 0, None, None, 0))(
-          state.params, state.opt_state, state.global_params, frozen, batch)
-    else:   # "map": the clients one after another inside the program (plain convolutions, K× less memory)
-      params, opt_state, metrics = jax.lax.map(
-          lambda client: step_one(client[0], client[1], state.global_params, frozen, client[2]),
-          (state.params, state.opt_state, batch))
+      return jax.vmap(step_one, in_axes=(0, 0, None, None, 0))(params, opt_state, global_params, frozen, batch)
+    # "map": the clients one after another inside the program (plain convolutions, K× less memory)
+    return jax.lax.map(lambda client: step_one(client[0], client[1], global_params, frozen, client[2]),
+                       (params, opt_state, batch))
+
+  def local_step(state: VPFLState, frozen, batch, rng, *, r1: bool, aggregate_after: bool):
+    del rng   # VPGAN's step is deterministic
+    params, opt_state, metrics = per_device_group(functools.partial(run_clients, r1=r1), config)(
+        state.params, state.opt_state, state.global_params, frozen, batch)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if aggregate_after:
       state = aggregate(state, federation.optimizer_state)
