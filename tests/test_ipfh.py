@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hallujax.methods import Method, get_method, ipfh
+from hallujax.methods import Method, get_method, ipfh, ipfh_losses
 from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.models.ipfh import PolicyController, SphereFaceTextureFeatures
 from hallujax.models.recognition import SphereFace
@@ -277,7 +277,7 @@ def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
     p = jax.nn.softmax(logits)
     (a, b), (c, d) = actions
     rewards = jnp.array([[first_reward[a], second_reward[a, b]], [first_reward[c], second_reward[c, d]]])
-    gradient = jax.grad(lambda l: ipfh.reinforce_loss(jax.nn.log_softmax(l)[actions], rewards,
+    gradient = jax.grad(lambda l: ipfh_losses.reinforce_loss(jax.nn.log_softmax(l)[actions], rewards,
                                                       example_baselines))(logits)
     # reinforce_loss averages over the batch; −gradient estimates ∇ E[return] per example.
     return -p[a] * p[b] * p[c] * p[d] * gradient
@@ -295,7 +295,7 @@ def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
     (a, b), (c, d) = actions
     rewards = jnp.array([[first_reward[a], second_reward[a, b]], [first_reward[c], second_reward[c, d]]])
     values = jnp.array([[0.7, 1.5 * a - 2.0], [-3.0, 0.25 * c]])
-    gradient = jax.grad(lambda l: ipfh.value_baseline_loss(
+    gradient = jax.grad(lambda l: ipfh_losses.value_baseline_loss(
         jax.nn.log_softmax(l)[actions], values, rewards, None, False, 0.5)[0])(logits)
     return -p[a] * p[b] * p[c] * p[d] * gradient
 
@@ -384,7 +384,7 @@ def test_lr_terms_against_the_dual_of_the_target_vanish_at_the_ground_truth(tiny
   config, batch, state = tiny_state
   networks = ipfh.build_networks(config)
   objective = ipfh.objective_of(config)._replace(image_lr="dual")   # D on whole images (the option)
-  terms = jax.jit(lambda reference: ipfh.image_level_terms(
+  terms = jax.jit(lambda reference: ipfh_losses.image_level_terms(
       state.params, networks, jnp.asarray(batch["target"]), batch, objective._replace(lr_reference=reference)),
       static_argnums=0)
   paper, dual = terms("input"), terms("dual_of_target")
@@ -480,9 +480,9 @@ def test_the_bilinear_lr_term_vanishes_when_the_input_is_the_bilinear_downsample
   networks = ipfh.build_networks(config)
   state = init(config)
   batch = random_batch(config)
-  batch["input"] = np.asarray(ipfh.resize_bilinear(jnp.asarray(batch["target"]), 4))
+  batch["input"] = np.asarray(ipfh_losses.resize_bilinear(jnp.asarray(batch["target"]), 4))
   objective = ipfh.objective_of(config)
-  terms = jax.jit(lambda images, image_lr: ipfh.image_level_terms(
+  terms = jax.jit(lambda images, image_lr: ipfh_losses.image_level_terms(
       state.params, networks, images, batch, objective._replace(image_lr=image_lr)), static_argnums=1)
   target = jnp.asarray(batch["target"])
   exact = terms(target, "bilinear")
