@@ -112,11 +112,28 @@ def test_a_reversed_paper_order_is_reported_as_not_holding(tmp_path, monkeypatch
   assert "B > A on psnr: reversed in every seed, within noise — 0/2 seeds" in markdown
 
 
+def test_more_seeds_for_some_rows_train_only_those_and_the_report_says_what_each_row_has(toy):
+  root, fake = toy
+  table = experiments.load_table("toy")
+  experiments.run_table(table, [0], str(root / "runs_root"))
+  fake.commands.clear()
+  rows = experiments.selected_rows(table, ["B"])
+  assert experiments.run_table(table, [1, 2], str(root / "runs_root"), rows) == []
+  assert len(fake.commands) == 2 * 2 and all("margin" in " ".join(c) for c in fake.commands)   # B's config only
+  markdown = experiments.write_report(table, [0, 1, 2], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "| A | 20 (1 seed) |" in markdown and "| B | 20.6 ± 1.5 [±3.7] |" in markdown
+  assert "- A seed 1: no evaluation" in markdown and "- B seed 1" not in markdown
+  assert "A > B on psnr: one seed: the paper's way — 1/1 seeds, mean paired difference +1.000" in markdown
+  with pytest.raises(experiments.cli.UserError, match="'C' is not a row of toy"):
+    experiments.selected_rows(table, ["A", "C"])
+
+
 def test_verdicts_separate_direction_from_noise():
   assert experiments.verdict([1.0, 1.1, 0.9]) == "holds"
   assert experiments.verdict([-1.0, -1.1, -0.9]) == "reversed"
   assert experiments.verdict([0.1, 2.0, 0.1]) == "holds in every seed, within noise"
   assert experiments.verdict([0.5, -0.5, 0.0]) == "mixed (1 seeds the paper's way, 1 the other, 1 tied)"
+  assert experiments.verdict([-0.2]) == "one seed: the other way"   # no spread, no verdict
 
 
 def test_failed_runs_are_listed_and_retried(toy, monkeypatch):
