@@ -259,7 +259,8 @@ def summary_statistics(values: list[float]) -> dict:
 def row_values(report: dict, row: Row, metrics: tuple[str, ...]) -> dict[str, float]:
   """The table's metrics for `row` from one run's evaluation report."""
   run_name = os.path.basename(os.path.normpath(report["workdir"]))
-  name = {"output": run_name, "bicubic": "bicubic"}.get(row.column, f"{run_name}:{row.column}")
+  # evaluate names the inputs it scores ("input", "bicubic") plainly and the run's other columns "<run>:<column>".
+  name = {"output": run_name, "bicubic": "bicubic", "input": "input"}.get(row.column, f"{run_name}:{row.column}")
   if name not in report["rows"]:
     raise ValueError(f"Row {row.label!r}: the evaluation of {report['workdir']} has no column {row.column!r} "
                      f"(rows: {', '.join(report['rows'])}).")

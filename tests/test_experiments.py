@@ -128,6 +128,14 @@ def test_more_seeds_for_some_rows_train_only_those_and_the_report_says_what_each
     experiments.selected_rows(table, ["A", "C"])
 
 
+def test_rows_read_the_columns_evaluate_writes():
+  report = {"workdir": "/runs/x/seed_0", "eval_step": {"psnr": 1.0},
+            "rows": {"seed_0": {"psnr": 12.0}, "input": {"psnr": 5.0}, "bicubic": {"psnr": 7.0},
+                     "seed_0:warped": {"psnr": 9.0}}}
+  read = lambda column: experiments.row_values(report, experiments.Row("r", SPEC, column=column), ("psnr",))
+  assert [read(c)["psnr"] for c in ("output", "input", "bicubic", "warped")] == [12.0, 5.0, 7.0, 9.0]
+
+
 def test_verdicts_separate_direction_from_noise():
   assert experiments.verdict([1.0, 1.1, 0.9]) == "holds"
   assert experiments.verdict([-1.0, -1.1, -0.9]) == "reversed"
