@@ -47,8 +47,10 @@ def vpfl_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
 
 
 def centralized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """All data in one client: both institutions' examples, interleaved, in one stream."""
-  c.data.update(clients=1, client_partition="interleaved")
+  """One model on the pooled data: each batch slot reads one institution's whole training set, and every
+  step trains the one model on a batch from each (S × the per-client batch; the paper gives no batch for
+  this row). The test batches keep one slot per institution, so the two sub-tables stay apart."""
+  c.data.update(clients=len(c.data.thermal_sensors) or int(c.data.get("sites", 1)), client_partition="sites")
   return c
 
 

@@ -203,6 +203,31 @@ def test_vmapped_round_equals_clients_run_one_after_another(setup):
   chex.assert_trees_all_close(looped_state.global_params, expected, rtol=2e-5, atol=2e-6)
 
 
+def test_centralized_trains_one_model_on_both_sites_and_reports_each_site():
+  config = tiny_config("centralized")
+  train_batch = next(iter(pipeline.train_dataset(config)))
+  test_batch = pipeline.eval_batches(config, "test")[0]
+  for batch in (train_batch, test_batch):   # one slot per site, in every split
+    assert [set(np.asarray(batch["site"][s]).tolist()) for s in range(2)] == [{0}, {1}]
+  method = vpfl.make(config)
+  state = jax.eval_shape(method.init, jax.random.key(0))
+  frozen = jax.eval_shape(method.init_frozen, jax.random.key(1))
+  batch = {name: test_batch[name] for name in method.batch_spec}
+  assert jax.tree.leaves(state.params)[0].shape[0] == 1            # one model, not one per slot
+  state, _ = jax.eval_shape(method.steps["local"], state, frozen, batch, jax.random.key(0))
+  assert jax.tree.leaves(state.params)[0].shape[0] == 1
+  values = jax.eval_shape(method.eval_step, state, frozen, batch)
+  per_slot = config.train.batch_size
+  assert values["site0_psnr"].shape == values["site1_psnr"].shape == (per_slot,)
+  assert values["psnr"].shape == (2 * per_slot,)
+  images = jax.eval_shape(method.hallucinate, state, frozen, batch)
+  assert all(value.shape[0] == 2 * per_slot for value in images.values())
+  one_slot = tiny_config("centralized")
+  one_slot.data.clients = 1
+  with pytest.raises(ValueError, match="'centralized' reads one batch slot per site; config.data.clients=1"):
+    vpfl.make(one_slot)
+
+
 @pytest.mark.slow
 def test_clients_split_over_a_mesh_axis_give_the_same_round(setup):
   """mesh.clients = 2 of 8 devices (each device group steps one client, its batch over 4 data devices) gives the

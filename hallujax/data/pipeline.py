@@ -252,16 +252,16 @@ def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
   """The example indices of each client (``config.data.clients`` > 0): client k reads k, k + K, ...
 
   Federated methods replace this split by their own through ``config.data.client_partition``:
-  "interleaved" (built in) or "dirichlet" (hallujax.federated.partition: Dirichlet(α) label skew
-  per site, ``config.data.partition``).
+  "interleaved" (built in), "dirichlet" (hallujax.federated.partition: Dirichlet(α) label skew
+  per site, ``config.data.partition``) or "sites" (one client per site holding that site's examples).
   """
   clients = int(config.data.clients)
   kind = config.data.get("client_partition", "interleaved")
-  if kind == "dirichlet":
+  if kind in ("dirichlet", "sites"):
     from hallujax.federated import partition
     return partition.client_partitions(config, split, length)
   if kind != "interleaved":
-    raise ValueError(f"config.data.client_partition={kind!r} is not known; expected 'interleaved' or 'dirichlet'.")
+    raise ValueError(f"config.data.client_partition={kind!r} is not known; expected 'interleaved', 'dirichlet' or 'sites'.")
   if length < clients:
     raise ValueError(f"The {split} split has {length} examples for config.data.clients={clients} clients.")
   return [np.arange(k, length, clients) for k in range(clients)]

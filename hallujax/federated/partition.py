@@ -134,13 +134,17 @@ def split_labels(source, label: str) -> np.ndarray:
 
 
 def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
-  """``config.data.client_partition="dirichlet"`` (hallujax.data.pipeline.client_partitions dispatches here)."""
+  """``config.data.client_partition`` "dirichlet" or "sites" (hallujax.data.pipeline.client_partitions dispatches
+  here). "sites" gives client s all of site s's examples in every split (clients = sites)."""
   from absl import logging
   from hallujax.data.sources import make_source
   d = config.data
   clients = int(d.clients)
   sites = site_count(d)
-  if split != "train":
+  if d.client_partition == "sites" and clients != sites:
+    raise ValueError(f"config.data.client_partition='sites' gives one client per site; config.data.clients="
+                     f"{clients}, expected {sites}.")
+  if split != "train" or d.client_partition == "sites":
     return sited_even_partition(length, clients, sites)
   p = d.partition
   source = make_source(d, split)

@@ -26,7 +26,8 @@ Strategies (``config.federated.strategy``; Table 6's rows):
   fedprox      FedAvg + μ/2 ‖Θ − Θ^q‖² on the encoder's and the discriminator's parameters
   local_only   no aggregation: K independent models ("Local Only C1 … C8")
   fused        trained as local_only; evaluation also reports the mean of the K models' outputs
-  centralized  one client reading every example (clients = 1, the upper bound)
+  centralized  one model on the pooled data (the upper bound): batches keep one slot per site
+               (data.client_partition="sites"), and each step trains the one model on all slots
 Evaluation reports every metric per site (``site<s>_<metric>``, the paper's
 VIS-TH and ARL-VTF sub-tables) and over both (``<metric>``, "Global Test Avg.");
 local_only / fused runs report ``client<k>_…`` for every local model and ``fused_…``.
@@ -102,9 +103,9 @@ class Federation:
     if f.optimizer_state not in aggregation.OPTIMIZER_STATE_RULES:
       raise ValueError(f"config.federated.optimizer_state={f.optimizer_state!r}; expected one of "
                        f"{', '.join(aggregation.OPTIMIZER_STATE_RULES)}.")
-    if f.strategy == "centralized" and int(config.data.clients) != 1:
-      raise ValueError(f"strategy 'centralized' pools every example in one client; config.data.clients="
-                       f"{config.data.clients}, expected 1.")
+    if f.strategy == "centralized" and int(config.data.clients) != site_count(config.data):
+      raise ValueError(f"strategy 'centralized' reads one batch slot per site; config.data.clients="
+                       f"{config.data.clients}, expected {site_count(config.data)} (configs/vpfl.py:centralized).")
     if int(config.data.clients) < 1:
       raise ValueError("VPFL needs config.data.clients = K ≥ 1 clients (paper: 8).")
     return cls(strategy=f.strategy, aggregate=aggregate, mpr_weight=float(f.mpr_weight) if mpr else 0.0,
@@ -251,9 +252,11 @@ def make(config) -> Method:
   local = local_update(config)
   federation = local.federation
   clients = int(config.data.clients)
-  if clients % int(config.mesh.get("clients", 1)):
-    raise ValueError(f"config.mesh.clients={config.mesh.clients} does not divide the config.data.clients={clients} "
-                     f"clients; every device group of the clients axis needs the same number of clients.")
+  pooled = federation.strategy == "centralized"
+  models = 1 if pooled else clients   # the stacked parameter sets: one per client, or the one pooled model
+  if models % int(config.mesh.get("clients", 1)):
+    raise ValueError(f"config.mesh.clients={config.mesh.clients} does not divide the {models} models of strategy "
+                     f"{federation.strategy!r}; every device group of the clients axis needs the same number.")
   sites = site_count(config.data)
   if clients % sites:
     raise ValueError(f"config.data.clients={clients} does not split evenly over {sites} sites.")
@@ -269,8 +272,8 @@ def make(config) -> Method:
     # Algorithm 1: every client starts from the global initialization Θ^0.
     global_params = local.init_params(rng)
     opt_state = local.init_opt_state(global_params)
-    return VPFLState(step=jnp.zeros((), jnp.int32), params=aggregation.broadcast(global_params, clients),
-                     opt_state=aggregation.broadcast(opt_state, clients), global_params=global_params)
+    return VPFLState(step=jnp.zeros((), jnp.int32), params=aggregation.broadcast(global_params, models),
+                     opt_state=aggregation.broadcast(opt_state, models), global_params=global_params)
 
   def load_pretrained(state: VPFLState) -> VPFLState:
     """VPGAN's (the discriminator from the prior file), applied to Θ^0 and deployed to every client."""
@@ -279,8 +282,8 @@ def make(config) -> Method:
     loaded = base.load_pretrained(single)
     if loaded is single:
       return state
-    return state.replace(params=aggregation.broadcast(loaded.params, clients),
-                         opt_state=aggregation.broadcast(loaded.opt_state, clients), global_params=loaded.params)
+    return state.replace(params=aggregation.broadcast(loaded.params, models),
+                         opt_state=aggregation.broadcast(loaded.opt_state, models), global_params=loaded.params)
 
   def run_clients(params, opt_state, global_params, frozen, batch, *, r1: bool):
     """Every client's local step on its own batch: (params, opt_state, metrics), each with the clients axis."""
@@ -293,6 +296,9 @@ def make(config) -> Method:
 
   def local_step(state: VPFLState, frozen, batch, rng, *, r1: bool, aggregate_after: bool):
     del rng   # VPGAN's step is deterministic
+    if pooled:   # the sites' slots become one batch of the one model
+      batch = flatten_slots(batch, list(range(clients)))
+      batch = jax.tree.map(lambda value: value[None], batch)
     params, opt_state, metrics = per_device_group(functools.partial(run_clients, r1=r1), config)(
         state.params, state.opt_state, state.global_params, frozen, batch)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -337,7 +343,7 @@ def make(config) -> Method:
   def eval_step(state: VPFLState, frozen, batch) -> dict:
     if federation.aggregate:
       return per_site(lambda b: model_values(state.global_params["encoder"], frozen, b), "", batch)
-    if federation.strategy == "centralized":
+    if pooled:
       return per_site(lambda b: model_values(jax.tree.map(lambda p: p[0], state.params["encoder"]), frozen, b),
                       "", batch)
     # Every local model on every site's test set ("Local Only C1 … C8"), one vmapped program over the models.
@@ -352,13 +358,15 @@ def make(config) -> Method:
     return values
 
   def hallucinate(state: VPFLState, frozen, batch) -> dict:
-    """Every example, clients × batch flattened in slot order: the global model's images, or with no
-    aggregation (local_only, fused, centralized) each client's model on its own client's examples."""
+    """Every example, clients × batch flattened in slot order: the global model's (or the pooled model's)
+    images, or with local_only / fused each client's model on its own client's examples."""
     def columns(encoder_params, client_batch):
       return base.hallucinate(vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params={"encoder": encoder_params},
                                                opt_state={}), frozen, client_batch)
-    if federation.aggregate:
-      return columns(state.global_params["encoder"], flatten_slots(batch, list(range(clients))))
+    if federation.aggregate or pooled:
+      encoder = state.global_params["encoder"] if federation.aggregate else jax.tree.map(
+          lambda p: p[0], state.params["encoder"])
+      return columns(encoder, flatten_slots(batch, list(range(clients))))
     images = jax.vmap(columns)(state.params["encoder"], batch)
     return {name: value.reshape(-1, *value.shape[2:]) for name, value in images.items()}
 
