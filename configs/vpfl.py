@@ -47,10 +47,13 @@ def vpfl_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
 
 
 def centralized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """One model on the pooled data: each batch slot reads one institution's whole training set, and every
-  step trains the one model on a batch from each (S × the per-client batch; the paper gives no batch for
-  this row). The test batches keep one slot per institution, so the two sub-tables stay apart."""
-  c.data.update(clients=len(c.data.thermal_sensors) or int(c.data.get("sites", 1)), client_partition="sites")
+  """One model on the pooled data (§4.3: "a model trained by all available data"). Each batch slot reads one
+  institution's whole training set; a step trains the one model on every slot at once, K × the per-client
+  batch in all, so it sees as many examples per step as the K clients together (the paper gives no batch
+  for this row). The test batches keep one slot per institution, so the two sub-tables stay apart."""
+  clients, sites = int(c.data.clients), len(c.data.thermal_sensors) or int(c.data.get("sites", 1))
+  c.data.update(clients=sites, client_partition="sites")
+  c.train.batch_size *= clients // sites
   return c
 
 

@@ -222,6 +222,9 @@ def test_centralized_trains_one_model_on_both_sites_and_reports_each_site():
   assert values["psnr"].shape == (2 * per_slot,)
   images = jax.eval_shape(method.hallucinate, state, frozen, batch)
   assert all(value.shape[0] == 2 * per_slot for value in images.values())
+  # The pooled model sees as many examples per step as the K clients together.
+  pooled, federated = vpfl_configs.get_config("smoke,strategy=centralized"), vpfl_configs.get_config("smoke")
+  assert pooled.data.clients * pooled.train.batch_size == federated.data.clients * federated.train.batch_size
   one_slot = tiny_config("centralized")
   one_slot.data.clients = 1
   with pytest.raises(ValueError, match="'centralized' reads one batch slot per site; config.data.clients=1"):
