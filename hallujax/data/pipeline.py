@@ -261,7 +261,8 @@ def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
     from hallujax.federated import partition
     return partition.client_partitions(config, split, length)
   if kind != "interleaved":
-    raise ValueError(f"config.data.client_partition={kind!r} is not known; expected 'interleaved', 'dirichlet' or 'sites'.")
+    raise ValueError(f"config.data.client_partition={kind!r} is not known; expected 'interleaved', 'dirichlet' "
+                     f"or 'sites'.")
   if length < clients:
     raise ValueError(f"The {split} split has {length} examples for config.data.clients={clients} clients.")
   return [np.arange(k, length, clients) for k in range(clients)]
