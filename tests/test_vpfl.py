@@ -253,8 +253,9 @@ def test_clients_split_over_a_mesh_axis_give_the_same_round(setup):
   batch_sharding = sharding.batch_sharding(mesh, method.batch_axes)
   state = jax.jit(method.init, out_shardings=state_shardings)(jax.random.key(0))
   replicated = sharding.replicated(mesh)
-  step = jax.jit(method.steps["local_aggregate"], in_shardings=(state_shardings, frozen_shardings, batch_sharding,
-                                                                replicated), out_shardings=(state_shardings, replicated))
+  step = jax.jit(method.steps["local_aggregate"],
+                 in_shardings=(state_shardings, frozen_shardings, batch_sharding, replicated),
+                 out_shardings=(state_shardings, replicated))
   new_state, metrics = step(state, frozen, batch, jax.random.key(0))
   evaluation = jax.jit(method.eval_step, in_shardings=(state_shardings, frozen_shardings, batch_sharding))(
       new_state, frozen, batch)
