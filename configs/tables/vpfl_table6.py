@@ -37,7 +37,7 @@ def table() -> Table:
           Row("VPFL", f"configs/vpfl.py:smoke,{WEIGHTS}"),
           Row("Centralized", f"configs/vpfl.py:smoke,strategy=centralized,{WEIGHTS}"),
       ),
-      metrics=(*SITES, "rank1", "identity_cosine"),
+      metrics=(*SITES, "rank1", "vr_at_far_1e-2", "identity_cosine"),
       order=("Centralized", "VPFL", "VPFL w/o MPR", "FedProx", "Fused"),
       order_metric="psnr",
   )
