@@ -25,6 +25,7 @@ import ml_collections
 
 from configs import vpgan as vpgan_configs
 from hallujax.config_base import apply_variant_options, parse_variant
+from hallujax.federated.partition import site_count
 from hallujax.methods.vpfl import STRATEGIES, federation_config
 
 VARIANTS = ("", "smoke", "tiny", *(name for name in STRATEGIES if name != "vpfl"))
@@ -51,7 +52,7 @@ def centralized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   institution's whole training set; a step trains the one model on every slot at once, K × the per-client
   batch in all, so it sees as many examples per step as the K clients together (the paper gives no batch
   for this row). The test batches keep one slot per institution, so the two sub-tables stay apart."""
-  clients, sites = int(c.data.clients), len(c.data.thermal_sensors) or int(c.data.get("sites", 1))
+  clients, sites = int(c.data.clients), site_count(c.data)
   c.data.update(clients=sites, client_partition="sites")
   c.train.batch_size *= clients // sites
   return c
