@@ -32,6 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
       max_pitch=20.0,
       max_roll=12.0,
       yaw_set=(),              # face world: yaws drawn from ± these values (degrees) instead of the range above
+      symmetric_frontal=False, # face world: every view lit from straight ahead, background untilted, gaze centred,
+                               # so frontal targets are mirror-symmetric (VividGAN's L_sys; faceworld.SYMMETRIC_SCENE)
+      local_degradation="",    # face world, same_view: "" | "occlusion" | "blur" | "shade" discs at random places of
+      local_degradation_count=3,      # the input (faceworld.LocalDegradation): how many discs,
+      local_degradation_radius=0.12,  # and their radius as a fraction of the side
       render_on="host",        # face world: "host" renders each example in the input pipeline; "device"
                                # ships only renderer parameters and renders batches on the accelerator
                                # (hallujax.data.device_render), for when the host would starve it
@@ -40,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
       crop=0,                  # folder sources: centre crop before resizing (0 = the layout's default)
       strict=False,            # folder sources: fail on an unreadable image instead of skipping it
       reject_small=True,       # folder sources: reject images smaller than the crop
+      max_pixels=50_000_000,   # folder sources: reject images of more pixels (read from the header, never decoded)
       bit_depth_range=(0, 0),  # folder sources, 16-bit grey images (thermal/NIR): (low, high) raw range mapped
                                # onto 0..255 for the whole dataset; (0, 0) = per-image min-max (logged)
       subject_split=(),        # paired_folder: (train, validation, test) subject counts, e.g. (40, 0, 10) for VIS-TH

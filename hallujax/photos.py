@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from hallujax.data import alignment, degradations
+from hallujax.data import alignment, degradations, folders
 
 # Five points (x, y) as fractions of the crop side, subject's right eye first (image left).
 TEMPLATES = {
@@ -99,7 +99,7 @@ def read_photo(source, name: str | None = None) -> np.ndarray:
   name = name or str(source)
   try:
     with Image.open(source) as image:
-      image = ImageOps.exif_transpose(image)
+      image = folders.upright(image)   # the one EXIF rule of every reader (training data too)
       if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         data = np.asarray(image, np.float64)
         span = max(float(data.max() - data.min()), 1.0)

@@ -44,7 +44,12 @@ becomes black). Which rule is used is logged once. (Pillow itself reduces
 16-bit-per-channel RGB files to their high byte, i.e. the fixed range
 [0, 65535].)
 Images smaller than ``data.target_size`` on either side are rejected with
-their file name (an error with ``strict``, else skipped and counted). A
+their file name (an error with ``strict``, else skipped and counted), and so
+are images of more than ``data.max_pixels`` pixels: their width and height are
+read from the file's header before any pixel is decoded, so a small file that
+claims 100000² pixels (a decompression bomb) costs no memory. Every reader
+(training, prepare, records, hallujax.photos) turns images upright by one rule,
+``upright``: the EXIF orientation tag, as cameras write it. A
 missing dataset directory raises FileNotFoundError saying what layout was
 expected and how to prepare it.
 """
@@ -67,6 +72,8 @@ class BadImageError(ValueError):
   """An image file that cannot be used (unreadable, corrupt or too small)."""
 
 
+DEFAULT_MAX_PIXELS = 50_000_000   # data.max_pixels' default: above the largest phone cameras (48 MP)
+EXIF_ORIENTATION = 0x0112         # the EXIF tag of the camera's orientation (1 = upright, 2..8 = turned/mirrored)
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")   # PIL modes of > 8-bit grey images
 _announced_rules: set[str] = set()
 _announce_lock = threading.Lock()
@@ -141,16 +148,40 @@ def to_rgb(image: np.ndarray, name: str = "", value_range=None) -> np.ndarray:
   return image
 
 
-def read_image(path: str, mode: str = "RGB", value_range=None) -> np.ndarray:
-  """Reads an image file as uint8 RGB (H, W, 3) or grey (H, W, 1); BadImageError if unusable.
+def orientation(image) -> int:
+  """The EXIF orientation of an opened PIL image (1 when absent or invalid)."""
+  value = image.getexif().get(EXIF_ORIENTATION, 1)
+  return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(image):
+  """The project's one EXIF rule (training readers and hallujax.photos): an image whose EXIF orientation
+  is 2..8 is transposed as PIL's ImageOps.exif_transpose does; others are returned unchanged (no copy)."""
+  from PIL import ImageOps
+  return image if orientation(image) == 1 else ImageOps.exif_transpose(image)
+
+
+def check_pixels(image, name: str, max_pixels: int) -> None:
+  """BadImageError when an opened (not yet decoded) image has more than `max_pixels` pixels (0: no limit)."""
+  width, height = image.size
+  if max_pixels and width * height > max_pixels:
+    raise BadImageError(f"{name}: image is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels), "
+                        f"more than config.data.max_pixels={max_pixels}; it was not decoded.")
+
+
+def read_image(path: str, mode: str = "RGB", value_range=None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """Reads an image file as uint8 RGB (H, W, 3) or grey (H, W, 1), turned `upright`; BadImageError if unusable.
 
   16-bit and 32-bit grey images are read at full precision and scaled with
   `scale_to_uint8` (`value_range` = config.data.bit_depth_range; None or
-  (0, 0): per-image min–max), never clipped to white.
+  (0, 0): per-image min–max), never clipped to white. Images of more than
+  `max_pixels` pixels (from the header) are refused before decoding.
   """
   from PIL import Image
   try:
-    with Image.open(path) as image:
+    with Image.open(path) as opened:
+      check_pixels(opened, str(path), max_pixels)
+      image = upright(opened)
       image.load()
       if image.mode in HIGH_DEPTH_MODES:
         grey = scale_to_uint8(np.asarray(image), value_range, path)
@@ -162,9 +193,9 @@ def read_image(path: str, mode: str = "RGB", value_range=None) -> np.ndarray:
       if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         return to_rgb(np.asarray(image.convert("RGBA")), path)
       return np.asarray(image.convert("RGB"))
-  except (OSError, ValueError, SyntaxError) as error:   # PIL's errors for truncated / corrupt / unknown files
-    if isinstance(error, BadImageError):
-      raise
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:   # PIL's errors for
+    if isinstance(error, BadImageError):                                            # truncated / corrupt /
+      raise                                                                         # unknown / huge files
     raise BadImageError(f"{path}: unreadable image ({error}).") from error
 
 
@@ -188,12 +219,13 @@ def cut(image: np.ndarray, box) -> np.ndarray:
 
 
 def image_size(path: str) -> tuple[int, int]:
-  """(height, width) of an image file from its header; BadImageError if unreadable."""
+  """(height, width) of an image file from its header, as `upright` turns it; BadImageError if unreadable."""
   from PIL import Image
   try:
     with Image.open(path) as image:
-      return image.size[1], image.size[0]
-  except (OSError, ValueError, SyntaxError) as error:
+      width, height = image.size
+      return (width, height) if orientation(image) in (5, 6, 7, 8) else (height, width)   # 5..8 swap the sides
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
     raise BadImageError(f"{path}: unreadable image ({error}).") from error
 
 
@@ -250,14 +282,16 @@ class _FolderSource(abc.ABC):
     self.minimum_size = int(data_config.get("target_size", 0) or 0)
     self.pairing = data_config.get("pairing", "same_view")
     self.value_range = check_value_range(data_config.get("bit_depth_range"))
+    self.max_pixels = int(data_config.get("max_pixels", DEFAULT_MAX_PIXELS))
     self._bad = {}
     self._reads = 0
     self._reported_at = 0
     self._lock = threading.Lock()
 
   def read(self, path: str, mode: str = "RGB") -> np.ndarray:
-    """`read_image` with this dataset's high-bit-depth rule (config.data.bit_depth_range)."""
-    return read_image(path, mode, self.value_range)
+    """`read_image` with this dataset's high-bit-depth rule and pixel limit (config.data.bit_depth_range,
+    config.data.max_pixels)."""
+    return read_image(path, mode, self.value_range, self.max_pixels)
 
   def _require_same_view(self):
     if self.pairing != "same_view":

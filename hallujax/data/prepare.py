@@ -8,7 +8,8 @@
 writes ``OUT/<split>-<k>-of-<n>.array_record`` for train, validation and test,
 ``OUT/plan.json`` (what is being prepared), ``OUT/manifest/`` (one entry per
 finished shard) and, once every shard is done, ``OUT/info.json`` (counts,
-format version, bytes per example) and ``OUT/unusable.txt``. Train with
+format version, bytes per example) and ``OUT/unusable.txt`` (one line per left-out
+file, non-printable characters of its name escaped as in Python: ``\\n``). Train with
 ``--config.data.source=prepared --config.data.data_dir=OUT`` (PreparedSource).
 
 Records (hallujax.data.records, format version 2) hold each picture once,
@@ -114,6 +115,13 @@ def original_bytes(source, index: int, example: dict, encoding: str):
   if encoding == "jpeg":
     raise ValueError(f"--encoding jpeg stores original JPEG files, but {reason}; use --encoding png or auto.")
   return {}
+
+
+def escape_line(text: str) -> str:
+  """`text` on one line: backslashes and characters that are not printable (a newline in a file name) written
+  as Python escapes, so a file name cannot forge lines of unusable.txt or of the log."""
+  return "".join(character if character.isprintable() and character != "\\"
+                 else character.encode("unicode_escape").decode("ascii") for character in text)
 
 
 # ----- the plan, shards and the manifest ----------------------------------------------
@@ -226,7 +234,7 @@ def write_shard(shard: Shard) -> dict:
   started = time.time()
   temporary = shard.path(out_dir) + ".partial"
   writer = ArrayRecordWriter(temporary, ARRAY_RECORD_OPTIONS)
-  written, unusable, originals_kept, pending = 0, [], 0, 0
+  written, unusable, originals_kept, pending, failed = 0, [], 0, 0, False
   encoding = "png" if settings["target_size"] else settings["encoding"]   # resized pixels are new: PNG
   try:
     for index in range(shard.start, shard.stop):
@@ -235,7 +243,7 @@ def write_shard(shard: Shard) -> dict:
       except BadImageError as error:
         if settings["strict"]:
           raise
-        unusable.append(str(error))
+        unusable.append(escape_line(str(error)))
       else:
         if settings["target_size"]:
           example = resize_example(example, settings["target_size"])
@@ -248,8 +256,13 @@ def write_shard(shard: Shard) -> dict:
         with counter.get_lock():
           counter.value += pending
         pending = 0
+  except Exception:   # a failed shard leaves nothing behind (an interrupted one stays .partial, see _init_worker)
+    failed = True
+    raise
   finally:
     writer.close()
+    if failed:
+      os.remove(temporary)
   if counter is not None and pending:
     with counter.get_lock():
       counter.value += pending
@@ -392,6 +405,8 @@ def prepare(arguments, log=print) -> dict:
   data_config = base_config().data
   data_config.update(source=arguments.source, data_dir=arguments.data_dir, pairing=arguments.pairing,
                      target_size=arguments.target_size or 0, strict=arguments.strict)
+  if arguments.max_pixels is not None:
+    data_config.max_pixels = arguments.max_pixels
   os.makedirs(os.path.join(arguments.out_dir, "manifest"), exist_ok=True)
   plan, shards = make_plan(data_config, arguments)
   check_plan(arguments.out_dir, plan)
@@ -489,6 +504,8 @@ def parse(argv=None) -> argparse.Namespace:
   parser.add_argument("--num_hosts", type=int, default=1, help="jobs preparing OUT together, one per host")
   parser.add_argument("--host_index", type=int, default=0, help="this job's index among --num_hosts")
   parser.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
+  parser.add_argument("--max_pixels", type=int, default=None,
+                      help="leave out images of more pixels, read from the header (default: config.data.max_pixels)")
   parser.add_argument("--verify", action="store_true", help="re-read every record of OUT and list unreadable ones")
   arguments = parser.parse_args(argv)
   if not arguments.verify and not arguments.source:
