@@ -54,6 +54,12 @@ blocks ("sites", example i in site ⌊i·S/N⌋); site s's thermal and NIR input
 go through sensor s (apply_thermal_sensor: response curve, blur, native
 resolution, noise) and every example gets a "site" int32 field. Host rendering
 only.
+symmetric_frontal (False): every view lit from straight ahead, background
+untilted and without waves, gaze centred (SYMMETRIC_SCENE), so frontal targets
+are mirror-symmetric scenes (VividGAN's L_sys);
+local_degradation ("": off; "occlusion" | "blur" | "shade"), with
+local_degradation_count (3) and local_degradation_radius (0.12 of the side):
+discs at random places of the same_view input (LocalDegradation; host only).
 """
 
 from __future__ import annotations
@@ -150,7 +156,12 @@ class FaceWorldSource:
                          f"(got {self.num_identities}); the {split} split has no identity.")
     else:
       raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
+    self.symmetric_frontal = bool(data_config.get("symmetric_frontal", False))
+    self.local_degradation = LocalDegradation.of(data_config, self.pairing)
     self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.get("thermal_sensors", ()))
+    if (self.local_degradation is not None) and data_config.get("render_on", "host") == "device":
+      raise ValueError("config.data.local_degradation is applied on the host; use config.data.render_on='host' "
+                       "with it.")
     if self.sensors and data_config.get("render_on", "host") == "device":
       raise ValueError("config.data.thermal_sensors applies each site's sensor on the host; use "
                        "config.data.render_on='host' with it.")
@@ -179,6 +190,10 @@ class FaceWorldSource:
       source = face_parameters(self.world_seed, identity, rng, **self.pose_limits)
     else:
       source = target
+    if self.symmetric_frontal:   # after every draw, so the other parameters stay those of the option off
+      same_view = source is target
+      target = dict(target, **SYMMETRIC_SCENE)
+      source = target if same_view else dict(source, **SYMMETRIC_SCENE)
     return identity, target, source
 
   def site(self, index: int) -> int:
@@ -227,6 +242,9 @@ class FaceWorldSource:
     source_rendered = rendered if source is target else _render_one(source, self.size, modalities)
     image = source_rendered[modality]
     sensor_fields = {}
+    if self.local_degradation is not None:
+      blobs = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index), 7])
+      image = self.local_degradation.apply(image, blobs)
     if self.sensors:
       site = self.site(int(index))
       sensor_fields["site"] = np.int32(site)
@@ -244,6 +262,76 @@ class FaceWorldSource:
         "input_landmarks": source_rendered["landmarks"].astype(np.float32),
         "aligned_target": source_rendered["visible"],
     }
+
+
+# data.symmetric_frontal: every view's scene is mirror-symmetric about the face's vertical axis, so a
+# frontal view is (up to the face's own asymmetries) its own mirror image: light from straight ahead
+# (azimuth 0; elevation unchanged), an untilted vertical background gradient with no waves, eyes
+# gazing straight ahead horizontally. VividGAN's symmetry loss L_sys (paper 002, Eq. 3) assumes such
+# targets ("the frontal face is symmetric"); the default scene lights from up to ±60° and tilts the
+# background, so its frontal targets are not.
+SYMMETRIC_SCENE = dict(light_azimuth=np.float32(0), background_angle=np.float32(0),
+                       background_waves=np.float32(0), gaze_x=np.float32(0))
+LOCAL_DEGRADATIONS = ("", "occlusion", "blur", "shade")
+
+
+class LocalDegradation:
+  """data.local_degradation: `count` discs of radius `radius` × side at uniformly random places of the
+  input image (same_view only; the target stays clean), inside which the input is
+  "occlusion": replaced by one flat random colour; "blur": a box blur of width radius × side;
+  "shade": darkened to 35% (the content survives, so a local network can undo it).
+  Not in any paper: it gives IPFH's patch selection (paper 004) places that matter more than others.
+  Drawn per example from (world_seed, split, index, 7), so an index is always degraded the same way."""
+
+  def __init__(self, kind: str, count: int, radius: float):
+    self.kind, self.count, self.radius = kind, count, radius
+
+  @classmethod
+  def of(cls, data_config, pairing: str):
+    kind = data_config.get("local_degradation", "") or ""
+    if kind not in LOCAL_DEGRADATIONS:
+      raise ValueError(f"config.data.local_degradation={kind!r}; expected one of {LOCAL_DEGRADATIONS}.")
+    if not kind:
+      return None
+    if pairing != "same_view":
+      raise ValueError(f"config.data.local_degradation degrades the input of the same_view pairing; the pairing "
+                       f"is {pairing!r}.")
+    count = int(data_config.get("local_degradation_count", 3))
+    radius = float(data_config.get("local_degradation_radius", 0.12))
+    if count < 1 or not 0 < radius <= 0.5:
+      raise ValueError(f"config.data.local_degradation_count={count} must be ≥ 1 and local_degradation_radius="
+                       f"{radius} in (0, 0.5] (a fraction of the image side).")
+    return cls(kind, count, radius)
+
+  def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    size = image.shape[0]
+    x = image.astype(np.float32)
+    rows, columns = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    radius = self.radius * size
+    for _ in range(self.count):
+      centre = rng.uniform(0, size, 2)
+      distance = np.hypot(rows - centre[0], columns - centre[1])
+      inside = np.clip(radius - distance + 0.5, 0.0, 1.0)[..., None]   # one-pixel soft edge
+      if self.kind == "occlusion":
+        degraded = np.broadcast_to(rng.uniform(0, 255, image.shape[-1]).astype(np.float32), x.shape)
+      elif self.kind == "shade":
+        degraded = 0.35 * x
+      else:
+        degraded = box_blur(x, max(1, int(round(radius))))
+      x = inside * degraded + (1.0 - inside) * x
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def box_blur(x: np.ndarray, width: int) -> np.ndarray:
+  """(S, S, C) float image blurred by a (2·width + 1)² box, edges replicated."""
+  for axis in (0, 1):
+    padded = np.pad(x, [(width, width) if a == axis else (0, 0) for a in range(3)], mode="edge")
+    cumulative = np.cumsum(padded, axis=axis, dtype=np.float64)
+    cumulative = np.concatenate([np.zeros_like(np.take(cumulative, [0], axis=axis)), cumulative], axis=axis)
+    n = x.shape[axis]
+    x = ((np.take(cumulative, np.arange(2 * width + 1, 2 * width + 1 + n), axis=axis)
+          - np.take(cumulative, np.arange(n), axis=axis)) / (2 * width + 1)).astype(np.float32)
+  return x
 
 
 def apply_thermal_sensor(image: np.ndarray, sensor: dict, rng: np.random.Generator) -> np.ndarray:
