@@ -23,7 +23,7 @@ from hallujax import trainer
 from hallujax.cli import load_config_file
 from hallujax.data import feed as feed_lib, pipeline
 from hallujax.methods import get_method
-from hallujax.metrics import identity, image_quality
+from hallujax.metrics import diversity, identity, image_quality, niqe as niqe_lib
 
 # Columns that are inputs, ground truth or intermediate maps, not results to score against the target
 # (VividGAN's component prior is black outside the components; PCFH's attention is a mask).
@@ -246,6 +246,8 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
       rows["__target__"].add({}, target_embeddings)
     for name, images in columns.items():
       kept[name].append(pipeline.to_uint8(np.asarray(images)))
+    if "target" not in columns:   # the ground truth's images too: the ceiling row's strip and diversity's reference
+      kept["target"].append(pipeline.to_uint8(np.asarray(target)))
     if index >= 1:
       jax.block_until_ready(columns)
       timed_images += target.shape[0]
@@ -272,11 +274,56 @@ def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray |
       entry["psnr_by_yaw"] = yaw_buckets(arrays["psnr"], yaw)
       entry["ssim_by_yaw"] = yaw_buckets(arrays["ssim"], yaw)
     summary[name] = entry
+  if target_row is not None and target_row.embeddings and labels is not None:
+    # The ceiling: the ground truth through the same recognizer (paper 003 Table 2's "FR-HR"), so every
+    # identity cell has its range. Rank-k's gallery holds one of these images per identity, as for every row.
+    target_embeddings = np.concatenate(target_row.embeddings)
+    summary["target"] = identity_summary(target_embeddings, target_embeddings, labels)
   return summary
 
 
+def column_of(row_name: str, run_name: str) -> str | None:
+  """The image column a summary row scores (None for a compared run's rows, whose images are not kept)."""
+  if row_name == run_name:
+    return "output"
+  if row_name in ("bicubic", "input", "target"):
+    return row_name
+  prefix = f"{run_name}:"
+  return row_name[len(prefix):] if row_name.startswith(prefix) else None
+
+
+def image_figures(summary: dict[str, dict], kept: dict[str, np.ndarray], run_name: str,
+                  diversity_examples: int = 256, niqe_examples: int = 32) -> None:
+  """Adds, per row of `summary`, output diversity against the targets (hallujax.metrics.diversity) and NIQE
+  (hallujax.metrics.niqe, over the first `niqe_examples` images; the target row gets NIQE only)."""
+  targets = kept["target"]
+  for name, entry in summary.items():
+    column = column_of(name, run_name)
+    if column is None or column not in kept:
+      continue
+    images = kept[column]
+    if images.shape[-1] == 1 and targets.shape[-1] == 3:   # grey inputs (NIR) as the recognizer saw them
+      images = np.repeat(images, 3, axis=-1)
+    if images.shape != targets.shape:
+      continue
+    if column != "target":
+      entry.update(diversity.output_diversity(images, targets, diversity_examples))
+    entry["niqe"] = niqe_lib.mean_niqe(images[:niqe_examples])
+
+
+def save_strips(directory: epath.Path, kept: dict[str, np.ndarray], count: int = 8) -> None:
+  """One PNG per image column: its first `count` examples side by side (the evaluation's order is fixed, so
+  every run of a table shows the same held-out inputs; the results report puts one strip per row)."""
+  for name, images in kept.items():
+    strip = np.concatenate(list(images[:count]), axis=1)
+    if strip.shape[-1] == 1:
+      strip = np.repeat(strip, 3, axis=-1)
+    images_lib.write_grid(directory / f"{name}.png", strip[..., :3])
+
+
 def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> str:
-  columns = ["psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
+  columns = ["psnr", "ssim", "psnr_y", "ssim_y", "lpips", "niqe", "output_diversity", "nearest_target_share",
+             "identity_cosine", "verification_auc", "vr_at_far_1e-2",
              "vr_at_far_1e-3", "verification_accuracy", "rank1", "rank5", "rank1_fused"]
   present = [c for c in columns if any(c in entry for entry in summary.values())]
   lines = [f"# {title}", "", "| row | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
@@ -327,6 +374,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
                                             include_baselines=False, lpips=lpips)
     rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
   summary = summarize(rows, labels, yaw)
+  image_figures(summary, kept, run_name)
   examples = int(sum(np.prod(b["target"].shape[:-3]) for b in host_batches)) * jax.process_count()
   notes = [f"{config.method}, {workdir} step {step}, split {split!r}: {len(host_batches)} batches, "
            f"{examples} examples ({config.data.source}).",
@@ -349,4 +397,5 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
     order = np.argsort(rows[run_name].arrays()["psnr"])
     save_grid(directory / f"{stem}_hardest.png", kept, order[:grid_rows])
     save_grid(directory / f"{stem}_easiest.png", kept, order[::-1][:grid_rows])
+  save_strips(directory / f"{stem}_strips", kept)
   return report

@@ -27,7 +27,13 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   report = evaluate.evaluate(config, str(workdir), split="test", batches=2, compare=(str(workdir),),
                              recognizer=block_colour_recognizer, grid_rows=4, lpips=mean_absolute)
   rows = report["rows"]
-  assert set(rows) == {"run", "run@2"}  # the comparison is the same checkpoint: same numbers
+  assert set(rows) == {"run", "run@2", "target"}  # the comparison is the same checkpoint: same numbers
+  # The ceiling row: the ground truth through the same recognizer, its own best match.
+  assert abs(rows["target"]["identity_cosine"] - 1.0) < 1e-5
+  assert rows["target"]["rank1"] >= rows["run"]["rank1"] and "psnr" not in rows["target"]
+  # Output diversity against the targets and NIQE for every kept image column.
+  assert 0.0 <= rows["run"]["output_diversity"] and 0.0 < rows["run"]["nearest_target_share"] <= 1.0
+  assert np.isfinite(rows["run"]["niqe"]) and np.isfinite(rows["target"]["niqe"])
   assert rows["run"]["psnr"] == rows["run@2"]["psnr"]
   for name in ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "identity_cosine", "verification_auc", "rank1", "rank5",
                "verification_accuracy"):
@@ -54,6 +60,7 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   table = (files / "step_2_test.md").read_text()
   assert "| run |" in table and "rank1" in table and "images/s" in table
   assert (files / "step_2_test_hardest.png").exists() and (files / "step_2_test_easiest.png").exists()
+  assert (files / "step_2_test_strips" / "output.png").exists() and (files / "step_2_test_strips" / "target.png").exists()
 
 
 def test_evaluate_without_checkpoint_says_how_to_train(tmp_path):
