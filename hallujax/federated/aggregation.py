@@ -21,14 +21,26 @@ global model, constant.
 A client that does not report in a round (Flower: no reply, an error reply)
 is left out of that round's mean: `fedavg` takes per-client weights, and the
 round's Θ^q is the mean of the clients that reported (weights 1/K' each).
+
+A reply that arrives over the network is checked before it is averaged
+(`aggregate_replies`): the same number of arrays as the global model, each of
+its dtype and shape, every value finite, a partition id in [0, K) that no other
+reply of the round claims, and parameters no further from Θ^q (Euclidean norm
+over every parameter) than `max_update_ratio` × ‖Θ^q‖. A reply that fails is
+dropped with its reason (logged) and the round goes on with the others: one
+client sending NaN, 1e30 or float64 arrays cannot spoil the global model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 OPTIMIZER_STATE_RULES = ("keep", "reset", "average")
 
@@ -106,3 +118,86 @@ def optimizer_state_between_rounds(stacked_opt_state: Any, rule: str) -> Any:
         lambda leaf: jnp.broadcast_to(jnp.mean(leaf, axis=0, keepdims=True), leaf.shape) if _is_float(leaf) else leaf,
         stacked_opt_state)
   raise ValueError(f"config.federated.optimizer_state={rule!r}; expected one of {', '.join(OPTIMIZER_STATE_RULES)}.")
+
+
+# ----------------------------------------------------------------------------- replies from the network
+
+
+@dataclasses.dataclass
+class Reply:
+  """One client's answer as the server received it, before any check."""
+  sender: str                    # who sent it (a Flower node id), for the log
+  partition_id: Any = None       # the partition it claims (None: absent)
+  arrays: list | None = None     # its parameters, leaves in the global model's tree order (None: absent)
+  problem: str = ""              # why it could not even be read (set by the transport), else ""
+
+
+def reply_problem(reply: Reply, global_leaves: list[np.ndarray], global_norm: float,
+                  max_update_ratio: float) -> str:
+  """Why `reply`'s parameters cannot be averaged into the global model ("" when they can)."""
+  if reply.problem:
+    return reply.problem
+  if reply.arrays is None:
+    return "it holds no parameters"
+  if len(reply.arrays) != len(global_leaves):
+    return f"it holds {len(reply.arrays)} arrays; the global model has {len(global_leaves)}"
+  squared = 0.0
+  for index, (array, expected) in enumerate(zip(reply.arrays, global_leaves)):
+    if not isinstance(array, np.ndarray):
+      return f"array {index} is a {type(array).__name__}, not an array"
+    if array.dtype != expected.dtype:
+      return f"array {index} is {array.dtype}; the global model's is {expected.dtype}"
+    if array.shape != expected.shape:
+      return f"array {index} has shape {array.shape}; the global model's has {expected.shape}"
+    finite = np.isfinite(array)
+    if not finite.all():
+      return f"array {index} holds {array.size - int(finite.sum())} non-finite values"
+    squared += float(np.sum(np.square(array.astype(np.float64) - expected.astype(np.float64))))
+  distance, bound = math.sqrt(squared), max_update_ratio * global_norm
+  if not distance <= bound:
+    return (f"its parameters are {distance:.4g} from the global model's (Euclidean norm), more than the bound "
+            f"{bound:.4g} = {max_update_ratio:g} × the global model's norm")
+  return ""
+
+
+def claimed_partition(reply: Reply, num_partitions: int) -> int | None:
+  """The partition id `reply` claims as an int in [0, num_partitions), else None."""
+  value = reply.partition_id
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    return None
+  if not math.isfinite(float(value)) or float(value) != int(value) or not 0 <= int(value) < num_partitions:
+    return None
+  return int(value)
+
+
+def aggregate_replies(replies: list[Reply], global_params: Any, num_partitions: int,
+                      max_update_ratio: float = 1.0) -> tuple[Any, list[int], list[tuple[str, str]]]:
+  """Eq. 8 over the replies that pass every check -> (Θ^{q+1} or None when none passed, their partition ids
+  in order, [(sender, reason)] of the dropped ones, each also logged). See the module docstring."""
+  global_leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(jax.device_get(global_params))]
+  global_norm = math.sqrt(sum(float(np.sum(np.square(leaf.astype(np.float64)))) for leaf in global_leaves))
+  claims: dict[int, int] = {}
+  for reply in replies:
+    partition = claimed_partition(reply, num_partitions)
+    if partition is not None:
+      claims[partition] = claims.get(partition, 0) + 1
+  accepted, dropped = [], []
+  for reply in replies:
+    partition = claimed_partition(reply, num_partitions)
+    if partition is None:
+      reason = f"partition id {reply.partition_id!r} is not one of 0..{num_partitions - 1}"
+    elif claims[partition] > 1:   # which of them is the partition cannot be told: none is averaged
+      reason = f"partition {partition} is claimed by {claims[partition]} replies of this round"
+    else:
+      reason = reply_problem(reply, global_leaves, global_norm, max_update_ratio)
+    if reason:
+      logging.warning("Reply from %s dropped: %s.", reply.sender, reason)
+      dropped.append((reply.sender, reason))
+    else:
+      accepted.append((partition, reply.arrays))
+  if not accepted:
+    return None, [], dropped
+  accepted.sort(key=lambda item: item[0])
+  structure = jax.tree.structure(global_params)
+  stacked = stack([jax.tree.unflatten(structure, [jnp.asarray(leaf) for leaf in arrays]) for _, arrays in accepted])
+  return fedavg(stacked), [partition for partition, _ in accepted], dropped

@@ -14,6 +14,10 @@ A client that does not reply in a round (its SuperNode died, its ClientApp
 failed, or ``round_timeout`` passed) is left out of that round: Θ^{q+1} is the
 mean of the clients that replied (each weighted 1/K'), logged with the ids that
 were missing; a round with fewer than ``min_replies`` replies stops the run.
+Every reply is checked first (``aggregation.aggregate_replies``: arrays of the
+global model's count, dtype and shape, finite, a unique partition id in [0, K),
+within the norm bound); one that fails is dropped with its reason, printed, and
+the round goes on with the others.
 The missing client takes the new global model at the next round it joins.
 
 Client state between rounds (``context.state``, on the SuperNode): its optimizer
@@ -29,6 +33,8 @@ overridable with ``flwr run ... --run-config``):
   workdir         where the ServerApp writes the global model each round ("" = not written)
   round-timeout   seconds to wait for the clients' replies in a round
   min-replies     the fewest replies that still make a round
+  max-update-ratio
+                  a reply whose parameters lie further from Θ^q than this × ‖Θ^q‖ is dropped (default 1.0)
   drop-partition, drop-round
                   fault injection for tests: that partition's ClientApp fails in that round (-1: never)
 SuperNode configuration (``--node-config``): partition-id (k, 0-based), num-partitions (K).
@@ -166,6 +172,25 @@ def train(message: Message, context: Context) -> Message:
 # ----------------------------------------------------------------------------- server
 
 
+def reply_of(message: Message) -> aggregation.Reply:
+  """A client's reply message -> aggregation.Reply (its partition id and arrays, or why they cannot be read);
+  never raises, so one malformed reply cannot end the round."""
+  sender = f"node {message.metadata.src_node_id}"
+  if not message.has_content():
+    return aggregation.Reply(sender, problem=f"an error reply ({message.error.reason if message.has_error() else ''})")
+  content = message.content
+  partition_id = None
+  if "metrics" in content.metric_records:
+    partition_id = content.metric_records["metrics"].get("partition-id")
+  if "arrays" not in content.array_records:
+    return aggregation.Reply(sender, partition_id, problem="it holds no 'arrays' record")
+  try:
+    arrays = content.array_records["arrays"].to_numpy_ndarrays()
+  except Exception as error:   # whatever a hostile array record makes numpy raise while decoding it
+    return aggregation.Reply(sender, partition_id, problem=f"its arrays do not decode ({type(error).__name__})")
+  return aggregation.Reply(sender, partition_id, arrays)
+
+
 def checkpoint_path(workdir: str, round_index: int) -> str:
   return os.path.join(workdir, f"global_round_{round_index:05d}.npz")
 
@@ -212,6 +237,7 @@ def main(grid: Grid, context: Context) -> None:
   config, local, params_shape, _, _ = run_setup(spec)
   rounds, timeout = int(run["rounds"]), float(run.get("round-timeout", 3600.0))
   min_replies = int(run.get("min-replies", 1))
+  max_update_ratio = float(run.get("max-update-ratio", 1.0))
   found = last_checkpoint(workdir)
   if found:
     global_params, metadata = load_global(found[0], params_shape)
@@ -225,20 +251,24 @@ def main(grid: Grid, context: Context) -> None:
     messages = [Message(RecordDict({"arrays": to_record(global_params),
                                     "config": ConfigRecord({"round": round_index})}),
                         dst_node_id=node, message_type="train", group_id=str(round_index)) for node in nodes]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    good = sorted((reply for reply in replies if reply.has_content()),
-                  key=lambda reply: reply.content["metrics"]["partition-id"])
-    replied = [int(reply.content["metrics"]["partition-id"]) for reply in good]
-    if len(good) < min_replies:
-      raise RuntimeError(f"Round {round_index}: {len(good)} of {len(nodes)} clients replied (partitions {replied}); "
-                         f"run config min-replies={min_replies}.")
-    stacked = aggregation.stack([from_record(reply.content["arrays"], params_shape) for reply in good])
-    global_params = aggregation.fedavg(stacked)   # Eq. 8 over the clients that replied
+    replies = [reply for reply in grid.send_and_receive(messages, timeout=timeout) if reply.has_content()]
+    received = [reply_of(reply) for reply in replies]
+    aggregated, replied, dropped = aggregation.aggregate_replies(   # Eq. 8 over the replies that pass the checks
+        received, global_params, int(config.data.clients), max_update_ratio)
+    for sender, reason in dropped:
+      print(f"round {round_index}: dropped the reply of {sender}: {reason}.", flush=True)
+    if len(replied) < min_replies:
+      raise RuntimeError(f"Round {round_index}: {len(replied)} of {len(nodes)} clients replied usably (partitions "
+                         f"{replied}); run config min-replies={min_replies}.")
+    global_params = aggregated
+    dropped_senders = {sender for sender, _ in dropped}
+    good = [reply for reply, read in zip(replies, received) if read.sender not in dropped_senders]
     losses = {name: np.mean([float(reply.content["metrics"][name]) for reply in good])
               for name in good[0].content["metrics"] if name.startswith("loss")}
-    missing = len(nodes) - len(good)
-    print(f"round {round_index}: {len(good)}/{len(nodes)} clients (partitions {replied})"
+    missing = len(nodes) - len(replies)
+    print(f"round {round_index}: {len(replied)}/{len(nodes)} clients (partitions {replied})"
           + (f", {missing} missing: aggregated over the others" if missing else "")
+          + (f", {len(dropped)} dropped" if dropped else "")
           + f" | {time.perf_counter() - began:.1f}s | "
           + " ".join(f"{name}={value:.4g}" for name, value in sorted(losses.items())), flush=True)
     if workdir:
