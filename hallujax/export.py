@@ -97,6 +97,11 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
   if reads:   # the method reads 68 landmarks (PCFH): they are the model's third argument
     arguments.append(jax.ShapeDtypeStruct((batch, 68, 2), jnp.float32))
   exported = jax.export.export(jax.jit(on_kept), platforms=tuple(platforms))(*arguments)
+  from hallujax import exported as exported_lib
+  refused = exported_lib.refused_custom_calls(exported)
+  if refused:   # what the loader would refuse is not written (see exported.ALLOWED_CUSTOM_CALLS)
+    raise ValueError(f"{model.name} lowers to custom calls the loader refuses ({', '.join(refused)}); "
+                     f"hallujax.exported.ALLOWED_CUSTOM_CALLS lists the allowed ones.")
   stem = os.path.splitext(output)[0]
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, "wb") as f:

@@ -9,17 +9,61 @@ The model also serves ``hallujax.photos`` as a face model (``input_size``,
 ``output_size``, ``template``, ``run`` on fixed-size batches), so photos can
 be hallucinated from an exported file alone. This module imports nothing from
 hallujax, so it can be copied next to the files and used on its own.
+
+A model file is code: loading refuses (ExportedModelError, one line) a file
+that does not deserialize, one whose StableHLO calls native code other than
+ALLOWED_CUSTOM_CALLS (a host callback would run in this process), and a
+model.json whose "parameters" is not a file name in the model's own folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
 
 FORMAT = "hallujax.export/1"
+
+# The custom-call targets a model.hlo may hold: those jax lowers a face model to (the symbolic batch size's
+# shape assertions, sharding annotations, the random-bit generators and the linear-algebra kernels of jax's
+# stable-export list). A custom call runs native code named by the file, so anything else — a host callback
+# (xla_python_cpu_callback, which calls back into Python and crashed the demo), a Pallas or Mosaic kernel, a
+# TensorFlow function — is refused before the model is compiled; hallujax.export refuses to write one too.
+ALLOWED_CUSTOM_CALLS = frozenset({
+    "shape_assertion", "Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "annotate_device_placement",
+    "AllocateBuffer", "cu_threefry2x32_ffi", "hip_threefry2x32_ffi", "cu_lu_pivots_to_permutation",
+    "hip_lu_pivots_to_permutation", "Eigh", "Qr", "LuDecomposition", "ProductOfElementaryHouseholderReflectors",
+    "ApproxTopK", "cusparse_gtsv2_ffi",
+})
+ALLOWED_CUSTOM_CALL_PATTERN = re.compile(r"(lapack|cusolver|hipsolver)_[a-z0-9]+_ffi")
+CUSTOM_CALL_TARGET = re.compile(r'custom_call\s*@([\w.$-]+)|call_target_name\s*=\s*"([^"]*)"')
+
+
+class ExportedModelError(ValueError):
+  """A model.hlo / model.json / model.params.npz that cannot be loaded (the message says which and why)."""
+
+
+def custom_call_targets(module_text: str) -> set[str]:
+  """Every custom-call target named in a StableHLO module's text (pretty or generic form)."""
+  return {pretty or generic for pretty, generic in CUSTOM_CALL_TARGET.findall(module_text)}
+
+
+def refused_custom_calls(exported) -> list[str]:
+  """The custom-call targets of a jax.export.Exported that ALLOWED_CUSTOM_CALLS does not allow, sorted."""
+  return sorted(target for target in custom_call_targets(exported.mlir_module())
+                if target not in ALLOWED_CUSTOM_CALLS and not ALLOWED_CUSTOM_CALL_PATTERN.fullmatch(target))
+
+
+def parameters_file(model_path: str, name) -> str:
+  """model.json's "parameters" entry as a path: a plain file name in the model's own folder, nothing else."""
+  if not isinstance(name, str) or not name or name in (".", "..") or os.path.basename(name) != name \
+      or "/" in name or "\\" in name or "\0" in name:
+    raise ExportedModelError(f"{os.path.splitext(model_path)[0]}.json names the parameters {name!r}; expected a "
+                             f"file name in the model's folder (e.g. model.params.npz).")
+  return os.path.join(os.path.dirname(model_path), name)
 
 
 class ExportedModel:
@@ -31,26 +75,45 @@ class ExportedModel:
       if not os.path.isfile(needed):
         raise FileNotFoundError(f"{needed}: no such file (python -m hallujax.export writes model.hlo, "
                                 f"model.params.npz and model.json together).")
-    with open(stem + ".json") as f:
-      self.metadata = json.load(f)
-    if self.metadata.get("format") != FORMAT:
-      raise ValueError(f"{stem}.json has format {self.metadata.get('format')!r}; expected {FORMAT!r}.")
+    try:
+      with open(stem + ".json") as f:
+        self.metadata = json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+      raise ExportedModelError(f"{stem}.json is not a model description ({error}).") from None
+    if not isinstance(self.metadata, dict) or self.metadata.get("format") != FORMAT:
+      found = self.metadata.get("format") if isinstance(self.metadata, dict) else type(self.metadata).__name__
+      raise ExportedModelError(f"{stem}.json has format {found!r}; expected {FORMAT!r}.")
+    parameters_path = parameters_file(path, self.metadata.get("parameters"))
     with open(path, "rb") as f:
-      self.exported = jax.export.deserialize(bytearray(f.read()))
-    parameters_path = os.path.join(os.path.dirname(path), self.metadata["parameters"])
-    with np.load(parameters_path) as stored:
-      names = sorted(stored.files)
-      self.parameters = [jax.device_put(stored[name]) for name in names]
+      serialized = f.read()
+    try:
+      self.exported = jax.export.deserialize(bytearray(serialized))
+      module_refused = refused_custom_calls(self.exported)
+    except Exception as error:   # flatbuffers / MLIR raise many kinds for a damaged or foreign file
+      raise ExportedModelError(f"{path} is not a model written by python -m hallujax.export ({type(error).__name__}"
+                               f": {str(error).splitlines()[0] if str(error) else 'no detail'}).") from None
+    if module_refused:
+      raise ExportedModelError(f"{path} calls native code this loader does not run (custom calls "
+                               f"{', '.join(module_refused)}); python -m hallujax.export writes none of these.")
+    try:
+      with np.load(parameters_path, allow_pickle=False) as stored:
+        names = sorted(stored.files)
+        self.parameters = [jax.device_put(stored[name]) for name in names]
+    except (OSError, ValueError, EOFError) as error:
+      raise ExportedModelError(f"{parameters_path}: not the model's parameters ({error}).") from None
     self.reads_landmarks = bool(self.metadata.get("reads_landmarks", False))
     expected = len(self.exported.in_avals) - 1 - self.reads_landmarks
     if len(self.parameters) != expected:
-      raise ValueError(f"{parameters_path} holds {len(self.parameters)} arrays; {path} reads {expected}.")
+      raise ExportedModelError(f"{parameters_path} holds {len(self.parameters)} arrays; {path} reads {expected}.")
     m = self.metadata
-    self.name = f"{m['run']} (exported)"
-    self.method_name = m["method"]
-    self.input_size, self.input_channels = int(m["input_size"]), int(m["input_channels"])
-    self.output_size, self.downsample = int(m["output_size"]), m["downsample"]
-    self.template_name, self.template = m["template_name"], np.asarray(m["template"], np.float64)
+    try:
+      self.name = f"{m['run']} (exported)"
+      self.method_name = m["method"]
+      self.input_size, self.input_channels = int(m["input_size"]), int(m["input_channels"])
+      self.output_size, self.downsample = int(m["output_size"]), m["downsample"]
+      self.template_name, self.template = m["template_name"], np.asarray(m["template"], np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+      raise ExportedModelError(f"{stem}.json lacks or garbles a field ({type(error).__name__}: {error}).") from None
     self.batch_size = batch_size
     self._call = jax.jit(self.exported.call)
     self.compiles = 0

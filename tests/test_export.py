@@ -77,3 +77,88 @@ def test_export_command_one_line_errors(tmp_path):
                         env=dict(os.environ, PYTHONPATH=REPO))
   assert done.returncode == cli.EXIT_USAGE and "no such directory" in done.stderr
   assert done.stderr.strip().count("\n") == 0
+
+
+# ----- hostile model files: the loader refuses each with one line, before compiling anything
+
+CALLBACK = "xla_ffi_python_cpu_callback"
+
+
+def write_model(directory, function=None, disabled=(), **metadata_changes):
+  """A hand-made exported model: (b, 4, 4, 3) faces -> (b, 8, 8, 3), one parameter; returns model.hlo's path."""
+  import jax
+  import jax.numpy as jnp
+  from hallujax import exported
+  function = function or (lambda params, faces: jnp.repeat(jnp.repeat(faces, 2, 1), 2, 2) * params[0])
+  batch, = jax.export.symbolic_shape("b")
+  model = jax.export.export(jax.jit(function), platforms=("cpu",), disabled_checks=list(disabled))(
+      [jax.ShapeDtypeStruct((), jnp.float32)], jax.ShapeDtypeStruct((batch, 4, 4, 3), jnp.float32))
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, "model.hlo")
+  with open(path, "wb") as f:
+    f.write(model.serialize())
+  np.savez(os.path.join(directory, "model.params.npz"), p0000=np.float32(1.0))
+  metadata = {"format": exported.FORMAT, "parameters": "model.params.npz", "run": "hand-made", "method": "none",
+              "input_size": 4, "input_channels": 3, "output_size": 8, "downsample": "bicubic",
+              "template_name": "arcface", "template": [[0.3, 0.4]] * 5}
+  metadata.update(metadata_changes)
+  with open(os.path.join(directory, "model.json"), "w") as f:
+    json.dump(metadata, f)
+  return path
+
+
+def callback_model(directory):
+  import jax
+  call = lambda params, faces: jnp_repeat(jax.ffi.ffi_call(CALLBACK, jax.ShapeDtypeStruct(faces.shape, faces.dtype))(
+      faces)) * params[0]
+  return write_model(directory, call, disabled=[jax.export.DisabledSafetyCheck.custom_call(CALLBACK)])
+
+
+def jnp_repeat(faces):
+  import jax.numpy as jnp
+  return jnp.repeat(jnp.repeat(faces, 2, 1), 2, 2)
+
+
+def garbage(name, content):
+  def make(directory):
+    path = write_model(directory)
+    with open(os.path.join(directory, name), "wb") as f:
+      f.write(content)
+    return path
+  return make
+
+
+def outside_parameters(directory):
+  path = write_model(directory, parameters="../elsewhere.npz")
+  np.savez(os.path.join(os.path.dirname(directory), "elsewhere.npz"), p0000=np.float32(1.0))
+  return path
+
+
+HOSTILE_MODELS = {
+    "host callback": (callback_model, CALLBACK),
+    "garbage model.hlo": (garbage("model.hlo", b"\x00garbage" * 50), "not a model written by"),
+    "empty model.hlo": (garbage("model.hlo", b""), "not a model written by"),
+    "garbage model.json": (garbage("model.json", b"{not json"), "not a model description"),
+    "json list": (garbage("model.json", b"[1, 2]"), "format"),
+    "parameters outside": (outside_parameters, "file name in the model's folder"),
+    "absolute parameters": (lambda d: write_model(d, parameters="/etc/passwd"), "file name in the model's folder"),
+    "parameters not a string": (lambda d: write_model(d, parameters=["x"]), "file name in the model's folder"),
+    "pickled parameters": (garbage("model.params.npz", b"\x80\x04K\x01."), "not the model's parameters"),
+    "missing field": (lambda d: write_model(d, input_size=None), "garbles a field"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_MODELS))
+def test_hostile_model_files_are_refused_in_one_line(tmp_path, name):
+  from hallujax import exported
+  make, expected = HOSTILE_MODELS[name]
+  path = make(str(tmp_path / "model"))
+  with pytest.raises(exported.ExportedModelError) as error:
+    exported.load(path)
+  assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_hand_made_model_itself_loads_and_runs(tmp_path):
+  from hallujax import exported
+  model = exported.load(write_model(str(tmp_path / "model")))
+  assert model(np.zeros((2, 4, 4, 3), np.float32) + 0.5).shape == (2, 8, 8, 3)
