@@ -56,6 +56,19 @@ LEGACY_TORCH_MAGIC = 0x1950a86a20f9469cfc6c
 # Modules whose globals a tensors-only pickle may reference (torch's weights_only unpickler allows these).
 TENSOR_MODULES = ("torch", "collections", "builtins", "_codecs", "copyreg")
 NVIDIA_MODULES = ("torch_utils", "dnnlib", "training")
+# Globals no checkpoint needs and an attack does: unpickling one runs commands or code. A file naming one is
+# refused outright, never with the allow_pickle hint (nor loaded with allow_pickle=True).
+CODE_RUNNING_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pty",
+                        "ctypes", "marshal", "code", "codeop", "pickle", "_pickle", "webbrowser", "multiprocessing",
+                        "signal", "pdb", "timeit", "commands", "popen2", "platform", "asyncio", "threading")
+CODE_RUNNING_BUILTINS = ("eval", "exec", "compile", "open", "getattr", "setattr", "delattr", "__import__",
+                         "globals", "locals", "vars", "breakpoint", "input", "apply", "execfile", "__builtin__")
+
+
+def code_running_globals(names: Iterable[str]) -> list[str]:
+  """The names among `names` ("module.name") that would run commands or code when unpickled."""
+  return [name for name in names if name.split(".")[0] in CODE_RUNNING_MODULES
+          or (name.split(".")[0] in ("builtins", "__builtin__") and name.split(".")[-1] in CODE_RUNNING_BUILTINS)]
 
 
 def _import_torch():
@@ -232,6 +245,11 @@ def read_torch_file(path: str | os.PathLike, allow_pickle: bool = False):
       raise TorchFileError(f"{path!r} is a truncated or corrupt PyTorch checkpoint ({kind} format): torch.load "
                            f"failed with {type(error).__name__}: {first_line}") from error
     beyond = [name for name in found if name not in _tensor_globals(torch)]
+    dangerous = code_running_globals(beyond)
+    if dangerous:
+      raise TorchFileError(f"{path!r} names {', '.join(dangerous[:4])}, which would run commands or code when "
+                           f"unpickled; no model checkpoint needs that. Not loading it (allow_pickle does not "
+                           f"change this): delete the file or get it again from its source.") from None
     if not beyond:
       raise TorchFileError(f"{path!r} is a corrupt PyTorch checkpoint: it references only tensor types, yet "
                            f"torch.load refused it ({(str(error).strip().splitlines() or [''])[0][:200]})") from error

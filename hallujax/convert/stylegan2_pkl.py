@@ -26,6 +26,17 @@ The restricted unpickler here maps:
 Any other global raises ``UnsupportedPickleError`` naming it; a TensorFlow-era
 pickle (`dnnlib.tflib.network.Network`) is named as such.
 
+What an allowed global may do is bounded too (the unpickler is pickle's Python
+one, so each opcode can be checked): BUILD (pickle's "set the state" step) is
+applied only to the objects this file builds (stand-ins, numpy arrays, tensors,
+dicts), never to a class or a function, so a pickle cannot set attributes on
+EasyDict, torch.nn.Parameter or any class process-wide; classes that allocate
+from a size argument (numpy.ndarray, torch.Tensor, torch.nn.Parameter) are not
+called, and every allocation a call asks for (bytearray, numpy's array and
+scalar rebuilders, a tensor's view of its storage, a storage's size header) is
+refused when it exceeds the file's own size: the file carries every byte a
+real network holds.
+
 The G, G_ema and D state dicts (the keys `module.state_dict()` would give)
 then go through hallujax.convert.stylegan2's stylegan2-ada conversion.
 torch is needed (optional extra `hallujax[torch]`).
@@ -133,12 +144,62 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
   return text.encode("latin1")
 
 
-def _allowed_globals() -> dict[str, Any]:
+def _legacy_storage_sizes(data: bytes) -> list[tuple[int, int]]:
+  """[(element count its header declares, bytes that follow it)] of each storage in a legacy torch.save file
+  (what torch.storage._load_from_bytes reads: five pickles — magic, protocol, system info, the object, the
+  storage keys — then per storage an 8-byte element count and the raw bytes). torch allocates the declared
+  count before reading, so the counts are checked against the bytes first."""
+
+  class Skim(pickle._Unpickler):   # reads a pickle without building anything it names
+    def find_class(self, module, name):
+      return f"{module}.{name}"
+
+    def persistent_load(self, pid):
+      return pid
+
+  stream = io.BytesIO(data)
+  try:
+    for _ in range(4):
+      Skim(stream).load()
+    keys = Skim(stream).load()
+  except Exception as error:   # a damaged inner file: torch.load reports it below
+    raise UnsupportedPickleError(f"a tensor storage that does not parse ({type(error).__name__}).") from None
+  sizes = []
+  for _ in keys if isinstance(keys, list) else ():
+    count = int.from_bytes(stream.read(8), "little", signed=True)
+    remaining = len(data) - stream.tell()
+    sizes.append((count, remaining))
+    stream.seek(min(max(count, 0), remaining), io.SEEK_CUR)   # at least one byte per element follows
+  return sizes
+
+
+def _allowed_globals(check_bytes) -> dict[str, Any]:
+  """The globals a network pickle may name -> what they load as; `check_bytes(count, what)` refuses an
+  allocation larger than the file."""
   import torch  # pylint: disable=import-outside-toplevel
 
   def load_storage(data: bytes):
-    """torch.storage._load_from_bytes, with the inner file read tensors-only."""
+    """torch.storage._load_from_bytes, with the inner file read tensors-only, its declared sizes checked."""
+    for count, remaining in _legacy_storage_sizes(bytes(data)):
+      if not 0 <= count <= remaining:
+        raise UnsupportedPickleError(f"a tensor storage declares {count} elements but carries {remaining} bytes.")
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+  def rebuild_tensor(rebuild):
+    def checked(storage, storage_offset, size, stride, *rest):
+      itemsize = storage.dtype.itemsize   # a TypedStorage: its dtype and untyped bytes (no deprecated calls)
+      elements = storage._untyped_storage.nbytes() // itemsize  # pylint: disable=protected-access
+      span = 1 + sum((int(n) - 1) * abs(int(step)) for n, step in zip(size, stride)) if all(size) else 0
+      check_bytes(int(np.prod(size, dtype=np.float64)) * itemsize, "a tensor view")   # stride 0 repeats
+      if storage_offset + span > elements:   # torch checks this too
+        raise UnsupportedPickleError(f"a tensor of size {tuple(size)} reaches past its storage of {elements}.")
+      return rebuild(storage, storage_offset, size, stride, *rest)
+    return checked
+
+  def bytearray_of(*args):
+    if args and isinstance(args[0], int):
+      check_bytes(args[0], "bytearray")
+    return bytearray(*args)
 
   allowed = {
       "torch_utils.persistence._reconstruct_persistent_obj": _reconstruct_persistent_obj,
@@ -146,7 +207,7 @@ def _allowed_globals() -> dict[str, Any]:
       "dnnlib.util.EasyDict": EasyDict,
       "collections.OrderedDict": collections.OrderedDict,
       "builtins.set": set, "builtins.frozenset": frozenset, "builtins.dict": dict, "builtins.list": list,
-      "builtins.tuple": tuple, "builtins.object": object, "builtins.bytearray": bytearray,
+      "builtins.tuple": tuple, "builtins.object": object, "builtins.bytearray": bytearray_of,
       "builtins.complex": complex,
       "copyreg._reconstructor": _reconstructor,
       "_codecs.encode": _latin1_encode,
@@ -158,7 +219,10 @@ def _allowed_globals() -> dict[str, Any]:
       "numpy.dtype": np.dtype,
       "numpy.ndarray": np.ndarray,
   }
-  for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"):
+  for name in ("_rebuild_tensor", "_rebuild_tensor_v2"):
+    if hasattr(torch._utils, name):  # pylint: disable=protected-access
+      allowed[f"torch._utils.{name}"] = rebuild_tensor(getattr(torch._utils, name))  # pylint: disable=protected-access
+  for name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
     if hasattr(torch._utils, name):  # pylint: disable=protected-access
       allowed[f"torch._utils.{name}"] = getattr(torch._utils, name)  # pylint: disable=protected-access
   if hasattr(torch, "_tensor") and hasattr(torch._tensor, "_rebuild_from_type_v2"):  # pylint: disable=protected-access
@@ -170,19 +234,86 @@ def _allowed_globals() -> dict[str, Any]:
       break
     except ImportError:
       continue
+
+  def reconstruct(subtype, shape, dtype):   # numpy pickles an empty (0,) array here, then its data by BUILD
+    check_bytes(int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize, "a numpy array")
+    return multiarray._reconstruct(subtype, shape, dtype)  # pylint: disable=protected-access
+
+  def scalar(dtype, *data):
+    check_bytes(np.dtype(dtype).itemsize, "a numpy scalar")
+    return multiarray.scalar(dtype, *data)
+
   for module in ("numpy.core.multiarray", "numpy._core.multiarray"):     # pickles name either, by numpy version
-    allowed[f"{module}._reconstruct"] = multiarray._reconstruct  # pylint: disable=protected-access
-    allowed[f"{module}.scalar"] = multiarray.scalar
+    allowed[f"{module}._reconstruct"] = reconstruct
+    allowed[f"{module}.scalar"] = scalar
   return allowed
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-  """Unpickles stylegan2-ada-pytorch network pickles into plain containers and tensors; refuses anything else."""
+def _not_called(torch) -> tuple:
+  """Allowed classes that pickles name only as arguments (torch's rebuild functions take the tensor type):
+  calling them allocates from a size the file chooses."""
+  return (np.ndarray, torch.Tensor, torch.nn.Parameter)
 
-  def __init__(self, file, source: str = "the pickle"):
+
+def _buildable(torch) -> tuple:
+  """The objects BUILD may set state on: what this unpickler itself makes, never a class or function."""
+  return (PlainModule, EasyDict, PersistentObject, np.ndarray, np.dtype, np.generic, torch.Tensor, dict, list, set)
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-access  (Python's: opcodes overridable)
+  """Unpickles stylegan2-ada-pytorch network pickles into plain containers and tensors; refuses anything else.
+
+  `max_bytes`: the largest allocation one call may ask for (default: the file's size)."""
+
+  dispatch = dict(pickle._Unpickler.dispatch)  # pylint: disable=protected-access
+
+  def __init__(self, file, source: str = "the pickle", max_bytes: int | None = None):
+    import torch  # pylint: disable=import-outside-toplevel
     super().__init__(file)
     self.source = source
-    self.allowed = _allowed_globals()
+    if max_bytes is None:
+      position = file.tell()
+      max_bytes = file.seek(0, io.SEEK_END)
+      file.seek(position)
+    self.max_bytes = max_bytes
+    self.allowed = _allowed_globals(self.check_bytes)
+    self.not_called, self.buildable = _not_called(torch), _buildable(torch)
+
+  def check_bytes(self, count: int, what: str) -> None:
+    if not 0 <= count <= self.max_bytes:
+      raise UnsupportedPickleError(f"{self.source} asks for {what} of {count:,} bytes, more than the "
+                                   f"{self.max_bytes:,} bytes of the file itself; refusing to allocate it.")
+
+  def check_call(self, function) -> None:
+    if isinstance(function, type) and issubclass(function, self.not_called):
+      raise UnsupportedPickleError(f"{self.source} calls {function.__module__}.{function.__qualname__} directly "
+                                   f"(network pickles name it only as the type of a rebuilt tensor or array).")
+
+  def load_reduce(self):
+    self.check_call(self.stack[-2])
+    super().load_reduce()
+  dispatch[pickle.REDUCE[0]] = load_reduce
+
+  def load_newobj(self):
+    self.check_call(self.stack[-2])
+    super().load_newobj()
+  dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+  def load_newobj_ex(self):
+    self.check_call(self.stack[-3])
+    super().load_newobj_ex()
+  dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+  def load_build(self):
+    target = self.stack[-2]
+    if isinstance(target, type) or not isinstance(target, self.buildable):
+      raise UnsupportedPickleError(f"{self.source} sets attributes on {target!r}; a network pickle sets state only "
+                                   f"on the objects it builds (a class changed here would change process-wide).")
+    if isinstance(target, np.ndarray) and isinstance(self.stack[-1], tuple) and len(self.stack[-1]) >= 3:
+      _, shape, dtype = self.stack[-1][:3]    # ndarray.__setstate__((version, shape, dtype, fortran, data))
+      self.check_bytes(int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize, "a numpy array")
+    super().load_build()
+  dispatch[pickle.BUILD[0]] = load_build
 
   def find_class(self, module: str, name: str):
     # Protocols 0-2 spell Python 2 names (__builtin__.set); pickle's own find_class maps them the same way.
