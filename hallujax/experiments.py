@@ -22,6 +22,19 @@ exactly the commands a user would type, logged next to the run (RUN.train.log, R
 Identity columns come from a recognizer the methods never trained with: an
 in-project ArcFace run (``Table.recognizer``, trained once under
 ``ROOT/runs/`` like any row) whose own held-out figures the report states.
+
+A table can be invalid: ``Table.checks`` name the conditions under which its
+comparison means something (outputs that differ across inputs, the compared
+component alive, headroom under a ceiling row), each computed from the runs and
+printed with its value; a failed check turns the verdict of every comparison it
+concerns into "invalid: <check>, <value>". ``--until_decided --max_seeds N``
+adds seeds to the rows of undecided comparisons until their 95% interval
+excludes zero or N seeds are reached.
+
+The runner owns its children: each train / evaluate subprocess runs in its own
+process group, which is killed when the runner stops (SIGTERM, SIGINT or an
+exception; on Linux also when the runner is killed outright), so no orphan
+finishes a run that the next runner would then reuse.
 """
 
 from __future__ import annotations
@@ -35,12 +48,15 @@ import os
 import platform
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 from absl import flags
+from scipy import stats as scipy_stats
 
 from hallujax import cli
 
@@ -78,6 +94,10 @@ class Table:
   prerequisites: (name, config spec) of runs the rows need (a StyleGAN2 prior, a loss network), trained
            once at seed 0 before the rows; a row's spec names one's run directory as ``{name}``, e.g.
            ``configs/vpgan.py:smoke,weights.prior={prior}``.
+  checks:  validity checks (``outputs_vary``, ``eval_step_at_least`` ...): a failed one makes the comparisons it
+           concerns "invalid".
+  eval_step_metrics: metrics that the output rows read from the method's own ``eval_step`` (e.g. IPFH's
+           policy_entropy), declared here; any other metric missing from the independent evaluation is an error.
   """
   name: str
   title: str
@@ -91,6 +111,8 @@ class Table:
   recognizer: str = "configs/arcface.py:recognizer"
   prerequisites: tuple[tuple[str, str], ...] = ()
   notes: tuple[str, ...] = ()
+  checks: tuple["Check", ...] = ()
+  eval_step_metrics: tuple[str, ...] = ()
 
 
 HIGHER_IS_BETTER = {"lpips": False, "fid": False, "l1": False}
@@ -160,15 +182,49 @@ def run_for(root: str, spec: str, seed: int, table: Table | None = None) -> Run:
 # ----------------------------------------------------------------------------- running
 
 
+def die_with_parent() -> None:
+  """In the child, before exec (Linux): be killed when the runner dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+  if sys.platform.startswith("linux"):
+    import ctypes  # pylint: disable=import-outside-toplevel
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+  """Kills `process` and everything it started (its own process group), then reaps it."""
+  try:
+    os.killpg(process.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  process.wait()
+
+
 def run_logged(command: list[str], log_path: str) -> tuple[int, float]:
-  """Runs `command` with its output appended to `log_path`; returns (exit code, seconds)."""
+  """Runs `command` with its output appended to `log_path`; returns (exit code, seconds).
+
+  The command runs in a process group of its own, killed with everything in it if the runner stops before
+  it ends (an exception, KeyboardInterrupt, or SIGTERM once `stop_on_signals` is installed).
+  """
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   start = time.perf_counter()
   with open(log_path, "a") as log:
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
-    code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=die_with_parent)
+    try:
+      code = process.wait()
+    except BaseException:
+      kill_process_group(process)
+      raise
   return code, time.perf_counter() - start
+
+
+def stop_on_signals() -> None:
+  """SIGTERM and SIGINT end the runner through an exception, so that `run_logged` kills its children."""
+  def stop(number, _):
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(number).name}")
+  signal.signal(signal.SIGTERM, stop)
+  signal.signal(signal.SIGINT, stop)
 
 
 def train_command(run: Run) -> list[str]:
@@ -228,23 +284,31 @@ def train(run: Run) -> bool:
 
 
 def evaluate(run: Run, table: Table, recognizer: Run | None) -> bool:
-  if evaluation_path(run) is not None and identity_present(run, recognizer):
+  if evaluation_path(run) is not None and evaluation_current(run, recognizer):
     return True
   return execute(run, "evaluate", evaluate_command(run, table, recognizer))
 
 
-def identity_present(run: Run, recognizer: Run | None) -> bool:
-  """An existing evaluation counts only if it has the identity columns the table needs."""
+def evaluation_current(run: Run, recognizer: Run | None) -> bool:
+  """An existing evaluation counts only if it has output diversity (what the validity checks read) and, for a
+  table with a recognizer, identity columns from that same recognizer run."""
+  report = json.load(open(evaluation_path(run)))
+  if not any("output_diversity" in entry for entry in report["rows"].values()):
+    return False
   if recognizer is None:
     return True
-  report = json.load(open(evaluation_path(run)))
-  return any("rank1" in entry for entry in report["rows"].values())
+  path = os.path.join(run.workdir, "experiment.json")
+  command = json.load(open(path)).get("evaluate", {}).get("command", "") if os.path.isfile(path) else ""
+  identity = any("rank1" in entry for entry in report["rows"].values())
+  return identity and shlex.quote(recognizer.workdir) in command
 
 
 # ----------------------------------------------------------------------------- statistics
 
 
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+def t_quantile(degrees_of_freedom: int, probability: float = 0.975) -> float:
+  """The exact Student-t quantile (two-sided 95% interval by default), for any degrees of freedom."""
+  return float(scipy_stats.t.ppf(probability, degrees_of_freedom))
 
 
 def summary_statistics(values: list[float]) -> dict:
@@ -252,63 +316,303 @@ def summary_statistics(values: list[float]) -> dict:
   array = np.asarray(values, dtype=np.float64)
   count = len(array)
   std = float(np.std(array, ddof=1)) if count > 1 else float("nan")
-  half_width = T_975.get(count - 1, 1.96) * std / math.sqrt(count) if count > 1 else float("nan")
+  half_width = t_quantile(count - 1) * std / math.sqrt(count) if count > 1 else float("nan")
   return {"mean": float(np.mean(array)), "std": std, "ci95": half_width, "n": count}
 
 
-def row_values(report: dict, row: Row, metrics: tuple[str, ...]) -> dict[str, float]:
-  """The table's metrics for `row` from one run's evaluation report."""
+def seeds_needed(differences: list[float], most: int = 1000) -> int | None:
+  """The fewest seeds whose 95% interval would exclude zero if the observed mean and spread held (None when
+  the mean is zero or more than `most` would be needed)."""
+  if len(differences) < 2:
+    return None
+  mean, std = abs(float(np.mean(differences))), float(np.std(differences, ddof=1))
+  if mean == 0.0:
+    return None
+  for count in range(2, most + 1):
+    if t_quantile(count - 1) * std / math.sqrt(count) < mean:
+      return count
+  return None
+
+
+def row_values(report: dict, row: Row, metrics: tuple[str, ...], eval_step_metrics: tuple[str, ...] = (),
+               errors: list[str] | None = None) -> dict[str, float]:
+  """The table's metrics for `row` from one run's evaluation report.
+
+  The method's own ``eval_step`` figures are read only where declared (the row's ``from_eval_step``, the
+  table's ``eval_step_metrics`` for output rows); a metric the independent evaluation lacks for an output row is
+  an error (ValueError, or a line appended to `errors` while the other metrics are read), never filled in from
+  ``eval_step``. Other columns (bicubic, the ground truth) simply
+  have no value for metrics that do not apply to them.
+  """
   run_name = os.path.basename(os.path.normpath(report["workdir"]))
-  # evaluate names the inputs it scores ("input", "bicubic") plainly and the run's other columns "<run>:<column>".
-  name = {"output": run_name, "bicubic": "bicubic", "input": "input"}.get(row.column, f"{run_name}:{row.column}")
+  # evaluate names the inputs it scores ("input", "bicubic") and the ground truth ("target") plainly and the
+  # run's other columns "<run>:<column>".
+  name = {"output": run_name, "bicubic": "bicubic", "input": "input", "target": "target"}.get(
+      row.column, f"{run_name}:{row.column}")
   if name not in report["rows"]:
     raise ValueError(f"Row {row.label!r}: the evaluation of {report['workdir']} has no column {row.column!r} "
                      f"(rows: {', '.join(report['rows'])}).")
   entry, renamed = report["rows"][name], dict(row.from_eval_step)
-  # The method's own eval_step figures describe its output: other columns never borrow them.
-  own = report["eval_step"] if row.column == "output" else {}
   values = {}
   for metric in metrics:
     if renamed:
       values[metric] = report["eval_step"].get(renamed[metric]) if metric in renamed else None
-    else:
-      values[metric] = entry.get(metric, own.get(metric))
+    elif row.column == "output" and metric in eval_step_metrics:
+      values[metric] = report["eval_step"].get(metric)
+    elif metric in entry:
+      values[metric] = entry[metric]
+    elif row.column == "output":
+      message = (f"Row {row.label!r}: metric {metric!r} is not in the independent evaluation of "
+                 f"{report['workdir']} (its columns: {', '.join(sorted(entry))}); the method's own eval_step "
+                 "value is not used unless the table declares it in eval_step_metrics.")
+      if errors is None:
+        raise ValueError(message)
+      errors.append(message)
   return {metric: float(value) for metric, value in values.items() if value is not None}
+
+
+@dataclasses.dataclass
+class Figures:
+  """What a table's runs measured, per row label and per seed (None where a run has no evaluation)."""
+  seeds: list[int]
+  values: dict[str, dict[str, list]]      # label -> metric -> per-seed value or None
+  entries: dict[str, list]                # label -> per-seed evaluation row (its every figure) or None
+  eval_steps: dict[str, list]             # label -> per-seed eval_step means or None
+  failures: list[str]
+  errors: list[str]
+
+
+def collect(table: Table, seeds: list[int], root: str) -> Figures:
+  figures = Figures(list(seeds), {}, {}, {}, [], [])
+  for row in table.rows:
+    figures.values[row.label] = {metric: [] for metric in table.metrics}
+    figures.entries[row.label], figures.eval_steps[row.label] = [], []
+    for seed in seeds:
+      run = run_for(root, row.config, seed, table)
+      path = evaluation_path(run)
+      report = json.load(open(path)) if path else None
+      values, entry = {}, None
+      if report is None:
+        figures.failures.append(f"{row.label} seed {seed}: no evaluation ({run.workdir})")
+      else:
+        try:
+          values = row_values(report, row, table.metrics, table.eval_step_metrics, figures.errors)
+        except ValueError as error:   # the run's evaluation lacks the row's column
+          figures.errors.append(f"seed {seed}: {error}")
+        entry = report["rows"].get(evaluation_row_name(report, row))
+      for metric in table.metrics:
+        figures.values[row.label][metric].append(values.get(metric))
+      figures.entries[row.label].append(entry)
+      figures.eval_steps[row.label].append(report["eval_step"] if report else None)
+  return figures
+
+
+def evaluation_row_name(report: dict, row: Row) -> str:
+  run_name = os.path.basename(os.path.normpath(report["workdir"]))
+  return {"output": run_name, "bicubic": "bicubic", "input": "input", "target": "target"}.get(
+      row.column, f"{run_name}:{row.column}")
+
+
+# ----------------------------------------------------------------------------- validity checks
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+  """One check on one subject. A failure (or "not measured") invalidates the comparisons involving `rows`
+  (every comparison of the table when `rows` is empty)."""
+  requirement: str   # what must hold, e.g. "outputs vary (diversity ≥ 0.5 of the targets') on VPGAN"
+  failure: str       # the verdict's words when it does not, e.g. "outputs collapsed"
+  value: str         # what was measured
+  passed: bool
+  rows: tuple[str, ...] = ()
+
+
+def checked_labels(table: Table, rows: tuple[str, ...]) -> tuple[str, ...]:
+  """The rows a per-row check looks at: those named, else the rows of the paper's ordering (else all)."""
+  return rows or table.order or tuple(row.label for row in table.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputsVary:
+  min_ratio: float
+  max_nearest_share: float
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    results = []
+    eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
+    for label in checked_labels(table, self.rows):
+      if label in eval_step_rows:   # the method's own figures: evaluate has no images of this row
+        continue
+      requirement = (f"outputs vary on {label}: diversity ≥ {self.min_ratio:g} of the targets' and ≤ "
+                     f"{self.max_nearest_share:.0%} of outputs nearest one target (worst seed)")
+      measured = [entry for entry in figures.entries[label] if entry and "output_diversity" in entry]
+      if not measured:
+        results.append(CheckResult(requirement, "outputs collapsed", "not measured", False, (label,)))
+        continue
+      ratio = min(entry["output_diversity"] for entry in measured)
+      share = max(entry["nearest_target_share"] for entry in measured)
+      passed = ratio >= self.min_ratio and share <= self.max_nearest_share
+      value = f"diversity {ratio:.2f} of the targets', {share:.0%} nearest one target ({len(measured)} seeds)"
+      results.append(CheckResult(requirement, "outputs collapsed", value, passed, (label,)))
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalStepBound:
+  key: str
+  bound: float
+  at_least: bool
+  meaning: str
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    results = []
+    relation = "≥" if self.at_least else "≤"
+    for label in checked_labels(table, self.rows):
+      requirement = f"{self.meaning} on {label}: eval_step's {self.key} {relation} {self.bound:g} (mean over seeds)"
+      reports = [values for values in figures.eval_steps[label] if values is not None]
+      if not reports or any(self.key not in values for values in reports):
+        results.append(CheckResult(requirement, self.meaning, f"{self.key} not measured", False, (label,)))
+        continue
+      mean = float(np.mean([values[self.key] for values in reports]))
+      passed = mean >= self.bound if self.at_least else mean <= self.bound
+      results.append(CheckResult(requirement, self.meaning, f"{self.key} = {mean:.3g} on {label} "
+                                 f"({len(reports)} seeds)", passed, (label,)))
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class RowGap:
+  better: str
+  worse: str
+  metric: str
+  minimum: float
+  meaning: str
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    requirement = f"{self.meaning}: {self.better} − {self.worse} ≥ {self.minimum:g} on {self.metric} (mean over seeds)"
+    pairs = [(a, b) for a, b in zip(figures.values[self.better].get(self.metric, []),
+                                    figures.values[self.worse].get(self.metric, [])) if a is not None and b is not None]
+    if not pairs:
+      return [CheckResult(requirement, self.meaning, f"{self.metric} not measured", False)]
+    sign = 1.0 if HIGHER_IS_BETTER.get(self.metric, True) else -1.0
+    gap = float(np.mean([sign * (a - b) for a, b in pairs]))
+    return [CheckResult(requirement, self.meaning, f"{self.better} − {self.worse} = {gap:+.3g} on {self.metric} "
+                        f"({len(pairs)} seeds)", gap >= self.minimum)]
+
+
+Check = OutputsVary | EvalStepBound | RowGap
+
+
+def outputs_vary(min_ratio: float = 0.5, max_nearest_share: float = 0.5, rows: tuple[str, ...] = ()) -> OutputsVary:
+  """Outputs differ across inputs: evaluate's output_diversity (mean pairwise distance of outputs / of their
+  targets) ≥ `min_ratio` and nearest_target_share ≤ `max_nearest_share` in every seed of each row."""
+  return OutputsVary(min_ratio, max_nearest_share, tuple(rows))
+
+
+def eval_step_at_least(key: str, minimum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
+  """The compared component is alive: the method's eval_step `key` (mean over seeds) ≥ `minimum`; a run
+  without the key fails as "not measured"."""
+  return EvalStepBound(key, minimum, True, meaning, tuple(rows))
+
+
+def eval_step_at_most(key: str, maximum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
+  """As eval_step_at_least, for figures that must stay below a bound (a policy's entropy under uniform)."""
+  return EvalStepBound(key, maximum, False, meaning, tuple(rows))
+
+
+def row_gap_at_least(better: str, worse: str, metric: str, minimum: float,
+                     meaning: str = "headroom under the ceiling") -> RowGap:
+  """A ceiling above the rows: `better` − `worse` on `metric` ≥ `minimum` (e.g. an oracle above the coarse
+  face); when it fails, no comparison of the table can show a method winning."""
+  return RowGap(better, worse, metric, minimum, meaning)
+
+
+def check_table(table: Table, figures: Figures) -> list[CheckResult]:
+  return [result for check in table.checks for result in check.results(table, figures)]
+
+
+# ----------------------------------------------------------------------------- comparisons
 
 
 def verdict(differences: list[float]) -> str:
   """What per-seed paired differences (positive = the paper's way) say about the paper's claim."""
   up, down = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+  tied = len(differences) - up - down
   if len(differences) == 1:   # no spread: a direction, not a result
     return "one seed: " + ("the paper's way" if up else "the other way" if down else "tied")
+  if up and down:
+    return f"mixed ({up} seeds the paper's way, {down} the other, {tied} tied)"
+  if not up and not down:
+    return "tied in every seed"
   stats = summary_statistics(differences)
   separated = abs(stats["mean"]) > stats["ci95"]
-  if up == len(differences):
-    return "holds" if separated else "holds in every seed, within noise"
-  if down == len(differences):
-    return "reversed" if separated else "reversed in every seed, within noise"
-  return f"mixed ({up} seeds the paper's way, {down} the other, {len(differences) - up - down} tied)"
+  direction = "holds" if up else "reversed"
+  seeds = "in every seed" if not tied else f"in {max(up, down)} seeds, {tied} tied"
+  if separated:
+    return direction if not tied else f"{direction} ({seeds})"
+  return f"{direction} {seeds}, within noise"
 
 
-def ordering(table: Table, per_seed: dict[str, dict[str, list[float]]]) -> list[str]:
-  """For each adjacent pair of the paper's order and each ordering metric: the seeds' paired differences."""
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  better: str
+  worse: str
+  metric: str
+  differences: tuple[float, ...]      # per seed, positive = the paper's way
+  invalid: tuple[CheckResult, ...]    # failed checks that concern it
+
+  @property
+  def decided(self) -> bool:
+    """Valid and its 95% interval excludes zero."""
+    if self.invalid or len(self.differences) < 2:
+      return False
+    stats = summary_statistics(list(self.differences))
+    return abs(stats["mean"]) > stats["ci95"]
+
+  def verdict(self) -> str:
+    if self.invalid:
+      return "; ".join(f"invalid: {result.failure}, {result.value}" for result in self.invalid)
+    return verdict(list(self.differences))
+
+
+def comparisons(table: Table, per_seed: dict[str, dict[str, list]], results: list[CheckResult] = ()
+                ) -> list[Comparison]:
+  """Each adjacent pair of the paper's order on each ordering metric, with its seeds' paired differences."""
   metrics = (table.order_metric,) if isinstance(table.order_metric, str) else tuple(table.order_metric)
-  lines = []
+  failed = [result for result in results if not result.passed]
+  found = []
   for metric in metrics:
     sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
     for better, worse in zip(table.order, table.order[1:]):
       first, second = per_seed[better].get(metric, []), per_seed[worse].get(metric, [])
-      pairs = [(a, b) for a, b in zip(first, second) if a is not None and b is not None]
-      if not pairs:
-        lines.append(f"{better} > {worse} on {metric}: not measured")
-        continue
-      differences = [sign * (a - b) for a, b in pairs]
-      stats = summary_statistics(differences)
-      interval = f" ± {stats['ci95']:.3f} (95%)" if len(pairs) > 1 else ""
-      agree = sum(d > 0 for d in differences)
-      lines.append(f"{better} > {worse} on {metric}: {verdict(differences)} — {agree}/{len(pairs)} seeds, "
-                   f"mean paired difference {stats['mean']:+.3f}{interval}")
-  return lines
+      differences = tuple(sign * (a - b) for a, b in zip(first, second) if a is not None and b is not None)
+      invalid = tuple(result for result in failed if not result.rows or {better, worse} & set(result.rows))
+      found.append(Comparison(better, worse, metric, differences, invalid))
+  return found
+
+
+def comparison_line(comparison: Comparison) -> str:
+  head = f"{comparison.better} > {comparison.worse} on {comparison.metric}"
+  differences = list(comparison.differences)
+  if not differences:
+    return f"{head}: not measured"
+  stats = summary_statistics(differences)
+  interval = f" ± {stats['ci95']:.3f} (95%)" if len(differences) > 1 else ""
+  agree = sum(d > 0 for d in differences)
+  line = (f"{head}: {comparison.verdict()} — {agree}/{len(differences)} seeds, mean paired difference "
+          f"{stats['mean']:+.3f}{interval}")
+  if len(differences) > 1 and not comparison.invalid:
+    needed = seeds_needed(differences)
+    line += ("; no difference observed, no number of seeds decides it" if needed is None else
+             f"; the observed effect and spread would need {needed} seeds")
+  return line
+
+
+def ordering(table: Table, per_seed: dict[str, dict[str, list]], results: list[CheckResult] = ()) -> list[str]:
+  """For each adjacent pair of the paper's order and each ordering metric: the verdict line."""
+  return [comparison_line(comparison) for comparison in comparisons(table, per_seed, results)]
 
 
 # ----------------------------------------------------------------------------- the report
@@ -349,26 +653,48 @@ def recognizer_quality(recognizer: Run | None) -> str:
           f"eval at step {last}")
 
 
+def copy_strips(table: Table, figures: Figures, root: str, output_dir: str) -> list[str]:
+  """One image strip per row (its column's first 8 held-out examples, from the row's first evaluated seed;
+  evaluate's order is fixed, so every row shows the same inputs), copied next to the report; markdown lines."""
+  directory = os.path.join(output_dir, f"{table.name}_strips")
+  lines = []
+  rows = [Row("input", table.rows[0].config, column="input"), Row("ground truth", table.rows[0].config,
+                                                                   column="target")] + list(table.rows)
+  for row in rows:
+    if row.from_eval_step:
+      lines.append(f"- {row.label}: no images (the method's own eval_step figures)")
+      continue
+    found = None
+    for seed in figures.seeds:
+      path = evaluation_path(run_for(root, row.config, seed, table))
+      strip = path and os.path.join(path[:-len(".json")] + "_strips", f"{row.column}.png")
+      if strip and os.path.isfile(strip):
+        found = (seed, strip)
+        break
+    if found is None:
+      lines.append(f"- {row.label}: no strip (no evaluation with images of column `{row.column}`)")
+      continue
+    os.makedirs(directory, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", row.label).strip("_") + ".png"
+    shutil.copyfile(found[1], os.path.join(directory, name))
+    lines.append(f"- {row.label} (seed {found[0]}): ![{row.label}]({table.name}_strips/{name})")
+  return lines
+
+
 def write_report(table: Table, seeds: list[int], root: str, output_dir: str, invocation: str,
                  recognizer: Run | None) -> str:
-  per_seed: dict[str, dict[str, list]] = {}
-  failures, wall = [], {}
+  figures = collect(table, seeds, root)
+  per_seed, failures = figures.values, figures.failures
+  wall = {}
   for row in table.rows:
-    per_seed[row.label] = {metric: [] for metric in table.metrics}
-    for seed in seeds:
-      run = run_for(root, row.config, seed, table)
-      path = evaluation_path(run)
-      values = row_values(json.load(open(path)), row, table.metrics) if path else {}
-      if not path:
-        failures.append(f"{row.label} seed {seed}: no evaluation ({run.workdir})")
-      for metric in table.metrics:
-        per_seed[row.label][metric].append(values.get(metric))
     seconds = [run_seconds(run_for(root, row.config, seed, table)) for seed in seeds]
     measured = [value for value in seconds if not math.isnan(value)]
     wall[row.label] = float(np.mean(measured)) if measured else float("nan")
   stats = {label: {metric: summary_statistics([v for v in values if v is not None]) if any(
       v is not None for v in values) else None for metric, values in metrics.items()}
            for label, metrics in per_seed.items()}
+  results = check_table(table, figures)
+  found = comparisons(table, per_seed, results)
 
   lines = [f"# {table.title}", "", f"Reproduces: {table.paper}.", "",
            f"Budget: {table.budget}. Seeds: {', '.join(map(str, seeds))}. Evaluated on ≥ {table.eval_examples} "
@@ -380,9 +706,15 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
     cells = [cell(stats[row.label][metric]) for metric in table.metrics]
     seconds = "—" if math.isnan(wall[row.label]) else f"{wall[row.label]:.0f}"
     lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {seconds} |")
+  lines += ["", "## Validity checks", ""]
+  if results:
+    lines += [f"- {'passes' if result.passed else 'FAILS'}: {result.requirement} — {result.value}"
+              for result in results]
+  else:
+    lines.append("- none declared: nothing here says whether the comparison can mean something")
   if table.order:
     lines += ["", f"## The paper's ordering ({' > '.join(table.order)})", ""]
-    lines += [f"- {line}" for line in ordering(table, per_seed)]
+    lines += [f"- {comparison_line(comparison)}" for comparison in found]
   lines += ["", "## Rows", ""]
   for name, spec in table.prerequisites:
     lines.append(f"- `{{{name}}}`: the run of `{spec}` (seed 0), `{os.path.relpath(run_for(root, spec, 0).workdir)}`")
@@ -390,14 +722,21 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
     source = "" if row.column == "output" else f", column `{row.column}`"
     renamed = "".join(f", {a} from the method's `{b}`" for a, b in row.from_eval_step)
     lines.append(f"- {row.label}: `{row.config}`{source}{renamed}")
+  if table.eval_step_metrics:
+    lines.append(f"- {', '.join(table.eval_step_metrics)}: the method's own eval_step means (output rows only)")
   if recognizer is not None:
     lines += ["", "## Identity", "",
               "Identity columns (rank1, rank5: identification of each output against one ground-truth image "
               "per identity; vr_at_far_*: verification over all output × ground-truth pairs; identity_cosine: "
               "output vs its own ground truth) use a recognizer no method trained with: "
-              + recognizer_quality(recognizer) + "."]
+              + recognizer_quality(recognizer) + ". The ground-truth row (column `target`) is the ceiling: the "
+              "ground truth itself through the same recognizer and gallery."]
+  lines += ["", "## Image strips (the first 8 held-out examples of the test split)", ""]
+  lines += copy_strips(table, figures, root, output_dir)
   if table.notes:
     lines += ["", "## Notes", ""] + [f"- {note}" for note in table.notes]
+  if figures.errors:
+    lines += ["", "## Errors", ""] + [f"- {error}" for error in figures.errors]
   if failures:
     lines += ["", "## Missing", ""] + [f"- {failure}" for failure in failures]
   lines += ["", "## Reproduce", "", "```", invocation, "```", "",
@@ -411,7 +750,12 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
     f.write(markdown)
   with open(os.path.join(output_dir, f"{table.name}.json"), "w") as f:
     json.dump({"table": table.name, "seeds": seeds, "metrics": list(table.metrics), "per_seed": per_seed,
-               "statistics": stats, "seconds_per_run": wall}, f, indent=2)
+               "statistics": stats, "seconds_per_run": wall,
+               "checks": [dataclasses.asdict(result) for result in results],
+               "comparisons": [{"better": c.better, "worse": c.worse, "metric": c.metric,
+                                "differences": list(c.differences), "verdict": c.verdict(),
+                                "seeds_needed": seeds_needed(list(c.differences))} for c in found],
+               "errors": figures.errors}, f, indent=2)
   return markdown
 
 
@@ -449,6 +793,29 @@ def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] |
   return failures
 
 
+def undecided_rows(table: Table, figures: Figures, max_seeds: int) -> tuple[Row, ...]:
+  """The rows of valid, still undecided comparisons whose runs have fewer than `max_seeds` seeds."""
+  labels = set()
+  for comparison in comparisons(table, figures.values, check_table(table, figures)):
+    if comparison.invalid or comparison.decided or len(comparison.differences) >= max_seeds:
+      continue
+    labels |= {comparison.better, comparison.worse}
+  return tuple(row for row in table.rows if row.label in labels)
+
+
+def run_until_decided(table: Table, seeds: list[int], root: str, max_seeds: int) -> tuple[list[int], list[str]]:
+  """Adds one seed at a time to the rows of undecided comparisons (`undecided_rows`); returns every seed the
+  table now has and the failures. An invalid comparison gets no seeds: more seeds do not revive a dead part."""
+  seeds, failures = list(seeds), []
+  while True:
+    rows = undecided_rows(table, collect(table, seeds, root), max_seeds)
+    if not rows or len(seeds) >= max_seeds:
+      return seeds, failures
+    seeds.append(seeds[-1] + 1)
+    print(f"{table.name}: undecided ({', '.join(row.label for row in rows)}): seed {seeds[-1]}", flush=True)
+    failures += run_table(table, [seeds[-1]], root, rows)
+
+
 def define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds per row (0 .. N-1).")
   flags.DEFINE_integer("first_seed", 0, "First seed.")
@@ -457,6 +824,10 @@ def define_flags() -> None:
   flags.DEFINE_list("rows", [], "Train and evaluate only these rows (labels, comma-separated), e.g. more seeds "
                     "for the rows a claim is about; the report shows every row with the seeds it has.")
   flags.DEFINE_bool("report_only", False, "Write the report from the runs that exist; train nothing.")
+  flags.DEFINE_bool("until_decided", False, "After the --seeds runs, add seeds (one at a time) to the rows of "
+                    "every valid comparison whose 95% interval still includes zero, until it excludes zero or the "
+                    "rows have --max_seeds seeds.")
+  flags.DEFINE_integer("max_seeds", 10, "With --until_decided: the most seeds a row gets.")
   flags.DEFINE_bool("list", False, "List the tables and exit.")
 
 
@@ -477,16 +848,27 @@ def main(argv):
   # Seeds change data and initial values, not programs: with a persistent compilation cache only the first
   # seed of each config compiles (minutes per step kind on a CPU). The subprocesses inherit the setting.
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(root, "jax_cache"))
+  if FLAGS.until_decided and FLAGS.max_seeds < len(seeds):
+    raise cli.UserError(f"--max_seeds={FLAGS.max_seeds} is below --seeds={FLAGS.seeds}; give at least as many.")
+  stop_on_signals()
   rows = selected_rows(table, FLAGS.rows)
   failures = [] if FLAGS.report_only else run_table(table, seeds, root, rows)
+  if FLAGS.until_decided and not FLAGS.report_only:
+    seeds, more_failures = run_until_decided(table, seeds, root, FLAGS.max_seeds)
+    failures += more_failures
   recognizer = run_for(root, table.recognizer, 0) if table.recognizer else None
   invocation = f"python -m hallujax.experiments {table.name} --seeds {FLAGS.seeds}"
   if FLAGS.first_seed:
     invocation += f" --first_seed {FLAGS.first_seed}"
   if FLAGS.rows:
     invocation += f" --rows '{','.join(FLAGS.rows)}'"
+  if FLAGS.until_decided:
+    invocation += f" --until_decided --max_seeds {FLAGS.max_seeds}"
   print(write_report(table, seeds, root, FLAGS.output_dir, invocation, recognizer))
   print(f"Wrote {FLAGS.output_dir}/{table.name}.md and .json")
+  errors = collect(table, seeds, root).errors
+  if errors:
+    raise cli.UserError(f"{len(errors)} errors in the table's figures (listed in the report), e.g. {errors[0]}")
   if failures:
     raise cli.UserError(f"{len(failures)} runs failed ({'; '.join(failures)}); their logs are next to the runs. "
                         "Rerun the same command to retry them (finished runs are kept).")

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from hallujax import experiments
+from hallujax.metrics import diversity
 
 SPEC = "configs/arcface.py:smoke,train.steps=3"
 OTHER = "configs/arcface.py:smoke,train.steps=3,loss.margin=0.3"
+COLLAPSED = "configs/arcface.py:smoke,train.steps=3,loss.scale=32.0"   # FakeCommands: output ignores input
 
 
 def write_table_file(directory, order=("A", "B")):
@@ -27,12 +33,26 @@ def table():
   return Table(name="toy", title="Toy table", paper="none", budget="3 steps",
                rows=(Row("A", "{SPEC}"), Row("B", "{OTHER}"), Row("bicubic", "{SPEC}", column="bicubic"),
                      Row("A's own", "{SPEC}", from_eval_step=(("psnr", "own_psnr"),))),
-               metrics=("psnr", "rank1"), order={order!r}, order_metric="psnr", eval_examples=40, recognizer="")
+               metrics=("psnr", "rank1"), order={order!r}, order_metric="psnr", eval_examples=40, recognizer="",
+               eval_step_metrics=("rank1",))
 ''')
 
 
+B_DEFICIT = (1.0, 0.1, 0.1, 0.5, 0.6, 0.4, 0.5, 0.5)   # B's PSNR below A's, per seed
+TARGETS = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+
+
+def figures_of(outputs):
+  """evaluate's diversity figures for these outputs against TARGETS (the real function, on real arrays)."""
+  return diversity.output_diversity(outputs, TARGETS)
+
+
 class FakeCommands:
-  """Stands in for the train / evaluate subprocesses; PSNR is 20 + seed for A, less 1.0, 0.1, 0.1 for B."""
+  """Stands in for the train / evaluate subprocesses; PSNR is 20 + seed for A, less B_DEFICIT[seed] for B.
+
+  The COLLAPSED config stands for a method whose output ignores its input: every output is
+  the same face, and its diversity figures are those evaluate computes for such outputs.
+  """
 
   def __init__(self, fail: set[str] = frozenset()):
     self.commands, self.fail = [], fail
@@ -46,9 +66,11 @@ class FakeCommands:
       os.makedirs(os.path.join(workdir, "checkpoints", "3"), exist_ok=True)
     else:
       seed = int(workdir.rsplit("_", 1)[1])
-      psnr = 20.0 + seed - ((1.0, 0.1, 0.1)[seed] if "margin" in workdir else 0.0)
+      psnr = 20.0 + seed - (B_DEFICIT[seed] if "margin" in workdir else 0.0)
+      outputs = np.broadcast_to(TARGETS[:1], TARGETS.shape) if experiments.slug(COLLAPSED) in workdir else TARGETS
       report = {"workdir": workdir, "eval_step": {"rank1": 0.5, "own_psnr": 30.0 + seed},
-                "rows": {f"seed_{seed}": {"psnr": psnr}, "bicubic": {"psnr": 10.0}}}
+                "rows": {f"seed_{seed}": {"psnr": psnr, **figures_of(outputs)},
+                         "bicubic": {"psnr": 10.0, **figures_of(TARGETS)}}}
       os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
       with open(os.path.join(workdir, "eval", "step_3_test.json"), "w") as f:
         json.dump(report, f)
@@ -100,7 +122,8 @@ def test_a_table_runs_once_resumes_without_rework_and_reports(toy):
   assert "A > B on psnr: holds in every seed, within noise — 3/3 seeds, mean paired difference +0.400 ± 1.291 (95%)" in markdown
   saved = json.load(open(root / "out" / "toy.json"))
   assert saved["per_seed"]["B"]["psnr"] == pytest.approx([19.0, 20.9, 21.9])
-  assert saved["per_seed"]["A"]["rank1"] == [0.5, 0.5, 0.5]   # read from eval_step when the row lacks it
+  assert saved["per_seed"]["A"]["rank1"] == [0.5, 0.5, 0.5]   # declared: eval_step_metrics=("rank1",)
+  assert "## Validity checks" in markdown and "- none declared" in markdown
 
 
 def test_a_reversed_paper_order_is_reported_as_not_holding(tmp_path, monkeypatch, toy):
@@ -142,6 +165,125 @@ def test_verdicts_separate_direction_from_noise():
   assert experiments.verdict([0.1, 2.0, 0.1]) == "holds in every seed, within noise"
   assert experiments.verdict([0.5, -0.5, 0.0]) == "mixed (1 seeds the paper's way, 1 the other, 1 tied)"
   assert experiments.verdict([-0.2]) == "one seed: the other way"   # no spread, no verdict
+  # "mixed" only when seeds go both ways: ties do not make a direction mixed.
+  assert experiments.verdict([0.5, 0.0, 0.1]) == "holds in 2 seeds, 1 tied, within noise"
+  assert experiments.verdict([0.0, 0.0]) == "tied in every seed"
+
+
+def test_t_quantile_matches_scipy_for_every_small_sample():
+  for degrees_of_freedom in range(1, 31):
+    assert experiments.t_quantile(degrees_of_freedom) == pytest.approx(stats.t.ppf(0.975, degrees_of_freedom),
+                                                                       rel=1e-9)
+  # Printed tables' values: t(1) = 12.706, t(10) = 2.228 (where the old table fell back to 1.96), t(30) = 2.042.
+  assert [round(experiments.t_quantile(df), 3) for df in (1, 10, 30)] == [12.706, 2.228, 2.042]
+
+
+def test_seeds_needed_from_the_observed_effect_and_spread():
+  assert experiments.seeds_needed([1.0, 0.1, 0.1]) == 9    # mean 0.4, std 0.52: t(8)·0.52/√9 = 0.399 < 0.4
+  assert experiments.seeds_needed([1.0, 1.0]) == 2         # no spread: two seeds decide
+  assert experiments.seeds_needed([0.5, -0.5]) is None     # no effect observed
+
+
+def write_checked_table(directory, checks, specs=(SPEC, OTHER)):
+  (directory / "checked.py").write_text(f'''
+from hallujax.experiments import Row, Table, outputs_vary, eval_step_at_least, row_gap_at_least
+def table():
+  return Table(name="checked", title="t", paper="none", budget="b", recognizer="",
+               rows=(Row("A", "{specs[0]}"), Row("B", "{specs[1]}"), Row("bicubic", "{specs[0]}", column="bicubic")),
+               metrics=("psnr",), order=("A", "B"), checks=({checks},))
+''')
+
+
+def test_a_method_whose_output_ignores_its_input_is_invalid_not_within_noise(toy):
+  root, _ = toy
+  write_checked_table(root / "tables", "outputs_vary(min_ratio=0.5)", specs=(COLLAPSED, OTHER))
+  table = experiments.load_table("checked")
+  experiments.run_table(table, [0, 1, 2], str(root / "runs_root"))
+  markdown = experiments.write_report(table, [0, 1, 2], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert ("A > B on psnr: invalid: outputs collapsed, diversity 0.00 of the targets', 100% nearest one target "
+          "(3 seeds)") in markdown
+  assert "within noise" not in markdown and "reversed" not in markdown
+  assert "- FAILS: outputs vary on A" in markdown and "- passes: outputs vary on B" in markdown
+
+
+def test_eval_step_and_headroom_checks_print_their_values_and_fail_when_not_measured(toy):
+  root, _ = toy
+  write_checked_table(root / "tables", "eval_step_at_least('own_psnr', 31.0, 'own PSNR above 31', rows=('A',)), "
+                      "eval_step_at_least('mi_output_nir', 0.05, 'MI estimate alive', rows=('B',)), "
+                      "row_gap_at_least('A', 'bicubic', 'psnr', 0.5)")
+  table = experiments.load_table("checked")
+  experiments.run_table(table, [0, 1, 2], str(root / "runs_root"))
+  markdown = experiments.write_report(table, [0, 1, 2], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "- passes: own PSNR above 31 on A: eval_step's own_psnr ≥ 31 (mean over seeds) — own_psnr = 31 on A" in markdown
+  assert "- FAILS: MI estimate alive on B: eval_step's mi_output_nir ≥ 0.05" in markdown
+  assert "- passes: headroom under the ceiling: A − bicubic ≥ 0.5 on psnr (mean over seeds) — A − bicubic = +11" in markdown
+  assert "A > B on psnr: invalid: MI estimate alive, mi_output_nir not measured" in markdown
+
+
+def test_a_metric_missing_from_the_independent_evaluation_is_an_error(toy):
+  root, _ = toy
+  write_table_file(root / "tables")
+  source = (root / "tables" / "toy.py").read_text().replace('eval_step_metrics=("rank1",)', "")
+  (root / "tables" / "toy.py").write_text(source)
+  table = experiments.load_table("toy")
+  experiments.run_table(table, [0], str(root / "runs_root"))
+  markdown = experiments.write_report(table, [0], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "## Errors" in markdown and "metric 'rank1' is not in the independent evaluation" in markdown
+  assert "| A | 20 (1 seed) | — |" in markdown   # not eval_step's 0.5
+
+
+def test_until_decided_adds_seeds_to_the_undecided_rows_only(toy):
+  root, fake = toy
+  table = experiments.load_table("toy")
+  experiments.run_table(table, [0, 1, 2], str(root / "runs_root"))
+  fake.commands.clear()
+  seeds, failures = experiments.run_until_decided(table, [0, 1, 2], str(root / "runs_root"), max_seeds=8)
+  # Differences 1.0, 0.1, 0.1, 0.5, 0.6, 0.4: the interval first excludes zero at 6 seeds (0.450 ± 0.356).
+  assert seeds == [0, 1, 2, 3, 4, 5] and failures == []
+  trained = {command[command.index("--workdir") + 1] for command in fake.commands}
+  assert len(trained) == 2 * 3   # A's and B's configs, seeds 3, 4 and 5
+  markdown = experiments.write_report(table, seeds, str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "A > B on psnr: holds — 6/6 seeds, mean paired difference +0.450 ± 0.356 (95%)" in markdown
+  capped, _ = experiments.run_until_decided(table, [0, 1, 2], str(root / "runs_root"), max_seeds=3)
+  assert capped == [0, 1, 2]
+
+
+def alive(pid: int) -> bool:
+  """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def wait_for(condition, seconds=30.0):
+  deadline = time.monotonic() + seconds
+  while not condition() and time.monotonic() < deadline:
+    time.sleep(0.05)
+  return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_runner_leaves_no_training_process_behind(tmp_path, stop):
+  pids = tmp_path / "pids"
+  # A "training" that starts a worker of its own and then runs for minutes, as hallujax.train would.
+  training = (f"import os, subprocess, sys, time; worker = subprocess.Popen([sys.executable, '-c', "
+              f"'import time; time.sleep(300)']); open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{worker.pid}}'); "
+              f"time.sleep(300)")
+  runner = subprocess.Popen([sys.executable, "-c", (
+      "import sys; from hallujax import experiments; experiments.stop_on_signals(); "
+      f"experiments.run_logged([sys.executable, '-c', {training!r}], {str(tmp_path / 'train.log')!r})")])
+  assert wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+  training_pid, worker_pid = map(int, pids.read_text().split())
+  runner.send_signal(stop)
+  runner.wait(timeout=30)
+  assert wait_for(lambda: not alive(training_pid)), "the training outlived its runner"
+  if stop == signal.SIGTERM:   # the whole process group; a SIGKILLed runner can only take its direct child along
+    assert wait_for(lambda: not alive(worker_pid)), "the training's worker outlived the runner"
+  else:
+    os.kill(worker_pid, signal.SIGKILL)
 
 
 def test_failed_runs_are_listed_and_retried(toy, monkeypatch):
