@@ -245,7 +245,9 @@ def main(argv):
     raise cli.UserError("Give at least one --workdir (a training run) or --exported (a model.hlo).")
   if FLAGS.max_megabytes <= 0 or FLAGS.max_side <= 0:
     raise cli.UserError("--max_megabytes and --max_side must be positive.")
-  from hallujax import exported, hallucinate, photos
+  from hallujax import exported, hallucinate, methods, photos
+  for workdir in FLAGS.workdir:
+    methods.check_run_directory(workdir)   # config.json is data: it may name only registered methods
   detector = photos.Detector()
   models = [hallucinate.load_model(workdir, None, None, batch_size=FLAGS.batch_size) for workdir in FLAGS.workdir]
   models += [exported.load(path, FLAGS.batch_size) for path in FLAGS.exported]

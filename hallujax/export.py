@@ -144,7 +144,9 @@ def round_trip_difference(model, output: str, batch: int = 3, seed: int = 0) -> 
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  from hallujax import hallucinate
+  from hallujax import hallucinate, methods
+  if FLAGS.config is None:
+    methods.check_run_directory(FLAGS.workdir)   # config.json is data: it may name only registered methods
   known = {"cpu", "cuda", "rocm", "tpu"}
   unknown = [p for p in FLAGS.platforms if p not in known]
   if unknown:

@@ -74,6 +74,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import importlib
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -153,14 +154,64 @@ def phase_at(boundaries: Sequence[int], names: Sequence[str], step: int) -> str:
   return names[bisect.bisect_right(list(boundaries), step)]
 
 
+ENTRY_POINT_GROUP = "hallujax.methods"   # installed packages register their methods here (name = module path)
+METHODS_VARIABLE = "HALLUJAX_METHODS"    # environment: "name=package.module,..." methods this user registers
+_registered: dict[str, str] = {}
+
+
+def register_method(name: str, module: str) -> None:
+  """Registers a user's method module under `name` for this process (a config file may call this)."""
+  _registered[name] = module
+
+
+def registered_methods() -> dict[str, str]:
+  """name -> module path of every registered method: METHODS, the installed packages' entry points in group
+  "hallujax.methods", $HALLUJAX_METHODS ("name=package.module,...") and register_method's."""
+  from importlib import metadata
+  found = dict(METHODS)
+  found.update({point.name: point.value.split(":")[0] for point in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+  for entry in filter(None, (part.strip() for part in os.environ.get(METHODS_VARIABLE, "").split(","))):
+    name, _, module = entry.partition("=")
+    found[name.strip()] = (module or name).strip()
+  found.update(_registered)
+  return found
+
+
+def check_run_method(name, where: str) -> None:
+  """A run's config.json is data, not code: the method it names must be registered (registered_methods) or a
+  module this process has already imported (no new code runs), else ValueError before anything is imported.
+  Naming any importable module would let a run directory run that module's code (one sitting next to the run
+  on sys.path, or a standard module with side effects)."""
+  import sys
+  registered = registered_methods()
+  if isinstance(name, str) and (name in registered or name in registered.values() or name in sys.modules):
+    return
+  raise ValueError(f"{where} names the method {name!r}, which is not a registered method ({', '.join(sorted(METHODS))}"
+                   f", an installed package's '{ENTRY_POINT_GROUP}' entry point, or ${METHODS_VARIABLE}); "
+                   f"refusing to import it. Give --config for a run of your own method module.")
+
+
+def check_run_directory(workdir: str | None) -> None:
+  """check_run_method on `workdir`'s config.json when it has one (commands call it before loading the run)."""
+  import json
+  path = os.path.join(workdir or "", "config.json")
+  if workdir and os.path.isfile(path):
+    with open(path) as f:
+      try:
+        saved = json.load(f)
+      except ValueError as error:
+        raise ValueError(f"{path} is not JSON ({error}).") from None
+    check_run_method(saved.get("method") if isinstance(saved, dict) else None, path)
+
+
 def get_method(name: str):
   """The method module registered under `name` (or a user's 'package.module'), checked for `make`."""
-  if name not in METHODS and "." not in name:
+  if name not in registered_methods() and "." not in name:
     raise ValueError(
         f"config.method={name!r} is not a known method. Known methods: {', '.join(sorted(METHODS))}; "
         f"or your own module as 'package.module'.")
   try:
-    module = importlib.import_module(METHODS.get(name, name))
+    module = importlib.import_module(registered_methods().get(name, name))
   except ModuleNotFoundError as error:
     if name in METHODS and error.name == METHODS[name]:
       raise ValueError(f"config.method={name!r} is registered but its module {METHODS[name]} is not "
