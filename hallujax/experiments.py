@@ -142,6 +142,11 @@ def load_table(name: str) -> Table:
   unknown = [label for label in table.order if label not in labels]
   if unknown:
     raise cli.UserError(f"{path}: order names {unknown}, which are not row labels ({labels}).")
+  for check in table.checks:
+    named = [label for label in (*getattr(check, "rows", ()), getattr(check, "better", None),
+                                 getattr(check, "worse", None)) if label is not None and label not in labels]
+    if named:
+      raise cli.UserError(f"{path}: a check names {named}, which are not row labels ({labels}).")
   return table
 
 
@@ -380,10 +385,11 @@ class Figures:
   eval_steps: dict[str, list]             # label -> per-seed eval_step means or None
   failures: list[str]
   errors: list[str]
+  root: str = ""                          # where the runs (and the prerequisites' runs) live
 
 
 def collect(table: Table, seeds: list[int], root: str) -> Figures:
-  figures = Figures(list(seeds), {}, {}, {}, [], [])
+  figures = Figures(list(seeds), {}, {}, {}, [], [], root)
   for row in table.rows:
     figures.values[row.label] = {metric: [] for metric in table.metrics}
     figures.entries[row.label], figures.eval_steps[row.label] = [], []
@@ -502,7 +508,68 @@ class RowGap:
                         f"({len(pairs)} seeds)", gap >= self.minimum)]
 
 
-Check = OutputsVary | EvalStepBound | RowGap
+def enlarged(image: np.ndarray, size: int) -> np.ndarray:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def face_detection_rate(images: np.ndarray, size: int = 256) -> float:
+  """Share of uint8 RGB images in which dlib's HOG frontal detector (one upsampling, as face_recognition and
+  hallujax.tools.realism run it) finds a face, each enlarged to `size`² first (HOG needs faces of ~80 px)."""
+  import dlib  # pylint: disable=import-outside-toplevel
+  detector = dlib.get_frontal_face_detector()
+  return float(np.mean([len(detector(enlarged(image, size), 1)) > 0 for image in images]))
+
+
+def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
+  """(detection rate on `count` samples of the StyleGAN2 run in `workdir`, detection rate on as many of the
+  held-out faces it was trained to draw), cached in workdir/prior_faces.json per checkpoint step."""
+  step = cli.finished_step(workdir)
+  if step is None:
+    raise FileNotFoundError(f"{workdir} has no finished checkpoint")
+  cache = os.path.join(workdir, "prior_faces.json")
+  if os.path.isfile(cache):
+    saved = json.load(open(cache))
+    if saved.get("step") == step and saved.get("count") == count:
+      return saved["prior"], saved["renders"]
+  from hallujax import sampling  # pylint: disable=import-outside-toplevel
+  from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = cli.read_run_config(workdir)
+  generator, variables = sampling.generator_from_run(config, workdir, step)
+  samples = pipeline.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
+  config.train.eval_batches = math.ceil(count / config.train.batch_size)
+  renders = np.concatenate([pipeline.to_uint8(batch["target"]) for batch in pipeline.eval_batches(config, "test")])
+  rates = face_detection_rate(samples), face_detection_rate(renders[:count])
+  with open(cache, "w") as f:
+    json.dump({"step": step, "count": count, "prior": rates[0], "renders": rates[1]}, f)
+  return rates
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorDrawsFaces:
+  prerequisite: str
+  min_detection_ratio: float
+  count: int
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    requirement = (f"the prior `{{{self.prerequisite}}}` draws faces: dlib finds faces in {self.count} of its samples "
+                   f"at ≥ {self.min_detection_ratio:g} × its rate on as many held-out faces of the prior's data")
+    failure = "the prior draws no faces"
+    specs = dict(table.prerequisites)
+    if self.prerequisite not in specs:
+      return [CheckResult(requirement, failure, f"not measured: no prerequisite {self.prerequisite!r}", False,
+                          self.rows)]
+    try:
+      prior, renders = prior_face_rates(run_for(figures.root, specs[self.prerequisite], 0).workdir, self.count)
+    except (ImportError, OSError, ValueError) as error:
+      return [CheckResult(requirement, failure, f"not measured ({cli.first_line(error)})", False, self.rows)]
+    ratio = prior / renders if renders > 0 else float("nan")
+    return [CheckResult(requirement, failure, f"faces in {prior:.0%} of samples, {renders:.0%} of the data's faces "
+                        f"(ratio {ratio:.2f})", bool(ratio >= self.min_detection_ratio), self.rows)]
+
+
+Check = OutputsVary | EvalStepBound | RowGap | PriorDrawsFaces
 
 
 def outputs_vary(min_ratio: float = 0.5, max_nearest_share: float = 0.5, rows: tuple[str, ...] = ()) -> OutputsVary:
@@ -527,6 +594,13 @@ def row_gap_at_least(better: str, worse: str, metric: str, minimum: float,
   """A ceiling above the rows: `better` − `worse` on `metric` ≥ `minimum` (e.g. an oracle above the coarse
   face); when it fails, no comparison of the table can show a method winning."""
   return RowGap(better, worse, metric, minimum, meaning)
+
+
+def prior_draws_faces(min_detection_ratio: float = 0.8, prerequisite: str = "prior", count: int = 64,
+                      rows: tuple[str, ...] = ()) -> PriorDrawsFaces:
+  """The StyleGAN2 prior (the table's prerequisite run `prerequisite`) draws faces: dlib detects a face in its
+  samples at ≥ `min_detection_ratio` × the rate on the held-out faces of the data it was trained on."""
+  return PriorDrawsFaces(prerequisite, min_detection_ratio, count, tuple(rows))
 
 
 def check_table(table: Table, figures: Figures) -> list[CheckResult]:

@@ -330,3 +330,35 @@ def table():
   assert f"data.data_dir={prerequisite_workdir}" in second[second.index("--config") + 1]
   # The row's run directory is named after the spec as written, not after where the prerequisite lives.
   assert second[second.index("--workdir") + 1].endswith("data.data_dir=.prior/seed_0")
+
+
+def test_dlib_finds_face_world_faces_and_not_noise():
+  pytest.importorskip("dlib")
+  from hallujax.tools import realism
+  rng = np.random.default_rng(0)
+  faces = realism._renders(1234, rng.integers(0, 10_000, 8), rng, 64, 10.0, 10.0, 8.0)["visible"]
+  assert experiments.face_detection_rate(faces) >= 0.75
+  assert experiments.face_detection_rate(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)) == 0.0
+
+
+def test_a_prior_that_draws_no_faces_invalidates_the_comparison_about_it(toy):
+  root, _ = toy
+  (root / "tables" / "prior.py").write_text(f'''
+from hallujax.experiments import Row, Table, prior_draws_faces
+def table():
+  return Table(name="prior", title="t", paper="none", budget="b", recognizer="",
+               prerequisites=(("prior", "{OTHER}"),), rows=(Row("A", "{SPEC}"), Row("B", "{OTHER}")),
+               metrics=("psnr",), order=("A", "B"), checks=(prior_draws_faces(0.8, rows=("B",)),))
+''')
+  table = experiments.load_table("prior")
+  experiments.run_table(table, [0, 1], str(root / "runs_root"))
+  prior = experiments.run_for(str(root / "runs_root"), OTHER, 0).workdir
+  # What prior_face_rates caches for the prior's finished checkpoint: dlib found faces in 10% of its samples.
+  with open(os.path.join(prior, "prior_faces.json"), "w") as f:
+    json.dump({"step": 3, "count": 64, "prior": 0.1, "renders": 0.9}, f)
+  markdown = experiments.write_report(table, [0, 1], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert ("A > B on psnr: invalid: the prior draws no faces, faces in 10% of samples, 90% of the data's faces "
+          "(ratio 0.11)") in markdown
+  with pytest.raises(experiments.cli.UserError, match=r"a check names \['C'\]"):
+    (root / "tables" / "prior.py").write_text((root / "tables" / "prior.py").read_text().replace('("B",)', '("C",)'))
+    experiments.load_table("prior")

@@ -1,1 +1,10 @@
 """Results tables for ``python -m hallujax.experiments TABLE``: one file per table, ``def table() -> Table``."""
+
+# The independent recognizer of the identity tables at their outputs' size (64²), so that identity is scored on
+# the images the methods produce rather than on a 32² copy (configs/arcface.py's "recognizer" variant is 32²).
+# Trained once under ROOT/runs/ like any row, and never by the methods it scores.
+RECOGNIZER_64 = "configs/arcface.py:recognizer,data.target_size=64"
+
+# A "visible share" of the generator's loss for a regularizer the table ablates: below 5% its row is the
+# ablated row in all but name (issue 26: PCFH's λ5 term carried 1e-4 of the loss).
+VISIBLE_LOSS_SHARE = 0.05

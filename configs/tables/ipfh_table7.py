@@ -15,7 +15,7 @@ distinct_patches (of T per face) and identity_accuracy (the cognition network's 
 identification of the ground truth, the same in every row of one seed).
 """
 
-from hallujax.experiments import Row, Table
+from hallujax.experiments import Row, Table, eval_step_at_least, eval_step_at_most, outputs_vary, row_gap_at_least
 
 BASE = "configs/ipfh.py:table7"
 # Issue #16's options to make the policy learnable, all together (none is the paper's default): a 64-cell
@@ -47,6 +47,17 @@ def table() -> Table:
       order_metric="psnr",
       eval_examples=256,
       recognizer="",
+      eval_step_metrics=("policy_entropy", "distinct_patches", "identity_accuracy"),
+      checks=(
+          outputs_vary(min_ratio=0.5),
+          # The RL row is a learned policy, not the arg-max of a near-uniform one (issue 26: 99.5% of uniform).
+          eval_step_at_most("policy_entropy_fraction", 0.9, "the policy left uniform", rows=("RL",)),
+          # The greedy rollout spreads its T = 20 repairs: at least a quarter of them on different patches.
+          eval_step_at_least("distinct_patches", 5.0, "the policy repairs different patches", rows=("RL",)),
+          # A ceiling above the rows: choosing patches can matter only if repairing the best ones (the oracle)
+          # adds PSNR over the coarse face; the rows compete inside that headroom.
+          row_gap_at_least("oracle (upper bound)", "coarse ỹ only", "psnr", 0.5, "headroom for patch selection"),
+      ),
       notes=("RL + learnability options: not a paper row; the paper's policy with every option of docs/ipfh.md "
              "switched on (its entropy is of log 64 = 4.16, not log 4096).",
              "policy_entropy is 0 for the fixed selections; distinct_patches counts different patch "

@@ -7,7 +7,7 @@ yaw set) with config.model.prior set; the VividGAN run's coarse face (VividGANâ€
 bicubic-of-LR are rows too.
 """
 
-from hallujax.experiments import Row, Table
+from hallujax.experiments import Row, Table, outputs_vary, row_gap_at_least
 
 BASE = "configs/vividgan.py:tiny"
 
@@ -34,6 +34,12 @@ def table() -> Table:
       order_metric="psnr",
       eval_examples=512,
       recognizer="",
+      checks=(
+          outputs_vary(min_ratio=0.5),   # frontal faces of different people, not one mean frontal face
+          # The ceiling (V+GT: the ground truth's components as the prior) above the floor (bicubic): a prior can
+          # matter at this budget only if the best possible one does.
+          row_gap_at_least("V+GT (ground-truth prior)", "bicubic", "psnr", 0.5, "headroom above bicubic"),
+      ),
       notes=("VividGANâ€  and bicubic are other columns of the VividGAN run (the coarse-level network's face and "
              "bicubic interpolation of the LR input), not runs of their own.",
              "Per-yaw PSNR / SSIM (Table II): python -m hallujax.tools.vividgan_yaw --workdir RUN ..."),

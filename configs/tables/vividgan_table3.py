@@ -7,7 +7,7 @@ configs/vividgan.py:tiny (8² -> 32², ×4, the paper's discrete yaw set, tiny n
 stages in one run) with config.loss.terms set, for training and evaluation alike.
 """
 
-from hallujax.experiments import Row, Table
+from hallujax.experiments import Row, Table, outputs_vary, row_gap_at_least
 
 BASE = "configs/vividgan.py:tiny"
 
@@ -26,12 +26,18 @@ def table() -> Table:
           Row("L‡_G (+ L_sys)", f"{BASE},loss.terms=symmetry"),
           Row("L⋆_G (+ L^c_adv)", f"{BASE},loss.terms=coarse_adversarial"),
           Row("L_G (+ L^f_adv)", BASE),
+          Row("bicubic (floor)", BASE, column="bicubic"),
       ),
       metrics=("psnr", "ssim", "landmark_error_coarse"),
       order=("L_G (+ L^f_adv)", "L⋆_G (+ L^c_adv)", "L‡_G (+ L_sys)", "L†_G (+ L_id)", "L⁻_G (L_mse, L_h)"),
       order_metric="psnr",
       eval_examples=512,
       recognizer="",
+      eval_step_metrics=("landmark_error_coarse",),
+      checks=(
+          outputs_vary(min_ratio=0.5),
+          row_gap_at_least("L_G (+ L^f_adv)", "bicubic (floor)", "psnr", 0.5, "the full model above the floor"),
+      ),
       notes=("L_id uses a randomly initialized ResNet-50 (stage sizes 1,1,1,1, width 8): no torchvision "
              "weights can be downloaded here (configs/vividgan.py, weights.resnet50).",
              "L_sys pulls the coarse face towards mirror symmetry; the face world's frontal targets are not "
