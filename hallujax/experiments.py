@@ -727,31 +727,49 @@ def recognizer_quality(recognizer: Run | None) -> str:
           f"eval at step {last}")
 
 
+def strip_path(root: str, table: Table, spec: str, seed: int, column: str) -> str | None:
+  """The PNG evaluate wrote for `column`'s first examples in the run of (`spec`, `seed`), if any."""
+  path = evaluation_path(run_for(root, spec, seed, table))
+  strip = path and os.path.join(path[:-len(".json")] + "_strips", f"{column}.png")
+  return strip if strip and os.path.isfile(strip) else None
+
+
 def copy_strips(table: Table, figures: Figures, root: str, output_dir: str) -> list[str]:
-  """One image strip per row (its column's first 8 held-out examples, from the row's first evaluated seed;
-  evaluate's order is fixed, so every row shows the same inputs), copied next to the report; markdown lines."""
+  """One image strip per row (its column's first 8 held-out examples), copied next to the report; markdown lines.
+
+  Every strip comes from one seed, the first whose runs all have strips, so that every row shows the same
+  held-out inputs (evaluate's order is fixed; a seed may change the degradations). The input and the ground
+  truth lead, from the first row's run.
+  """
+  image_rows = [row for row in table.rows if not row.from_eval_step]
+  leading = [(label, column) for label, column in (("input", "input"), ("input", "lr"), ("ground truth", "target"))
+             if not any(row.column == column for row in table.rows)]
+  complete = [seed for seed in figures.seeds
+              if all(strip_path(root, table, row.config, seed, row.column) for row in image_rows)]
+  lines = [f"Seed {complete[0]} for every row." if complete else
+           "No seed has strips for every row: each row shows its first seed that has one (inputs may differ)."]
   directory = os.path.join(output_dir, f"{table.name}_strips")
-  lines = []
-  rows = [Row("input", table.rows[0].config, column="input"), Row("ground truth", table.rows[0].config,
-                                                                   column="target")] + list(table.rows)
-  for row in rows:
-    if row.from_eval_step:
-      lines.append(f"- {row.label}: no images (the method's own eval_step figures)")
+  shown = set()
+  entries = [(label, table.rows[0].config, column, ()) for label, column in leading] + [
+      (row.label, row.config, row.column, row.from_eval_step) for row in table.rows]
+  for label, spec, column, from_eval_step in entries:
+    if label in shown:   # "input" is the input column, or else the LR column
       continue
-    found = None
-    for seed in figures.seeds:
-      path = evaluation_path(run_for(root, row.config, seed, table))
-      strip = path and os.path.join(path[:-len(".json")] + "_strips", f"{row.column}.png")
-      if strip and os.path.isfile(strip):
-        found = (seed, strip)
-        break
+    if from_eval_step:
+      lines.append(f"- {label}: no images (the method's own eval_step figures)")
+      continue
+    seeds = complete[:1] or figures.seeds
+    found = next(((seed, path) for seed in seeds if (path := strip_path(root, table, spec, seed, column))), None)
     if found is None:
-      lines.append(f"- {row.label}: no strip (no evaluation with images of column `{row.column}`)")
+      if (label, column) not in leading:
+        lines.append(f"- {label}: no strip (no evaluation with images of column `{column}`)")
       continue
+    shown.add(label)
     os.makedirs(directory, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", row.label).strip("_") + ".png"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") + ".png"
     shutil.copyfile(found[1], os.path.join(directory, name))
-    lines.append(f"- {row.label} (seed {found[0]}): ![{row.label}]({table.name}_strips/{name})")
+    seed_note = "" if complete else f" (seed {found[0]})"
+    lines.append(f"- {label}{seed_note}: ![{label}]({table.name}_strips/{name})")
   return lines
 
 

@@ -71,9 +71,12 @@ class FakeCommands:
       report = {"workdir": workdir, "eval_step": {"rank1": 0.5, "own_psnr": 30.0 + seed},
                 "rows": {f"seed_{seed}": {"psnr": psnr, **figures_of(outputs)},
                          "bicubic": {"psnr": 10.0, **figures_of(TARGETS)}}}
-      os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+      os.makedirs(os.path.join(workdir, "eval", "step_3_test_strips"), exist_ok=True)
       with open(os.path.join(workdir, "eval", "step_3_test.json"), "w") as f:
         json.dump(report, f)
+      for column in ("output", "bicubic", "target", "lr"):   # evaluate's strips: the first 8 examples per column
+        with open(os.path.join(workdir, "eval", "step_3_test_strips", f"{column}.png"), "w") as f:
+          f.write(f"{column} of {workdir}")
     return 0, 1.5
 
 
@@ -124,6 +127,11 @@ def test_a_table_runs_once_resumes_without_rework_and_reports(toy):
   assert saved["per_seed"]["B"]["psnr"] == pytest.approx([19.0, 20.9, 21.9])
   assert saved["per_seed"]["A"]["rank1"] == [0.5, 0.5, 0.5]   # declared: eval_step_metrics=("rank1",)
   assert "## Validity checks" in markdown and "- none declared" in markdown
+  # One strip per row, all from one seed, the LR input and the ground truth first.
+  assert "Seed 0 for every row." in markdown and "- A's own: no images" in markdown
+  assert "- A: ![A](toy_strips/A.png)" in markdown and "- ground truth: ![ground truth]" in markdown
+  assert (root / "out" / "toy_strips" / "B.png").read_text().endswith("margin=0.3/seed_0")
+  assert (root / "out" / "toy_strips" / "input.png").read_text().startswith("lr of")
 
 
 def test_a_reversed_paper_order_is_reported_as_not_holding(tmp_path, monkeypatch, toy):
