@@ -19,6 +19,7 @@ import math
 import os
 
 import numpy as np
+import threadpoolctl
 from scipy import ndimage, special
 
 BLOCK_SIZE = 96
@@ -152,4 +153,7 @@ def niqe(image: np.ndarray) -> float:
 
 def mean_niqe(images: np.ndarray) -> float:
   """Mean NIQE over uint8 (N, H, W, C) images."""
-  return float(np.mean([niqe(image) for image in images]))
+  # Its matrices are small (≤ 512²): BLAS threads only contend (a 192² resize took 60 ms with them, 0.7 ms
+  # without, on 2 busy cores).
+  with threadpoolctl.threadpool_limits(limits=1):
+    return float(np.mean([niqe(image) for image in images]))
