@@ -5,8 +5,26 @@ A local web page: upload a photo, pick the model (one per --workdir or
 face's box, score and what the method was fed. A small server on Python's
 http.server, no web framework; it listens on 127.0.0.1 unless --host says
 otherwise. Uploads that are not images, larger than --max_megabytes or wider
-or taller than --max_side pixels are refused with one message. Uploads are
-read into memory, answered and dropped: nothing is written to disk.
+or taller than --max_side pixels are refused with one message; the size is
+read from the image's header, before any pixel is decoded. Uploads are read
+into memory, answered and dropped: nothing is written to disk.
+
+Under hostile clients (``DemoServer``): a POST needs a Content-Length of
+digits only (else 400; none: 411; over the limit: 413, before the body is
+read); a request line or path that does not parse gets 400; each socket read
+waits at most SOCKET_TIMEOUT seconds, and a request whose headers and body
+have not all arrived REQUEST_SECONDS after the connection was accepted is cut
+(slow or idle clients); at most MAX_CONNECTIONS connections are served at
+once (more get 503 at once); the listen backlog is LISTEN_BACKLOG. Photos are
+decoded and hallucinated one at a time, so the memory the demo can be made to
+hold is bounded by MAX_CONNECTIONS × --max_megabytes of bodies plus one photo
+of --max_side² pixels being processed.
+
+Why not a server stack (e.g. uvicorn): it would bring request parsing and a
+backlog, but uvicorn 0.49 starts its only timeout (keep-alive) after a first
+response, so a client that connects and sends nothing, or trickles its
+headers, is held forever; the deadline here would be needed anyway, and the
+default install keeps no server dependency.
 """
 
 from __future__ import annotations
@@ -15,6 +33,7 @@ import base64
 import html
 import io
 import json
+import socket
 import sys
 import threading
 import time
@@ -102,6 +121,12 @@ form.addEventListener("submit", async (event) => {
 """
 
 
+SOCKET_TIMEOUT = 10.0     # seconds one read from a client may wait
+REQUEST_SECONDS = 60.0    # seconds from accepting a connection to having its whole request (headers and body)
+MAX_CONNECTIONS = 16      # connections served at once; more are answered 503 without reading them
+LISTEN_BACKLOG = 128      # connections the kernel queues before accept (Python's default is 5)
+
+
 def too_large_message(size: int, limit: int) -> str:
   return f"The upload is {size / 1e6:.1f} MB; the limit is {limit / 1e6:g} MB."
 
@@ -137,6 +162,102 @@ def with_boxes(photo, faces):
   return np.asarray(image)
 
 
+def header_size(data: bytes, name: str) -> tuple[int, int]:
+  """(width, height) an image file's header claims, read without decoding a pixel; PhotoError if unreadable."""
+  from PIL import Image, UnidentifiedImageError
+  from hallujax import photos
+  if not data:
+    raise photos.PhotoError(f"{name}: empty file")
+  try:
+    with Image.open(io.BytesIO(data)) as image:   # Image.open reads the header only
+      return image.size
+  except UnidentifiedImageError:
+    raise photos.PhotoError(f"{name}: not an image file PIL can read") from None
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    raise photos.PhotoError(f"{name}: {str(error) or type(error).__name__}") from None
+
+
+def content_length(value: str | None, limit: int) -> tuple[int, int | None, str]:
+  """A POST's Content-Length header -> (HTTP status, length, message): (200, n, "") when acceptable."""
+  if value is None:
+    return 411, None, "Send the photo with a Content-Length header."
+  value = value.strip()
+  if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    return 400, None, f"Content-Length {value[:40]!r} is not a byte count."
+  if int(value) > limit:
+    return 413, int(value), too_large_message(int(value), limit)
+  return 200, int(value), ""
+
+
+BUSY_BODY = json.dumps({"error": "The demo is busy; try again in a moment."}).encode()
+BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Retry-After: 5\r\nContent-Length: " + str(len(BUSY_BODY)).encode() + b"\r\n\r\n" + BUSY_BODY)
+
+
+class DemoServer(ThreadingHTTPServer):
+  """ThreadingHTTPServer with a bound on connections served at once, a listen backlog, and a deadline by
+  which each connection's request must have arrived (see the module docstring)."""
+
+  daemon_threads = True
+  request_queue_size = LISTEN_BACKLOG
+
+  def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS,
+               request_seconds: float = REQUEST_SECONDS):
+    self.slots = threading.BoundedSemaphore(max_connections)
+    self.request_seconds = request_seconds
+    self.deadlines: dict[socket.socket, float] = {}   # connection -> when its request must have arrived
+    self.deadlines_lock = threading.Lock()
+    super().__init__(address, handler)
+
+  def process_request(self, request, client_address):
+    if not self.slots.acquire(blocking=False):   # full: answer at once, from the accepting thread
+      try:
+        request.settimeout(1.0)
+        request.sendall(BUSY)
+      except OSError:
+        pass
+      self.shutdown_request(request)
+      return
+    with self.deadlines_lock:
+      self.deadlines[request] = time.monotonic() + self.request_seconds
+    try:
+      super().process_request(request, client_address)
+    except BaseException:
+      self.request_arrived(request)
+      self.slots.release()
+      raise
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self.request_arrived(request)
+      self.slots.release()
+
+  def request_arrived(self, request) -> None:
+    """The handler has read the whole request: the deadline no longer applies (processing may take long)."""
+    with self.deadlines_lock:
+      self.deadlines.pop(request, None)
+
+  def handle_error(self, request, client_address):
+    """One line, not a traceback, for a connection that failed (reset, cut at its deadline, timed out)."""
+    error = sys.exc_info()[1]
+    sys.stderr.write(f"{client_address[0]} connection dropped: {type(error).__name__}: {str(error)[:200]}\n")
+
+  def service_actions(self):
+    """Called by serve_forever about twice a second: cuts connections whose request is overdue."""
+    now = time.monotonic()
+    with self.deadlines_lock:
+      late = [request for request, deadline in self.deadlines.items() if deadline < now]
+      for request in late:
+        del self.deadlines[request]
+    for request in late:
+      try:
+        request.shutdown(socket.SHUT_RDWR)   # the handler's blocked read returns; its thread ends
+      except OSError:
+        pass
+
+
 class Demo:
   """The models, the detector and the work one request does; requests run one at a time."""
 
@@ -148,14 +269,15 @@ class Demo:
   def hallucinate(self, data: bytes, name: str, model_index: int) -> dict:
     """The JSON answer for one upload (raises PhotoError / ValueError with the message for the user)."""
     from hallujax import photos
-    photo = photos.decode_photo(data, name)
-    if max(photo.shape[:2]) > self.max_side:
-      raise ValueError(f"The photo is {photo.shape[1]}×{photo.shape[0]} px; the limit is {self.max_side} px a side.")
     if not 0 <= model_index < len(self.models):
       raise ValueError(f"No model {model_index}; choose one of the {len(self.models)} offered.")
+    width, height = header_size(data, name)
+    if max(width, height) > self.max_side:   # from the header: a small file may claim billions of pixels
+      raise ValueError(f"The photo is {width}×{height} px; the limit is {self.max_side} px a side.")
     model = self.models[model_index]
     start = time.perf_counter()
-    with self.lock:
+    with self.lock:   # one photo decoded and processed at a time: the memory of one photo, not of every upload
+      photo = photos.decode_photo(data, name)
       hallucinator = photos.Hallucinator(model, self.detector, self.options)
       result, = hallucinator.feed(name, photo) + hallucinator.finish()
     output = result.output if result.output is not None else photo
@@ -166,14 +288,19 @@ class Demo:
     return answer
 
 
-def handler_for(demo: Demo):
+def handler_for(demo: Demo, timeout: float = SOCKET_TIMEOUT):
   from hallujax import photos
 
   class Handler(BaseHTTPRequestHandler):
     server_version = "hallujax-demo"
+    timeout = None   # set below: StreamRequestHandler applies it to every read and write of the connection
+    default_request_version = "HTTP/1.0"   # errors for a request line that does not parse carry a status line
 
     def log_message(self, format, *args):   # one short line per request, no upload names
-      sys.stderr.write(f"{self.address_string()} {self.command} {self.path.split('?')[0]} {args[1] if len(args) > 1 else ''}\n")
+      # A request line that did not parse has no command or path yet (reading them raised, and no answer left).
+      command, path = getattr(self, "command", None) or "-", (getattr(self, "path", None) or "-").split("?")[0]
+      status = args[1] if len(args) > 1 and format.startswith('"%s"') else format % args
+      sys.stderr.write(f"{self.address_string()} {command} {path[:200]!r} {str(status)[:200]!r}\n")
 
     def send(self, status: int, body: bytes, content_type: str) -> None:
       self.send_response(status)
@@ -187,22 +314,37 @@ def handler_for(demo: Demo):
       self.send(status, json.dumps(value).encode(), "application/json")
 
     def do_GET(self):
+      self.server.request_arrived(self.connection)
       if self.path.split("?")[0] in ("/", "/index.html"):
         self.send(200, page([m.name for m in demo.models], demo.max_bytes, demo.max_side), "text/html; charset=utf-8")
       else:
-        self.send_json(404, {"error": f"No page {self.path}."})
+        self.send_json(404, {"error": f"No page {self.path[:200]}."})
 
     def do_POST(self):
-      url = urllib.parse.urlparse(self.path)
-      if url.path != "/hallucinate":
-        self.send_json(404, {"error": f"No page {url.path}."})
+      try:
+        url = urllib.parse.urlparse(self.path)
+      except ValueError:   # e.g. "//[" (an unclosed IPv6 host)
+        self.send_json(400, {"error": f"The request's path {self.path[:200]!r} is not a URL path."})
         return
-      length = int(self.headers.get("Content-Length") or 0)
-      if length > demo.max_bytes:
-        self.discard(length)
-        self.send_json(413, {"error": too_large_message(length, demo.max_bytes)})
+      if url.path != "/hallucinate":
+        self.send_json(404, {"error": f"No page {url.path[:200]}."})
+        return
+      if self.headers.get("Transfer-Encoding"):
+        self.close_connection = True
+        self.send_json(411, {"error": "Send the photo with a Content-Length header, not chunked."})
+        return
+      status, length, message = content_length(self.headers.get("Content-Length"), demo.max_bytes)
+      if status != 200:
+        self.close_connection = True
+        self.send_json(status, {"error": message})
+        if status == 413:   # answered first: a client that never sends the body still gets it
+          self.discard(length)
         return
       data = self.rfile.read(length)
+      if len(data) < length:   # the client hung up, or the deadline cut the connection: nobody to answer
+        self.close_connection = True
+        return
+      self.server.request_arrived(self.connection)
       name = urllib.parse.unquote(self.headers.get("X-Filename") or "upload")
       try:
         model_index = int(urllib.parse.parse_qs(url.query).get("model", ["0"])[0])
@@ -219,23 +361,29 @@ def handler_for(demo: Demo):
       self.send_json(200, answer)
 
     def discard(self, length: int) -> None:
-      """Reads a refused body away (so the browser sees the answer), up to 4× the limit; beyond, hangs up."""
+      """Reads a refused body away after the answer (closing with unread data would reset the connection
+      before the browser reads the answer), up to 4× the limit and until the deadline; beyond, hangs up."""
       if length > 4 * demo.max_bytes:
-        self.close_connection = True
         return
-      while length > 0:
-        length -= len(self.rfile.read(min(length, 1 << 20)) or b"\0" * length)
+      try:
+        while length > 0:
+          chunk = self.rfile.read(min(length, 1 << 20))
+          if not chunk:
+            return
+          length -= len(chunk)
+      except OSError:   # the socket timeout, or the deadline cut it
+        return
 
+  Handler.timeout = timeout
   return Handler
 
 
 def make_server(models, detector, options, host: str = "127.0.0.1", port: int = 0, max_bytes: int = 10_000_000,
-                max_side: int = 4096) -> ThreadingHTTPServer:
+                max_side: int = 4096, timeout: float = SOCKET_TIMEOUT, request_seconds: float = REQUEST_SECONDS,
+                max_connections: int = MAX_CONNECTIONS) -> DemoServer:
   """The demo's HTTP server (not yet serving: call serve_forever, e.g. in a thread)."""
   demo = Demo(models, detector, options, max_bytes, max_side)
-  server = ThreadingHTTPServer((host, port), handler_for(demo))
-  server.daemon_threads = True
-  return server
+  return DemoServer((host, port), handler_for(demo, timeout), max_connections, request_seconds)
 
 
 def main(argv):

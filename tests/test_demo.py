@@ -133,3 +133,140 @@ def test_browser_upload_of_a_real_photo_changes_it_inside_the_face_only(server, 
     assert driver.find_element(By.ID, "message").text == "The upload is 2.0 MB; the limit is 2 MB."
   finally:
     driver.quit()
+
+
+# ----- hostile clients: a light server with a stand-in model (no request here reaches the model)
+
+import socket  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class StandIn:
+  name = "stand-in (never runs)"
+
+
+@pytest.fixture
+def light_server():
+  server = demo.make_server([StandIn()], None, None, max_bytes=LIMIT, timeout=2.0, request_seconds=3.0,
+                            max_connections=4)
+  thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+  thread.start()
+  yield server
+  server.shutdown()
+  server.server_close()
+
+
+def exchange(address, request: bytes, wait: float = 15.0) -> bytes:
+  """Sends `request` (keeping the connection open) and returns the response's status line."""
+  with socket.create_connection(address[:2], timeout=wait) as connection:
+    connection.sendall(request)
+    return connection.makefile("rb").readline().strip()
+
+
+def post_with(headers: str, body: bytes = b"") -> bytes:
+  return f"POST /hallucinate?model=0 HTTP/1.0\r\n{headers}\r\n".encode() + body
+
+
+HOSTILE_REQUESTS = {
+    "Content-Length -1": (post_with("Content-Length: -1\r\n", b"x" * 100), 400),
+    "Content-Length abc": (post_with("Content-Length: abc\r\n"), 400),
+    "Content-Length +5": (post_with("Content-Length: +5\r\n", b"xxxxx"), 400),
+    "Content-Length 1e3": (post_with("Content-Length: 1e3\r\n"), 400),
+    "no Content-Length": (post_with(""), 411),
+    "chunked": (post_with("Transfer-Encoding: chunked\r\n", b"5\r\nxxxxx\r\n0\r\n\r\n"), 411),
+    "over the limit": (post_with(f"Content-Length: {LIMIT + 1}\r\n"), 413),
+    "garbage request line": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 garbage\r\n\r\n", 400),
+    "no version": (b"POST /hallucinate\r\n\r\n", 400),
+    "too many words": (b"GET / HTTP/1.0 more\r\n\r\n", 400),
+    "bad version": (b"GET / HTTP/x.y\r\n\r\n", 400),
+    "unknown method": (b"BREW / HTTP/1.0\r\n\r\n", 501),
+    "the page": (b"GET / HTTP/1.0\r\n\r\n", 200),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_REQUESTS))
+def test_hostile_requests_get_a_status_line_not_a_hang_or_a_traceback(light_server, name, capfd):
+  request, status = HOSTILE_REQUESTS[name]
+  line = exchange(light_server.server_address, request)
+  assert line.startswith(b"HTTP/1.") and int(line.split()[1]) == status, line
+  assert "Traceback" not in capfd.readouterr().err
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+  """A real RGB PNG of width × height black pixels, compressed row by row (small file, large image)."""
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  compressor, row, parts = zlib.compressobj(9), b"\0" * (1 + 3 * width), []
+  for _ in range(height):
+    parts.append(compressor.compress(row))
+  parts.append(compressor.flush())
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+          + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+CHILD = """
+import sys
+from hallujax import demo
+class StandIn:
+  name = "stand-in"
+server = demo.make_server([StandIn()], None, None, max_bytes=2_000_000, timeout=1.0, request_seconds=2.0,
+                          max_connections=8)
+print(server.server_address[1], flush=True)
+server.serve_forever(poll_interval=0.1)
+"""
+MEMORY_BOUND_MB = 64   # the demo's peak memory growth allowed for the hostile uploads and clients below
+
+
+def status_of(pid: int) -> dict[str, int]:
+  with open(f"/proc/{pid}/status") as f:
+    fields = dict(line.split(":", 1) for line in f)
+  return {"peak_kb": int(fields["VmHWM"].split()[0]), "threads": int(fields["Threads"])}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's memory from /proc")
+def test_decompression_bombs_and_slow_clients_stay_under_the_memory_bound():
+  child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=REPO))
+  try:
+    address = ("127.0.0.1", int(child.stdout.readline()))
+    exchange(address, b"GET / HTTP/1.0\r\n\r\n")   # imports done, one request served: the baseline
+    before = status_of(child.pid)
+    large, claim = png_of_zeros(8000, 8000), png_claiming(100_000, 100_000)   # 8000²: 192 MB of pixels
+    assert len(large) < 400_000 and len(claim) < 200
+    answers = []
+    threads = [threading.Thread(target=lambda data=data: answers.append(exchange(
+        address, post_with(f"Content-Length: {len(data)}\r\n", data)))) for data in (large, large, large, claim)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+    assert sorted(answers) == [b"HTTP/1.0 400 Bad Request"] * 4
+    idle = [socket.create_connection(address, timeout=30) for _ in range(100)]   # connect, send nothing
+    idle[0].sendall(b"POST /hallucinate HTTP/1.0\r\nContent-Length: 1000\r\n\r\nsl")   # and a slow body
+    assert idle[-1].recv(200).startswith(b"HTTP/1.0 503")   # every connection accepted; the last one refused
+    held = status_of(child.pid)
+    assert held["threads"] <= before["threads"] + 8 + 1      # at most max_connections handlers at a time
+    fates = [connection.recv(200)[:12] for connection in idle[:-1]]
+    assert set(fates) <= {b"HTTP/1.0 503", b""}              # refused at once, or cut at the request deadline
+    assert 1 <= fates.count(b"") <= 8
+    assert exchange(address, b"GET / HTTP/1.0\r\n\r\n") == b"HTTP/1.0 200 OK"
+    for connection in idle:
+      connection.close()
+    after = status_of(child.pid)
+    assert (after["peak_kb"] - before["peak_kb"]) / 1024 < MEMORY_BOUND_MB, (before, after)
+  finally:
+    child.kill()
+    child.wait()
