@@ -91,6 +91,14 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       fine_discriminator=dict(name="adam", learning_rate=joint_rate, b1=0.5),
   ))
   c.weights.resnet50 = ""  # torchvision resnet50 .pth for Φ (Eq. 5); empty: random, logged loudly
+  # An in-project ArcFace run (configs/arcface.py) whose embedding network is Φ instead (overrides resnet50):
+  # a recognizer trained on the face world's identities, for runs that cannot load ImageNet weights.
+  c.weights.recognizer = ""
+  # L_sys (Eq. 3) assumes "the frontal face is symmetric": the face world's frontal targets are mirror-
+  # symmetric scenes only with data.symmetric_frontal (light from straight ahead, untilted background;
+  # hallujax/data/faceworld.py). Measured: the tiny variant's test targets have L_sys 0.058 without it,
+  # 0.0008 with it (python -m hallujax.tools.vividgan_symmetry --config configs/vividgan.py:tiny).
+  c.data.symmetric_frontal = True
 
   if name == "smoke":
     # ×8 as the paper, at 8² -> 64²: component boxes scale to 16×16 eyes and nose, 12×24 mouth.

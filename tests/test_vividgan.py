@@ -1,6 +1,7 @@
 """VividGAN (paper 002): networks, losses, component prior, stages, and a short learning run."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -206,3 +207,34 @@ def test_stages_train_their_networks_and_a_short_run_beats_bicubic_on_held_out_f
                            state, held_out)
   assert order == ["lr", "bicubic", "coarse", "prior", "output", "target"]
   assert all(columns[name].shape == (16, 32, 32, 3) for name in order if name != "lr")
+
+
+def test_identity_features_come_from_an_in_project_arcface_run(tmp_path):
+  from configs import arcface as arcface_config
+  from hallujax import checkpoint, trainer
+  from hallujax.methods import arcface
+  # An ArcFace run directory as training leaves it (config.json and a checkpoint), without the training.
+  recognizer = arcface_config.get_config("smoke")
+  workdir = str(tmp_path / "arcface")
+  state = jax.jit(arcface.make(recognizer).init)(jax.random.key(5))
+  os.makedirs(workdir)
+  trainer.write_run_config(recognizer, workdir)
+  saver = checkpoint.Checkpointer(workdir, keep=1)
+  saver.save(1, state, jax.random.key_data(jax.random.key(0)), b"{}")
+  saver.close()
+  config = vividgan_config.get_config("tiny,loss.terms=identity")
+  config.weights.recognizer = workdir
+  method = vividgan.make(config)
+  random_phi = method.init_frozen(jax.random.key(0))
+  frozen = method.load_frozen(random_phi)
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
+  phi = vividgan.identity_network(config, jnp.float32)
+  loaded = phi.apply(frozen["identity"], images, train=False)
+  np.testing.assert_allclose(loaded, arcface.embed_function(recognizer)(state, images), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(loaded, phi.apply(random_phi["identity"], images, train=False), atol=1e-3)
+  not_arcface = tmp_path / "vividgan_run"
+  not_arcface.mkdir()
+  (not_arcface / "config.json").write_text(config.to_json())
+  config.weights.recognizer = str(not_arcface)
+  with pytest.raises(ValueError, match="expected an ArcFace run"):
+    vividgan.make(config)

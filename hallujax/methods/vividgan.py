@@ -7,7 +7,8 @@ the target's 68 points, "yaw" the input's).
 Networks (hallujax/models/vividgan.py): the coarse-level FH network (§III-A),
 a landmark estimator on the coarse face, the touching-up U-Nets (§III-B.1),
 the fine-integration subnetwork (§III-B.2) and Coarse-D / Fine-D (§III-C);
-a frozen ResNet-50 gives the identity features Φ (Eq. 5).
+a frozen ResNet-50 gives the identity features Φ (Eq. 5), or, with
+``config.weights.recognizer``, an in-project ArcFace run's embedding network.
 
 Three stages (§III-E), three named steps chosen on the host by ``schedule``:
 
@@ -134,6 +135,55 @@ def initialization_random_bits():
 # seed gives changes. Init stays pure and deterministic, and any mesh gives the same values.
 
 
+class RecognizerFeatures(flax.linen.Module):
+  """Φ from an in-project ArcFace run (config.weights.recognizer): its ResNet's embedding of the faces resized
+  to the size it was trained on, BatchNorm in inference mode. Called like ResNet50Features (`train=False`)."""
+
+  recognizer: flax.linen.Module
+  image_size: int
+
+  @flax.linen.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    del train   # frozen: always inference mode
+    if images.shape[1] != self.image_size:
+      images = jax.image.resize(images, (images.shape[0], self.image_size, self.image_size, images.shape[3]),
+                                "linear")
+    return self.recognizer(images, train=False)
+
+
+def recognizer_run_config(path: str):
+  """The config of the ArcFace run config.weights.recognizer names (its config.json), checked to be one."""
+  from hallujax.cli import read_run_config   # pylint: disable=import-outside-toplevel
+  run_config = read_run_config(path)
+  if run_config.method != "arcface":
+    raise ValueError(f"config.weights.recognizer={path} is a {run_config.method!r} run; expected an ArcFace run "
+                     f"(configs/arcface.py).")
+  return run_config
+
+
+def identity_network(config, dtype) -> flax.linen.Module:
+  """Φ of Eq. 5: the embedding network of the ArcFace run config.weights.recognizer, or else a ResNet-50
+  (config.model.identity; torchvision weights from config.weights.resnet50, or random)."""
+  if config.weights.recognizer:
+    from hallujax.methods import arcface   # pylint: disable=import-outside-toplevel
+    run_config = recognizer_run_config(config.weights.recognizer)
+    return RecognizerFeatures(arcface.networks(run_config)[0].clone(dtype=dtype), int(run_config.data.target_size))
+  m = config.model
+  return ResNet50Features(tuple(m.identity.stage_sizes), m.identity.width, dtype)
+
+
+def read_recognizer(path: str) -> dict:
+  """Φ's variables, {"params": {"recognizer": ...}, "batch_stats": {"recognizer": ...}}, from the ArcFace run's
+  latest checkpoint (RecognizerFeatures nests the ResNet as "recognizer")."""
+  from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
+  run_config = recognizer_run_config(path)
+  _, state, step, _ = trainer.restore_run(run_config, path)
+  logging.info("VividGAN identity features Φ (Eq. 5): the ArcFace of in-project run %s at step %d (%d identities, "
+               "%d² faces).", path, step, run_config.data.num_identities, run_config.data.target_size)
+  return jax.device_get({"params": {"recognizer": state.params["recognizer"]},
+                         "batch_stats": {"recognizer": state.batch_stats["recognizer"]}})
+
+
 def make(config) -> Method:
   d, m = config.data, config.model
   if d.get("pairing", "frontalize") != "frontalize" and d.source == "faceworld":
@@ -172,7 +222,7 @@ def make(config) -> Method:
   if fine_weights["adversarial"] > 0:
     nets["fine_discriminator"] = networks.Discriminator(tuple(m.discriminator.widths), dtype)
   uses_identity = coarse_weights["identity"] > 0 or fine_weights["identity"] > 0
-  identity_net = ResNet50Features(tuple(m.identity.stage_sizes), m.identity.width, dtype)
+  identity_net = identity_network(config, dtype)
   optimizers = optim.make_all(config.optim, tuple(nets))
 
   stage_lengths = dict(coarse=int(config.stages.coarse),
@@ -211,6 +261,8 @@ def make(config) -> Method:
   def load_frozen(frozen: dict) -> dict:
     if not uses_identity:
       return frozen
+    if config.weights.recognizer:
+      return dict(frozen, identity=read_recognizer(config.weights.recognizer))
     path = config.weights.get("resnet50", "")
     if path:
       from hallujax.convert.torchvision import load_resnet50  # pylint: disable=import-outside-toplevel
