@@ -149,8 +149,11 @@ def to_rgb(image: np.ndarray, name: str = "", value_range=None) -> np.ndarray:
 
 
 def orientation(image) -> int:
-  """The EXIF orientation of an opened PIL image (1 when absent or invalid)."""
-  value = image.getexif().get(EXIF_ORIENTATION, 1)
+  """The EXIF orientation of an opened PIL image (1 when absent, invalid or its EXIF block is damaged)."""
+  try:
+    value = image.getexif().get(EXIF_ORIENTATION, 1)
+  except Exception:  # pylint: disable=broad-except  (a damaged EXIF block: PIL raises struct, key, type errors)
+    return 1
   return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
