@@ -30,3 +30,18 @@ def test_diversity_of_collapsed_and_faithful_outputs():
   one_face = np.broadcast_to(targets[:1], targets.shape)   # a method whose output ignores its input
   collapsed = diversity.output_diversity(one_face, targets)
   assert collapsed["output_diversity"] == 0.0 and collapsed["nearest_target_share"] == 1.0
+
+
+def test_evaluate_scores_each_column_against_the_targets_and_flags_a_constant_one():
+  from hallujax import evaluation
+  rng = np.random.default_rng(1)
+  targets = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+  kept = {"target": targets, "output": np.broadcast_to(targets[:1], targets.shape),   # ignores its input
+          "coarse": targets, "input": targets[..., :1]}                                 # grey, as PCFH's NIR
+  summary = {"run": {}, "run:coarse": {}, "input": {}, "target": {}, "other@5": {}}
+  evaluation.image_figures(summary, kept, "run", niqe_examples=2)
+  assert summary["run"]["output_diversity"] == 0.0 and summary["run"]["nearest_target_share"] == 1.0
+  assert summary["run:coarse"]["output_diversity"] == pytest.approx(1.0)
+  assert 0.0 < summary["input"]["output_diversity"] < 1.0   # the grey copy, spread over 3 channels
+  assert "output_diversity" not in summary["target"] and np.isfinite(summary["target"]["niqe"])
+  assert summary["other@5"] == {}   # a compared run: its images are not kept

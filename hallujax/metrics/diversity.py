@@ -32,8 +32,9 @@ def rms_distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def mean_pairwise_distance(images: np.ndarray) -> float:
-  """Mean RMS distance over the pairs (i, j), i < j."""
-  distances = rms_distances(images, images)
+  """Mean RMS distance over the pairs (i, j), i < j (centred first, so that identical images are exactly 0 apart)."""
+  centred = images - np.mean(images, axis=0)
+  distances = rms_distances(centred, centred)
   upper = np.triu_indices(len(images), k=1)
   return float(np.mean(distances[upper]))
 
@@ -48,6 +49,7 @@ def output_diversity(outputs: np.ndarray, targets: np.ndarray, max_examples: int
   output_vectors, target_vectors = flattened(outputs, count), flattened(targets, count)
   target_spread = mean_pairwise_distance(target_vectors)
   ratio = mean_pairwise_distance(output_vectors) / target_spread if target_spread > 0 else float("nan")
-  nearest = np.argmin(rms_distances(output_vectors, target_vectors), axis=1)
+  centre = np.mean(target_vectors, axis=0)
+  nearest = np.argmin(rms_distances(output_vectors - centre, target_vectors - centre), axis=1)
   share = float(np.max(np.bincount(nearest, minlength=count))) / count
   return {"output_diversity": float(ratio), "nearest_target_share": share}
