@@ -58,6 +58,15 @@ def resize_to(images: jax.Array, size: int) -> jax.Array:
   return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bilinear")
 
 
+def with_input_size(embed: Callable, size: int) -> Callable:
+  """`embed` with the face size it resizes images to, so that a report can say when identity was not scored
+  at the images' own size."""
+  def recognize(images):
+    return embed(images)
+  recognize.input_size = size
+  return recognize
+
+
 def in_project_recognizer(config_spec: str, workdir: str, step: int | None = None) -> Callable:
   """Embedding function of an ArcFace run trained with configs/arcface.py."""
   recognizer_config = load_config_file(config_spec)
@@ -69,7 +78,7 @@ def in_project_recognizer(config_spec: str, workdir: str, step: int | None = Non
   embed = module.embed_function(recognizer_config)
   size = recognizer_config.data.target_size
   logging.info("Recognizer: %s step %d (%dx%d faces)", workdir, restored_step, size, size)
-  return jax.jit(lambda images: embed(state, resize_to(images, size)))
+  return with_input_size(jax.jit(lambda images: embed(state, resize_to(images, size))), size)
 
 
 def arcface_torch_recognizer(path: str, stage_sizes: tuple[int, ...]) -> Callable:
@@ -79,7 +88,7 @@ def arcface_torch_recognizer(path: str, stage_sizes: tuple[int, ...]) -> Callabl
   model = ResNetFace(stage_sizes=stage_sizes)
   variables = load_arcface(path, model)
   logging.info("Recognizer: arcface_torch iResNet from %s", path)
-  return jax.jit(lambda images: model.apply(variables, resize_to(images, 112), train=False))
+  return with_input_size(jax.jit(lambda images: model.apply(variables, resize_to(images, 112), train=False)), 112)
 
 
 def lpips_scorer(lin_path: str, vgg16_path: str | None) -> Callable:
@@ -105,7 +114,7 @@ def lightcnn_recognizer(path: str) -> Callable:
     model, size = LightCNN29(), 128
     variables = load_lightcnn(path, model)
     logging.info("Recognizer: LightCNN-29 v2 from %s", path)
-  return jax.jit(lambda images: model.apply(variables, resize_to(images, size)))
+  return with_input_size(jax.jit(lambda images: model.apply(variables, resize_to(images, size))), size)
 
 
 @jax.jit
@@ -382,9 +391,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
            f"{jax.devices()[0].platform}."]
   if recognizer is None:
     notes.append("No recognizer given (--recognizer_workdir or --arcface_weights): identity metrics not computed.")
+  side = int(host_batches[0]["target"].shape[-2])
+  recognizer_size = getattr(recognizer, "input_size", None)
+  if recognizer_size is not None and recognizer_size != side:
+    notes.append(f"Identity is scored at {recognizer_size}²: the recognizer reads {recognizer_size}² faces, so the "
+                 f"{side}² images are resized to it (a recognizer trained at {side}² scores them at their own size).")
   report = {"method": config.method, "workdir": str(workdir), "step": step, "split": split,
             "examples": examples, "rows": summary,
-            "eval_step": eval_means, "images_per_second": images_per_second}
+            "eval_step": eval_means, "images_per_second": images_per_second,
+            "recognizer_input_size": recognizer_size}
   directory = epath.Path(workdir) / "eval"
   stem = f"step_{step}_{split}"
   report["files"] = str(directory / stem)
