@@ -71,6 +71,8 @@ class FakeCommands:
       report = {"workdir": workdir, "eval_step": {"rank1": 0.5, "own_psnr": 30.0 + seed},
                 "rows": {f"seed_{seed}": {"psnr": psnr, **figures_of(outputs)},
                          "bicubic": {"psnr": 10.0, **figures_of(TARGETS)}}}
+      if "--recognizer_workdir" in command:
+        report["rows"]["target"] = {"rank1": 1.0}
       os.makedirs(os.path.join(workdir, "eval", "step_3_test_strips"), exist_ok=True)
       with open(os.path.join(workdir, "eval", "step_3_test.json"), "w") as f:
         json.dump(report, f)
@@ -370,3 +372,35 @@ def table():
   with pytest.raises(experiments.cli.UserError, match=r"a check names \['C'\]"):
     (root / "tables" / "prior.py").write_text((root / "tables" / "prior.py").read_text().replace('("B",)', '("C",)'))
     experiments.load_table("prior")
+
+
+def test_evaluations_are_redone_for_another_recognizer_or_without_diversity(tmp_path, monkeypatch):
+  tables = tmp_path / "tables"
+  tables.mkdir()
+  def write(recognizer):
+    (tables / "ident.py").write_text(f'''
+from hallujax.experiments import Row, Table
+def table():
+  return Table(name="ident", title="t", paper="none", budget="b", recognizer="{recognizer}",
+               rows=(Row("A", "{SPEC}"), Row("ground truth", "{SPEC}", column="target")), metrics=("psnr",))
+''')
+  monkeypatch.setattr(experiments, "TABLES_DIRECTORY", str(tables))
+  fake = FakeCommands()
+  monkeypatch.setattr(experiments, "run_logged", fake)
+  root = str(tmp_path / "root")
+  write(OTHER)
+  experiments.run_table(experiments.load_table("ident"), [0], root)
+  evaluated = lambda: [c for c in fake.commands if "hallujax.evaluate" in c]
+  assert len(evaluated()) == 1
+  experiments.run_table(experiments.load_table("ident"), [0], root)
+  assert len(evaluated()) == 1   # current: same recognizer, diversity present
+  write(COLLAPSED)               # another recognizer run: identity columns from the old one do not count
+  experiments.run_table(experiments.load_table("ident"), [0], root)
+  assert len(evaluated()) == 2 and experiments.slug(COLLAPSED) in " ".join(evaluated()[-1])
+  path = experiments.evaluation_path(experiments.run_for(root, SPEC, 0))
+  report = json.load(open(path))
+  for entry in report["rows"].values():   # an evaluation written before evaluate measured diversity
+    entry.pop("output_diversity", None)
+  json.dump(report, open(path, "w"))
+  experiments.run_table(experiments.load_table("ident"), [0], root)
+  assert len(evaluated()) == 3
