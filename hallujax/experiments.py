@@ -886,11 +886,14 @@ def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] |
 
 
 def undecided_rows(table: Table, figures: Figures, max_seeds: int) -> tuple[Row, ...]:
-  """The rows of valid, still undecided comparisons whose runs have fewer than `max_seeds` seeds."""
+  """The rows of valid, still undecided comparisons whose runs have fewer than `max_seeds` seeds (an exact tie in
+  every seed is left alone: the two rows give the same figures, which more seeds will not change)."""
   labels = set()
   for comparison in comparisons(table, figures.values, check_table(table, figures)):
     if comparison.invalid or comparison.decided or len(comparison.differences) >= max_seeds:
       continue
+    if comparison.differences and not any(comparison.differences):   # the same figures in every seed: no noise
+      continue                                                        # for seeds to average out
     labels |= {comparison.better, comparison.worse}
   return tuple(row for row in table.rows if row.label in labels)
 
