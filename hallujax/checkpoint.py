@@ -21,6 +21,7 @@ newest is tried. A lock file in the workdir keeps a second run off it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -30,11 +31,12 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from hallujax import cli
 from hallujax.data.pipeline import SavedIteratorState
 
 FORMAT = 2
 FORMAT_FILE = "format.json"
-LOCK_FILE = "LOCK"
+LOCK_FILE = cli.LOCK_FILE
 
 
 def checkpoint_directory(workdir) -> epath.Path:
@@ -94,41 +96,22 @@ class WorkdirLock:
       try:
         fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
       except FileExistsError:
-        other = self._read()
-        if other.get("host") == me["host"] and not _alive(other.get("pid", -1)):
+        other = cli.lock_holder(str(self.path))
+        if other is None:
           self.path.unlink(missing_ok=True)   # stale: its process is gone
           continue
-        raise WorkdirInUseError(
-            f"{self.path.parent} is in use by another run (host {other.get('host')}, pid {other.get('pid')}, "
-            f"since {other.get('since')}). Wait for it, use another --workdir, or delete {self.path} if that "
-            f"run is gone.") from None
+        raise WorkdirInUseError(cli.workdir_in_use_message(str(self.path), other)) from None
       with os.fdopen(fd, "w") as f:
         json.dump(me, f)
       self.held = True
       return self
     raise RuntimeError(f"Could not take {self.path}.")
 
-  def _read(self) -> dict:
-    try:
-      return json.loads(self.path.read_text())
-    except (OSError, ValueError):
-      return {}
-
   def __exit__(self, *exc):
     if self.held:
       self.path.unlink(missing_ok=True)
       self.held = False
     return False
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(int(pid), 0)
-  except ProcessLookupError:
-    return False
-  except (PermissionError, ValueError, TypeError):
-    return True
-  return True
 
 
 class Checkpointer:
@@ -214,18 +197,41 @@ class Checkpointer:
     self.manager.close()
 
 
+class ReadOnlyNotices(logging.Filter):
+  """orbax's notice that a read-only manager's directory is read only: asked for, so not news to the user."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+def read_only_manager(directory: epath.Path) -> ocp.CheckpointManager:
+  """A CheckpointManager that reads a run's checkpoints and writes nothing, without orbax's notices saying so
+  (the two options it would otherwise set itself are given; the third notice is filtered)."""
+  from absl import logging as absl_logging
+  notices, logger = ReadOnlyNotices(), absl_logging.get_absl_logger()
+  logger.addFilter(notices)
+  try:
+    return ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False),
+        item_names=("state", "rng", "data"))
+  finally:
+    logger.removeFilter(notices)
+
+
 def restore_state(workdir, abstract_state, step: int | None = None):
   """The train state of a run's latest (or given) checkpoint, for evaluation and sampling."""
   directory = checkpoint_directory(workdir)
   check_format(directory)
-  manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_names=("state", "rng", "data"))
-  step = manager.latest_step() if step is None else step
-  if step is None:
+  manager = read_only_manager(directory)
+  steps = sorted(manager.all_steps())
+  if not steps:
     raise FileNotFoundError(
         f"No checkpoint under {directory}. Train first: "
         f"python -m hallujax.train --config <config> --workdir {workdir}")
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"--step={step}: no checkpoint of step {step} under {directory}; the steps that "
+                            f"exist are {', '.join(map(str, steps))}.")
+  step = steps[-1] if step is None else step
   state = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state))).state
   manager.close()

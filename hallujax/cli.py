@@ -9,7 +9,14 @@
   ``HALLUJAX_DEBUG=1``.
 * Library INFO logs (orbax, absl writers) are off unless ``--verbosity`` asks
   for them; processes other than 0 log errors only; the backend probe's
-  "Unable to initialize backend 'tpu'" is silenced.
+  "Unable to initialize backend 'tpu'" is silenced. Warnings print as the
+  project's own lines do (``16:26:40 warning: ...``), not in absl's
+  ``W1206 16:26:40.237004 140358803331968 fhgan.py:175]`` format.
+* JAX's persistent compilation cache is on by default, in a per-user directory
+  (``$XDG_CACHE_HOME/hallujax/jax``, else ``~/.cache/hallujax/jax``), so a
+  resumed run, ``evaluate`` or a second benchmark loads the programs the last
+  command compiled. ``--compilation_cache=DIR`` (or ``JAX_COMPILATION_CACHE_DIR``)
+  moves it; ``--compilation_cache=off`` turns it off.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from absl import app, flags, logging
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks for user errors too (or set HALLUJAX_DEBUG=1).")
 flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
+flags.DEFINE_string("compilation_cache", None, "JAX's persistent compilation cache: a directory, or 'off' (default: "
+                    "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/hallujax/jax or ~/.cache/hallujax/jax).")
+COMMON_FLAGS = ("verbose", "print_config", "compilation_cache")
 
 EXIT_USAGE = 2
 
@@ -109,8 +119,8 @@ def print_help(argv, full: bool) -> None:
   print("\nFlags:")
   module_flags = flags.FLAGS.get_key_flags_for_module(sys.argv[0]) or []
   shown = {f.name for f in module_flags}
-  for flag in list(module_flags) + [flags.FLAGS[name] for name in ("verbose", "print_config")]:
-    if flag.name in shown or flag.name in ("verbose", "print_config"):
+  for flag in list(module_flags) + [flags.FLAGS[name] for name in COMMON_FLAGS]:
+    if flag.name in shown or flag.name in COMMON_FLAGS:
       print(f"  --{flag.name}: {flag.help} (default: {flag.default!r})")
       shown.discard(flag.name)
   if full:
@@ -146,9 +156,31 @@ def parse_flags(argv):
     fail(flag_error_message(argv, error))
   config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
   if flags.FLAGS.print_config and config is not None:
-    print(config)
+    print(plain_config_text(config), end="")
     sys.exit(0)
   return remaining
+
+
+def plain_values(value):
+  """A config's values as YAML's plain types: tuples as lists, anything else unknown as its text."""
+  if hasattr(value, "items"):
+    return {str(key): plain_values(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [plain_values(item) for item in value]
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return str(value)
+
+
+def plain_config_text(config) -> str:
+  """The resolved config as plain YAML: no `&id001` anchors for repeated values, no `!!python/tuple` tags."""
+  import yaml
+
+  class NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+      return True
+
+  return yaml.dump(plain_values(config.to_dict()), Dumper=NoAliases, default_flow_style=False)
 
 
 def flag_error_message(argv, error: Exception) -> str:
@@ -228,6 +260,55 @@ def check_free_space(workdir: str, needed_bytes: int) -> None:
                     f"another directory.")
 
 
+LOCK_FILE = "LOCK"
+
+
+def process_alive(pid) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, ValueError, TypeError, OverflowError):
+    return True
+  return True
+
+
+def lock_holder(lock_path: str) -> dict | None:
+  """Who holds a workdir lock ({host, pid, since}), or None when there is none or it is stale.
+
+  A lock left by a process that no longer exists on this host is stale; a lock
+  from another host is respected (its process cannot be checked from here).
+  """
+  import socket
+  try:
+    with open(lock_path) as f:
+      holder = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError):
+    holder = {}
+  if holder.get("host") == socket.gethostname() and not process_alive(holder.get("pid", -1)):
+    return None
+  return holder
+
+
+def workdir_in_use_message(lock_path: str, holder: dict) -> str:
+  return (f"{os.path.dirname(lock_path)} is in use by another run (host {holder.get('host')}, pid "
+          f"{holder.get('pid')}, since {holder.get('since')}). Wait for it, use another --workdir, or delete "
+          f"{lock_path} if that run is gone.")
+
+
+def check_workdir_free(workdir: str) -> None:
+  """Refuses a workdir another live run holds, before the banner and before JAX starts (the trainer's
+  lock then takes it for this run)."""
+  if "://" in workdir:
+    return
+  lock_path = os.path.join(workdir, LOCK_FILE)
+  holder = lock_holder(lock_path)
+  if holder is not None:
+    raise UserError(workdir_in_use_message(lock_path, holder))
+
+
 def finished_step(workdir: str) -> int | None:
   """The newest complete checkpoint step under `workdir` without importing orbax (None if none)."""
   directory = os.path.join(workdir, "checkpoints")
@@ -251,13 +332,67 @@ def read_run_config(workdir: str):
 # ----------------------------------------------------------------------------- running a command
 
 
+class PlainFormatter(python_logging.Formatter):
+  """`16:26:40 warning: text`: a log record shaped like the project's own lines (INFO without a level word)."""
+
+  def format(self, record: python_logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info:
+      text += "\n" + self.formatException(record.exc_info)
+    level = "" if record.levelno == python_logging.INFO else f"{record.levelname.lower()}: "
+    return f"{self.formatTime(record, '%H:%M:%S')} {level}{text}"
+
+
 def quiet_logs() -> None:
-  """Library INFO off unless --verbosity asks; the TPU backend probe on CPU/GPU hosts silenced."""
-  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+  """Library INFO off unless --verbosity asks; the TPU backend probe on CPU/GPU hosts silenced; log lines in
+  the project's format (absl's own header, with thread id and source line, only with --verbosity)."""
+  verbosity_given = any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:])
+  if not verbosity_given:
     logging.set_verbosity(logging.WARNING)
+    logging.get_absl_handler().setFormatter(PlainFormatter())
   for name in ("jax._src.xla_bridge", "absl"):
     python_logging.getLogger(name).setLevel(python_logging.ERROR if name != "absl" else python_logging.WARNING)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def default_cache_directory() -> str:
+  """The per-user compilation cache: $XDG_CACHE_HOME/hallujax/jax, else ~/.cache/hallujax/jax."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "hallujax", "jax")
+
+
+def compilation_cache_directory(flag_value: str | None) -> str | None:
+  """The cache directory a command uses (None: off): the flag, else $JAX_COMPILATION_CACHE_DIR, else the
+  per-user default."""
+  if flag_value is not None:
+    return None if flag_value.strip().lower() in ("off", "none", "") else flag_value
+  return os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_directory()
+
+
+def set_up_compilation_cache(flag_value: str | None) -> str | None:
+  """Points JAX's persistent compilation cache at its directory (or turns it off) before anything compiles.
+
+  Before jax is imported the environment carries the setting (JAX reads it on import, which keeps `train`'s
+  "already complete" answer free of JAX); after, jax.config does. A directory that cannot be made turns the
+  cache off with one line: it is a speed-up, never a reason to fail.
+  """
+  directory = compilation_cache_directory(flag_value)
+  if directory is not None:
+    try:
+      os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+      print(f"warning: the compilation cache {directory} cannot be made ({error.strerror or error}); "
+            f"compiling without it.", file=sys.stderr, flush=True)
+      directory = None
+  os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "true" if directory else "false"
+  if directory:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+  if "jax" in sys.modules:
+    import jax
+    jax.config.update("jax_enable_compilation_cache", directory is not None)
+    if directory:
+      jax.config.update("jax_compilation_cache_dir", directory)
+  return directory
 
 
 def after_distributed_start() -> None:
@@ -275,6 +410,7 @@ def run(main: Callable) -> None:
 
   def guarded(argv):
     quiet_logs()
+    set_up_compilation_cache(flags.FLAGS.compilation_cache)
     try:
       return main(argv)
     except USER_ERRORS as error:

@@ -4,8 +4,10 @@ Printed by process 0 only. A progress line is at most ``WIDTH`` characters:
 step/total, the phase, steps/s, the share of time the loop waited for input,
 the ETA, and the loss terms the window's steps reported (the full metrics go
 to TensorBoard). The ETA counts the remaining steps of each phase at that
-phase's own measured rate, so a slower later phase (a joint GAN phase after
-pixel pretraining) is priced in once it has run.
+phase's own measured rate. A phase that has not run yet has no rate: rather
+than pricing it at the running phase's (a joint GAN phase after pixel
+pretraining can be several times slower), the ETA leaves it out and says so:
+``ETA 0:00:27 + joint (not yet timed)``.
 """
 
 from __future__ import annotations
@@ -67,10 +69,27 @@ class ProgressLine:
     self.say(f"compiling the {name!r} step (first call; on a 2-core CPU a paper-size step takes minutes)")
     # The first window holds the compilation: restart its clock after the notice.
 
-  def eta(self, step: int, current_rate: float) -> float:
+  def eta(self, step: int, current_rate: float) -> tuple[float, list[str]]:
+    """(seconds for the remaining steps of the timed phases, the remaining phases not yet timed).
+
+    The running phase counts as timed at `current_rate` until a later window measures it.
+    """
     remaining = np.bincount(self.phase_index[step - self.start_step:], minlength=len(self.phase_names))
-    return float(sum(count / max(self.rates.get(name, current_rate), 1e-9)
-                     for name, count in zip(self.phase_names, remaining)))
+    running = self.phase(max(step - 1, 0))
+    seconds, untimed = 0.0, []
+    for name, count in zip(self.phase_names, remaining):
+      if not count:
+        continue
+      rate = self.rates.get(name, current_rate if name == running else None)
+      if rate is None:
+        untimed.append(name)
+      else:
+        seconds += count / max(rate, 1e-9)
+    return seconds, untimed
+
+  def eta_text(self, step: int, current_rate: float) -> str:
+    seconds, untimed = self.eta(step, current_rate)
+    return f"ETA {clock(seconds)}" + (f" + {', '.join(untimed)} (not yet timed)" if untimed else "")
 
   def __call__(self, step: int, means: dict) -> dict[str, float]:
     now = time.perf_counter()
@@ -83,7 +102,7 @@ class ProgressLine:
     self.last_step, self.last_time, self.input_wait = step, now, 0.0
     self.windows += 1
     head = (f"step {step}/{self.total_steps} {phase} {steps_per_second:.2f}/s wait {input_wait:.0%} "
-            f"ETA {clock(self.eta(step, steps_per_second))} |")
+            f"{self.eta_text(step, steps_per_second)} |")
     line = head
     for name, value in sorted(means.items()):
       if name.startswith("loss"):

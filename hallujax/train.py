@@ -5,8 +5,10 @@ last checkpoint (a finished run answers at once). Runs the same on a laptop
 CPU and on every host of a pod or GPU cluster (launch/ has the scripts): there
 each host runs this command with --distributed, and jax.distributed.initialize
 finds the cluster (TPU pods, SLURM) or takes --coordinator_address,
---num_processes and --process_id. Ctrl-C (or SIGTERM) saves a checkpoint at
-the current step and exits; a second Ctrl-C exits at once.
+--num_processes and --process_id. Ctrl-C (or SIGTERM) finishes the (at most two) steps already
+dispatched to the devices, saves a checkpoint and exits; a second Ctrl-C exits
+at once. JAX's compiled programs are cached per user (--compilation_cache), so
+a resumed run starts faster than the first.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main(argv):
           f"(tensorboard --logdir {workdir}). Raise --config.train.steps to train further.", flush=True)
     return
   cli.check_workdir(workdir)
+  cli.check_workdir_free(workdir)   # a busy workdir is refused before the banner and before JAX starts
   print(f"{time.strftime('%H:%M:%S')} hallujax.train: {config.method} ({cli.config_argument(sys.argv) or ''}) -> "
         f"{workdir}; starting JAX", flush=True)
   config = cli.prepare_run(config, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,

@@ -29,7 +29,7 @@ from hallujax import images as images_lib
 from hallujax import sharding
 from hallujax.data import device_render, feed as feed_lib, pipeline
 from hallujax.methods import Method, make_method
-from hallujax.progress import ProgressLine
+from hallujax.progress import ProgressLine, clock
 
 
 class NonFiniteError(FloatingPointError):
@@ -205,9 +205,17 @@ class GridColumns:
 # ----------------------------------------------------------------------------- the loop
 
 
-def input_hint(data_config) -> str:
-  """How to feed the devices faster with this data config (for ProgressLine)."""
+def input_hint(data_config, platform: str | None = None) -> str:
+  """How to feed the devices faster with this data config (for ProgressLine).
+
+  Rendering the face world "on the devices" moves work off the host only when
+  the devices are not the host's own CPU (`platform`, default: the first device's).
+  """
+  platform = platform or jax.devices()[0].platform
   if data_config.source == "faceworld" and not device_render.renders_on_device(data_config):
+    if platform == "cpu":
+      return ("The CPU both renders the face world and trains: raise --config.data.worker_count to render in "
+              "worker processes on idle cores.")
     return ("Render the face world on the devices: --config.data.render_on=device "
             "(python -m hallujax.tools.faceworld_benchmark --pipeline compares the two).")
   return ("Decode and resize in worker processes: raise --config.data.worker_count, or convert the "
@@ -236,16 +244,27 @@ def nonfinite_leaves(tree, limit: int = 5) -> list[str]:
   return bad
 
 
+# Steps dispatched to the devices and not yet known finished, at most. JAX dispatches asynchronously, so an
+# unbounded host runs ahead of the devices (33 steps on a CPU smoke run), and a Ctrl-C then waited for all of
+# them. With 2, one step runs while the next is queued behind it: the devices never wait for the host, and a
+# stop request is served after at most the running step and the queued one.
+STEPS_IN_FLIGHT = 2
+
+
 class Interrupts:
   """Ctrl-C and SIGTERM ask the loop to save and stop at the next step boundary; a second Ctrl-C exits at once.
 
   The state is consistent between steps, so the checkpoint written then is a
-  normal one and the run resumes from it with the same command.
+  normal one and the run resumes from it with the same command. The loop keeps
+  `finished_step` (the last step known finished on the devices) and
+  `dispatched_step` current, so the notice can say which steps still run.
   """
 
   def __init__(self):
     self.requested = False
     self.previous = {}
+    self.finished_step = 0
+    self.dispatched_step = 0
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -257,8 +276,12 @@ class Interrupts:
     if self.requested and number == signal.SIGINT:
       raise KeyboardInterrupt   # the second Ctrl-C: stop now, without saving
     self.requested = True
-    print(f"\n{time.strftime('%H:%M:%S')} {signal.Signals(number).name}: saving a checkpoint at the end of this "
-          f"step, then exiting (Ctrl-C again to exit at once).", flush=True)
+    running = max(self.dispatched_step - self.finished_step, 0)
+    finishing = ("the step already dispatched" if running == 1 else
+                 f"the {running} steps already dispatched" if running else "no step")
+    print(f"\n{time.strftime('%H:%M:%S')} {signal.Signals(number).name}: finishing {finishing} (up to step "
+          f"{self.dispatched_step}), then saving a checkpoint and exiting (Ctrl-C again to exit at once, "
+          f"without saving).", flush=True)
 
   def __exit__(self, *exc):
     for number, handler in self.previous.items():
@@ -313,14 +336,16 @@ def train(config, workdir, *, devices=None) -> TrainResult:
 
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  abstract, _ = abstract_state(method, config, mesh)
-  from hallujax.cli import check_free_space
-  check_free_space(str(workdir), state_bytes(abstract))
-  if process_index == 0:
-    frozen_abstract = jax.eval_shape(method.init_frozen, jax.random.key(0))
-    print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, abstract, frozen_abstract)}", flush=True)
-    print(f"{time.strftime('%H:%M:%S')} initializing the networks (one compiled program) ...", flush=True)
+  # The lock first: a busy workdir is refused before anything is described or initialized.
   with checkpoint_lib.WorkdirLock(workdir), Interrupts() as interrupts:
+    abstract, _ = abstract_state(method, config, mesh)
+    from hallujax.cli import check_free_space
+    check_free_space(str(workdir), state_bytes(abstract))
+    if process_index == 0:
+      frozen_abstract = jax.eval_shape(method.init_frozen, jax.random.key(0))
+      print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, abstract, frozen_abstract)}",
+            flush=True)
+      print(f"{time.strftime('%H:%M:%S')} initializing the networks (one compiled program) ...", flush=True)
     return _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter, interrupts)
 
 
@@ -360,6 +385,9 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   writer = SummaryWriter(workdir, enabled=process_index == 0)
   writer.write_hparams(_flatten(config.to_dict()))
   step = int(jax.device_get(state.step))
+  first_step, started = step, time.perf_counter()
+  interrupts.finished_step = interrupts.dispatched_step = step
+  in_flight: collections.deque = collections.deque()   # (step, metrics) dispatched, not yet known finished
   total = config.train.steps
   batches = feed.prefetch(data, config.data.prefetch)
   progress = ProgressLine(total, step, method.phase, input_hint(config.data), enabled=process_index == 0)
@@ -413,6 +441,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     progress.compiling(method.step_name(step), steps)
     if step == profile_from:
       jax.profiler.start_trace(str(workdir / "profile"))
+    interrupts.dispatched_step = step + 1
     state, metrics = steps[method.step_name(step)](state, frozen, batch, rng_data)
     if profile_from is not None and step == profile_from + config.train.profile_steps - 1:
       jax.block_until_ready(state)
@@ -422,6 +451,11 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     step += 1
     consumed += 1
     pending.append((step, metrics))
+    in_flight.append((step, metrics))
+    while len(in_flight) > STEPS_IN_FLIGHT - 1:   # bound the host's lead (see STEPS_IN_FLIGHT)
+      finished, finished_metrics = in_flight.popleft()
+      jax.block_until_ready(finished_metrics)
+      interrupts.finished_step = finished
     is_last = step == total
     checkpoint_now = step % config.train.checkpoint_every == 0 or is_last
     eval_now = step % config.train.eval_every == 0 or is_last
@@ -455,7 +489,18 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   writer.close()
   checkpointer.close()
   data.close()   # stops grain's worker processes (their shared memory is released)
+  if process_index == 0:
+    print(run_summary(first_step, step, time.perf_counter() - started, evaluation, workdir), flush=True)
   return TrainResult(state=state, history=history, evaluation=evaluation)
+
+
+def run_summary(first_step: int, last_step: int, seconds: float, evaluation: dict, workdir) -> str:
+  """The one line a finished run ends with: steps, wall time, final evaluation, where the outputs are."""
+  trained = (f"steps {first_step}→{last_step}" if first_step else f"{last_step} steps")
+  scores = "  ".join(f"{name} {value:.4g}" for name, value in sorted(evaluation.items())) or "none"
+  return (f"{time.strftime('%H:%M:%S')} done: {trained} in {clock(seconds)} | final eval: {scores} | outputs in "
+          f"{workdir}: checkpoints/, images/, TensorBoard events (tensorboard --logdir {workdir}); "
+          f"python -m hallujax.evaluate --workdir {workdir} for the full table.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

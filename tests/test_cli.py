@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -31,8 +32,8 @@ TINY_FHGAN = [
 ]
 
 
-def run(module, *args, cwd=REPO):
-  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+def run(module, *args, cwd=REPO, **environment):
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **environment)
   env.pop("XLA_FLAGS", None)  # one device, as a user's laptop
   return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=600)
@@ -45,6 +46,11 @@ def test_train_writes_everything_and_resumes_after_exit(tmp_path):
   assert first.returncode == 0, first.stderr[-3000:]
   assert "step 2/2" in first.stdout and "/s wait" in first.stdout and "ETA" in first.stdout
   assert "psnr_bicubic" in first.stdout  # the evaluation line
+  # Warnings read like the project's own lines, not absl's "W1206 16:26:40.237004 140358803331968 fhgan.py:175]".
+  assert "warning: config.weights.vgg19 is empty" in first.stderr
+  assert not re.search(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ ", first.stderr + first.stdout, re.MULTILINE), first.stderr
+  summary = first.stdout.strip().splitlines()[-1]     # the run ends with one line saying what it did and where
+  assert "done: 2 steps in" in summary and "final eval: " in summary and "psnr" in summary and "run" in summary
   assert list(workdir.glob("events.out.tfevents.*"))
   assert (workdir / "images" / "step_0000002.png").exists()
   assert (workdir / "checkpoints" / "2").is_dir()
@@ -94,6 +100,8 @@ def test_user_errors_end_in_one_line_and_exit_code_2(tmp_path, arguments, expect
   assert result.returncode == 2, result.stderr[-2000:]
   assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
   assert expected in lines[0]
+  if arguments == [] and "in use" in expected:   # a busy workdir: refused before the banner and before JAX starts
+    assert result.stdout == "", result.stdout
 
 
 def test_config_file_errors_are_one_line_too(tmp_path):
@@ -113,6 +121,8 @@ def test_help_is_fast_and_exits_zero():
   assert full.returncode == 0 and "--config.train.batch_size=8" in full.stdout
   printed = run("hallujax.train", "--config=configs/fhgan.py:smoke", "--print_config", "--config.train.steps=7")
   assert printed.returncode == 0 and "steps: 7" in printed.stdout
+  # Plain YAML: tuples as lists, no anchors or Python tags.
+  assert "&id" not in printed.stdout and "!!python" not in printed.stdout and "recognizer_stages:\n" in printed.stdout
 
 
 def test_benchmark_prints_its_figures_and_compiles_once():
@@ -126,14 +136,23 @@ def test_benchmark_prints_its_figures_and_compiles_once():
 
 
 def test_finished_run_answers_at_once_and_evaluate_reads_its_config(tmp_path):
+  cache = tmp_path / "cache"
   trained = run("hallujax.train", "--config=tests/tiny.py", f"--workdir={tmp_path}", "--config.train.steps=2",
-                "--config.train.image_every=2")
+                "--config.train.image_every=2", f"--compilation_cache={cache}",
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   assert trained.returncode == 0, trained.stderr[-2000:]
+  assert any(cache.iterdir())          # the compiled programs, for the next command
   again = run("hallujax.train", "--config=tests/tiny.py", f"--workdir={tmp_path}", "--config.train.steps=2")
   assert again.returncode == 0 and "Run already complete at step 2" in again.stdout
   assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1   # no JAX work, no new event file
-  evaluated = run("hallujax.evaluate", f"--workdir={tmp_path}", "--split=validation")   # config.json, no --config
+  unused = tmp_path / "unused_cache"
+  unused.mkdir()
+  evaluated = run("hallujax.evaluate", f"--workdir={tmp_path}", "--split=validation",   # config.json, no --config
+                  "--compilation_cache=off", JAX_COMPILATION_CACHE_DIR=str(unused),
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  assert not any(unused.iterdir())     # off means off, whatever the environment says
+  assert "read_only" not in evaluated.stderr and "warning" not in evaluated.stderr.lower(), evaluated.stderr
   assert (tmp_path / "eval" / "step_2_validation.md").exists()
 
 

@@ -1,15 +1,21 @@
 """The generic trainer: resume, sharding, non-finite guard, batch checks, logs and images."""
 
+import dataclasses
 import json
+import os
+import signal
+import time
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
 
 from hallujax import checkpoint, progress, sharding, trainer
 from hallujax.data import feed
+from tests import tiny
 from tests.tiny import tiny_config
 
 
@@ -186,8 +192,11 @@ def test_eta_prices_each_phase_at_its_own_rate(monkeypatch):
   line = progress.ProgressLine(100, 0, lambda step: "fast" if step < 50 else "slow", "", enabled=False)
   line(10, {})                       # the first window holds compilation: no rate is kept
   line(20, {})                       # "fast" at 1 step/s
+  # The slow phase has not run: it is not priced at the fast phase's rate, and the ETA says it leaves it out.
+  assert line.eta(20, 1.0) == (pytest.approx(30 / 1.0), ["slow"])
+  assert line.eta_text(20, 1.0) == "ETA 0:00:30 + slow (not yet timed)"
   line.rates["slow"] = 0.1           # as measured once the slow phase has run
-  assert line.eta(20, 1.0) == pytest.approx(30 / 1.0 + 50 / 0.1)
+  assert line.eta(20, 1.0) == (pytest.approx(30 / 1.0 + 50 / 0.1), [])
 
 
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(tmp_path, capsys):
@@ -215,3 +224,79 @@ def test_a_stale_workdir_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
       with checkpoint.WorkdirLock(tmp_path):
         pass
   assert not lock.exists()
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+SIGNAL_AT_DISPATCH = 30
+
+
+def make(config):
+  """tests.tiny with a step that keeps the devices busy for a while (config.method = "tests.test_trainer"):
+  as on an accelerator, the host dispatches a step much faster than the devices run it."""
+  method = tiny.make(config)
+
+  def slowed(step_fn):
+    def step(state, frozen, batch, rng):
+      state, metrics = step_fn(state, frozen, batch, rng)
+      work = jax.lax.fori_loop(0, 40, lambda _, x: jnp.tanh(x @ x), jnp.full((192, 192), 1e-3))
+      return state, dict(metrics, loss_pixel=metrics["loss_pixel"] + 0.0 * jnp.mean(work))
+    return step
+
+  return dataclasses.replace(method, steps={name: slowed(fn) for name, fn in method.steps.items()})
+
+
+def test_ctrl_c_saves_within_two_steps_of_the_signal(tmp_path, capsys, monkeypatch):
+  """Ctrl-C while the host dispatches step SIGNAL_AT_DISPATCH: the devices run at most 2 steps after it."""
+  dispatched, finished_at_signal = [], []
+  jit_steps = trainer.jit_steps
+
+  def signalling_steps(*args):
+    def with_signal(jitted):
+      def step(*step_args):
+        state, metrics = jitted(*step_args)
+        dispatched.append(metrics)
+        if len(dispatched) == SIGNAL_AT_DISPATCH:
+          # Steps run in order on the devices: those finished are the ones whose outputs are ready.
+          ready = [all(leaf.is_ready() for leaf in jax.tree.leaves(m)) for m in dispatched]
+          finished_at_signal.append(ready.index(False) if False in ready else len(ready))
+          os.kill(os.getpid(), signal.SIGINT)
+        return state, metrics
+      return step
+    return {name: with_signal(jitted) for name, jitted in jit_steps(*args).items()}
+
+  monkeypatch.setattr(trainer, "jit_steps", signalling_steps)
+  config = tiny_config()
+  config.method = "tests.test_trainer"
+  config.train.update(steps=400, log_every=1000, eval_every=1000, image_every=1000, checkpoint_every=1000)
+  with pytest.raises(trainer.Interrupted, match="run the same command to resume"):
+    trainer.train(config, tmp_path, devices=jax.devices()[:1])
+  saved = [int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(saved) == 1
+  # Unbounded, the host had dispatched far ahead of the devices and every dispatched step ran before the save.
+  steps_after_signal = saved[0] - finished_at_signal[0]
+  assert steps_after_signal <= 2, (saved, finished_at_signal)
+  out = capsys.readouterr().out
+  assert f"(up to step {SIGNAL_AT_DISPATCH})" in out and "then saving a checkpoint" in out, out
+
+
+def test_a_busy_workdir_is_refused_before_the_run_is_described_or_initialized(tmp_path, capsys, monkeypatch):
+  import socket
+  (epath.Path(tmp_path) / checkpoint.LOCK_FILE).write_text(
+      json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}))   # a live run holds it
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("the state was shaped or initialized before the lock was taken")
+
+  monkeypatch.setattr(trainer, "abstract_state", must_not_run)
+  with pytest.raises(checkpoint.WorkdirInUseError, match="in use by another run"):
+    trainer.train(tiny_config(), tmp_path)
+  assert capsys.readouterr().out == ""
+
+
+def test_the_device_rendering_hint_is_given_only_when_the_devices_are_not_the_cpu():
+  from hallujax.config_base import base_config
+  data = base_config().data
+  data.source = "faceworld"
+  assert "render_on=device" in trainer.input_hint(data, "gpu")
+  assert "render_on=device" not in trainer.input_hint(data, "cpu") and "worker_count" in trainer.input_hint(data, "cpu")
