@@ -362,10 +362,12 @@ def default_cache_directory() -> str:
 
 
 def compilation_cache_directory(flag_value: str | None) -> str | None:
-  """The cache directory a command uses (None: off): the flag, else $JAX_COMPILATION_CACHE_DIR, else the
-  per-user default."""
+  """The cache directory a command uses (None: off): the flag, else off if JAX_ENABLE_COMPILATION_CACHE says
+  false, else $JAX_COMPILATION_CACHE_DIR, else the per-user default."""
   if flag_value is not None:
     return None if flag_value.strip().lower() in ("off", "none", "") else flag_value
+  if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").strip().lower() in ("false", "0", "no", "off"):
+    return None
   return os.environ.get("JAX_COMPILATION_CACHE_DIR") or default_cache_directory()
 
 

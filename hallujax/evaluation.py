@@ -347,8 +347,10 @@ def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> st
   return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 
 
-def save_grid(path: epath.Path, kept: dict, indices: np.ndarray) -> None:
-  columns = {name: images[indices] for name, images in kept.items()}
+def save_grid(path: epath.Path, kept: dict, indices: np.ndarray, order: list[str]) -> None:
+  """`order`: the method's column order (as the training grids have it); `kept` comes back from the devices in
+  sorted key order, which would put an unlisted column (bilinear) elsewhere than in the training grids."""
+  columns = {name: kept[name][indices] for name in [*order, *(name for name in kept if name not in order)]}
   grid = images_lib.image_grid({name: images.astype(np.float32) / 127.5 - 1.0 for name, images in columns.items()},
                                max_rows=len(indices))
   images_lib.write_grid(path, grid)
@@ -371,7 +373,8 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   labels = all_processes([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
   yaw = all_processes([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
   run_name = os.path.basename(os.path.normpath(workdir))
-  hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
+  grid_columns = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings)
+  hallucinate = grid_columns.jitted
   eval_step = jax.jit(method.eval_step, out_shardings=trainer.sharding.replicated(mesh))
   rows, eval_means, kept, images_per_second = hallucinate_split(
       hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True,
@@ -410,7 +413,7 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   (directory / f"{stem}.md").write_text(markdown_table(summary, f"{config.method} evaluation", notes))
   if run_name in rows:
     order = np.argsort(rows[run_name].arrays()["psnr"])
-    save_grid(directory / f"{stem}_hardest.png", kept, order[:grid_rows])
-    save_grid(directory / f"{stem}_easiest.png", kept, order[::-1][:grid_rows])
+    save_grid(directory / f"{stem}_hardest.png", kept, order[:grid_rows], grid_columns.order)
+    save_grid(directory / f"{stem}_easiest.png", kept, order[::-1][:grid_rows], grid_columns.order)
   save_strips(directory / f"{stem}_strips", kept)
   return report

@@ -13,11 +13,19 @@ a photo with no face is copied unchanged), faces/<name>_<k>.png (the method's
 input | the photo's aligned face | the output), and faces.json (boxes,
 landmarks, scores, what the method was fed, counts). Needs the "eval" extra
 (pip install dlib-bin face-recognition-models). See docs/photos.md.
+
+A face much larger than the model's output is a blur once pasted back: it is
+counted in a warning and marked in faces.json, and --large_faces=skip leaves
+such faces as they are. A model trained only on the synthetic face world is
+named as such once in the log and in faces.json, with the command that trains
+on real faces.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging as python_logging
 import os
 import shutil
 import sys
@@ -57,6 +65,8 @@ def define_flags() -> None:
   flags.DEFINE_string("template", "", "Alignment template (faceworld, celeba, arcface; default: from the run's "
                       "data source).")
   flags.DEFINE_integer("client", 0, "Federated runs: whose model (client index) hallucinates.")
+  flags.DEFINE_enum("large_faces", "paste", ["paste", "skip"], "Faces more than 2× the model's output side: paste "
+                    "the output enlarged (a blur at that size), or skip them (left as they are in the photo).")
 
 
 # ----------------------------------------------------------------------------- the model of a run
@@ -164,6 +174,38 @@ def check_same_config(config, workdir: str, config_name: str) -> None:
                           f"run's own config (--workdir alone reads its config.json).")
 
 
+class LossWarningsOff(python_logging.Filter):
+  """Drops warnings about a loss network's weights (a random VGG-19 for the perceptual loss, ...): hallucinating
+  computes no loss. Warnings about networks the output depends on (a prior) still print."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return not (record.levelno == python_logging.WARNING and " loss" in record.getMessage())
+
+
+@contextlib.contextmanager
+def loss_warnings_off():
+  from absl import logging
+  logger, quiet = logging.get_absl_logger(), LossWarningsOff()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
+REAL_FACES_COMMAND = ("python -m hallujax.train --config configs/{method}.py --config.data.source=celeba_folder "
+                      "--config.data.data_dir=CELEBA_DIR --workdir RUN")
+
+
+def face_world_note(model) -> str | None:
+  """What to say when the model learned only the synthetic face world (None otherwise)."""
+  if getattr(model, "data_source", None) != "faceworld":
+    return None
+  return (f"{getattr(model, 'name', 'the model')} was trained only on the synthetic face world: on real photos its "
+          f"faces are those of a renderer. To train on real faces: "
+          + REAL_FACES_COMMAND.format(method=getattr(model, "method_name", "<method>")))
+
+
 class RunModel:
   """A run's method as a photos.FaceModel: restored once, compiled once for (batch_size, in, in, C)."""
 
@@ -179,10 +221,12 @@ class RunModel:
     except (ValueError, KeyError, TypeError) as error:
       raise cli.UserError(f"The checkpoint in {workdir} does not fit config.method={config.method!r} "
                           f"({cli.first_line(error)[:200]}): it is from another config.") from None
-    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)   # the run's own frozen key
+    with loss_warnings_off():
+      frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)   # the run's own frozen key
     spec = method.batch_spec["input"]
     self.name = f"{config.method} ({os.path.basename(os.path.normpath(workdir))}, step {self.step})"
     self.method_name = config.method
+    self.data_source = str(config.data.source)
     self.input_size, self.input_channels = int(spec.shape[0]), int(spec.shape[-1])
     self.downsample = str(config.data.get("downsample", "bicubic"))
     self.template_name = template or photos.template_for(config)
@@ -265,12 +309,19 @@ class Progress:
     self.total, self.stream, self.start = total, stream, time.perf_counter()
     self.tty = stream.isatty()
     self.last = 0.0
+    self.shown: tuple[int, int] | None = None   # the counts of the line last written
 
   def update(self, photos: int, faces: int, force: bool = False) -> None:
+    """`force`: the final line (written unless the last line already showed these counts)."""
     now = time.perf_counter()
     if not force and now - self.last < (0.2 if self.tty else 5.0):
       return
-    self.last = now
+    if (photos, faces) == self.shown:
+      if force and self.tty:
+        self.stream.write("\n")
+        self.stream.flush()
+      return
+    self.last, self.shown = now, (photos, faces)
     elapsed = max(now - self.start, 1e-9)
     width = 24
     filled = int(width * photos / max(self.total, 1))
@@ -336,6 +387,16 @@ def hallucinate_folder(model, detector, options, input_path: str, output: str, l
                  batches=hallucinator.batches, padded_faces=hallucinator.padded,
                  model_seconds=round(hallucinator.model_seconds, 3), compiles=getattr(model, "compiles", None))
   summary["images"].sort(key=lambda entry: entry["file"])
+  if hallucinator.large_faces:
+    summary["large_faces"] = len(hallucinator.large_faces)
+    log(f"warning: {len(hallucinator.large_faces)} face(s) of up to {max(hallucinator.large_faces):.0f} px are more "
+        f"than {photos.LARGE_FACE_RATIO:g}× the model's {model.output_size} px output: "
+        + ("left unchanged (--large_faces=skip)." if options.large_faces == "skip" else
+           "pasted enlarged, a blur at that size; --large_faces=skip leaves them as they are."))
+  note = face_world_note(model)
+  if note:
+    summary["note"] = note
+    log(f"note: {note}")
   with open(os.path.join(output, "faces.json"), "w") as f:
     json.dump(summary, f, indent=1)
   log(f"{summary['faces']} faces in {summary['photos_with_faces']} photos ({summary['no_face']} without a face, "
@@ -353,10 +414,16 @@ def main(argv):
     raise cli.UserError(f"--batch_size={FLAGS.batch_size}; expected a positive integer.")
   from hallujax import photos
   options = photos.Options(mode=FLAGS.mode, input="degrade" if FLAGS.degrade else "real", upscale=FLAGS.upscale,
-                           colour_match=FLAGS.colour_match)
+                           colour_match=FLAGS.colour_match, large_faces=FLAGS.large_faces)
   paths = photos.photo_files(FLAGS.input)    # a missing input fails before any model is built
-  detector = None if FLAGS.mode == "aligned" else photos.Detector(
-      FLAGS.detector, int(FLAGS.landmarks), FLAGS.upsample, FLAGS.min_score)
+  if not paths:
+    raise cli.UserError(f"--input={FLAGS.input} is an empty folder; expected photos in it.")
+  try:
+    detector = None if FLAGS.mode == "aligned" else photos.Detector(
+        FLAGS.detector, int(FLAGS.landmarks), FLAGS.upsample, FLAGS.min_score)
+  except ImportError as error:   # the eval extra is not installed: say how to install it
+    raise cli.UserError(f"{error} (or give --mode=aligned for photos that are already aligned face crops, "
+                        f"which needs no detector).") from None
   if FLAGS.template and FLAGS.template not in photos.TEMPLATES:
     raise cli.UserError(f"--template={FLAGS.template}; known templates: {', '.join(photos.TEMPLATES)}.")
   if FLAGS.exported:
@@ -370,7 +437,11 @@ def main(argv):
   print(f"{len(paths)} file(s) from {FLAGS.input}; input: "
         + ("synthetic degradation of the aligned face (--degrade)" if FLAGS.degrade else
            "the photo's own low-resolution face (real)") + ".")
-  hallucinate_folder(model, detector, options, FLAGS.input, FLAGS.output)
+  summary = hallucinate_folder(model, detector, options, FLAGS.input, FLAGS.output)
+  if summary["unreadable"] == len(paths):
+    first = next(entry["error"] for entry in summary["images"] if entry.get("error"))
+    raise cli.UserError(f"none of the {len(paths)} file(s) of --input={FLAGS.input} could be read as an image "
+                        f"(first: {first}); nothing was hallucinated.")
 
 
 if __name__ == "__main__":

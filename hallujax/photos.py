@@ -39,6 +39,14 @@ Choices (the issue leaves them to us):
   photo's own aligned face and the output, weighted by the mask, is added to
   the output, so colour and shading follow the photo and detail comes from the
   method ("mean" matches per-channel means only, "none" nothing).
+* Grey photos stay grey: the method's output is colour, and its chroma (not
+  low-frequency, so colour matching leaves it) would tint a grey photo; the
+  output's luma is pasted instead when the photo's channels are equal.
+* A face much larger than the model's output (``LARGE_FACE_RATIO`` × its side,
+  e.g. 1200 px from a 64 px output) is a blur once pasted back at the face's
+  size. Such faces are marked in the JSON and counted in one warning, and
+  ``Options.large_faces`` chooses: "paste" (the default: the model's output,
+  enlarged to the face) or "skip" (the face is left as it is in the photo).
 """
 
 from __future__ import annotations
@@ -69,6 +77,11 @@ MODES = ("all", "largest", "aligned")
 INPUTS = ("real", "degrade")
 COLOUR_MATCHES = ("lowpass", "mean", "none")
 DETECTORS = ("hog", "cnn")
+LARGE_FACES = ("paste", "skip")
+# A face more than this many times the model's output side is "much larger" (see the module docstring).
+LARGE_FACE_RATIO = 2.0
+# Channels differing by at most this (0..255) everywhere: a grey photo (JPEG's chroma rounding stays within it).
+GREY_TOLERANCE = 2
 EXTRAS_MESSAGE = "pip install dlib-bin face-recognition-models (the project's 'eval' extra)"
 
 
@@ -237,6 +250,7 @@ class PreparedFace:
   input_image: np.ndarray     # the same, uint8 (for the side-by-side)
   description: str
   landmarks: np.ndarray | None = None   # (68, 2) in the aligned crop, fractions of its side; None without 68
+  face_side: float = 0.0                # photo pixels across the aligned crop
 
 
 def unit_landmarks(face: Face, matrix: np.ndarray, size: int) -> np.ndarray | None:
@@ -244,6 +258,18 @@ def unit_landmarks(face: Face, matrix: np.ndarray, size: int) -> np.ndarray | No
   if len(face.landmarks) != 68:
     return None
   return ((alignment.transform_points(matrix, face.landmarks) + 0.5) / size).astype(np.float32)
+
+
+def is_grey(photo: np.ndarray) -> bool:
+  """Whether an (H, W, 3) photo is grey: its channels equal within GREY_TOLERANCE everywhere."""
+  channels = photo.astype(np.int16)
+  return int(np.abs(channels - channels[..., :1]).max()) <= GREY_TOLERANCE
+
+
+def luma_rgb(image: np.ndarray) -> np.ndarray:
+  """ITU-R 601 luma of float (H, W, 3) values, repeated over the three channels."""
+  luma = np.asarray(image, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  return np.repeat(luma[..., None], 3, axis=-1)
 
 
 def to_unit(image: np.ndarray) -> np.ndarray:
@@ -290,7 +316,7 @@ def prepare_face(photo: np.ndarray, face: Face, matrix: np.ndarray, model, input
   if getattr(model, "reads_landmarks", False) and landmarks is None:
     description += "; no 68 landmarks (the method's landmark input is zeros)"
   return PreparedFace(face=face, matrix=matrix, crop=crop, input=to_unit(image), input_image=image,
-                      description=description, landmarks=landmarks)
+                      description=description, landmarks=landmarks, face_side=face_side)
 
 
 def aligned_face(photo: np.ndarray, template: np.ndarray) -> tuple[Face, np.ndarray]:
@@ -474,10 +500,12 @@ class Options:
   colour_match: str = "lowpass"  # COLOUR_MATCHES
   hard_paste: bool = False       # a binary mask (for the seam measure)
   max_side: int = 4096           # automatic upscaling stops here
+  large_faces: str = "paste"     # LARGE_FACES: faces > LARGE_FACE_RATIO × the output side, pasted enlarged or skipped
 
   def __post_init__(self):
     for name, value, known in (("mode", self.mode, MODES), ("input", self.input, INPUTS),
-                               ("colour_match", self.colour_match, COLOUR_MATCHES)):
+                               ("colour_match", self.colour_match, COLOUR_MATCHES),
+                               ("large_faces", self.large_faces, LARGE_FACES)):
       if value not in known:
         raise ValueError(f"{name}={value!r}; expected one of {', '.join(known)}.")
     if self.upscale < 0:
@@ -537,6 +565,7 @@ class Hallucinator:
     self.batches = 0
     self.padded = 0
     self.model_seconds = 0.0
+    self.large_faces: list[float] = []   # the side (photo pixels) of every face much larger than the output
 
   # -- host side
   def faces_of(self, photo: np.ndarray) -> list[Face]:
@@ -618,13 +647,29 @@ class Hallucinator:
     result, photo = pending.result, pending.result.photo
     factor = self.upscale_for(photo, pending.prepared)
     canvas = upscale_photo(photo, factor)
+    grey_photo = is_grey(photo)
     for number, (prepared, output) in enumerate(zip(pending.prepared, pending.outputs)):
       face_image = to_uint8(output)
       matched = colour_match((np.asarray(output, np.float32) + 1.0) * 127.5, prepared.crop, self.mask,
                              "none" if self.options.hard_paste else self.options.colour_match, self.sigma)
+      if grey_photo:
+        matched = luma_rgb(matched)
+      large = prepared.face_side > LARGE_FACE_RATIO * self.model.output_size
+      if large:
+        self.large_faces.append(prepared.face_side)
       canvas_matrix = scaled_input(prepared.matrix, factor)
-      region = paste(canvas, np.clip(matched, 0, 255), self.mask, canvas_matrix)
+      if large and self.options.large_faces == "skip":
+        region = (0, 0, 0, 0)
+      else:
+        region = paste(canvas, np.clip(matched, 0, 255), self.mask, canvas_matrix)
       face = prepared.face
+      extra = {}
+      if grey_photo:
+        extra["grey"] = "grey photo: the output's luma was pasted"
+      if large:
+        extra["large_face"] = (f"{prepared.face_side:.0f} px face from a {self.model.output_size} px output: "
+                               + ("left unchanged (large_faces=skip)" if self.options.large_faces == "skip"
+                                  else "pasted enlarged (a blur at that size)"))
       result.faces.append({
           "index": number,
           "box": [round(v, 2) for v in face.box],
@@ -633,6 +678,7 @@ class Hallucinator:
           "paste_box": [round(v / factor, 2) for v in region],
           "input": prepared.description,
           "scale": round(matrix_scale(prepared.matrix), 4),
+          **extra,
       })
       result.side_by_side.append(side_by_side(prepared, face_image))
     result.output = np.clip(np.round(canvas), 0, 255).astype(np.uint8)

@@ -1,14 +1,18 @@
 """hallujax.evaluate restores a run, scores it against the ground truth and writes the report files."""
 
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hallujax import evaluation as evaluate, trainer
+from hallujax import evaluation as evaluate, images, trainer
 from hallujax.metrics import image_quality
+from tests import tiny
 from tests.tiny import tiny_config
+
+README_ORDER = ["lr", "bilinear", "bicubic", "output", "target"]   # input, baselines, output, ground truth
 
 
 def block_colour_recognizer(images):
@@ -71,3 +75,42 @@ def test_evaluate_without_checkpoint_says_how_to_train(tmp_path):
     assert "Train first" in str(error)
   else:
     raise AssertionError("evaluate() on a run without checkpoints should fail")
+
+
+def make(config):
+  """tests.tiny with both baselines among its columns, in the README's order (config.method = "tests.test_evaluate")."""
+  method = tiny.make(config)
+
+  def hallucinate(state, frozen, batch):
+    columns = method.hallucinate(state, frozen, batch)
+    low, size = columns["lr"], columns["target"].shape[1]
+    upsample = lambda kind: jax.image.resize(low, (low.shape[0], size, size, low.shape[3]), kind)
+    return {"lr": low, "bilinear": upsample("bilinear"), "bicubic": upsample("cubic"), "output": columns["output"],
+            "target": columns["target"]}
+
+  return dataclasses.replace(method, hallucinate=hallucinate)
+
+
+def test_every_grid_has_the_readme_column_order(tmp_path, monkeypatch):
+  drawn = []
+  image_grid = images.image_grid
+  monkeypatch.setattr(images, "image_grid", lambda columns, **kw: drawn.append(list(images.order_columns(columns)))
+                      or image_grid(columns, **kw))
+  config = tiny_config()
+  config.method = "tests.test_evaluate"
+  config.train.update(steps=2, image_every=2)
+  trainer.train(config, tmp_path / "run")                         # the training grid
+  evaluate.evaluate(config, str(tmp_path / "run"), batches=1)     # the hardest and easiest examples' grids
+  assert len(drawn) >= 3 and all(order == README_ORDER for order in drawn), drawn
+
+
+def test_evaluate_at_a_step_without_checkpoint_lists_the_steps_that_exist(tmp_path):
+  config = tiny_config()
+  config.train.update(steps=4, checkpoint_every=2, eval_every=4, image_every=4)
+  trainer.train(config, tmp_path / "run")
+  try:
+    evaluate.evaluate(config, str(tmp_path / "run"), step=5)
+  except FileNotFoundError as error:
+    assert "--step=5" in str(error) and "the steps that exist are 2, 4" in str(error), error
+  else:
+    raise AssertionError("evaluate(step=5) should fail: there is no checkpoint 5")

@@ -226,3 +226,96 @@ def test_detected_landmarks_reach_a_method_that_reads_them_in_its_own_pixels():
   aligned = photos.alignment.transform_points(matrix, landmarks)         # in the 32² crop
   expected = (aligned[:3] + 0.5) * 8 / 32 - 0.5                         # the same points on the 8² input
   np.testing.assert_allclose(np.asarray(output[0, 0, 0]) * 10, expected.reshape(-1)[:3], atol=1e-4)
+
+
+def grey_photo() -> np.ndarray:
+  """A real face in grey: an LFW face (grey by nature) enlarged, as a 3-channel image with equal channels."""
+  lfw = (skimage_data.lfw_subset()[0] * 255).astype(np.uint8)
+  return np.repeat(np.asarray(Image.fromarray(lfw).resize((64, 64), Image.BICUBIC))[..., None], 3, axis=-1)
+
+
+def test_a_grey_photo_stays_grey(model):
+  """The model's output is colour; pasted into a grey photo it would tint it. The pasted face is grey too."""
+  photo = grey_photo()
+  hallucinator = photos.Hallucinator(model, None, photos.Options(mode="aligned", upscale=1))
+  result, = hallucinator.feed("grey", photo) + hallucinator.finish()
+  changed = np.abs(result.output.astype(int) - photo).max(axis=-1) > 2
+  assert changed.mean() > 0.1                                    # the face was replaced ...
+  assert np.array_equal(result.output[..., 0], result.output[..., 1])   # ... and every pixel is grey
+  assert np.array_equal(result.output[..., 1], result.output[..., 2])
+  assert "grey" in result.faces[0]
+  colour = np.array(photo)
+  colour[..., 0] = np.clip(colour[..., 0].astype(int) + 40, 0, 255)     # a colour photo keeps the model's colour
+  hallucinator = photos.Hallucinator(model, None, photos.Options(mode="aligned", upscale=1))
+  result, = hallucinator.feed("colour", colour) + hallucinator.finish()
+  assert "grey" not in result.faces[0]
+
+
+def test_a_face_much_larger_than_the_output_is_marked_and_can_be_skipped(tmp_path, model):
+  """A 64 px face from the tiny model's 32 px output would be pasted enlarged: marked, counted, or left alone."""
+  folder = tmp_path / "in"
+  folder.mkdir()
+  big = np.asarray(Image.fromarray(grey_photo()).resize((100, 100), Image.BICUBIC))
+  Image.fromarray(big).save(folder / "big.png")
+  Image.fromarray(np.asarray(Image.fromarray(big).resize((32, 32), Image.BICUBIC))).save(folder / "small.png")
+  said = []
+  pasted = hallucinate.hallucinate_folder(model, None, photos.Options(mode="aligned", upscale=1), str(folder),
+                                          str(tmp_path / "pasted"), log=said.append)
+  entries = {os.path.basename(e["file"]): e for e in pasted["images"]}
+  assert "pasted enlarged" in entries["big.png"]["faces"][0]["large_face"]
+  assert "large_face" not in entries["small.png"]["faces"][0]
+  assert pasted["large_faces"] == 1 and sum("--large_faces=skip" in line for line in said) == 1
+  skipped = hallucinate.hallucinate_folder(model, None, photos.Options(mode="aligned", upscale=1, large_faces="skip"),
+                                           str(folder), str(tmp_path / "skipped"))
+  assert np.array_equal(np.asarray(Image.open(tmp_path / "skipped" / "big.png")), big)   # left as it was
+  assert not np.array_equal(np.asarray(Image.open(tmp_path / "pasted" / "big.png")), big)
+  assert "left unchanged" in {os.path.basename(e["file"]): e for e in skipped["images"]}["big.png"]["faces"][0][
+      "large_face"]
+
+
+def test_a_face_world_model_says_so_once_with_the_command_that_trains_on_real_faces(tmp_path, model, monkeypatch):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  Image.fromarray(grey_photo()).save(folder / "a.png")
+  Image.fromarray(grey_photo()).save(folder / "b.png")
+  monkeypatch.setattr(model, "data_source", "faceworld")
+  said = []
+  summary = hallucinate.hallucinate_folder(model, None, photos.Options(mode="aligned"), str(folder),
+                                           str(tmp_path / "out"), log=said.append)
+  notes = [line for line in said if "trained only on the synthetic face world" in line]
+  assert len(notes) == 1 and "--config.data.source=celeba_folder" in notes[0]
+  saved = json.loads((tmp_path / "out" / "faces.json").read_text())
+  assert saved["note"] == summary["note"] and "python -m hallujax.train --config configs/" in saved["note"]
+  assert all("note" not in entry for entry in saved["images"])      # once, not per photo
+
+
+def hallucinate_command(run, *arguments, python_path=REPO):
+  return subprocess.run([sys.executable, "-m", "hallujax.hallucinate", f"--workdir={run}", *arguments], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=python_path))
+
+
+def test_a_folder_with_nothing_readable_ends_in_one_line_and_exit_code_2(tmp_path, run):
+  folder = tmp_path / "in"
+  folder.mkdir()
+  (folder / "a.jpg").write_bytes(b"not an image")
+  done = hallucinate_command(run, f"--input={folder}", f"--output={tmp_path / 'out'}", "--mode=aligned")
+  assert done.returncode == 2, done.stderr[-2000:]
+  errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "none of the 1 file(s)" in errors[0] and errors[0] == done.stderr.strip().splitlines()[-1]
+  assert sum("1/1 photos" in line for line in done.stderr.splitlines()) == 1   # the final progress line, once
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  done = hallucinate_command(run, f"--input={empty}", f"--output={tmp_path / 'out2'}", "--mode=aligned")
+  assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "empty folder" in done.stderr
+
+
+def test_missing_dlib_ends_in_one_line_and_exit_code_2(tmp_path, run):
+  shadow = tmp_path / "no_dlib" / "dlib"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'dlib'\")\n")   # as if not installed
+  photo = tmp_path / "astronaut.png"
+  Image.fromarray(skimage_data.astronaut()).save(photo)
+  done = hallucinate_command(run, f"--input={photo}", f"--output={tmp_path / 'out'}",
+                             python_path=f"{tmp_path / 'no_dlib'}{os.pathsep}{REPO}")
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr.strip().count("\n") == 0 and "pip install dlib-bin face-recognition-models" in done.stderr
