@@ -392,6 +392,10 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
            f"{examples} examples ({config.data.source}).",
            f"Throughput (hallucinate + metrics, after compilation): {images_per_second:.1f} images/s on "
            f"{jax.devices()[0].platform}."]
+  notes.append("output_diversity: mean pairwise distance between a column's images over the same for the ground "
+               "truths (first 256 examples; 0 = one image for every input); nearest_target_share: share of its images "
+               "whose nearest ground truth is the most common one. niqe: NIQE over the first 32 images, enlarged to "
+               "192² when smaller (hallujax/metrics/niqe.py); lower is more natural, read against the target row's.")
   if recognizer is None:
     notes.append("No recognizer given (--recognizer_workdir or --arcface_weights): identity metrics not computed.")
   side = int(host_batches[0]["target"].shape[-2])
