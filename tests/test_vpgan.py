@@ -12,7 +12,10 @@ from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.models.stylegan2 import Generator, channel_table, num_synthesis_layers, num_ws
 from hallujax.models.vpgan import MSCA, VPGANEncoder, synthesize
 
-STEPS = 25   # training steps of the short run (held-out L1 crosses the bicubic baseline by ~10)
+# Training steps of the short run. Measured on this tiny config (one seed): held-out output/target pairwise-distance
+# ratio 0.64, L1 0.307 vs the best constant's 0.329 at 120 steps; 0.72, 0.285 at 160; with the input zeroed
+# (an input-blind model) 0.000 and 0.428 at 60 steps.
+STEPS = 160
 PRIOR_CHANNELS = channel_table(64, 1, 32, 512)   # 4² … 64²: (32, 32, 32, 16, 8)
 
 
@@ -162,8 +165,15 @@ def test_without_prior_builds_a_u_shaped_generator():
 
 @pytest.fixture(scope="module")
 def trained():
-  """The tiny config trained for a few steps on face-world thermal → visible pairs, with one compiled step."""
+  """The tiny config trained for a short run with one compiled step, on pairs whose input determines the target.
+
+  The input is the target's own luminance at 8² ("same_view"), not its thermal render: on the face world a
+  thermal render cannot show the background's, hair's or skin's colour, which make most of the targets'
+  differences, so thermal → visible is bounded far below the targets' diversity by the data (docs/vpgan.md);
+  this run checks that the architecture carries its input to its output.
+  """
   config = tiny_config()
+  config.data.pairing = "same_view"
   method = vpgan.make(config)
   state = jax.jit(method.init)(jax.random.key(0))
   frozen = jax.jit(method.init_frozen)(jax.random.key(1))
@@ -208,11 +218,17 @@ def test_only_encoder_and_discriminator_are_state_and_the_prior_stays_frozen(tra
   assert int(state.step) == STEPS
 
 
-def test_short_run_beats_bicubic_of_thermal_on_held_out_faces(trained):
-  before, after = trained["before"], trained["after"]
-  assert after["bicubic_l1"] == pytest.approx(before["bicubic_l1"])
-  assert after["l1"] < before["l1"]
-  assert after["l1"] < after["bicubic_l1"], (before, after)
+def mean_pairwise_distance(images) -> float:
+  """Mean L1 distance between the images of different examples."""
+  flat = np.asarray(images, np.float64).reshape(len(images), -1)
+  distances = np.mean(np.abs(flat[:, None] - flat[None]), axis=-1)
+  return float(distances[np.triu_indices(len(flat), 1)].mean())
+
+
+def test_outputs_follow_the_input_not_one_face_for_all(trained):
+  """Held-out outputs differ across inputs as the targets do, and L1 beats the best constant image (the held-out
+  targets' own per-pixel median); a model that ignores its input can do neither (issue 32: every output was
+  one face, pairwise distance 0.011 of the targets')."""
   order = []
 
   def hallucinate(state, frozen, batch):
@@ -220,6 +236,22 @@ def test_short_run_beats_bicubic_of_thermal_on_held_out_faces(trained):
     order.extend(columns)
     return columns
 
-  columns = jax.jit(hallucinate)(trained["state"], trained["frozen"], pipeline.eval_batches(tiny_config())[0])
-  assert order == ["input", "bicubic", "output", "target"]
-  assert columns["output"].shape == columns["target"].shape == (8, 32, 32, 3)
+  run = jax.jit(hallucinate)
+  held_out = pipeline.eval_batches(trained["config"])
+  columns = [jax.device_get(run(trained["state"], trained["frozen"], batch)) for batch in held_out]
+  assert order[:4] == ["input", "bicubic", "output", "target"]
+  outputs = np.concatenate([c["output"] for c in columns])
+  targets = np.concatenate([np.asarray(batch["target"]) for batch in held_out])
+  assert outputs.shape == targets.shape == (32, 32, 32, 3)
+  ratio = mean_pairwise_distance(outputs) / mean_pairwise_distance(targets)
+  l1 = float(np.mean(np.abs(outputs - targets)))
+  constant_l1 = float(np.mean(np.abs(np.median(targets, axis=0) - targets)))
+  assert ratio > 0.4, (ratio, l1, constant_l1)
+  assert l1 < constant_l1, (ratio, l1, constant_l1)
+  assert trained["after"]["l1"] < trained["before"]["l1"]
+
+
+def test_eval_reports_the_identity_terms_share(trained):
+  """identity_loss_share = λc·L_id / L_gen on held-out faces, a fraction (the tables' "identity term alive")."""
+  share = trained["after"]["identity_loss_share"]
+  assert 0.0 < share < 1.0

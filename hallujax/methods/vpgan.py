@@ -243,14 +243,27 @@ def functions(config) -> Functions:
   def identity_features(frozen, images) -> jax.Array:
     return arcface.apply(frozen["arcface"], resize_square(images, identity_size), train=False)
 
+  def identity_embedding(frozen, images) -> jax.Array:
+    """V of Eq. 6 for L_id: ArcFace's embedding on its unit hypersphere.
+
+    The paper: "we use ... a simple ArcFace [5] for L_id" with λc = 100 (§4.1) and Eq. 6's mean absolute
+    feature difference. ArcFace compares faces by the angle between embeddings (its loss reads only the
+    normalized embedding), and the embedding's length is arbitrary: arcface_torch's BN output and our
+    in-project ResNetFace give entries of size ~1, where λc·L_id was ~99 of a generator loss of ~101
+    (issue 32) and drowned L1. Our choice: Eq. 6 on the L2-normalized embedding, entries ~1/√D, which keeps
+    the paper's λc = 100 at the feature scale of the network's own metric (cosine) for any embedding length.
+    """
+    embedding = identity_features(frozen, images).astype(jnp.float32)
+    return embedding / (jnp.linalg.norm(embedding, axis=-1, keepdims=True) + 1e-8)
+
   def generator_terms(output, target, discriminator_params, frozen):
     """Eq. 5: L1 + λa·softplus(−D(G(x))) + λb·L_p + λc·L_id (Eq. 6: mean absolute feature differences)."""
     l1 = jnp.mean(jnp.abs(output - target))
     adversarial = jnp.mean(jax.nn.softplus(-discriminate(discriminator_params, output)))
     perceptual = feature_distance(vgg.apply(frozen["vgg"], output),
                                   jax.lax.stop_gradient(vgg.apply(frozen["vgg"], target)), perceptual_layers)
-    identity = jnp.mean(jnp.abs(identity_features(frozen, output)
-                                - jax.lax.stop_gradient(identity_features(frozen, target))))
+    identity = jnp.mean(jnp.abs(identity_embedding(frozen, output)
+                                - jax.lax.stop_gradient(identity_embedding(frozen, target))))
     total = (loss.l1 * l1 + loss.adversarial * adversarial + loss.perceptual * perceptual
              + loss.identity * identity)
     return total, dict(loss_l1=l1, loss_adversarial=adversarial, loss_perceptual=perceptual, loss_identity=identity)
@@ -392,8 +405,8 @@ def make(config) -> Method:
 
   def eval_step(state: VPGANState, frozen, batch) -> dict:
     target = batch["target"]
-    outputs = {"": jnp.clip(generate(state.params["encoder"], frozen, batch["input"]), -1.0, 1.0),
-               "bicubic_": bicubic(batch["input"])}
+    raw = generate(state.params["encoder"], frozen, batch["input"])
+    outputs = {"": jnp.clip(raw, -1.0, 1.0), "bicubic_": bicubic(batch["input"])}
     target_identity = identity_features(frozen, target)
     values = {}
     for prefix, images in outputs.items():
@@ -403,6 +416,9 @@ def make(config) -> Method:
       features = identity_features(frozen, images)
       values[f"{prefix}arcface_cosine"] = jnp.sum(features * target_identity, axis=-1) / (
           jnp.linalg.norm(features, axis=-1) * jnp.linalg.norm(target_identity, axis=-1) + 1e-8)
+    # The identity term's share of Eq. 5 on held-out faces (the tables' "identity term alive" check).
+    total, terms = parts.generator_terms(raw, target, state.params["discriminator"], frozen)
+    values["identity_loss_share"] = jnp.broadcast_to(loss.identity * terms["loss_identity"] / total, target.shape[:1])
     return values
 
   def hallucinate(state: VPGANState, frozen, batch) -> dict:
