@@ -118,42 +118,69 @@ def one_program_global_after(steps: int):
   return config, state.global_params
 
 
+def wait_for_port(port: int, seconds: float = 120.0) -> None:
+  """Until something accepts connections on 127.0.0.1:`port` (a server process has started)."""
+  deadline = time.monotonic() + seconds
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=2).close()
+      return
+    except OSError:
+      if time.monotonic() > deadline:
+        raise
+      time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_flower_deployment_with_tls_and_authentication_matches_the_one_program_run(tmp_path):
+  """The locked-down deployment: the SuperLink on the operator's host (127.0.0.1) and the institutions' door,
+  hallujax.federated.fleet_gateway, forwarding the Fleet API only. An outsider holding only the CA certificate
+  can neither register a key nor submit an app through that door, nor join with an unregistered key."""
   throwaway_credentials(tmp_path)
-  port = free_port()
+  port, public_port = free_port(), free_port()
   home = tmp_path / "flwr_home"
   home.mkdir()
-  (home / "config.toml").write_text(
-      f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{port}"\n'
-      f'root-certificates = "{tmp_path / "ca.crt"}"\n')
+  connection = 'address = "127.0.0.1:{}"\nroot-certificates = "' + str(tmp_path / "ca.crt") + '"\n'
+  (home / "config.toml").write_text(f'[superlink]\ndefault = "test"\n\n[superlink.test]\n{connection.format(port)}\n'
+                                    f'[superlink.outside]\n{connection.format(public_port)}')
   environment = dict(os.environ, FLWR_HOME=str(home),
                      PYTHONPATH=os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")]))
   processes = Processes(tmp_path, environment)
+  flwr = lambda *arguments, timeout=120: subprocess.run([str(BIN / "flwr"), *arguments], env=environment,
+                                                       cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
   try:
-    processes.start("superlink", "flower-superlink", "--port", str(port), "--ssl-ca-certfile", "ca.crt",
-                    "--ssl-certfile", "server.pem", "--ssl-keyfile", "server.key", "--enable-supernode-auth",
-                    "--disable-runtime-dependency-installation")
-    time.sleep(5)
-    for institution in ("institution0", "institution1"):
-      registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", f"{institution}.pub", "test"],
-                                  env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    processes.start("superlink", "flower-superlink", "--host", "127.0.0.1", "--port", str(port),
+                    "--ssl-ca-certfile", "ca.crt", "--ssl-certfile", "server.pem", "--ssl-keyfile", "server.key",
+                    "--enable-supernode-auth", "--disable-runtime-dependency-installation")
+    processes.start("gateway", "python", "-m", "hallujax.federated.fleet_gateway", "--listen",
+                    f"127.0.0.1:{public_port}", "--superlink", f"127.0.0.1:{port}", "--ssl-ca-certfile", "ca.crt",
+                    "--ssl-certfile", "server.pem", "--ssl-keyfile", "server.key")
+    wait_for_port(port)
+    wait_for_port(public_port)
+    # The outsider, through the institutions' door with the CA certificate: each step refused.
+    outsider_register = flwr("supernode", "register", "intruder.pub", "outside")
+    assert outsider_register.returncode != 0 and "registered successfully" not in outsider_register.stdout
+    outsider_run = flwr("run", str(APP), "outside", "--run-config", f'config="{SPEC}" rounds=1')
+    assert outsider_run.returncode != 0, outsider_run.stdout + outsider_run.stderr
+    refused = processes.log("gateway")
+    assert "refused POST '/v1/control/" in refused and "start" in refused.split("refused POST '/v1/control/")[-1]
+    for institution in ("institution0", "institution1"):   # the operator, on the SuperLink's host
+      registered = flwr("supernode", "register", f"{institution}.pub", "test")
       assert "registered successfully" in registered.stdout, registered.stdout + registered.stderr
     for k in (0, 1):
-      processes.start(f"supernode{k}", "flower-supernode", "--superlink", f"127.0.0.1:{port}",
+      processes.start(f"supernode{k}", "flower-supernode", "--superlink", f"127.0.0.1:{public_port}",
                       "--root-certificates", "ca.crt", "--auth-supernode-private-key", f"institution{k}",
                       "--port", str(free_port()), "--node-config", f"partition-id={k} num-partitions=2")
-    intruder = processes.start("intruder", "flower-supernode", "--superlink", f"127.0.0.1:{port}",
+    intruder = processes.start("intruder", "flower-supernode", "--superlink", f"127.0.0.1:{public_port}",
                                "--root-certificates", "ca.crt", "--auth-supernode-private-key", "intruder",
                                "--port", str(free_port()), "--max-retries", "1", "--max-wait-time", "30")
     assert intruder.wait(timeout=120) != 0
     assert "Failed to activate SuperNode" in processes.log("intruder")
 
     workdir = tmp_path / "server"
-    run = subprocess.run(
-        [str(BIN / "flwr"), "run", str(APP), "test", "--stream", "--run-config",
-         f'config="{SPEC}" rounds=3 workdir="{workdir}" round-timeout=600.0 drop-partition=1 drop-round=2'],
-        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    run = flwr("run", str(APP), "test", "--stream", "--run-config",
+               f'config="{SPEC}" rounds=3 workdir="{workdir}" round-timeout=600.0 drop-partition=1 drop-round=2',
+               timeout=900)
     output = run.stdout + run.stderr
     assert "round 1: 2/2 clients" in output, output[-4000:]
     assert "round 2: 1/2 clients (partitions [0]), 1 missing: aggregated over the others" in output, output[-4000:]
@@ -172,3 +199,23 @@ def test_flower_deployment_with_tls_and_authentication_matches_the_one_program_r
 
 def config_local_steps() -> int:
   return int(cli.load_config_file(SPEC).federated.local_steps)
+
+
+@pytest.mark.parametrize("method, path, passes", [
+    ("POST", "/v1/fleet/pull-messages", True), ("POST", "/v1/fleet/register-node", True),
+    ("POST", "/v1/control/register-node", False), ("POST", "/v1/control/start-run", False),
+    ("POST", "/v1/runtime/pull-task-input", False), ("GET", "/v1/fleet/get-run", False),
+    ("POST", "/v1/fleet/../control/start-run", False), ("POST", "/v1/fleet//x", False), ("POST", "/docs", False),
+])
+def test_the_fleet_gateway_passes_the_fleet_api_only(method, path, passes):
+  import asyncio
+  import httpx
+  from hallujax.federated import fleet_gateway
+  assert fleet_gateway.forwarded(path, method) == passes
+  if not passes:   # refused without reaching any SuperLink (none listens on port 9 here)
+    app = fleet_gateway.make_app("127.0.0.1:9", None, log=lambda *a, **k: None)
+
+    async def ask():
+      async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        return await client.request(method, path, content=b"x")
+    assert asyncio.run(ask()).status_code == 403

@@ -39,10 +39,14 @@ overridable with ``flwr run ... --run-config``):
                   fault injection for tests: that partition's ClientApp fails in that round (-1: never)
 SuperNode configuration (``--node-config``): partition-id (k, 0-based), num-partitions (K).
 
-Deployment (docs/vpfl.md has the whole walk-through, with TLS and SuperNode authentication):
-  flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key \\
-      --enable-supernode-auth --disable-runtime-dependency-installation
-  flwr supernode register institution0.pub <connection>          # once per institution
+Deployment (docs/vpfl.md has the whole walk-through, with TLS and SuperNode authentication); the
+SuperLink listens on the operator's host only, the institutions reach its Fleet API alone through
+hallujax.federated.fleet_gateway (node registration and app submission stay with the operator):
+  flower-superlink --host 127.0.0.1 --port 9092 --ssl-ca-certfile ca.crt --ssl-certfile server.pem \\
+      --ssl-keyfile server.key --enable-supernode-auth --disable-runtime-dependency-installation
+  python -m hallujax.federated.fleet_gateway --listen 0.0.0.0:8000 --superlink 127.0.0.1:9092 \\
+      --ssl-ca-certfile ca.crt --ssl-certfile server.pem --ssl-keyfile server.key
+  flwr supernode register institution0.pub <connection>          # once per institution, on the server
   flower-supernode --superlink HOST:8000 --root-certificates ca.crt \\
       --auth-supernode-private-key institution0 --node-config "partition-id=0 num-partitions=8"
   flwr run hallujax/federated/flower_app <connection> --run-config 'config="/abs/configs/vpfl.py" rounds=400'
