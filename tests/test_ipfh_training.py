@@ -67,12 +67,12 @@ def test_fixed_selections_train_only_the_restoration_network_and_evaluation_logs
     values[selection] = jax.device_get(jax.jit(ipfh.make(config).eval_step)(new_state, {}, batch))
   grid, policy = values["grid"], values["policy"]
   assert set(grid) >= {"psnr", "ssim", "psnr_coarse", "psnr_bicubic", "identity_cosine", "identity_accuracy",
-                       "identity_accuracy_output", "policy_entropy", "policy_entropy_ratio", "distinct_patches"}
+                       "identity_accuracy_output", "policy_entropy", "policy_entropy_fraction", "distinct_patches"}
   assert all(v.shape == (BATCH,) and np.all(np.isfinite(v)) for v in grid.values())
   np.testing.assert_array_equal(grid["distinct_patches"], 16)   # 32² in 8² patches
   np.testing.assert_array_equal(grid["policy_entropy"], 0.0)
   assert np.all(np.abs(grid["psnr"] - grid["psnr_coarse"]) > 1e-3)   # R changed the image
-  assert np.all(policy["policy_entropy_ratio"] > 0.95)   # an untrained policy is near uniform ...
+  assert np.all(policy["policy_entropy_fraction"] > 0.95)   # an untrained policy is near uniform ...
   assert np.all(policy["distinct_patches"] <= 3)         # ... and its arg-max repeats patches
   for name in ("identity_accuracy", "identity_accuracy_output"):
     assert set(np.unique(grid[name])) <= {0.0, 1.0}

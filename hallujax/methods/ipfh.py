@@ -607,7 +607,7 @@ def eval_step(networks: Networks, evaluation: Callable, selection: Selection, st
   """Per example: PSNR / SSIM / identity cosine (SphereFace embeddings vs the target's) for bicubic, ỹ
   and ŷ; C's identification accuracy on the held-out targets (``identity_accuracy``) and on ŷ
   (``identity_accuracy_output``); the test-time policy entropy (mean over the T steps; 0 for the fixed
-  selections) and its ratio to the uniform policy's; the number of distinct patches repaired.
+  selections) and its fraction of the uniform policy's (``policy_entropy_fraction``); the number of distinct patches repaired.
 
   `evaluation(state, batch)` gives the image columns and step records (`evaluation_rollout`).
   """
@@ -627,6 +627,6 @@ def eval_step(networks: Networks, evaluation: Callable, selection: Selection, st
   actions = (selection.image_size // selection.action_stride) ** 2
   entropy = jnp.mean(records.entropy, axis=1)
   values["policy_entropy"] = entropy
-  values["policy_entropy_ratio"] = entropy / math.log(actions)
+  values["policy_entropy_fraction"] = entropy / math.log(actions)   # 1: uniform over the action grid
   values["distinct_patches"] = rollout_lib.distinct_patches(records.corner)
   return values

@@ -1,4 +1,12 @@
 """python -m hallujax.tools.ipfh_benchmark --config configs/ipfh.py:smoke [--repeats 5]
+python -m hallujax.tools.ipfh_benchmark --config CONFIG --headroom RUN [--batches 8]
+
+``--headroom RUN``: is there anything for patch selection to win (paper 004, Table VII)? Restores the
+trained run RUN (its R, F_c, P) and evaluates the config's test split with every selection on the same
+faces, R as trained and not updated: the coarse image ỹ, the evenly spaced grid, random patches, the
+policy's arg-max and the oracle (greedy by the ground truth's gain from R, an upper bound for any
+choice of locations with this R). Prints each PSNR and the oracle's margins over ỹ and over the grid:
+if the oracle is not clearly above both, no policy can show the paper's ordering.
 
 Images/s of IPFH's T-step policy rollout (policy forward, sampling, patch
 gather, restoration, patch scatter, per-step rewards), two ways on the same
@@ -33,6 +41,10 @@ from hallujax.methods import ipfh_rollout as rollout_lib
 _CONFIG = config_flags.DEFINE_config_file("config", None, "IPFH config, e.g. configs/ipfh.py:smoke.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per variant (after one warm-up call).")
 _TRAIN_STEP = flags.DEFINE_bool("train_step", True, "Also time the method's policy step.")
+_HEADROOM = flags.DEFINE_string("headroom", None, "A trained IPFH run: print the selections' PSNR on its "
+                                "test faces instead of timing (see the module docstring).")
+_BATCHES = flags.DEFINE_integer("batches", 8, "--headroom: test batches (of config.train.batch_size).")
+HEADROOM_SELECTIONS = ("grid", "random", "policy", "oracle")
 flags.mark_flags_as_required(["config"])
 
 
@@ -88,9 +100,52 @@ def rollout_functions(networks, selection, state, batch):
   return scan, loop, steps
 
 
+def headroom(config, workdir: str, batches: int) -> dict[str, float]:
+  """Mean test PSNR of ỹ ("coarse") and of each selection in HEADROOM_SELECTIONS, with run `workdir`'s
+  networks, on the first `batches` test batches, plus their distinct patches and the policy's entropy
+  fraction (docs/ipfh.md)."""
+  from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
+  from hallujax.data import feed as feed_lib, pipeline   # pylint: disable=import-outside-toplevel
+  config = config.copy_and_resolve_references()
+  config.train.eval_batches = batches
+  config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
+  method, state, _, mesh = trainer.restore_run(config, workdir)
+  feed = feed_lib.feed_for(config, mesh, method)
+  device_batches = [feed(host_batch) for host_batch in pipeline.eval_batches(config, "test")]
+  results = {}
+  for selection in HEADROOM_SELECTIONS:
+    selected = config.copy_and_resolve_references()
+    selected.policy.selection = selection
+    eval_step = jax.jit(ipfh.make(selected).eval_step)
+    values = [jax.device_get(eval_step(state, {}, batch)) for batch in device_batches]
+    mean = lambda key: float(np.mean(np.concatenate([v[key] for v in values])))
+    results[selection] = mean("psnr")
+    results["coarse"] = mean("psnr_coarse")
+    results[f"{selection}_distinct_patches"] = mean("distinct_patches")
+    results[f"{selection}_policy_entropy_fraction"] = mean("policy_entropy_fraction")
+  return results
+
+
+def print_headroom(config, workdir: str, batches: int) -> None:
+  results = headroom(config, workdir, batches)
+  faces = batches * config.train.batch_size
+  print(f"IPFH headroom of {workdir}: {faces} test faces, {config.data.input_size}² → {config.data.target_size}², "
+        f"{config.policy.patch_size}² patches, T={config.policy.steps}")
+  print(f"  {'coarse ỹ':<8} PSNR {results['coarse']:7.3f}")
+  for selection in HEADROOM_SELECTIONS:
+    print(f"  {selection:<8} PSNR {results[selection]:7.3f}   distinct patches "
+          f"{results[selection + '_distinct_patches']:5.2f}   policy entropy fraction "
+          f"{results[selection + '_policy_entropy_fraction']:.3f}")
+  print(f"oracle − ỹ {results['oracle'] - results['coarse']:+.3f} dB   oracle − grid "
+        f"{results['oracle'] - results['grid']:+.3f} dB   policy − random {results['policy'] - results['random']:+.3f} dB")
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
+  if _HEADROOM.value:
+    print_headroom(config, _HEADROOM.value, _BATCHES.value)
+    return
   if config.stage == "all":
     config.stage = "policy"   # time the policy stage's step; sizes are the config's
   batch = random_batch(config)
