@@ -420,6 +420,11 @@ def test_paper_config_matches_the_paper():
   assert (table.policy.steps, table.policy.random_patches, table.policy.selection) == (20, 30, "oracle")
   assert table.train.steps == sum(table.stage_steps[s] for s in ipfh.STAGES) and table.stage == "all"
   ipfh.check_config(table)
+  local = load_config("table7_local,policy.selection=grid")   # table7 + local degradations + a stronger R
+  assert (local.data.local_degradation, local.restoration.features, local.stage_steps.restoration) == ("shade", 64, 300)
+  assert local.train.steps == table.train.steps + 300 - table.stage_steps.restoration
+  assert (local.policy.steps, local.data.target_size) == (table.policy.steps, table.data.target_size)
+  assert table.data.local_degradation == ""   # off unless asked for
   assert load_config("coarse").train.batch_size == 128   # §III-C; smoke keeps its batch
   with pytest.raises(ValueError, match="smoke,stage=policy"):
     load_config("smoke+policy")
