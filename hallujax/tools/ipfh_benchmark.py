@@ -32,9 +32,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from hallujax import cli
 from hallujax.methods import ipfh
 from hallujax.methods import ipfh_rollout as rollout_lib
 
@@ -45,6 +46,8 @@ _HEADROOM = flags.DEFINE_string("headroom", None, "A trained IPFH run: print the
                                 "test faces instead of timing (see the module docstring).")
 _BATCHES = flags.DEFINE_integer("batches", 8, "--headroom: test batches (of config.train.batch_size).")
 HEADROOM_SELECTIONS = ("grid", "random", "policy", "oracle")
+_SELECTIONS = flags.DEFINE_list("selections", list(HEADROOM_SELECTIONS), "--headroom: the selections to "
+                                "evaluate (the oracle is the slowest: R on every candidate at every step).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -100,8 +103,8 @@ def rollout_functions(networks, selection, state, batch):
   return scan, loop, steps
 
 
-def headroom(config, workdir: str, batches: int) -> dict[str, float]:
-  """Mean test PSNR of ỹ ("coarse") and of each selection in HEADROOM_SELECTIONS, with run `workdir`'s
+def headroom(config, workdir: str, batches: int, selections=HEADROOM_SELECTIONS) -> dict[str, float]:
+  """Mean test PSNR of ỹ ("coarse") and of each of `selections` (HEADROOM_SELECTIONS), with run `workdir`'s
   networks, on the first `batches` test batches, plus their distinct patches and the policy's entropy
   fraction (docs/ipfh.md)."""
   from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
@@ -113,7 +116,7 @@ def headroom(config, workdir: str, batches: int) -> dict[str, float]:
   feed = feed_lib.feed_for(config, mesh, method)
   device_batches = [feed(host_batch) for host_batch in pipeline.eval_batches(config, "test")]
   results = {}
-  for selection in HEADROOM_SELECTIONS:
+  for selection in selections:
     selected = config.copy_and_resolve_references()
     selected.policy.selection = selection
     eval_step = jax.jit(ipfh.make(selected).eval_step)
@@ -126,25 +129,30 @@ def headroom(config, workdir: str, batches: int) -> dict[str, float]:
   return results
 
 
-def print_headroom(config, workdir: str, batches: int) -> None:
-  results = headroom(config, workdir, batches)
+def print_headroom(config, workdir: str, batches: int, selections) -> None:
+  unknown = sorted(set(selections) - set(HEADROOM_SELECTIONS))
+  if unknown or not selections:
+    raise cli.UserError(f"--selections={','.join(selections)}; expected some of {','.join(HEADROOM_SELECTIONS)}.")
+  results = headroom(config, workdir, batches, tuple(selections))
   faces = batches * config.train.batch_size
   print(f"IPFH headroom of {workdir}: {faces} test faces, {config.data.input_size}² → {config.data.target_size}², "
         f"{config.policy.patch_size}² patches, T={config.policy.steps}")
   print(f"  {'coarse ỹ':<8} PSNR {results['coarse']:7.3f}")
-  for selection in HEADROOM_SELECTIONS:
+  for selection in selections:
     print(f"  {selection:<8} PSNR {results[selection]:7.3f}   distinct patches "
           f"{results[selection + '_distinct_patches']:5.2f}   policy entropy fraction "
           f"{results[selection + '_policy_entropy_fraction']:.3f}")
-  print(f"oracle − ỹ {results['oracle'] - results['coarse']:+.3f} dB   oracle − grid "
-        f"{results['oracle'] - results['grid']:+.3f} dB   policy − random {results['policy'] - results['random']:+.3f} dB")
+  margins = [(f"{a} − {'ỹ' if b == 'coarse' else b}", a, b) for a, b in (
+      ("oracle", "coarse"), ("oracle", "grid"), ("policy", "random"), ("policy", "grid"), ("policy", "coarse"))]
+  print("   ".join(f"{name} {results[a] - results[b]:+.3f} dB" for name, a, b in margins
+                   if a in results and b in results))
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
   if _HEADROOM.value:
-    print_headroom(config, _HEADROOM.value, _BATCHES.value)
+    print_headroom(config, _HEADROOM.value, _BATCHES.value, _SELECTIONS.value)
     return
   if config.stage == "all":
     config.stage = "policy"   # time the policy stage's step; sizes are the config's
@@ -178,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
