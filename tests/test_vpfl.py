@@ -177,6 +177,26 @@ def test_at_the_round_start_a_vpfl_local_step_is_vpgans_step(setup):
   np.testing.assert_allclose(metrics["loss_generator"], their_metrics["loss_generator"], rtol=1e-5)
 
 
+def test_evaluation_reports_the_last_rounds_client_drift_and_mpr_share(setup):
+  """client_drift and mpr_loss_share (the tables' "clients drift" and "MPR alive" checks) read the clients as
+  they were just before Eq. 8's mean: 0 before any round; after a round, the clients' codes
+  have left the round's global model's and MPR carries a share of each client's generator loss."""
+  _, _, _, frozen, batch, _ = setup
+  method = vpfl.make(tiny_config())
+  state = method.init(jax.random.key(0))
+  evaluate = jax.jit(method.eval_step)
+  before = jax.device_get(evaluate(state, frozen, batch))
+  # 0 up to rounding: the clients' codes come from a loop over the stacked clients, the global's from one call.
+  assert float(np.mean(before["client_drift"])) < 1e-6 and float(before["mpr_loss_share"]) < 1e-6
+  # One aggregating step: a round of one local step (one compiled program instead of two).
+  state, _ = jax.jit(method.steps["local_aggregate"])(state, frozen, batch, jax.random.key(0))
+  chex.assert_trees_all_equal(state.last_round["global_params"], method.init(jax.random.key(0)).global_params)
+  after = jax.device_get(evaluate(state, frozen, batch))
+  assert float(np.mean(after["client_drift"])) > 1e-4
+  assert 0.0 < float(after["mpr_loss_share"]) < 1.0
+  assert 0.0 < float(np.mean(after["identity_loss_share"])) < 1.0
+
+
 @pytest.mark.slow
 def test_vmapped_round_equals_clients_run_one_after_another(setup):
   config, local, params, frozen, batch, step = setup

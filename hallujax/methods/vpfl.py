@@ -79,6 +79,11 @@ class VPFLState:
   params: dict          # {"encoder": ..., "discriminator": ...}, every leaf (K, ...)
   opt_state: dict       # one optax state per trained network and client, leaves (K, ...)
   global_params: dict   # Θ^q, the round's global model (no clients axis)
+  # The last finished round, kept for evaluation's client_drift and mpr_loss_share (at a round boundary
+  # the clients equal the new global model, so drift is only visible in the models before Eq. 8):
+  # {"params": every client's parameters just before the aggregation (K, ...), "global_params": the Θ^q
+  # that round started from}. Before the first aggregation both are Θ^0.
+  last_round: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +225,8 @@ def aggregate(state: VPFLState, optimizer_state_rule: str, weights=None) -> VPFL
   clients = jax.tree.leaves(state.params)[0].shape[0]
   return state.replace(params=aggregation.broadcast(global_params, clients),
                        opt_state=aggregation.optimizer_state_between_rounds(state.opt_state, optimizer_state_rule),
-                       global_params=global_params)
+                       global_params=global_params,
+                       last_round=dict(params=state.params, global_params=state.global_params))
 
 
 def site_slots(clients: int, sites: int) -> list[list[int]]:
@@ -272,8 +278,10 @@ def make(config) -> Method:
     # Algorithm 1: every client starts from the global initialization Θ^0.
     global_params = local.init_params(rng)
     opt_state = local.init_opt_state(global_params)
-    return VPFLState(step=jnp.zeros((), jnp.int32), params=aggregation.broadcast(global_params, models),
-                     opt_state=aggregation.broadcast(opt_state, models), global_params=global_params)
+    params = aggregation.broadcast(global_params, models)
+    return VPFLState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=aggregation.broadcast(opt_state, models), global_params=global_params,
+                     last_round=dict(params=params, global_params=global_params))
 
   def load_pretrained(state: VPFLState) -> VPFLState:
     """VPGAN's (the discriminator from the prior file), applied to Θ^0 and deployed to every client."""
@@ -282,8 +290,9 @@ def make(config) -> Method:
     loaded = base.load_pretrained(single)
     if loaded is single:
       return state
-    return state.replace(params=aggregation.broadcast(loaded.params, models),
-                         opt_state=aggregation.broadcast(loaded.opt_state, models), global_params=loaded.params)
+    params = aggregation.broadcast(loaded.params, models)
+    return state.replace(params=params, opt_state=aggregation.broadcast(loaded.opt_state, models),
+                         global_params=loaded.params, last_round=dict(params=params, global_params=loaded.params))
 
   def run_clients(params, opt_state, global_params, frozen, batch, *, r1: bool):
     """Every client's local step on its own batch: (params, opt_state, metrics), each with the clients axis."""
@@ -315,9 +324,10 @@ def make(config) -> Method:
 
   # ------------------------------------------------------------------- evaluation
 
-  def model_values(encoder_params, frozen, batch) -> dict:
-    """VPGAN's per-example evaluation of one encoder (l1, psnr, ssim, arcface_cosine and the bicubic_ ones)."""
-    state = vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params={"encoder": encoder_params}, opt_state={})
+  def model_values(params, frozen, batch) -> dict:
+    """VPGAN's per-example evaluation of one model (l1, psnr, ssim, arcface_cosine, the bicubic_ ones, and
+    identity_loss_share, which reads the model's discriminator for Eq. 5's adversarial term)."""
+    state = vpgan.VPGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state={})
     return base.eval_step(state, frozen, batch)
 
   def image_values(images, frozen, batch) -> dict:
@@ -329,7 +339,9 @@ def make(config) -> Method:
             "arcface_cosine": jnp.sum(features * target_features, axis=-1) / (
                 jnp.linalg.norm(features, axis=-1) * jnp.linalg.norm(target_features, axis=-1) + 1e-8)}
 
-  identity_features = vpgan.functions(config).identity_features
+  parts = vpgan.functions(config)
+  encoder_network = vpgan.networks(config)["encoder"]
+  identity_features = parts.identity_features
 
   def per_site(values_of, prefix: str, batch) -> dict:
     """`values_of(site batch)` for each site as site<s>_<name>, and over all sites as <name>."""
@@ -340,14 +352,46 @@ def make(config) -> Method:
         out[f"{prefix}{name}"] = value if s == 0 else jnp.concatenate([out[f"{prefix}{name}"], value], axis=-1)
     return out
 
+  def last_round_values(state: VPFLState, frozen, batch) -> dict:
+    """client_drift and mpr_loss_share of the last finished round, on held-out examples (all sites).
+
+    client_drift: per example, √(‖w − w^q‖² + Σ_i ‖F_i − F_i^q‖²) / √(‖w^q‖² + Σ_i ‖F_i^q‖²), the distance of
+    a client's encoder codes (Eq. 9's w and F_i, from its parameters before the aggregation) from the
+    round's global model's codes, relative to the global codes' size; the mean over clients and examples.
+    mpr_loss_share: λd·MPR / (Eq. 5 + λd·MPR) of each client's generator loss (its encoder and
+    discriminator before the aggregation), the mean over clients; exactly 0 for strategies without MPR.
+    """
+    examples = flatten_slots(batch, list(range(clients)))
+    round_global = state.last_round["global_params"]
+    global_encoded = encoder_network.apply({"params": round_global["encoder"]}, examples["input"])
+
+    def squared_norm(tree) -> jax.Array:   # per example
+      return sum(jnp.sum(jnp.square(leaf.astype(jnp.float32)).reshape(leaf.shape[0], -1), axis=-1)
+                 for leaf in jax.tree.leaves(tree))
+
+    def codes(encoded) -> dict:
+      return {"features": encoded["features"], **({"w": encoded["w"]} if "w" in encoded else {})}
+
+    def one_client(params):
+      encoded = encoder_network.apply({"params": params["encoder"]}, examples["input"])
+      difference = jax.tree.map(jnp.subtract, codes(encoded), codes(global_encoded))
+      drift = jnp.sqrt(squared_norm(difference) / (squared_norm(codes(global_encoded)) + 1e-12))
+      generator_loss, _ = parts.generator_terms(parts.image_of(encoded, frozen), examples["target"],
+                                                params["discriminator"], frozen)
+      mpr = aggregation.mpr_term(encoded, global_encoded, federation.mpr_weight, federation.mpr_reduction)
+      return drift, mpr / (generator_loss + mpr)
+
+    drift, share = jax.lax.map(one_client, state.last_round["params"])
+    return {"client_drift": jnp.mean(drift, axis=0), "mpr_loss_share": jnp.mean(share)}
+
   def eval_step(state: VPFLState, frozen, batch) -> dict:
     if federation.aggregate:
-      return per_site(lambda b: model_values(state.global_params["encoder"], frozen, b), "", batch)
+      values = per_site(lambda b: model_values(state.global_params, frozen, b), "", batch)
+      return dict(values, **last_round_values(state, frozen, batch))
     if pooled:
-      return per_site(lambda b: model_values(jax.tree.map(lambda p: p[0], state.params["encoder"]), frozen, b),
-                      "", batch)
+      return per_site(lambda b: model_values(jax.tree.map(lambda p: p[0], state.params), frozen, b), "", batch)
     # Every local model on every site's test set ("Local Only C1 … C8"), one vmapped program over the models.
-    every = per_site(lambda b: jax.vmap(lambda p: model_values(p, frozen, b))(state.params["encoder"]), "", batch)
+    every = per_site(lambda b: jax.vmap(lambda p: model_values(p, frozen, b))(state.params), "", batch)
     values = {f"client{k}_{name}": value[k] for name, value in every.items() for k in range(clients)}
 
     def fused(b):
@@ -374,7 +418,7 @@ def make(config) -> Method:
       batch_spec=base.batch_spec, init=init, init_frozen=base.init_frozen, load_frozen=base.load_frozen,
       load_pretrained=load_pretrained, steps=steps, schedule=schedule, eval_step=eval_step,
       hallucinate=hallucinate, batch_axes=CLIENT_BATCH_AXES,
-      state_rules=((r"^(params|opt_state)/", ("clients",)),))
+      state_rules=((r"^(params|opt_state|last_round/params)/", ("clients",)),))
 
 
 def federation_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
