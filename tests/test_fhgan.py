@@ -166,3 +166,13 @@ def test_pretraining_beats_bicubic_on_held_out_faces(tiny):
   values = evaluate(state, batch=tiny_batch(config, seed=10_000))  # images never trained on
   assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
   assert float(jnp.mean(values["psnr"])) > float(jnp.mean(values["psnr_bicubic"])) + 1.0
+
+
+def test_eval_reports_the_identity_terms_share_of_the_generator_loss(tiny):
+  """identity_loss_share = λ4·L_id / Σ|weighted terms| on held-out batches: strictly between 0 and 1 with
+  λ4 > 0 (the tables' check reads it), and the same for every example of a batch (one loss a batch)."""
+  config, _, state, _, evaluate = tiny
+  assert config.loss.identity > 0
+  share = np.asarray(evaluate(state, batch=tiny_batch(config))["identity_loss_share"])
+  assert share.shape == (config.train.batch_size,)
+  assert np.all(share == share[0]) and 0.0 < share[0] < 1.0, share

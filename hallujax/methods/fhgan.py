@@ -315,7 +315,21 @@ def make(config) -> Method:
       values["ssim" + name] = image_quality.ssim_from_unit_range(images, hr)
       features = recognizer_features(nets, state.params, state.batch_stats, images)
       values["identity_cosine" + name] = optax.cosine_similarity(features, hr_features)
+    values["identity_loss_share"] = jnp.full(hr.shape[:1], identity_loss_share(state, frozen, batch))
     return values
+
+  def identity_loss_share(state: FHGANState, frozen, batch) -> jax.Array:
+    """λ4·L_id over the joint phase's generator loss (Eq. 10) on a held-out batch, 0..1.
+
+    The denominator sums the weighted terms' magnitudes: the WGAN term −E D(SR) has no sign of its
+    own (a plain sum could be near 0 or below λ4·L_id), so the share is of the loss's total size.
+    Measured whatever the phase, with the joint phase's terms (λ4 = 0 gives 0).
+    """
+    _, terms = generator_loss(state.params["generator"], state, frozen, batch, adversarial_terms=True,
+                              identity=True)
+    weighted = {"pixel": w.pixel * terms["loss_pixel"], "perceptual": w.perceptual * terms["loss_perceptual"],
+                "wgan": w.wgan * terms["loss_adversarial"], "identity": w.identity * terms["loss_identity"]}
+    return jnp.abs(weighted["identity"]) / (sum(jnp.abs(value) for value in weighted.values()) + 1e-12)
 
   def hallucinate(state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
     return {"lr": batch["input"], "bilinear": bilinear(batch["input"]), "bicubic": bicubic(batch["input"]),
