@@ -40,6 +40,7 @@ from hallujax.models.vgg import VGG19
 from hallujax.models.vpgan import VPGANEncoder, synthesize
 
 TRAINED = ("encoder", "discriminator")
+PAPER_IDENTITY_DIM = 512   # the embedding length of the paper's ArcFace, whose scale λc = 100 was set for (Eq. 6)
 
 
 @flax.struct.dataclass
@@ -250,11 +251,14 @@ def functions(config) -> Functions:
     feature difference. ArcFace compares faces by the angle between embeddings (its loss reads only the
     normalized embedding), and the embedding's length is arbitrary: arcface_torch's BN output and our
     in-project ResNetFace give entries of size ~1, where λc·L_id was ~99 of a generator loss of ~101
-    (issue 32) and drowned L1. Our choice: Eq. 6 on the L2-normalized embedding, entries ~1/√D, which keeps
-    the paper's λc = 100 at the feature scale of the network's own metric (cosine) for any embedding length.
+    (issue 32) and drowned L1. Our choice: Eq. 6 on the L2-normalized embedding, the scale of the network's own
+    metric (cosine), rescaled by √(D/512) so that its entries have the size of a unit 512-D embedding's (the
+    paper's ArcFace, D = 512) whatever our network's D: the paper's λc = 100 then weighs the same angle alike
+    (measured on the smoke config at initialization, D = 64: λc·L_id is 0.93 of L_gen on raw embeddings).
     """
     embedding = identity_features(frozen, images).astype(jnp.float32)
-    return embedding / (jnp.linalg.norm(embedding, axis=-1, keepdims=True) + 1e-8)
+    unit = embedding / (jnp.linalg.norm(embedding, axis=-1, keepdims=True) + 1e-8)
+    return unit * jnp.sqrt(embedding.shape[-1] / PAPER_IDENTITY_DIM)
 
   def generator_terms(output, target, discriminator_params, frozen):
     """Eq. 5: L1 + λa·softplus(−D(G(x))) + λb·L_p + λc·L_id (Eq. 6: mean absolute feature differences)."""
