@@ -2,7 +2,9 @@
 
 # The independent recognizer of the identity tables at their outputs' size (64²), so that identity is scored on
 # the images the methods produce rather than on a 32² copy (configs/arcface.py's "recognizer" variant is 32²).
-# Trained once under ROOT/runs/ like any row, and never by the methods it scores.
+# Trained once under ROOT/runs/ like any row, and never by the methods it scores. Measured once (seed 0, 1,500
+# steps, 512 held-out faces of its 200 identities): class accuracy 0.785 at 64² vs 0.734 at 32²; it trains in about
+# 22 minutes on 2 busy CPU cores against 6 for the 32² one.
 RECOGNIZER_64 = "configs/arcface.py:recognizer,data.target_size=64"
 
 # A "visible share" of the generator's loss for a regularizer the table ablates: below 5% its row is the
