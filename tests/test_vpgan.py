@@ -256,3 +256,26 @@ def test_eval_reports_the_identity_terms_share(trained):
   """identity_loss_share = λc·L_id / L_gen on held-out faces, a fraction (the tables' "identity term alive")."""
   share = trained["after"]["identity_loss_share"]
   assert 0.0 < share < 1.0
+
+
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_both_table5_rows_start_the_discriminator_from_the_prior_file(tmp_path, with_prior):
+  """VPGAN and "w/o VP", given the same config.weights.prior, start from the same discriminator (issue 32: w/o VP
+  started from random weights, a second difference between the rows)."""
+  torch = pytest.importorskip("torch")
+  from tests import stylegan2_reference as reference
+  config = tiny_config()
+  config.model.prior = with_prior
+  channels = dict(zip((4, 8, 16, 32), vpgan.prior_channels(config)))
+  torch.manual_seed(0)
+  p = config.model.prior_network
+  generator = reference.Generator(32, p.style_dim, p.mapping_layers, channels)
+  discriminator = reference.Discriminator(32, channels)
+  path = tmp_path / "prior.pt"
+  torch.save({"g_ema": generator.state_dict(), "d": discriminator.state_dict(),
+              "latent_avg": torch.randn(p.style_dim)}, path)
+  config.weights.prior = str(path)
+  method = vpgan.make(config)
+  state = method.load_pretrained(jax.jit(method.init)(jax.random.key(0)))
+  np.testing.assert_allclose(state.params["discriminator"]["from_rgb"]["kernel"],
+                             discriminator.convs[0][0].weight.detach().numpy().transpose(2, 3, 1, 0))

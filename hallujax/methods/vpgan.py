@@ -351,8 +351,12 @@ def make(config) -> Method:
     return frozen
 
   def load_pretrained(state: VPGANState) -> VPGANState:
-    """The discriminator starts from the prior file's discriminator when it has one of the same shape."""
-    if prior is None or not config.weights.prior:
+    """The discriminator starts from the prior file's discriminator when it has one of the same shape.
+
+    Also without the prior (Table 5 "w/o VP", given the same config.weights.prior): the rows then differ in
+    the generator only, not also in the discriminator's start (issue 32).
+    """
+    if not config.weights.prior:
       return state
     found = prior_file()["discriminator"]
     if found is None:
