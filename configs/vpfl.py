@@ -9,6 +9,8 @@ Variants (the one grammar: ``configs/vpfl.py:NAME[,key=value,...]``):
   "fused"       Table 6 "Fused": trained as local_only; evaluation reports fused_… (the mean output)
   "centralized" Table 6 "Centralized": one model on both institutions' pooled data (the upper bound)
   "smoke"       CPU: VPGAN's smoke networks (16² → 64²), 8 clients, P = 10, 40 steps
+  "drift"       CPU, clients that drift: the smoke networks, one client per institution (each sees only its own
+                thermal sensor), P = 40 local steps per round, 3 rounds; evaluation after every round
   "tiny"        tests: 8² → 32², 2 clients at 2 sites, P = 2
 
 Option ``strategy=vpfl|fedavg|fedprox|local_only|fused|centralized`` sets the strategy of any variant
@@ -28,7 +30,7 @@ from hallujax.config_base import apply_variant_options, parse_variant
 from hallujax.federated.partition import site_count
 from hallujax.methods.vpfl import STRATEGIES, federation_config
 
-VARIANTS = ("", "smoke", "tiny", *(name for name in STRATEGIES if name != "vpfl"))
+VARIANTS = ("", "smoke", "drift", "tiny", *(name for name in STRATEGIES if name != "vpfl"))
 
 
 def vpfl_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
@@ -71,6 +73,22 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def drift(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A federation whose clients move apart within a round, so that MPR has drift to correct (issue 32: with 8
+  clients and P = 10 the smoke rounds left MPR under 0.6% of the loss and the federated rows equal).
+
+  Non-IID by institution: one client per site (data.client_partition="sites"), so each client trains on one
+  thermal sensor only (the reference camera, or the uncooled one's flatter, blurred, half-resolution, noisy
+  response). Longer rounds: P = 40 local steps (the paper's 200 at its 80K-step budget is 1/400 of the run;
+  here a round is a third of it). Drift and MPR's share are evaluated after every round (eval_every = P).
+  """
+  c = smoke(c)
+  c.data.update(clients=site_count(c.data), client_partition="sites")
+  c.federated.local_steps = 40
+  c.train.update(steps=120, log_every=20, eval_every=40, eval_batches=2, image_every=120, checkpoint_every=120)
+  return c
+
+
 def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """8² → 32², 2 clients (one per site), R1 every step, P = 2: one compiled program per step kind, seconds."""
   c = vpgan_configs.smoke(c)
@@ -95,6 +113,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c = vpfl_config(strategy)
   if name == "smoke":
     c = smoke(c)
+  elif name == "drift":
+    c = drift(c)
   elif name == "tiny":
     c = tiny(c)
   if strategy == "centralized":

@@ -83,6 +83,17 @@ def test_two_sites_see_the_face_world_through_different_thermal_sensors():
   assert [set(partition.site_of_index(p, len(sensed), 2)) for p in parts] == [{0}, {1}]
 
 
+def test_drift_variant_gives_each_institution_its_own_client_and_long_rounds():
+  """configs/vpfl.py:drift: one client per site (each trains on one thermal sensor), rounds of P = 40 steps,
+  evaluated (client_drift, mpr_loss_share) after every round; any strategy applies to it."""
+  config = vpfl_configs.get_config("drift")
+  assert (config.data.clients, config.data.client_partition) == (partition.site_count(config.data), "sites") == (
+      2, "sites")
+  assert config.federated.local_steps == config.train.eval_every == 40
+  assert config.train.steps % config.federated.local_steps == 0
+  assert vpfl_configs.get_config("drift,strategy=fedavg").federated.strategy == "fedavg"
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 
