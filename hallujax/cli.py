@@ -318,15 +318,31 @@ def finished_step(workdir: str) -> int | None:
   return max(steps) if steps else None
 
 
-def read_run_config(workdir: str):
-  """The resolved config a run saved as `config.json` (evaluate, sample and benchmark use it)."""
+def read_run_config(workdir: str, *, check_method: bool = True):
+  """The resolved config a run saved as `config.json` (evaluate, sample and benchmark use it).
+
+  config.json is data, not code: with `check_method` the method it names must be registered
+  (methods.check_run_method), since using this config imports that module. Pass False only to read the
+  file for comparison, never to build a run from it."""
   import ml_collections
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise UserError(f"--workdir={workdir} has no config.json (not a hallujax run, or written before it was "
                     f"saved): give --config as well.")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      saved = json.load(f)
+    except ValueError as error:
+      raise UserError(f"{path} is not JSON ({error}).") from None
+  if not isinstance(saved, dict):
+    raise UserError(f"{path} holds a {type(saved).__name__}, expected a JSON object (a run's resolved config).")
+  if check_method:
+    from hallujax import methods   # pylint: disable=import-outside-toplevel
+    try:
+      methods.check_run_method(saved.get("method"), path)
+    except ValueError as error:
+      raise UserError(str(error)) from None
+  return ml_collections.ConfigDict(saved)
 
 
 # ----------------------------------------------------------------------------- running a command

@@ -166,7 +166,7 @@ def check_same_config(config, workdir: str, config_name: str) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     return
-  saved = cli.read_run_config(workdir)
+  saved = cli.read_run_config(workdir, check_method=False)   # compared, never built from
   for name in SHAPE_FIELDS + tuple(f"model.{key}" for key in sorted((saved.get("model") or {}).keys())):
     if field(saved, name) != field(config, name):
       raise cli.UserError(f"The checkpoint in {workdir} is from another config: it was trained with "

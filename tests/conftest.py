@@ -20,6 +20,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["HALLUJAX_TESTS_CACHE_OWNER"] = str(os.getpid())   # this process made it and removes it
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The test suite's own method modules, registered so that commands may build runs whose config.json names them
+# (a run's config.json may name only registered methods: hallujax.methods.check_run_method).
+os.environ["HALLUJAX_METHODS"] = ",".join(filter(None, [os.environ.get("HALLUJAX_METHODS", ""), "tests.tiny",
+                                                        "tests.test_evaluate", "tests.test_trainer"]))
 
 
 def pytest_unconfigure(config):

@@ -49,3 +49,14 @@ def test_a_run_naming_a_planted_module_is_refused_and_the_module_never_runs(tmp_
   assert done.returncode == cli.EXIT_USAGE, done.stderr
   assert "not a registered method" in done.stderr and done.stderr.strip().count("\n") == 0
   assert not marker.exists()
+
+
+def test_commands_refuse_a_run_whose_config_names_an_unregistered_module(tmp_path):
+  """evaluate, sample and benchmark build from config.json through cli.read_run_config: an unregistered module
+  in it is refused in one line before anything imports it."""
+  (tmp_path / "config.json").write_text(json.dumps({"method": "antigravity"}))
+  with pytest.raises(cli.UserError, match="not a registered method"):
+    cli.read_run_config(str(tmp_path))
+  assert "antigravity" not in sys.modules
+  saved = cli.read_run_config(str(tmp_path), check_method=False)   # read for comparison only
+  assert saved.method == "antigravity"
