@@ -304,6 +304,34 @@ def test_reinforce_gradient_equals_the_exact_gradient_by_enumeration():
   np.testing.assert_allclose(estimate, exact, rtol=1e-5, atol=1e-6)
 
 
+def test_discounted_returns_credit_each_step_with_gamma_weighted_later_rewards():
+  rewards = jnp.array([[1.0, 2.0, 3.0]])
+  np.testing.assert_allclose(ipfh_losses.rewards_to_go(rewards), [[6.0, 5.0, 3.0]])   # the paper's Σ
+  np.testing.assert_allclose(ipfh_losses.rewards_to_go(rewards, 0.5), [[2.75, 3.5, 3.0]])
+  np.testing.assert_allclose(ipfh_losses.rewards_to_go(rewards, 0.0), rewards)
+  # γ = 0 (config.policy.discount=0): by exact enumeration over two steps of a 3-action policy, the
+  # estimate is the gradient of the myopic objective E[r_1] + E_{a_1}[E_{a_2}[r_2]] in which each step's
+  # probabilities answer only for the reward that follows them directly.
+  logits = jnp.array([0.3, -0.5, 1.1])
+  first_reward = jnp.array([1.0, -2.0, 0.5])
+  second_reward = jnp.array([[0.0, 3.0, -1.0], [2.0, 0.5, 1.0], [-1.5, 0.0, 4.0]])
+
+  def myopic(logits):
+    p, fixed = jax.nn.softmax(logits), jax.lax.stop_gradient(jax.nn.softmax(logits))
+    return jnp.sum(p * first_reward) + jnp.sum(fixed[:, None] * p[None, :] * second_reward)
+
+  @jax.jit
+  def estimate(a, b):
+    p = jax.nn.softmax(logits)
+    rewards = jnp.array([[first_reward[a], second_reward[a, b]]])
+    gradient = jax.grad(lambda l: ipfh_losses.reinforce_loss(jax.nn.log_softmax(l)[jnp.array([[a, b]])], rewards,
+                                                             discount=0.0))(logits)
+    return -p[a] * p[b] * gradient
+
+  total = sum(estimate(a, b) for a, b in itertools.product(range(3), repeat=2))
+  np.testing.assert_allclose(total, jax.grad(myopic)(logits), rtol=1e-5, atol=1e-6)
+
+
 def _changed(before, after) -> bool:
   return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
@@ -421,7 +449,8 @@ def test_paper_config_matches_the_paper():
   assert table.train.steps == sum(table.stage_steps[s] for s in ipfh.STAGES) and table.stage == "all"
   ipfh.check_config(table)
   local = load_config("table7_local,policy.selection=grid")   # table7 + local degradations + a stronger R
-  assert (local.data.local_degradation, local.restoration.features, local.stage_steps.restoration) == ("shade", 64, 300)
+  assert (local.data.local_degradation, local.data.local_degradation_count, local.restoration.features,
+          local.stage_steps.restoration) == ("shade", 6, 64, 300)
   assert local.train.steps == table.train.steps + 300 - table.stage_steps.restoration
   assert (local.policy.steps, local.data.target_size) == (table.policy.steps, table.data.target_size)
   assert table.data.local_degradation == ""   # off unless asked for

@@ -55,6 +55,7 @@ Options to make the policy learnable (not in the paper, off by default,
 (a fully convolutional score map), ``entropy_bonus``, ``baseline="value"`` (a
 learned state value) with ``normalize_advantages``, ``mask_repaired_in_training``
 (no probability on repaired patches, in training and test), ``reward="improvement"``,
+``discount`` (γ < 1: returns that credit each repair to the step that chose it),
 and the test-time ``exclude_repaired``. docs/ipfh.md has what each measured.
 """
 
@@ -137,6 +138,12 @@ def selection_of(config) -> Selection:
                    update_restoration=config.restoration.update_every == "step")
 
 
+def policy_discount(config) -> float:
+  """config.policy.discount; runs saved before the option existed (their config.json, read to restore an
+  earlier stage: `restore_parameters`) have none and used the paper's undiscounted return."""
+  return float(config.policy.get("discount", 1.0))
+
+
 def objective_of(config) -> Objective:
   return Objective(margin=config.cognition.margin, feature=config.loss.feature,
                    identity=config.loss.identity, lr_reference=config.loss.lr_reference,
@@ -144,6 +151,7 @@ def objective_of(config) -> Objective:
                    image_lr_size=config.loss.image_lr_size, baseline=config.policy.baseline,
                    normalize_advantages=config.policy.normalize_advantages,
                    entropy_bonus=config.policy.entropy_bonus, value_weight=config.policy.value_weight,
+                   discount=policy_discount(config),
                    restoration_update=config.restoration.update_every,
                    pretrain_patches=config.restoration.pretrain_patches)
 
@@ -177,6 +185,9 @@ def check_config(config) -> None:
   if stride < 1 or stride & (stride - 1) or stride > size:
     raise ValueError(f"config.policy.action_stride={stride} must be a power of two ≤ target_size={size} "
                      f"(1: every pixel is an action, the paper).")
+  discount = policy_discount(config)
+  if not 0.0 <= discount <= 1.0:
+    raise ValueError(f"config.policy.discount={discount} must be in [0, 1] (1: the paper's undiscounted return).")
   if not 0 < config.loss.image_lr_size <= size:
     raise ValueError(f"config.loss.image_lr_size={config.loss.image_lr_size} must be in (0, {size}] "
                      f"(paper: 32 for 128² faces).")
@@ -494,9 +505,11 @@ def policy_loss(networks: Networks, selection: Selection, objective: Objective, 
   log_probs, entropy, values = policy_outputs(networks, selection, policy_params, records)
   if objective.baseline == "value":
     surrogate, value_loss = value_baseline_loss(log_probs, values, rewards, example_baselines,
-                                                objective.normalize_advantages, objective.value_weight)
+                                                objective.normalize_advantages, objective.value_weight,
+                                                objective.discount)
   else:
-    surrogate = reinforce_loss(log_probs, rewards, example_baselines, objective.normalize_advantages)
+    surrogate = reinforce_loss(log_probs, rewards, example_baselines, objective.normalize_advantages,
+                               objective.discount)
     value_loss = jnp.zeros(())
   bonus = objective.entropy_bonus * jnp.mean(entropy)
   return surrogate + value_loss - bonus, {"loss_policy": surrogate, "loss_value": value_loss}

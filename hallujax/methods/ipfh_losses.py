@@ -31,6 +31,7 @@ class Objective(NamedTuple):
   normalize_advantages: bool = False
   entropy_bonus: float = 0.0
   value_weight: float = 0.5
+  discount: float = 1.0         # γ of the returns G_t = Σ_k γ^(k−t) r_k (1: the paper's Σ_t r_t)
   restoration_update: str = "step"   # config.restoration.update_every
   pretrain_patches: int = 4     # random patch pairs per face in the "restoration" stage
 
@@ -120,9 +121,19 @@ def identified(params: dict, networks: Networks, images: jax.Array, identities: 
   return (jnp.argmax(cosines, axis=-1) == identities).astype(jnp.float32)
 
 
-def rewards_to_go(rewards: jax.Array) -> jax.Array:
-  """G_t = Σ_{k≥t} r_k of (batch, T) rewards."""
-  return jnp.flip(jnp.cumsum(jnp.flip(rewards, axis=1), axis=1), axis=1)
+def rewards_to_go(rewards: jax.Array, discount: float = 1.0) -> jax.Array:
+  """G_t = Σ_{k≥t} γ^(k−t) r_k of (batch, T) rewards, γ = `discount` (1: the paper's undiscounted sum).
+
+  γ < 1 is an option (config.policy.discount, not in the paper): with γ = 0 each step's advantage is
+  its own short-term reward (the last step's is r_T), so the credit for a repair goes to the step that
+  chose it instead of being buried under the long-term reward every G_t shares."""
+  if discount == 1.0:
+    return jnp.flip(jnp.cumsum(jnp.flip(rewards, axis=1), axis=1), axis=1)
+  returns, following = [], jnp.zeros_like(rewards[:, 0])
+  for step in reversed(range(rewards.shape[1])):
+    following = rewards[:, step] + discount * following
+    returns.append(following)
+  return jnp.stack(returns[::-1], axis=1)
 
 
 def normalized(advantages: jax.Array) -> jax.Array:
@@ -131,7 +142,8 @@ def normalized(advantages: jax.Array) -> jax.Array:
 
 
 def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
-                   example_baselines: jax.Array | None = None, normalize: bool = False) -> jax.Array:
+                   example_baselines: jax.Array | None = None, normalize: bool = False,
+                   discount: float = 1.0) -> jax.Array:
   """Surrogate loss whose gradient is the REINFORCE estimate of −∇ E[Σ_t r_t].
 
   log_probs, rewards: (batch, T). Each log π(a_t | s_t) is weighted by its
@@ -144,9 +156,9 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
   actions, so the estimator stays unbiased, and they need no extra state (a
   plain batch mean would scale the gradient by (B − 1) / B). With B = 1 the
   leave-one-out baseline is 0. `normalize` (an option) rescales the advantages
-  (`normalized`), which changes the gradient's scale per batch.
+  (`normalized`), which changes the gradient's scale per batch. `discount`: `rewards_to_go`.
   """
-  returns = rewards_to_go(rewards)
+  returns = rewards_to_go(rewards, discount)
   if example_baselines is not None:
     returns = returns - example_baselines[:, None]
   batch_size = returns.shape[0]
@@ -162,14 +174,15 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
 
 def value_baseline_loss(log_probs: jax.Array, values: jax.Array, rewards: jax.Array,
                         example_baselines: jax.Array | None, normalize: bool,
-                        value_weight: float) -> tuple[jax.Array, jax.Array]:
+                        value_weight: float, discount: float = 1.0) -> tuple[jax.Array, jax.Array]:
   """(REINFORCE surrogate with A_t = G_t − V(s_t), value regression loss ½‖V − G‖²·weight).
 
   An option (config.policy.baseline="value"): V(s_t) is the policy's value
   head on the state it acted in, so it does not depend on a_t and the
-  estimator stays unbiased; G_t is taken after subtracting `example_baselines`.
+  estimator stays unbiased; G_t (`rewards_to_go` with `discount`) is taken after subtracting
+  `example_baselines`.
   """
-  returns = rewards_to_go(rewards)
+  returns = rewards_to_go(rewards, discount)
   if example_baselines is not None:
     returns = returns - example_baselines[:, None]
   advantages = jax.lax.stop_gradient(returns - values)
