@@ -57,9 +57,13 @@ Reading of the paper's open points (each also in configs/pcfh.py):
 * Eq. 10 as printed, max E_p NE − E_q NE, is unbounded (scaling NE grows it
   without end). We use the Donsker–Varadhan form that MINE (Belghazi et al.
   2018, which §2 cites) maximises, Î = E_p T − log E_q e^T, a lower bound on
-  the MI in nats; q pairs each output with the batch's next example (a roll
-  by one; no example meets its own pair). MINE's moving-average gradient
-  correction is left out (plain minibatch gradients).
+  the MI in nats; q's samples are every off-diagonal pair of the batch
+  (B·(B−1) of them; no example meets its own pair), and NE takes
+  ``train.estimator_steps`` updates on each step's batch (issue 33: one pair
+  a example and one update a step left the estimate at ~0.001 nats).
+  MINE's moving-average gradient correction is left out (plain minibatch
+  gradients). Evaluation reports NE's estimates on held-out pairs
+  (``mi_output_nir``, ``mi_output_visible``).
 * L_ID uses LightCNN-29's second-to-last FC features (256-D) of I_V and of the
   output, both resized to ``model.identity_size`` (128 for the public
   checkpoint). LightCNN is frozen (the frozen tree), from ``weights.lightcnn``: the
@@ -138,6 +142,9 @@ def check_config(config) -> None:
                "attention_sparsity"):
     if config.loss[name] < 0:
       raise ValueError(f"config.loss.{name}={config.loss[name]} must be >= 0 (0 switches the term off).")
+  if config.model.kind == "pcfh" and config.loss.mic > 0 and config.train.estimator_steps < 1:
+    raise ValueError(f"config.train.estimator_steps={config.train.estimator_steps}; expected at least 1 update "
+                     f"of NE a step (config.loss.mic=0 switches MIC off).")
 
 
 def networks(config) -> dict:
@@ -203,6 +210,31 @@ def donsker_varadhan(joint: jax.Array, product: jax.Array) -> jax.Array:
   return jnp.mean(joint) - (jax.nn.logsumexp(product) - math.log(product.shape[0]))
 
 
+def mutual_information(estimator, estimator_params, output, visible, nir) -> dict:
+  """{"visible": Î(G_A(I_N); I_V), "nir": Î(G_A(I_N); I_N)}: NE's Donsker–Varadhan estimates on one batch."""
+  scores = estimator.apply({"params": estimator_params}, output, visible, nir)
+  return {name: donsker_varadhan(*pair) for name, pair in scores.items()}
+
+
+def train_estimator(estimator, optimizer, params, opt_state, output, visible, nir, steps: int):
+  """`steps` updates of NE on one batch, each ascending Eq. 10's bound for both pairs.
+
+  Returns (params, opt_state, the last update's estimates). Several updates per generator step (our
+  choice, ``train.estimator_steps``): "NE is a neural network collaboratively trained with the
+  generator" (§3.4) says no more, and one small update a step left the estimate at zero in a
+  100-step run (issue 33).
+  """
+  def one_update(carry, _):
+    estimator_params, estimator_state = carry
+    def loss(p):
+      information = mutual_information(estimator, p, output, visible, nir)
+      return -(information["visible"] + information["nir"]), information
+    (_, information), gradients = jax.value_and_grad(loss, has_aux=True)(estimator_params)
+    return optim.apply_update(optimizer, estimator_params, estimator_state, gradients), information
+  (params, opt_state), information = jax.lax.scan(one_update, (params, opt_state), None, length=steps)
+  return params, opt_state, jax.tree.map(lambda values: values[-1], information)
+
+
 def gradient_penalty(critic_fn, real: jax.Array, fake: jax.Array, rng) -> jax.Array:
   """E[(‖∇D(x̂)‖₂ − 1)²] on random interpolates (WGAN-GP)."""
   epsilon = jax.random.uniform(rng, (real.shape[0], 1, 1, 1))
@@ -253,6 +285,7 @@ def build(config) -> Built:
   use_awm = kind == "pcfh" and w.awm > 0
   use_mic = kind == "pcfh" and w.mic > 0
   use_identity = kind == "pcfh" and w.identity > 0
+  estimator_steps = int(config.train.estimator_steps)
   lightcnn_path = config.weights.get("lightcnn", "")
 
   # ---- initialisation
@@ -268,7 +301,8 @@ def build(config) -> Built:
         "generator": (nir, landmarks) if kind == "pcfh" else (nir,),
         "auxiliary": (visible,), "critic": (visible,), "critic_nir": (nir,),
         "discriminator": (jnp.concatenate([nir, visible], -1),),
-        "attention": (nir, visible), "estimator": (visible, visible, nir),
+        "attention": (nir, visible),
+        "estimator": (jnp.zeros((2, *spec["target"].shape)),) * 2 + (jnp.zeros((2, *spec["input"].shape)),),
     }
     params = {name: init_variables(nets[name], keys[name], *arguments[name])["params"] for name in names}
     return PCFHState(step=jnp.zeros((), jnp.int32), params=params,
@@ -321,8 +355,7 @@ def build(config) -> Built:
     return nets["attention"].apply({"params": params["attention"]}, batch["input"], warped)
 
   def estimates(estimator_params, output, batch) -> dict:
-    scores = nets["estimator"].apply({"params": estimator_params}, output, batch["target"], batch["input"])
-    return {name: donsker_varadhan(*pair) for name, pair in scores.items()}
+    return mutual_information(nets["estimator"], estimator_params, output, batch["target"], batch["input"])
 
   def update(state_params, opt_state, gradients, network_names):
     params, opt_state = dict(state_params), dict(opt_state)
@@ -387,11 +420,10 @@ def build(config) -> Built:
     metrics.update(loss_critic=loss, wasserstein_distance=distance, gradient_penalty=penalty)
 
     if use_mic:                                                                                   # Eq. 10
-      def estimator_loss(estimator_params):
-        information = estimates(estimator_params, fake, batch)
-        return -(information["visible"] + information["nir"]), information
-      (_, information), gradients = jax.value_and_grad(estimator_loss, has_aux=True)(params["estimator"])
-      params, opt_state = update(params, opt_state, {"estimator": gradients}, ("estimator",))
+      estimator_params, estimator_state, information = train_estimator(
+          nets["estimator"], opts["estimator"], params["estimator"], opt_state["estimator"], fake,
+          batch["target"], batch["input"], estimator_steps)
+      params, opt_state = dict(params, estimator=estimator_params), dict(opt_state, estimator=estimator_state)
       metrics.update(mi_output_visible=information["visible"], mi_output_nir=information["nir"])
 
     warped = warped_visible(batch) if use_awm else None
@@ -492,6 +524,12 @@ def build(config) -> Built:
         rank1_output=in_batch_rank1(generated, identities),
         rank1_fused=in_batch_rank1(identity_metrics.fused_distance(original, generated), identities),
         identity_cosine=1.0 - jnp.diagonal(generated))
+    if use_mic:
+      # NE's estimates on held-out pairs (one value a batch, repeated per example so batches average).
+      information = estimates(state.params["estimator"], output, batch)
+      count = output.shape[0]
+      values.update(mi_output_nir=jnp.full((count,), information["nir"]),
+                    mi_output_visible=jnp.full((count,), information["visible"]))
     return values
 
   def hallucinate(state: PCFHState, frozen, batch) -> dict[str, jax.Array]:
