@@ -8,9 +8,12 @@ Variants (one grammar, hallujax.config_base.parse_variant):
                                  minutes on a laptop CPU
     configs/lightcnn.py:tiny     a narrow LightCNN (not loadable by PCFH) at 32², 8 identities: seconds (tests)
 
+and, after any of them, ``spectra=nir_vis``: NIR and visible images of the same identities (the
+face world's nir_unaligned pairs, NIR as one grey channel), one label set, as PCFH's recognizer is
+"the baseline recognizer" of a NIR-VIS table (paper 001 §4.2); e.g. ``configs/lightcnn.py:smoke,spectra=nir_vis``.
+The default is visible only, as the public network.
+
 Then, for PCFH: ``--config.weights.lightcnn=RUN_DIR`` (hallujax/methods/lightcnn.py: read_run).
-Both spectra: ``--config.data.pairing=nir_unaligned --config.data.input_channels=1`` trains on the
-NIR renders too, with the same labels (the default is visible only, as the public network).
 """
 
 import ml_collections
@@ -18,10 +21,14 @@ import ml_collections
 from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
 VARIANTS = ("", "smoke", "tiny")
+SPECTRA = ("visible", "nir_vis")
 
 
 def get_config(argument: str = "") -> ml_collections.ConfigDict:
   variant, options = parse_variant(argument, VARIANTS, "configs/lightcnn.py")
+  spectra = options.pop("spectra", "visible")
+  if spectra not in SPECTRA:
+    raise ValueError(f"configs/lightcnn.py: spectra={spectra!r} is not known; known: {', '.join(SPECTRA)}.")
   c = base_config()
   c.method = "lightcnn"
   # The face world's visible faces at 128² ("input" unused: same_view at the target's size costs nothing).
@@ -60,4 +67,6 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     c.train.update(batch_size=16, steps=100, log_every=20, eval_every=100, eval_batches=4,
                    image_every=100, checkpoint_every=100)
     c.optim.lightcnn = dict(name="adam", learning_rate=2e-3)
+  if spectra == "nir_vis":
+    c.data.update(pairing="nir_unaligned", input_channels=1, input_size=c.data.target_size)
   return apply_variant_options(c, options)

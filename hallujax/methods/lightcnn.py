@@ -39,7 +39,10 @@ Evaluation (per held-out example, as configs/arcface.py's method): the class
 accuracy of "target" (identification of unseen images of training identities
 under ``identity_split="shared"``), the softmax loss, and the cosine between
 an example's feature and its batch neighbour's with their same-identity flag
-(verification pairs); ``class_accuracy_input`` too when the input trains.
+(verification pairs); when the input trains, ``class_accuracy_input`` and the
+cross-spectral in-batch Rank-1 (``cross_spectral_rank1``: NIR probes against
+the batch's visible images, next to its chance level
+``cross_spectral_rank1_chance``).
 """
 
 from __future__ import annotations
@@ -103,6 +106,12 @@ def grey(images: jax.Array) -> jax.Array:
   if images.shape[-1] == 1:
     return images
   return (images @ jnp.asarray(LUMINANCE, images.dtype))[..., None]
+
+
+def cross_cosines(probes: jax.Array, gallery: jax.Array) -> jax.Array:
+  """(P, G) cosine similarities between two feature sets."""
+  normalize = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+  return normalize(probes) @ normalize(gallery).T
 
 
 def features_only(params: dict) -> dict:
@@ -173,8 +182,15 @@ def make(config) -> Method:
         "pair_same_identity": (labels == jnp.roll(labels, 1)).astype(jnp.float32),
     }
     if with_input:
-      _, input_logits = classifier.apply({"params": state.params[NETWORK]}, batch["input"])
+      input_features, input_logits = classifier.apply({"params": state.params[NETWORK]}, batch["input"])
       values["class_accuracy_input"] = (jnp.argmax(input_logits, axis=-1) == labels).astype(jnp.float32)
+      # Across spectra, as PCFH's "LightCNN on raw NIR" row: each input (NIR) probe against the batch's
+      # visible images as the gallery, hit when the nearest (cosine) has the probe's identity; chance is
+      # the share of the gallery with the probe's identity.
+      similarity = cross_cosines(input_features, features)
+      values["cross_spectral_rank1"] = (labels[jnp.argmax(similarity, axis=1)] == labels).astype(jnp.float32)
+      values["cross_spectral_rank1_chance"] = jnp.mean((labels[:, None] == labels[None, :]).astype(jnp.float32),
+                                                       axis=1)
     return values
 
   def hallucinate(state: LightCNNState, frozen, batch) -> dict[str, jax.Array]:
