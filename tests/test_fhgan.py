@@ -176,3 +176,12 @@ def test_eval_reports_the_identity_terms_share_of_the_generator_loss(tiny):
   share = np.asarray(evaluate(state, batch=tiny_batch(config))["identity_loss_share"])
   assert share.shape == (config.train.batch_size,)
   assert np.all(share == share[0]) and 0.0 < share[0] < 1.0, share
+
+
+def test_smoke_joint_trains_half_its_steps_jointly_with_a_larger_identity_weight():
+  """configs/fhgan.py:smoke_joint (Table 1's identity comparison): as many joint steps as pretraining ones."""
+  config = fhgan_config.get_config("smoke_joint")
+  method = fhgan.make(config)
+  phases = [method.schedule(step) for step in range(config.train.steps)]
+  assert phases.count("pretrain") == phases.count("joint") == config.train.steps // 2
+  assert config.loss.identity > fhgan_config.get_config("smoke").loss.identity
