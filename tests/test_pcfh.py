@@ -153,6 +153,22 @@ def test_a_local_path_changes_the_output_only_around_its_component():
   assert sensitivity[top:top + height, left:left + width].max() > 0
 
 
+def test_plain_background_gives_every_visible_target_one_grey_background_and_leaves_the_rest():
+  """data.plain_background (issue 33): the visible views' background is one flat grey, no longer a random
+  colour no NIR input can predict; the NIR inputs, identities and landmarks are those of the option off."""
+  plain, default = tiny_config(), tiny_config()
+  plain.data.plain_background = True
+  plain_batch, default_batch = pipeline.eval_batches(plain)[0], pipeline.eval_batches(default)[0]
+  for name in ("input", "identity", "landmarks", "input_landmarks"):
+    np.testing.assert_array_equal(plain_batch[name], default_batch[name])
+  for name in ("target", "aligned_target"):
+    # The top-left corner (hair or shoulders may reach other corners): one grey for every example.
+    corners = plain_batch[name][:, :2, :2].reshape(-1, 3)
+    np.testing.assert_allclose(corners, np.zeros_like(corners), atol=0.02)
+    default_corners = default_batch[name][:, :2, :2].reshape(-1, 3)
+    assert np.std(default_corners, axis=0).max() > 0.2   # the default's random colours
+
+
 # ----------------------------------------------------------------------------- the MI estimator
 
 

@@ -57,6 +57,8 @@ only.
 symmetric_frontal (False): every view lit from straight ahead, background
 untilted and without waves, gaze centred (SYMMETRIC_SCENE), so frontal targets
 are mirror-symmetric scenes (VividGAN's L_sys);
+plain_background (False): one flat mid-grey background behind every visible
+view (PLAIN_BACKGROUND), for NIR → visible targets a NIR image can predict;
 local_degradation ("": off; "occlusion" | "blur" | "shade"), with
 local_degradation_count (3) and local_degradation_radius (0.12 of the side):
 discs at random places of the same_view input (LocalDegradation; host only).
@@ -157,6 +159,7 @@ class FaceWorldSource:
     else:
       raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
     self.symmetric_frontal = bool(data_config.get("symmetric_frontal", False))
+    self.plain_background = bool(data_config.get("plain_background", False))
     self.local_degradation = LocalDegradation.of(data_config, self.pairing)
     self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.get("thermal_sensors", ()))
     if (self.local_degradation is not None) and data_config.get("render_on", "host") == "device":
@@ -194,6 +197,10 @@ class FaceWorldSource:
       same_view = source is target
       target = dict(target, **SYMMETRIC_SCENE)
       source = target if same_view else dict(source, **SYMMETRIC_SCENE)
+    if self.plain_background:   # after every draw too: the faces and poses are those of the option off
+      same_view = source is target
+      target = dict(target, **PLAIN_BACKGROUND)
+      source = target if same_view else dict(source, **PLAIN_BACKGROUND)
     return identity, target, source
 
   def site(self, index: int) -> int:
@@ -272,6 +279,12 @@ class FaceWorldSource:
 # background, so its frontal targets are not.
 SYMMETRIC_SCENE = dict(light_azimuth=np.float32(0), background_angle=np.float32(0),
                        background_waves=np.float32(0), gaze_x=np.float32(0))
+# data.plain_background: one flat mid-grey background behind every visible view (no gradient, no waves).
+# The default draws each image's two background colours at random (0.05..0.95 a channel), independent of
+# the person and of a NIR input's view, so a NIR → visible model cannot predict them and an L1 model is
+# pulled toward the mean (issue 33). Not from a paper: an option for PCFH's face-world runs.
+PLAIN_BACKGROUND = dict(background_top=np.full(3, 0.5, np.float32), background_bottom=np.full(3, 0.5, np.float32),
+                        background_waves=np.float32(0))
 LOCAL_DEGRADATIONS = ("", "occlusion", "blur", "shade")
 
 
