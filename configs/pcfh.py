@@ -109,7 +109,8 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
     # No LightCNN weights can be downloaded here, and a random LightCNN is no identity network: its
     # features point the same way for every face (cosine 0.9995) and λ2·Σ|ΔF| was ~30, 50× all other
     # terms together, turning the output into noise in a 200-step run. The smoke run leaves L_ID off;
-    # with weights: --config.weights.lightcnn=PATH --config.loss.identity=0.002 (and identity_size=128).
+    # ``lightcnn=RUN_DIR`` (a configs/lightcnn.py:smoke,spectra=nir_vis run) turns it on at λ2 = 0.002: with
+    # that network's 400-step weights λ2·Σ|ΔF| was 17% of the generator loss (docs/pcfh.md, issue 33).
     c.loss.identity = 0.0
     # Balance at this size (our change; the paper configs keep L_ad's weight 1): a WGAN-GP critic has
     # ‖∇D‖ ≈ 1 per image, so −E D(G) moves each of the 64²×3 output values by ~1/(B·√N) = 1.1e-3,
