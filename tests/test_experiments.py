@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hallujax import experiments
+from hallujax import cli, experiments
 from hallujax.metrics import diversity
 
 SPEC = "configs/arcface.py:smoke,train.steps=3"
@@ -407,3 +407,17 @@ def table():
   json.dump(report, open(path, "w"))
   experiments.run_table(experiments.load_table("ident"), [0], root)
   assert len(evaluated()) == 3
+
+
+def test_every_results_table_names_configs_that_load(tmp_path):
+  """Each table in configs/tables: rows, prerequisites and the recognizer are config specs that load (a typo in a
+  row's override would otherwise surface hours into a table run; load_table itself refuses checks naming no row)."""
+  names = experiments.available_tables()
+  assert {"fhgan_table1", "ipfh_table7", "pcfh_table1", "vividgan_fig8", "vpgan_table5"} <= set(names)
+  for name in names:
+    table = experiments.load_table(name)
+    for row in table.rows:
+      config = cli.load_config_file(experiments.run_for(str(tmp_path), row.config, 0, table).train_spec)
+      assert config.seed == 0, (name, row.label)
+    for _, spec in table.prerequisites + ((("recognizer", table.recognizer),) if table.recognizer else ()):
+      cli.load_config_file(experiments.with_options(spec, seed=0))

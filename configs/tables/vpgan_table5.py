@@ -6,14 +6,12 @@ variant — 16² thermal → 64² visible, a 64² StyleGAN2 prior trained in-pro
 visible faces (configs/vpgan.py:prior_smoke, 1,200 steps of batch 8), 300 steps of batch 4.
 """
 
-from configs.tables import RECOGNIZER_64, VISIBLE_LOSS_SHARE
+from configs.tables import ARCFACE_LOSS_NETWORK, RECOGNIZER_64, VISIBLE_LOSS_SHARE
 from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, prior_draws_faces, row_gap_at_least
 
 # The prior and the identity loss's ArcFace (λc, Eq. 6) are training inputs, trained once; the table's
 # identity columns use a different recognizer (Table.recognizer) that no VPGAN run saw. VPFL's table shares them.
-PREREQUISITES = (("prior", "configs/vpgan.py:prior_smoke,train.steps=1200"),
-                 ("arcface", "configs/arcface.py:smoke,data.num_identities=64,train.steps=1500,"
-                             "train.eval_every=500,train.checkpoint_every=500"))
+PREREQUISITES = (("prior", "configs/vpgan.py:prior_smoke,train.steps=1200"), ARCFACE_LOSS_NETWORK)
 WEIGHTS = "weights.prior={prior},weights.arcface={arcface}"
 BASE = f"configs/vpgan.py:smoke,{WEIGHTS}"
 
