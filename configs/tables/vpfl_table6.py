@@ -1,12 +1,15 @@
-"""Paper 000 (VPFL) Table 6 on the face world: federated thermal → visible over 8 clients at 2 institutions.
+"""Paper 000 (VPFL) Table 6 on the face world: federated thermal → visible, one client per institution.
 
 The paper's sub-tables are the VIS-TH and ARL-VTF test sets and their average; here "site0" and "site1"
-are the face world's two institutions (two thermal sensors, each split into 4 clients by Dirichlet(0.3)),
-and the unprefixed columns average both. Local Only is shown for one client of each institution (C1, C5:
-their models on both sites' test sets), Fused is the mean output of the 8 local models. PSNR columns come
+are the face world's two institutions (two thermal sensors, one client each, so each client sees one sensor
+only: non-IID), and the unprefixed columns average both. Local Only is shown for both clients (C1, C2:
+their models on both sites' test sets), Fused is the mean output of the local models. PSNR columns come
 from the method's own evaluation; Rank-1 / identity cosine from the independent recognizer, where the
 run's evaluate rows have them (the models that make one image per input).
-Budget: the smoke variant (16² → 64², 8 clients × 40 steps of batch 4, P = 10 local steps per round).
+Budget: the drift variant (16² → 64², 2 clients × 120 steps of batch 4, rounds of P = 40 local steps), chosen
+so that clients drift apart within a round (issue 32: with 8 IID-ish clients and P = 10 MPR carried under 0.6% of
+the loss and the federated rows agreed to 0.001 dB). One seed measured (docs/vpfl.md): client_drift 0.42-0.54
+with MPR and 0.8-3.9 without, MPR's share 1.6-2.2% of the loss at the paper's λd.
 """
 
 from configs.tables import RECOGNIZER_64
@@ -14,6 +17,7 @@ from configs.tables.vpgan_table5 import PREREQUISITES, WEIGHTS
 from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, prior_draws_faces, row_gap_at_least
 
 SITES = ("psnr", "site0_psnr", "site1_psnr")
+BASE = f"configs/vpfl.py:drift,{WEIGHTS}"
 
 
 def eval_step(prefix: str) -> tuple[tuple[str, str], ...]:
@@ -21,23 +25,23 @@ def eval_step(prefix: str) -> tuple[tuple[str, str], ...]:
 
 
 def table() -> Table:
-  local = f"configs/vpfl.py:smoke,strategy=local_only,{WEIGHTS}"
+  local = f"{BASE},strategy=local_only"
   return Table(
       name="vpfl_table6",
-      title="VPFL Table 6 on the face world: federated thermal → visible, 8 clients at 2 institutions",
+      title="VPFL Table 6 on the face world: federated thermal → visible, one client per institution",
       paper="paper 000 §4.3, Table 6 (VIS-TH, ARL-VTF and their average)",
-      budget="configs/vpfl.py:smoke — 16² thermal → 64² visible, 8 clients × 40 steps of batch 4, rounds of "
-             "P = 10 local steps, the 64² in-project prior of vpgan_table5",
+      budget="configs/vpfl.py:drift — 16² thermal → 64² visible, 2 clients (one per thermal sensor) × 120 steps "
+             "of batch 4, rounds of P = 40 local steps, the 64² in-project prior of vpgan_table5",
       prerequisites=PREREQUISITES,
       rows=(
           Row("Local Only C1", local, from_eval_step=eval_step("client0_")),
-          Row("Local Only C5", local, from_eval_step=eval_step("client4_")),
+          Row("Local Only C2", local, from_eval_step=eval_step("client1_")),
           Row("Fused", local, from_eval_step=eval_step("fused_")),
-          Row("FedProx", f"configs/vpfl.py:smoke,strategy=fedprox,{WEIGHTS}"),
-          Row("VPFL w/o MPR", f"configs/vpfl.py:smoke,strategy=fedavg,{WEIGHTS}"),
-          Row("VPFL", f"configs/vpfl.py:smoke,{WEIGHTS}"),
-          Row("Centralized", f"configs/vpfl.py:smoke,strategy=centralized,{WEIGHTS}"),
-          Row("ground truth (ceiling)", f"configs/vpfl.py:smoke,{WEIGHTS}", column="target"),
+          Row("FedProx", f"{BASE},strategy=fedprox"),
+          Row("VPFL w/o MPR", f"{BASE},strategy=fedavg"),
+          Row("VPFL", BASE),
+          Row("Centralized", f"{BASE},strategy=centralized"),
+          Row("ground truth (ceiling)", BASE, column="target"),
       ),
       metrics=(*SITES, "rank1", "vr_at_far_1e-2", "identity_cosine"),
       order=("Centralized", "VPFL", "VPFL w/o MPR", "FedProx", "Fused"),
@@ -57,5 +61,12 @@ def table() -> Table:
           prior_draws_faces(min_detection_ratio=0.8),
           row_gap_at_least("ground truth (ceiling)", "VPFL", "rank1", 0.1, "headroom under the ground truth"),
       ),
-      notes=("ground truth (ceiling): the visible ground truth through the same recognizer and gallery.",),
+      notes=("ground truth (ceiling): the visible ground truth through the same recognizer and gallery.",
+             "client_drift is relative: the distance of the clients' codes from the round's global codes divided by "
+             "the global codes' size, measured on the clients just before Eq. 8 averages them (VPFL's eval_step); "
+             "Local Only, Fused and Centralized have no round and report neither it nor mpr_loss_share.",
+             "outputs_vary: the face world's thermal image does not show the visible background colour, hair or "
+             "skin tone, so even predictors that read it reach a diversity of only 0.19-0.38 of the targets' "
+             "(ridge regression, nearest-neighbour medians; docs/vpgan.md): the check is expected to fail until "
+             "the face world gives thermal inputs that determine more of the visible face."),
   )
