@@ -28,6 +28,10 @@ from hallujax.metrics import diversity, identity, image_quality, niqe as niqe_li
 # Columns that are inputs, ground truth or intermediate maps, not results to score against the target
 # (VividGAN's component prior is black outside the components; PCFH's attention is a mask).
 NOT_CANDIDATES = ("target", "lr", "input", "prior", "attention")
+# Interpolations of the input: the same images whichever run made them, so their rows are named plainly
+# ("bicubic", not "<run>:bicubic"), like "input" and "target"; a run's other columns are "<run>:<column>".
+INTERPOLATIONS = ("bicubic", "bilinear")
+PLAIN_ROWS = ("input", "target") + INTERPOLATIONS
 YAW_BUCKET_DEGREES = 15
 
 
@@ -247,7 +251,7 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
       if name == "output":
         row_name = row_prefix
       elif include_baselines:
-        row_name = name if name == "bicubic" else f"{row_prefix}:{name}"
+        row_name = name if name in INTERPOLATIONS else f"{row_prefix}:{name}"
       else:
         continue
       rows[row_name].add(scores(images, target), recognizer(images) if recognizer else None)
@@ -276,7 +280,7 @@ def summarize(rows: dict[str, Row], labels: np.ndarray | None, yaw: np.ndarray |
     arrays = row.arrays()
     entry = {metric: float(np.mean(values)) for metric, values in arrays.items()}
     if target_row is not None and row.embeddings and labels is not None:
-      fuse_with = input_embeddings if name not in ("input", "bicubic") else None
+      fuse_with = input_embeddings if name not in ("input",) + INTERPOLATIONS else None
       entry.update(identity_summary(np.concatenate(row.embeddings), np.concatenate(target_row.embeddings), labels,
                                     fuse_with))
     if yaw is not None:
@@ -295,7 +299,7 @@ def column_of(row_name: str, run_name: str) -> str | None:
   """The image column a summary row scores (None for a compared run's rows, whose images are not kept)."""
   if row_name == run_name:
     return "output"
-  if row_name in ("bicubic", "input", "target"):
+  if row_name in PLAIN_ROWS:
     return row_name
   prefix = f"{run_name}:"
   return row_name[len(prefix):] if row_name.startswith(prefix) else None

@@ -349,11 +349,7 @@ def row_values(report: dict, row: Row, metrics: tuple[str, ...], eval_step_metri
   ``eval_step``. Other columns (bicubic, the ground truth) simply
   have no value for metrics that do not apply to them.
   """
-  run_name = os.path.basename(os.path.normpath(report["workdir"]))
-  # evaluate names the inputs it scores ("input", "bicubic") and the ground truth ("target") plainly and the
-  # run's other columns "<run>:<column>".
-  name = {"output": run_name, "bicubic": "bicubic", "input": "input", "target": "target"}.get(
-      row.column, f"{run_name}:{row.column}")
+  name = evaluation_row_name(report, row)
   if name not in report["rows"]:
     raise ValueError(f"Row {row.label!r}: the evaluation of {report['workdir']} has no column {row.column!r} "
                      f"(rows: {', '.join(report['rows'])}).")
@@ -415,8 +411,12 @@ def collect(table: Table, seeds: list[int], root: str) -> Figures:
 
 def evaluation_row_name(report: dict, row: Row) -> str:
   run_name = os.path.basename(os.path.normpath(report["workdir"]))
-  return {"output": run_name, "bicubic": "bicubic", "input": "input", "target": "target"}.get(
-      row.column, f"{run_name}:{row.column}")
+  # evaluate names the input, its interpolations and the ground truth plainly, the run's other columns
+  # "<run>:<column>" (evaluation.PLAIN_ROWS).
+  from hallujax.evaluation import PLAIN_ROWS   # pylint: disable=import-outside-toplevel (jax: only when reporting)
+  if row.column == "output":
+    return run_name
+  return row.column if row.column in PLAIN_ROWS else f"{run_name}:{row.column}"
 
 
 # ----------------------------------------------------------------------------- validity checks

@@ -100,8 +100,11 @@ def test_every_grid_has_the_readme_column_order(tmp_path, monkeypatch):
   config.method = "tests.test_evaluate"
   config.train.update(steps=2, image_every=2)
   trainer.train(config, tmp_path / "run")                         # the training grid
-  evaluate.evaluate(config, str(tmp_path / "run"), batches=1)     # the hardest and easiest examples' grids
+  report = evaluate.evaluate(config, str(tmp_path / "run"), batches=1)   # the hardest and easiest examples' grids
   assert len(drawn) >= 3 and all(order == README_ORDER for order in drawn), drawn
+  # Both interpolations of the input are named plainly, like each other (not "bicubic" beside "run:bilinear").
+  assert {"bilinear", "bicubic", "run"} <= set(report["rows"]), list(report["rows"])
+  assert not any(name.endswith((":bilinear", ":bicubic")) for name in report["rows"]), list(report["rows"])
 
 
 def test_evaluate_at_a_step_without_checkpoint_lists_the_steps_that_exist(tmp_path):
