@@ -58,7 +58,7 @@ import os
 from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from hallujax.data import alignment, degradations, folders

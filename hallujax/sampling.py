@@ -9,14 +9,10 @@ the architecture is read from the file. Noise maps are the fixed buffers.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from etils import epath
-from PIL import Image
 
 
 def generator_from_checkpoint(path: str, config, allow_pickle: bool, truncation: float):

@@ -4,8 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import pytest
 import skimage.draw
 
 from configs.pcfh import get_config

@@ -4,7 +4,6 @@ import datetime
 import os
 import struct
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -10,7 +10,7 @@ command. L_sys pulls outputs towards mirror images; it can only help when the gr
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from hallujax import cli
