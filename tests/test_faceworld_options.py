@@ -1,22 +1,19 @@
 """Face-world options that give a paper's mechanism something to do: symmetric frontal scenes (VividGAN's
 L_sys) and local degradations of the input (IPFH's patch selection). Both default off."""
 
-import ml_collections
 import numpy as np
 import pytest
 
 from hallujax.data import faceworld
 from hallujax.data.sources import make_source
+from tests import test_faceworld
 
 SIZE = 32
 
 
 def data_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      source="faceworld", pairing="same_view", input_size=8, input_channels=3, target_size=SIZE,
-      downsample="bicubic", num_identities=20, train_size=40, eval_size=10, world_seed=0))
-  config.update(overrides)
-  return config
+  """test_faceworld's data section at 8² → 32² (smaller: these tests render many scenes)."""
+  return test_faceworld.data_config(**{"input_size": 8, "target_size": SIZE, "train_size": 40, **overrides})
 
 
 def mirror_error(image: np.ndarray) -> float:
