@@ -38,6 +38,7 @@ import numpy as np
 from hallujax import sharding, trainer
 from hallujax.data import feed as feed_lib
 from hallujax.methods import METHODS, make_method
+from hallujax.tools import hlo_report
 
 # Dense (no structured sparsity) peak TFLOP/s per chip: (float32 compute, bfloat16 compute), most specific
 # device-kind substring first. float32 on NVIDIA Ampere/Hopper is the TF32 tensor-core peak: XLA:GPU runs
@@ -225,6 +226,7 @@ class Row:
   mfu: float | None
   program_bytes: int | None
   device_peak_bytes: int | None
+  hlo_ops: int | None = None   # instructions in the optimized HLO module (its size as compiled; issue 30)
 
   @property
   def spread(self) -> float:
@@ -233,7 +235,7 @@ class Row:
 
 
 def make_row(*, method, config, step, dtype, images, compile_seconds, compiles, traces, times, flops, peak,
-             memory) -> Row:
+             memory, hlo_ops=None) -> Row:
   median = statistics.median(times)
   achieved = flops / median if flops else None
   return Row(method=method, config=config, step=step, dtype=dtype, devices=jax.device_count(),
@@ -243,13 +245,13 @@ def make_row(*, method, config, step, dtype, images, compile_seconds, compiles, 
              timed_steps=len(times), images_per_second=images / median,
              tflops_per_second=achieved / 1e12 if achieved else None,
              mfu=achieved / peak if achieved and peak else None, flops=flops, program_bytes=memory,
-             device_peak_bytes=device_peak_bytes())
+             device_peak_bytes=device_peak_bytes(), hlo_ops=hlo_ops)
 
 
 def line_of(row: Row) -> str:
   """The one-line report of a row (the single-config command prints these)."""
-  line = (f"{row.step}: compile {row.compile_seconds:.2f} s | median {row.median_seconds * 1e3:.2f} ms "
-          f"(min {row.min_seconds * 1e3:.2f}, max {row.max_seconds * 1e3:.2f}, n={row.timed_steps}) | "
+  line = (f"{row.step}: compile {row.compile_seconds:.2f} s ({row.hlo_ops} HLO ops) | "
+          f"median {row.median_seconds * 1e3:.2f} ms (min {row.min_seconds * 1e3:.2f}, max {row.max_seconds * 1e3:.2f}, n={row.timed_steps}) | "
           f"{row.images_per_second:.1f} images/s")
   if row.flops:
     line += f" | {row.flops / 1e9:.2f} GFLOP/call | {row.tflops_per_second:.3f} TFLOP/s"
@@ -286,7 +288,7 @@ def prepare(config) -> Prepared:
   batch_size = config.train.batch_size
   state, state_shardings = trainer.init_state(counted, config, mesh, jax.random.key(config.seed))
   frozen, frozen_shardings = trainer.frozen_networks(counted, config, mesh, jax.random.key(1), load=False)
-  clients = int(config.data.get("clients", 0))
+  clients = int(config.data.clients)
   leading = (clients, batch_size) if method.batch_axes == ("clients", "batch") else (batch_size,)
   feed = feed_lib.Feed(config.data.copy_and_resolve_references(), mesh, method.batch_spec, method.batch_axes,
                        batch_size)
@@ -331,7 +333,8 @@ def run_train_step(prepared: Prepared, name: str, steps: int, warmup: int, label
   prepared.state = holder["state"]
   return make_row(**label, step=f"train_step[{name}]", images=prepared.images, compile_seconds=compile_seconds,
                   compiles=compiles.count, traces=prepared.trace_counts.get(name, 0), times=times,
-                  flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled))
+                  flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled),
+                  hlo_ops=hlo_report.hlo_op_count(compiled))
 
 
 def run_hallucinate(prepared: Prepared, steps: int, warmup: int, label: dict, peak: float | None) -> Row:
@@ -346,7 +349,8 @@ def run_hallucinate(prepared: Prepared, steps: int, warmup: int, label: dict, pe
     times = time_calls(call, steps)
   return make_row(**label, step="hallucinate", images=prepared.images, compile_seconds=compile_seconds,
                   compiles=compiles.count, traces=prepared.trace_counts.get("hallucinate", 0), times=times,
-                  flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled))
+                  flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled),
+                  hlo_ops=hlo_report.hlo_op_count(compiled))
 
 
 def with_dtype(config, dtype: str | None):
@@ -416,8 +420,8 @@ def suite_entries(suite: str, configs_dir: str = "configs", methods: Iterable[st
 
 
 def load_config(spec: str):
-  from hallujax import cli
-  return cli.load_config_file(spec)
+  from hallujax import run_files
+  return run_files.load_config_file(spec)
 
 
 def first_line(error: BaseException) -> str:
@@ -503,12 +507,13 @@ def markdown_table(rows: list[Row], notes: list[str], env: dict, title: str) -> 
   if under_load(env):
     lines.append(f"**Taken under load**: 1-minute load average {env['load_average_1min']} on {env['cpus']} "
                  f"CPUs; times are slower and noisier than a quiet machine's.")
-  lines += ["", "| config | step | dtype | images/step | compile s | compiles | median ms | p10–p90 ms | "
+  lines += ["", "| config | step | dtype | images/step | compile s | HLO ops | compiles | median ms | p10–p90 ms | "
                 "spread % | images/s | GFLOP/step | TFLOP/s | MFU % | program MiB | device peak MiB |",
-            "|" + "---|" * 15]
+            "|" + "---|" * 16]
   for r in rows:
     lines.append(
-        f"| {r.config} | {r.step} | {r.dtype} | {r.images} | {r.compile_seconds:.1f} | {r.compiles} | "
+        f"| {r.config} | {r.step} | {r.dtype} | {r.images} | {r.compile_seconds:.1f} | {_number(r.hlo_ops)} | "
+        f"{r.compiles} | "
         f"{_number(r.median_seconds, 1e3)} | {_number(r.p10_seconds, 1e3)}–{_number(r.p90_seconds, 1e3)} | "
         f"{100 * r.spread:.0f} | {_number(r.images_per_second)} | {_number(r.flops, 1e-9)} | "
         f"{_number(r.tflops_per_second)} | {_number(r.mfu, 100)} | {_number(r.program_bytes, 2**-20)} | "

@@ -60,13 +60,15 @@ def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
   assert row.flops > 0 and row.tflops_per_second == pytest.approx(row.flops / row.median_seconds / 1e12)
   assert row.images_per_second == pytest.approx(8 / row.median_seconds)
   assert row.mfu is None   # a CPU is not in the peak table
+  assert row.hlo_ops > 10   # the optimized module's instructions (the tiny step's forward, backward and Adam)
   assert any("named steps main not run" in n for n in notes)
   assert any(n.startswith(f"{tmp_path / 'missing.py'} [float32]: failed") for n in notes)
 
   env = dict(benchmarking.environment(), backend="cpu", cpus=2, load_average_1min=9.0)
   markdown, json_path = benchmarking.write_outputs(str(tmp_path), "suite_x", rows, notes, env, "x")
   table = pathlib.Path(markdown).read_text()
-  assert "Taken under load" in table and "| MFU % |" in table and "train_step[warmup]" in table
+  assert "Taken under load" in table and "| MFU % |" in table and "| HLO ops |" in table
+  assert f"| {row.hlo_ops} |" in table and "train_step[warmup]" in table
   assert table.count("\n| ") == 2   # header and one row
   data = json.loads(pathlib.Path(json_path).read_text())
   assert data["under_load"] and data["rows"][0]["flops"] == row.flops and data["notes"] == notes
@@ -83,8 +85,8 @@ def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
 def test_dtype_numerics_compares_the_same_steps_from_the_same_start():
   """tests.tiny ignores compute_dtype: both runs are then the same program on the same batches and keys, so any
   difference the report shows comes from the dtype alone."""
-  from hallujax import cli
-  config = cli.load_config_file(TINY)
+  from hallujax import run_files
+  config = run_files.load_config_file(TINY)
   report = benchmarking.dtype_numerics(config, 3, log=lambda line: None)
   assert set(report["metrics"]) >= {name for name in report["curves"]["float32"][0] if name.startswith("loss")}
   assert len(report["curves"]["float32"]) == len(report["curves"]["bfloat16"]) == 3
@@ -113,8 +115,8 @@ torch = pytest.importorskip("torch")
 
 
 def tiny_stylegan2_config():
-  from hallujax import cli
-  config = cli.load_config_file(str(REPO / "configs" / "stylegan2.py") + ":smoke")
+  from hallujax import run_files
+  config = run_files.load_config_file(str(REPO / "configs" / "stylegan2.py") + ":smoke")
   config.model.update(resolution=8, style_dim=8, mapping_layers=2, channel_max=8, channel_base=32)
   config.data.update(input_size=8, target_size=8)
   config.train.batch_size = 4
