@@ -31,6 +31,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from hallujax import run_files
 from hallujax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.")
@@ -108,7 +109,7 @@ def main(argv):
     raise cli.UserError("Give --config=configs/<method>.py[:variant], --workdir=RUN or --suite=paper|smoke|torch "
                         "(see --help).")
   from hallujax import benchmarking
-  config = cli.prepare_run(_CONFIG.value if _CONFIG.value is not None else cli.read_run_config(_WORKDIR.value))
+  config = cli.prepare_run(_CONFIG.value if _CONFIG.value is not None else run_files.read_run_config(_WORKDIR.value))
   if _NUMERICS.value > 0:
     import json
     report = benchmarking.dtype_numerics(config, _NUMERICS.value)

@@ -31,12 +31,13 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hallujax import cli
+from hallujax import run_files
+from hallujax.errors import WorkdirInUseError
 from hallujax.data.pipeline import SavedIteratorState
 
 FORMAT = 2
 FORMAT_FILE = "format.json"
-LOCK_FILE = cli.LOCK_FILE
+LOCK_FILE = run_files.LOCK_FILE
 
 
 def checkpoint_directory(workdir) -> epath.Path:
@@ -71,10 +72,6 @@ def short_reason(error: BaseException, limit: int = 160) -> str:
   return f"{type(error).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
 
-class WorkdirInUseError(RuntimeError):
-  """Another run holds the workdir's lock."""
-
-
 class WorkdirLock:
   """`<workdir>/LOCK` holding host and pid while a run trains there (process 0 only).
 
@@ -96,11 +93,11 @@ class WorkdirLock:
       try:
         fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
       except FileExistsError:
-        other = cli.lock_holder(str(self.path))
+        other = run_files.lock_holder(str(self.path))
         if other is None:
           self.path.unlink(missing_ok=True)   # stale: its process is gone
           continue
-        raise WorkdirInUseError(cli.workdir_in_use_message(str(self.path), other)) from None
+        raise WorkdirInUseError(run_files.workdir_in_use_message(str(self.path), other)) from None
       with os.fdopen(fd, "w") as f:
         json.dump(me, f)
       self.held = True

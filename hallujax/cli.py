@@ -21,29 +21,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import logging as python_logging
 import os
-import shutil
 import sys
-import tempfile
 from typing import Callable
 
 from absl import app, flags, logging
+
+from hallujax.errors import EXIT_USAGE, Interrupted, NonFiniteError, UserError, WorkdirInUseError
+from hallujax.run_files import load_config_file
 
 flags.DEFINE_bool("verbose", False, "Show tracebacks for user errors too (or set HALLUJAX_DEBUG=1).")
 flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
 flags.DEFINE_string("compilation_cache", None, "JAX's persistent compilation cache: a directory, or 'off' (default: "
                     "$JAX_COMPILATION_CACHE_DIR, else $XDG_CACHE_HOME/hallujax/jax or ~/.cache/hallujax/jax).")
 COMMON_FLAGS = ("verbose", "print_config", "compilation_cache")
-
-EXIT_USAGE = 2
-
-
-class UserError(ValueError):
-  """A mistake the user can fix; its message says what was wrong and what to do."""
-
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
   print(f"error: {message}", file=sys.stderr, flush=True)
@@ -55,18 +47,6 @@ def debugging() -> bool:
 
 
 # ----------------------------------------------------------------------------- configs
-
-
-def load_config_file(spec: str):
-  """`path.py[:variant]` -> the ConfigDict its get_config(variant) returns."""
-  path, _, variant = spec.partition(":")
-  if not os.path.isfile(path):
-    raise UserError(f"--config={spec}: no config file at {path!r}.")
-  module_spec = importlib.util.spec_from_file_location("hallujax_user_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  sys.modules[module_spec.name] = module   # dataclasses defined in a config file look their module up
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
 
 
 def unknown_field_message(config, dotted_name: str) -> str | None:
@@ -224,8 +204,10 @@ def check_config(config) -> None:
   positive(config, ["train.batch_size", "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                     "train.image_every", "train.checkpoint_every", "train.keep_checkpoints", "data.input_size",
                     "data.target_size"])
-  if config.train.on_nonfinite not in ("stop", "skip"):
-    raise UserError(f"config.train.on_nonfinite={config.train.on_nonfinite!r}; expected 'stop' or 'skip'.")
+  from hallujax.config_base import COMPUTE_DTYPES, ON_NONFINITE   # pylint: disable=import-outside-toplevel
+  for field, choices in (("on_nonfinite", ON_NONFINITE), ("compute_dtype", COMPUTE_DTYPES)):
+    if config.train[field] not in choices:
+      raise UserError(f"config.train.{field}={config.train[field]!r}; expected one of {', '.join(choices)}.")
   from hallujax.data.sources import source_location
   source_location(config.data.source)
   for name, path in (config.get("weights") or {}).items():
@@ -234,115 +216,6 @@ def check_config(config) -> None:
         raise UserError(f"config.weights.{name}={path!r}: no such file or directory.")
       if os.path.isfile(path) and not os.access(path, os.R_OK):
         raise UserError(f"config.weights.{name}={path!r} is not readable.")
-
-
-def check_workdir(workdir: str) -> None:
-  """The workdir exists or can be made, and is writable (before any model is built)."""
-  if "://" in workdir:
-    return
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
-  except OSError as error:
-    raise UserError(f"--workdir={workdir} is not writable ({error.strerror or error}). Choose another "
-                    f"directory.") from None
-
-
-def check_free_space(workdir: str, needed_bytes: int) -> None:
-  """Room for at least one checkpoint being written next to the last one (orbax writes, then renames)."""
-  if "://" in workdir:
-    return
-  free = shutil.disk_usage(workdir).free
-  if free < 2 * needed_bytes:
-    raise UserError(f"--workdir={workdir} has {free / 2**20:.0f} MiB free; a checkpoint of this run needs about "
-                    f"{needed_bytes / 2**20:.0f} MiB and two must fit while one is written. Free space or choose "
-                    f"another directory.")
-
-
-LOCK_FILE = "LOCK"
-
-
-def process_alive(pid) -> bool:
-  try:
-    os.kill(int(pid), 0)
-  except ProcessLookupError:
-    return False
-  except (PermissionError, ValueError, TypeError, OverflowError):
-    return True
-  return True
-
-
-def lock_holder(lock_path: str) -> dict | None:
-  """Who holds a workdir lock ({host, pid, since}), or None when there is none or it is stale.
-
-  A lock left by a process that no longer exists on this host is stale; a lock
-  from another host is respected (its process cannot be checked from here).
-  """
-  import socket
-  try:
-    with open(lock_path) as f:
-      holder = json.load(f)
-  except FileNotFoundError:
-    return None
-  except (OSError, ValueError):
-    holder = {}
-  if holder.get("host") == socket.gethostname() and not process_alive(holder.get("pid", -1)):
-    return None
-  return holder
-
-
-def workdir_in_use_message(lock_path: str, holder: dict) -> str:
-  return (f"{os.path.dirname(lock_path)} is in use by another run (host {holder.get('host')}, pid "
-          f"{holder.get('pid')}, since {holder.get('since')}). Wait for it, use another --workdir, or delete "
-          f"{lock_path} if that run is gone.")
-
-
-def check_workdir_free(workdir: str) -> None:
-  """Refuses a workdir another live run holds, before the banner and before JAX starts (the trainer's
-  lock then takes it for this run)."""
-  if "://" in workdir:
-    return
-  lock_path = os.path.join(workdir, LOCK_FILE)
-  holder = lock_holder(lock_path)
-  if holder is not None:
-    raise UserError(workdir_in_use_message(lock_path, holder))
-
-
-def finished_step(workdir: str) -> int | None:
-  """The newest complete checkpoint step under `workdir` without importing orbax (None if none)."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    return None
-  steps = [int(name) for name in os.listdir(directory) if name.isdigit()]
-  return max(steps) if steps else None
-
-
-def read_run_config(workdir: str, *, check_method: bool = True):
-  """The resolved config a run saved as `config.json` (evaluate, sample and benchmark use it).
-
-  config.json is data, not code: with `check_method` the method it names must be registered
-  (methods.check_run_method), since using this config imports that module. Pass False only to read the
-  file for comparison, never to build a run from it."""
-  import ml_collections
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserError(f"--workdir={workdir} has no config.json (not a hallujax run, or written before it was "
-                    f"saved): give --config as well.")
-  with open(path) as f:
-    try:
-      saved = json.load(f)
-    except ValueError as error:
-      raise UserError(f"{path} is not JSON ({error}).") from None
-  if not isinstance(saved, dict):
-    raise UserError(f"{path} holds a {type(saved).__name__}, expected a JSON object (a run's resolved config).")
-  if check_method:
-    from hallujax import methods   # pylint: disable=import-outside-toplevel
-    try:
-      methods.check_run_method(saved.get("method"), path)
-    except ValueError as error:
-      raise UserError(str(error)) from None
-  return ml_collections.ConfigDict(saved)
 
 
 # ----------------------------------------------------------------------------- running a command
@@ -443,8 +316,6 @@ def run(main: Callable) -> None:
       os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
       sys.exit(0)
     except Exception as error:
-      from hallujax.checkpoint import WorkdirInUseError
-      from hallujax.trainer import Interrupted, NonFiniteError
       if isinstance(error, Interrupted):
         print(str(error), flush=True)
         sys.exit(130)

@@ -34,6 +34,7 @@ from __future__ import annotations
 from absl import flags
 from ml_collections import config_flags
 
+from hallujax import run_files
 from hallujax import cli
 
 FLAGS = flags.FLAGS
@@ -62,7 +63,7 @@ def main(argv):
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir:
     raise cli.UserError("Give --workdir=RUN, the training run to evaluate (see --help).")
-  config = FLAGS.config if FLAGS.config is not None else cli.read_run_config(FLAGS.workdir)
+  config = FLAGS.config if FLAGS.config is not None else run_files.read_run_config(FLAGS.workdir)
   cli.prepare_run(config)
   recognizer = None
   from hallujax import evaluation

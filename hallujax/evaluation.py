@@ -20,7 +20,7 @@ from etils import epath
 
 from hallujax import images as images_lib
 from hallujax import trainer
-from hallujax.cli import load_config_file
+from hallujax.run_files import load_config_file
 from hallujax.data import feed as feed_lib, pipeline
 from hallujax.methods import get_method
 from hallujax.metrics import diversity, identity, image_quality, niqe as niqe_lib

@@ -58,6 +58,7 @@ import numpy as np
 from absl import flags
 from scipy import stats as scipy_stats
 
+from hallujax import run_files
 from hallujax import cli
 
 FLAGS = flags.FLAGS
@@ -238,7 +239,7 @@ def train_command(run: Run) -> list[str]:
 
 def eval_batch_count(spec: str, examples: int) -> tuple[int, int]:
   """(batches, eval_size) so that at least `examples` held-out examples are scored."""
-  config = cli.load_config_file(spec)
+  config = run_files.load_config_file(spec)
   batch = config.train.batch_size * max(config.data.get("clients", 0), 1)
   batches = math.ceil(examples / batch)
   return batches, max(config.data.eval_size, batches * batch)
@@ -255,7 +256,7 @@ def evaluate_command(run: Run, table: Table, recognizer: Run | None) -> list[str
 
 def evaluation_path(run: Run) -> str | None:
   """The run's evaluation report at its final checkpoint, if written."""
-  step = cli.finished_step(run.workdir)
+  step = run_files.finished_step(run.workdir)
   if step is None:
     return None
   path = os.path.join(run.workdir, "eval", f"step_{step}_test.json")
@@ -282,8 +283,8 @@ def execute(run: Run, stage: str, command: list[str]) -> bool:
 
 def train(run: Run) -> bool:
   """Trains `run` unless its final checkpoint exists; False when the training failed."""
-  config = cli.load_config_file(run.train_spec)
-  if (cli.finished_step(run.workdir) or -1) >= config.train.steps:
+  config = run_files.load_config_file(run.train_spec)
+  if (run_files.finished_step(run.workdir) or -1) >= config.train.steps:
     return True
   return execute(run, "train", train_command(run))
 
@@ -524,7 +525,7 @@ def face_detection_rate(images: np.ndarray, size: int = 256) -> float:
 def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
   """(detection rate on `count` samples of the StyleGAN2 run in `workdir`, detection rate on as many of the
   held-out faces it was trained to draw), cached in workdir/prior_faces.json per checkpoint step."""
-  step = cli.finished_step(workdir)
+  step = run_files.finished_step(workdir)
   if step is None:
     raise FileNotFoundError(f"{workdir} has no finished checkpoint")
   cache = os.path.join(workdir, "prior_faces.json")
@@ -534,7 +535,7 @@ def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
       return saved["prior"], saved["renders"]
   from hallujax import sampling  # pylint: disable=import-outside-toplevel
   from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
-  config = cli.read_run_config(workdir)
+  config = run_files.read_run_config(workdir)
   generator, variables = sampling.generator_from_run(config, workdir, step)
   samples = pipeline.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
   config.train.eval_batches = math.ceil(count / config.train.batch_size)

@@ -34,6 +34,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from hallujax import run_files
 from hallujax import cli
 
 FLAGS = flags.FLAGS
@@ -166,7 +167,7 @@ def check_same_config(config, workdir: str, config_name: str) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     return
-  saved = cli.read_run_config(workdir, check_method=False)   # compared, never built from
+  saved = run_files.read_run_config(workdir, check_method=False)   # compared, never built from
   for name in SHAPE_FIELDS + tuple(f"model.{key}" for key in sorted((saved.get("model") or {}).keys())):
     if field(saved, name) != field(config, name):
       raise cli.UserError(f"The checkpoint in {workdir} is from another config: it was trained with "
@@ -280,7 +281,7 @@ def load_model(workdir: str | None, checkpoint: str | None, config, config_name:
   if not os.path.isdir(workdir):
     raise cli.UserError(f"--workdir={workdir}: no such directory.")
   if config is None:
-    config = cli.read_run_config(workdir)
+    config = run_files.read_run_config(workdir)
   else:
     check_same_config(config, workdir, config_name)
   return RunModel(config, workdir, step, batch_size, template, client, log)

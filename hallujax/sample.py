@@ -14,6 +14,7 @@ import math
 from absl import flags
 from ml_collections import config_flags
 
+from hallujax import run_files
 from hallujax import cli
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def main(argv):
     generator, variables = sampling.generator_from_checkpoint(FLAGS.checkpoint, FLAGS.config,
                                                               FLAGS.allow_pickle, FLAGS.truncation)
   elif FLAGS.workdir:
-    config = FLAGS.config if FLAGS.config is not None else cli.read_run_config(FLAGS.workdir)
+    config = FLAGS.config if FLAGS.config is not None else run_files.read_run_config(FLAGS.workdir)
     generator, variables = sampling.generator_from_run(config, FLAGS.workdir, FLAGS.step)
   else:
     raise cli.UserError("Give --workdir (a training run), or --checkpoint (a PyTorch file).")

@@ -19,6 +19,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
+from hallujax import run_files
 from hallujax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config file, e.g. configs/fhgan.py:smoke.",
@@ -37,14 +38,14 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   if config is None or not workdir:
     raise cli.UserError("Give --config=configs/<method>.py[:variant] and --workdir=DIR (see --help).")
-  done = cli.finished_step(workdir)
+  done = run_files.finished_step(workdir)
   if done is not None and done >= config.train.steps:
     print(f"Run already complete at step {done} (config.train.steps={config.train.steps}); results in {workdir}: "
           f"images/, eval/ (python -m hallujax.evaluate --workdir {workdir}), TensorBoard events "
           f"(tensorboard --logdir {workdir}). Raise --config.train.steps to train further.", flush=True)
     return
-  cli.check_workdir(workdir)
-  cli.check_workdir_free(workdir)   # a busy workdir is refused before the banner and before JAX starts
+  run_files.check_workdir(workdir)
+  run_files.check_workdir_free(workdir)   # a busy workdir is refused before the banner and before JAX starts
   print(f"{time.strftime('%H:%M:%S')} hallujax.train: {config.method} ({cli.config_argument(sys.argv) or ''}) -> "
         f"{workdir}; starting JAX", flush=True)
   config = cli.prepare_run(config, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,

@@ -27,14 +27,10 @@ from etils import epath
 from hallujax import checkpoint as checkpoint_lib
 from hallujax import images as images_lib
 from hallujax import sharding
+from hallujax.errors import Interrupted, NonFiniteError
 from hallujax.data import device_render, feed as feed_lib, pipeline
 from hallujax.methods import Method, make_method
 from hallujax.progress import ProgressLine, clock
-
-
-class NonFiniteError(FloatingPointError):
-  """A loss or an updated state leaf became NaN or infinite; the message names the step, the leaves and the
-  last good checkpoint."""
 
 
 @dataclasses.dataclass
@@ -289,10 +285,6 @@ class Interrupts:
     return False
 
 
-class Interrupted(Exception):
-  """The run stopped on Ctrl-C / SIGTERM after saving (the message says where)."""
-
-
 def state_bytes(abstract) -> int:
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract)))
 
@@ -339,7 +331,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   # The lock first: a busy workdir is refused before anything is described or initialized.
   with checkpoint_lib.WorkdirLock(workdir), Interrupts() as interrupts:
     abstract, _ = abstract_state(method, config, mesh)
-    from hallujax.cli import check_free_space
+    from hallujax.run_files import check_free_space
     check_free_space(str(workdir), state_bytes(abstract))
     if process_index == 0:
       frozen_abstract = jax.eval_shape(method.init_frozen, jax.random.key(0))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hallujax import cli, experiments
+from hallujax import experiments, run_files
 from hallujax.metrics import diversity
 
 SPEC = "configs/arcface.py:smoke,train.steps=3"
@@ -417,7 +417,7 @@ def test_every_results_table_names_configs_that_load(tmp_path):
   for name in names:
     table = experiments.load_table(name)
     for row in table.rows:
-      config = cli.load_config_file(experiments.run_for(str(tmp_path), row.config, 0, table).train_spec)
+      config = run_files.load_config_file(experiments.run_for(str(tmp_path), row.config, 0, table).train_spec)
       assert config.seed == 0, (name, row.label)
     for _, spec in table.prerequisites + ((("recognizer", table.recognizer),) if table.recognizer else ()):
-      cli.load_config_file(experiments.with_options(spec, seed=0))
+      run_files.load_config_file(experiments.with_options(spec, seed=0))

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization   # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec   # noqa: E402
 from cryptography.x509.oid import NameOID   # noqa: E402
 
-from hallujax import cli, trainer   # noqa: E402
+from hallujax import run_files, trainer   # noqa: E402
 from hallujax.data import pipeline   # noqa: E402
 from hallujax.federated import flower   # noqa: E402
 from hallujax.methods import vpfl   # noqa: E402
@@ -105,7 +105,7 @@ class Processes:
 
 def one_program_global_after(steps: int):
   """The one-program simulation: vpfl.make's vmapped steps on the pipeline's (K, B, ...) batches."""
-  config = cli.load_config_file(SPEC)
+  config = run_files.load_config_file(SPEC)
   method = vpfl.make(config)
   init_key, frozen_key, _ = trainer.run_keys(config)
   state = jax.jit(method.init)(init_key)
@@ -198,7 +198,7 @@ def test_flower_deployment_with_tls_and_authentication_matches_the_one_program_r
 
 
 def config_local_steps() -> int:
-  return int(cli.load_config_file(SPEC).federated.local_steps)
+  return int(run_files.load_config_file(SPEC).federated.local_steps)
 
 
 @pytest.mark.parametrize("method, path, passes", [

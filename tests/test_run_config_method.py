@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hallujax import cli, methods
+from hallujax import cli, methods, run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,11 +52,11 @@ def test_a_run_naming_a_planted_module_is_refused_and_the_module_never_runs(tmp_
 
 
 def test_commands_refuse_a_run_whose_config_names_an_unregistered_module(tmp_path):
-  """evaluate, sample and benchmark build from config.json through cli.read_run_config: an unregistered module
+  """evaluate, sample and benchmark build from config.json through run_files.read_run_config: an unregistered module
   in it is refused in one line before anything imports it."""
   (tmp_path / "config.json").write_text(json.dumps({"method": "antigravity"}))
   with pytest.raises(cli.UserError, match="not a registered method"):
-    cli.read_run_config(str(tmp_path))
+    run_files.read_run_config(str(tmp_path))
   assert "antigravity" not in sys.modules
-  saved = cli.read_run_config(str(tmp_path), check_method=False)   # read for comparison only
+  saved = run_files.read_run_config(str(tmp_path), check_method=False)   # read for comparison only
   assert saved.method == "antigravity"

@@ -78,9 +78,9 @@ client = ClientApp()
 @functools.lru_cache(maxsize=4)
 def run_setup(spec: str):
   """(config, LocalUpdate, abstract params, abstract optimizer state, frozen tree) for a config spec, once per process."""
-  from hallujax import cli
+  from hallujax import run_files
   from hallujax.methods import vpfl
-  config = cli.load_config_file(spec)
+  config = run_files.load_config_file(spec)
   if config.method != "vpfl":
     raise ValueError(f"The Flower apps run VPFL; config {spec} has method {config.method!r}.")
   local = vpfl.local_update(config)

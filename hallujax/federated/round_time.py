@@ -74,8 +74,8 @@ def main(argv=None) -> None:
   parser.add_argument("--clients", default="8,1", help="comma-separated client counts")
   parser.add_argument("--steps", type=int, default=3, help="timed steps per program (median reported)")
   args = parser.parse_args(argv)
-  from hallujax import cli
-  config = cli.load_config_file(args.config)
+  from hallujax import run_files
+  config = run_files.load_config_file(args.config)
   print(f"{jax.devices()[0].device_kind} × {jax.device_count()} | {args.config} | per-client batch "
         f"{config.train.batch_size} | P = {config.federated.local_steps}", flush=True)
   for clients in (int(k) for k in args.clients.split(",")):

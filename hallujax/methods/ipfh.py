@@ -303,10 +303,10 @@ def restore_parameters(config, workdir: str) -> tuple[dict, int]:
   must), else from `config`.
   """
   import os
-  from hallujax import cli
+  from hallujax import run_files
   from hallujax.trainer import restore_run   # the trainer imports the methods
   if os.path.isfile(os.path.join(workdir, "config.json")):
-    config = cli.read_run_config(workdir)
+    config = run_files.read_run_config(workdir)
   _, state, step, _ = restore_run(config, workdir)
   return state.params, step
 

@@ -221,7 +221,7 @@ def read_run(path: str, where: str):
   The restore is the trainer's (``trainer.restore_run``), as VPGAN's ``weights.arcface`` run directories.
   """
   from hallujax import trainer   # the trainer imports the methods registry; import at use
-  from hallujax.cli import read_run_config   # pylint: disable=import-outside-toplevel
+  from hallujax.run_files import read_run_config   # pylint: disable=import-outside-toplevel
   expected = (f"expected a run directory of `python -m hallujax.train --config configs/lightcnn.py "
               f"--workdir RUN_DIR` or a LightCNN_29Layers_V2 .pth.tar file")
   if not os.path.isdir(path):

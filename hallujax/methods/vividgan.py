@@ -153,7 +153,7 @@ class RecognizerFeatures(flax.linen.Module):
 
 def recognizer_run_config(path: str):
   """The config of the ArcFace run config.weights.recognizer names (its config.json), checked to be one."""
-  from hallujax.cli import read_run_config   # pylint: disable=import-outside-toplevel
+  from hallujax.run_files import read_run_config   # pylint: disable=import-outside-toplevel
   run_config = read_run_config(path)
   if run_config.method != "arcface":
     raise ValueError(f"config.weights.recognizer={path} is a {run_config.method!r} run; expected an ArcFace run "

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from hallujax import optim
-from hallujax.cli import read_run_config
+from hallujax.run_files import read_run_config
 from hallujax.methods import Method
 from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range

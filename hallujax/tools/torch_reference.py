@@ -361,8 +361,8 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
   """hallujax vs PyTorch eager vs torch.compile on StyleGAN2's plain train step, interleaved; the report."""
   torch, _, _ = torch_modules()
   import jax
-  from hallujax import benchmarking, cli
-  config = cli.load_config_file(spec)
+  from hallujax import benchmarking, run_files
+  config = run_files.load_config_file(spec)
   if batch_size:
     config.train.batch_size = batch_size
   batch = config.train.batch_size

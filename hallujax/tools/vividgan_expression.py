@@ -31,6 +31,7 @@ import json
 import numpy as np
 from absl import flags
 
+from hallujax import run_files
 from hallujax import cli
 from hallujax.tools import vividgan_runs
 
@@ -112,10 +113,10 @@ def main(argv):
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.vividgan_workdir or not FLAGS.expression_workdir:
     raise cli.UserError("Give --vividgan_workdir=RUN and --expression_workdir=CLASSIFIER_RUN (see --help).")
-  vividgan_config = (cli.load_config_file(FLAGS.vividgan_config) if FLAGS.vividgan_config
-                     else cli.read_run_config(FLAGS.vividgan_workdir))
-  expression_config = (cli.load_config_file(FLAGS.expression_config) if FLAGS.expression_config
-                       else cli.read_run_config(FLAGS.expression_workdir))
+  vividgan_config = (run_files.load_config_file(FLAGS.vividgan_config) if FLAGS.vividgan_config
+                     else run_files.read_run_config(FLAGS.vividgan_workdir))
+  expression_config = (run_files.load_config_file(FLAGS.expression_config) if FLAGS.expression_config
+                       else run_files.read_run_config(FLAGS.expression_workdir))
   cli.prepare_run(vividgan_config)
   report = expression_table(vividgan_config, FLAGS.vividgan_workdir, expression_config, FLAGS.expression_workdir,
                             split=FLAGS.split, batches=FLAGS.batches)

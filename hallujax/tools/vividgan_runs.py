@@ -34,5 +34,5 @@ def run_columns(config, workdir: str, split: str = "test", batches: int | None =
 
 def restored_step(workdir: str) -> int | None:
   """The step of the run's latest finished checkpoint (what run_columns restores)."""
-  from hallujax import cli  # pylint: disable=import-outside-toplevel
-  return cli.finished_step(workdir)
+  from hallujax import run_files  # pylint: disable=import-outside-toplevel
+  return run_files.finished_step(workdir)

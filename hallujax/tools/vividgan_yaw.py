@@ -25,6 +25,7 @@ import json
 import numpy as np
 from absl import flags
 
+from hallujax import run_files
 from hallujax import cli
 from hallujax.evaluation import yaw_groups
 from hallujax.tools import vividgan_runs
@@ -103,7 +104,7 @@ def main(argv):
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.workdir:
     raise cli.UserError("Give --workdir=RUN (one or more VividGAN runs).")
-  runs = [(cli.load_config_file(FLAGS.config) if FLAGS.config else cli.read_run_config(workdir), workdir)
+  runs = [(run_files.load_config_file(FLAGS.config) if FLAGS.config else run_files.read_run_config(workdir), workdir)
           for workdir in FLAGS.workdir]
   for config, workdir in runs:
     if config.method != "vividgan":
