@@ -269,6 +269,7 @@ class Demo:
   def hallucinate(self, data: bytes, name: str, model_index: int) -> dict:
     """The JSON answer for one upload (raises PhotoError / ValueError with the message for the user)."""
     from hallujax import photos
+    from hallujax.data import face_detection
     if not 0 <= model_index < len(self.models):
       raise ValueError(f"No model {model_index}; choose one of the {len(self.models)} offered.")
     width, height = header_size(data, name)
@@ -277,7 +278,7 @@ class Demo:
     model = self.models[model_index]
     start = time.perf_counter()
     with self.lock:   # one photo decoded and processed at a time: the memory of one photo, not of every upload
-      photo = photos.decode_photo(data, name)
+      photo = face_detection.decode_photo(data, name)
       hallucinator = photos.Hallucinator(model, self.detector, self.options)
       result, = hallucinator.feed(name, photo) + hallucinator.finish()
     output = result.output if result.output is not None else photo
@@ -394,9 +395,10 @@ def main(argv):
   if FLAGS.max_megabytes <= 0 or FLAGS.max_side <= 0:
     raise cli.UserError("--max_megabytes and --max_side must be positive.")
   from hallujax import exported, hallucinate, methods, photos
+  from hallujax.data import face_detection
   for workdir in FLAGS.workdir:
     methods.check_run_directory(workdir)   # config.json is data: it may name only registered methods
-  detector = photos.Detector()
+  detector = face_detection.Detector()
   models = [hallucinate.load_model(workdir, None, None, batch_size=FLAGS.batch_size) for workdir in FLAGS.workdir]
   models += [exported.load(path, FLAGS.batch_size) for path in FLAGS.exported]
   options = photos.Options(input="degrade" if FLAGS.degrade else "real", upscale=1)

@@ -258,9 +258,9 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
     if recognizer:
       rows["__target__"].add({}, target_embeddings)
     for name, images in columns.items():
-      kept[name].append(pipeline.to_uint8(np.asarray(images)))
+      kept[name].append(images_lib.to_uint8(np.asarray(images)))
     if "target" not in columns:   # the ground truth's images too: the ceiling row's strip and diversity's reference
-      kept["target"].append(pipeline.to_uint8(np.asarray(target)))
+      kept["target"].append(images_lib.to_uint8(np.asarray(target)))
     if index >= 1:
       jax.block_until_ready(columns)
       timed_images += target.shape[0]

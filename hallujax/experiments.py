@@ -534,12 +534,13 @@ def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
     if saved.get("step") == step and saved.get("count") == count:
       return saved["prior"], saved["renders"]
   from hallujax import sampling  # pylint: disable=import-outside-toplevel
+  from hallujax import images  # pylint: disable=import-outside-toplevel
   from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
   config = run_files.read_run_config(workdir)
   generator, variables = sampling.generator_from_run(config, workdir, step)
-  samples = pipeline.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
+  samples = images.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
   config.train.eval_batches = math.ceil(count / config.train.batch_size)
-  renders = np.concatenate([pipeline.to_uint8(batch["target"]) for batch in pipeline.eval_batches(config, "test")])
+  renders = np.concatenate([images.to_uint8(batch["target"]) for batch in pipeline.eval_batches(config, "test")])
   rates = face_detection_rate(samples), face_detection_rate(renders[:count])
   with open(cache, "w") as f:
     json.dump({"step": step, "count": count, "prior": rates[0], "renders": rates[1]}, f)

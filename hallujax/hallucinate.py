@@ -414,13 +414,14 @@ def main(argv):
   if FLAGS.batch_size < 1:
     raise cli.UserError(f"--batch_size={FLAGS.batch_size}; expected a positive integer.")
   from hallujax import photos
+  from hallujax.data import face_detection
   options = photos.Options(mode=FLAGS.mode, input="degrade" if FLAGS.degrade else "real", upscale=FLAGS.upscale,
                            colour_match=FLAGS.colour_match, large_faces=FLAGS.large_faces)
   paths = photos.photo_files(FLAGS.input)    # a missing input fails before any model is built
   if not paths:
     raise cli.UserError(f"--input={FLAGS.input} is an empty folder; expected photos in it.")
   try:
-    detector = None if FLAGS.mode == "aligned" else photos.Detector(
+    detector = None if FLAGS.mode == "aligned" else face_detection.Detector(
         FLAGS.detector, int(FLAGS.landmarks), FLAGS.upsample, FLAGS.min_score)
   except ImportError as error:   # the eval extra is not installed: say how to install it
     raise cli.UserError(f"{error} (or give --mode=aligned for photos that are already aligned face crops, "

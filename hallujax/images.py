@@ -15,7 +15,11 @@ so every grid reads the same way:
     largest image side that reaches ``min_tile`` (16² and 64² columns with
     min_tile=128 give 128² tiles, ×8 and ×2);
   * grey images shown as RGB; float images taken in [-1, 1]
-    (hallujax.data.pipeline.to_uint8), uint8 images as they are.
+    (``to_uint8``), uint8 images as they are.
+
+The conversions between uint8 images and the float [-1, 1] range every network
+reads (``to_unit_range``, ``to_uint8``, ``grey``) live here, once, for the data
+pipeline, the photos path, grids and event files alike.
 """
 
 from __future__ import annotations
@@ -24,6 +28,22 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return image.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
+def to_uint8(image) -> np.ndarray:
+  """float [-1, 1] -> uint8 [0, 255], rounding and clipping."""
+  return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+  """ITU-R 601 luma of (H, W, 3) uint8 RGB, (H, W, 1) uint8."""
+  luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
 
 # The shared column order (LR/input first, baselines, intermediate, output, ground truth last).
 COLUMN_ORDER = (
@@ -69,7 +89,6 @@ def _as_uint8_batch(name: str, images) -> np.ndarray:
   if array.dtype != np.uint8:
     if not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.dtype("bfloat16")):
       raise ValueError(f"grid column {name!r}: dtype {array.dtype}; expected float in [-1, 1] or uint8.")
-    from hallujax.data.pipeline import to_uint8  # pylint: disable=import-outside-toplevel
     array = to_uint8(array.astype(np.float32))
   if array.shape[-1] == 1:
     array = np.repeat(array, 3, axis=-1)
@@ -158,7 +177,6 @@ def write_grid(path, grid: np.ndarray) -> str:
 def mosaic(images, columns: int) -> np.ndarray:
   """uint8 tiling of NHWC images in [-1, 1], `columns` per row, black where the last row is short (samples of
   one kind, where `image_grid` shows columns of different kinds)."""
-  from hallujax.data.pipeline import to_uint8
   images = to_uint8(images)
   count, height, width, channels = images.shape
   rows = -(-count // columns)

@@ -21,18 +21,19 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from hallujax.images import to_uint8
+
 
 def _to_uint8_images(name: str, image) -> tuple[np.ndarray, str]:
   """(uint8 array, "HWC" | "NHWC") of an image or a batch; grey images are given three channels.
 
   uint8 is kept; float images are taken in the project's [-1, 1] range
-  (hallujax.data.pipeline.to_uint8).
+  (hallujax.images.to_uint8).
   """
   array = np.asarray(image)
   if array.dtype != np.uint8:
     if not np.issubdtype(array.dtype, np.floating):
       raise ValueError(f"image {name!r}: dtype {array.dtype}; expected uint8 [0, 255] or float [-1, 1].")
-    from hallujax.data.pipeline import to_uint8  # pylint: disable=import-outside-toplevel
     array = to_uint8(array)
   if array.ndim == 2:
     array = array[..., None]

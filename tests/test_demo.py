@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from hallujax import demo, hallucinate, photos
+from hallujax.data import face_detection
 from tests.test_hallucinate import needs_dlib, trained_run
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -25,7 +26,7 @@ LIMIT = 2_000_000     # bytes: above the astronaut PNG (~0.5 MB)
 def server(tmp_path_factory):
   needs_dlib()
   model = hallucinate.load_model(trained_run(tmp_path_factory.mktemp("tiny")), None, None, batch_size=2)
-  server = demo.make_server([model], photos.Detector(), photos.Options(upscale=1), max_bytes=LIMIT)
+  server = demo.make_server([model], face_detection.Detector(), photos.Options(upscale=1), max_bytes=LIMIT)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   yield server

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hallujax import sharding, trainer
+from hallujax.images import to_uint8
 from hallujax.data import device_render, pipeline
 from tests.tiny import tiny_config
 
@@ -25,7 +26,7 @@ def faceworld_config(render_on: str, pairing: str = "same_view", input_channels:
 
 def levels(images) -> np.ndarray:
   """[-1, 1] floats back to the uint8 levels they were made from."""
-  return pipeline.to_uint8(images).astype(np.int32)
+  return to_uint8(images).astype(np.int32)
 
 
 def trainer_params(result):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from hallujax import cli, hallucinate, photos, trainer
+from hallujax.data import face_detection
 from tests.tiny import tiny_config
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -50,7 +51,7 @@ def needs_dlib():
 @pytest.fixture(scope="module")
 def detector():
   needs_dlib()
-  return photos.Detector()
+  return face_detection.Detector()
 
 
 def two_face_photo() -> np.ndarray:

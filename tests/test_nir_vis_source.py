@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hallujax import images
 from hallujax.config_base import base_config
 from hallujax.data import alignment, nir_vis, pipeline
 
@@ -34,7 +35,7 @@ def casia(tmp_path_factory):
         ("VIS", batch["target"][k], batch["landmarks"][k], ".jpg")):
       relative = os.path.join("s1", modality, subject, f"{n:03d}{extension}")
       os.makedirs(root / os.path.dirname(relative), exist_ok=True)
-      Image.fromarray(pipeline.to_uint8(image)).save(root / relative)
+      Image.fromarray(images.to_uint8(image)).save(root / relative)
       cache[relative] = np.asarray(points).tolist()
       kind = ("nir_probe_1" if modality == "NIR" else "vis_gallery_1") if test else f"{modality.lower()}_train_1"
       if not (kind == "vis_gallery_1" and n > 1):   # one gallery image per test subject

@@ -363,9 +363,9 @@ def read_cache(data_dir: str) -> dict[str, list | None]:
 
 
 def _detect(path: str) -> list | None:
-  from hallujax import photos
-  detector = _detect.detector = getattr(_detect, "detector", None) or photos.Detector()
-  faces = detector(photos.read_photo(path))
+  from hallujax.data import face_detection
+  detector = _detect.detector = getattr(_detect, "detector", None) or face_detection.Detector()
+  faces = detector(face_detection.read_photo(path))
   return faces[0].landmarks.tolist() if faces else None
 
 

@@ -41,18 +41,9 @@ import threadpoolctl
 from hallujax.data import degradations, device_render
 from hallujax.data.faceworld import FaceWorldSource
 from hallujax.data.sources import make_source
+from hallujax.images import to_uint8, to_unit_range
 
 IMAGE_FIELDS = ("input", "target")
-
-
-def to_unit_range(image: np.ndarray) -> np.ndarray:
-  """uint8 [0, 255] -> float32 [-1, 1]."""
-  return image.astype(np.float32) * (2.0 / 255.0) - 1.0
-
-
-def to_uint8(image) -> np.ndarray:
-  """float [-1, 1] -> uint8 [0, 255], rounding and clipping."""
-  return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 @functools.cache

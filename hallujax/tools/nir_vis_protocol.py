@@ -44,8 +44,8 @@ import os
 import numpy as np
 from absl import flags
 
-from hallujax import cli
-from hallujax.data import nir_vis
+from hallujax import cli, images
+from hallujax.data import face_detection, nir_vis
 from hallujax.data.nir_vis import protocol_folds, read_cache, read_list
 
 FLAGS = flags.FLAGS
@@ -123,9 +123,9 @@ class Faces:
   def detector(self):
     """dlib's detector and 68-point predictor, loaded only when an image is not in the cache."""
     if self.mode == "detect":
-      return self.photos.Detector()
+      return face_detection.Detector()
     try:
-      return self.photos.Detector()
+      return face_detection.Detector()
     except ImportError:
       return None   # aligned crops without dlib: no 68 points (the method's landmark input is zeros)
 
@@ -184,7 +184,7 @@ def run_split(name: str, gallery_list, probe_list, model, faces: Faces, recogniz
     if prepared is None:
       raise ValueError(f"{name}: no face found in gallery image {path}; its subject cannot be matched. "
                        "Use --faces aligned for pre-cropped images, or fix the image.")
-    gallery_crops.append(faces.photos.to_unit(prepared.crop))
+    gallery_crops.append(images.to_unit_range(prepared.crop))
   gallery = np.asarray(recognizer(np.stack(gallery_crops)))
   prepared_probes = [faces.prepare(path) for path, _ in probe_list]
   size = model.output_size
@@ -199,7 +199,7 @@ def run_split(name: str, gallery_list, probe_list, model, faces: Faces, recogniz
     padding = batch_size - len(indices)   # the compiled program has one batch size
     outputs = model.run(np.concatenate([inputs, np.repeat(inputs[-1:], padding, 0)]),
                         np.concatenate([landmarks, np.repeat(landmarks[-1:], padding, 0)]))[:len(indices)]
-    crops = np.stack([faces.photos.to_unit(faces.photos.grey(prepared_probes[i].crop)) for i in indices])
+    crops = np.stack([images.to_unit_range(images.grey(prepared_probes[i].crop)) for i in indices])
     raw[indices] = np.asarray(recognizer(np.broadcast_to(crops, (len(indices), size, size, 3))))
     generated[indices] = np.asarray(recognizer(outputs))
   return fold_scores(raw, generated, np.array([s for _, s in probe_list]), gallery,

@@ -23,7 +23,7 @@ flags.mark_flags_as_required(["config"])
 
 def target_symmetry_loss(data_config, split: str, examples: int) -> float:
   """Mean L_sys (Eq. 3) of the first `examples` targets of `split` (the face world's frontal views)."""
-  from hallujax.data.pipeline import to_unit_range   # pylint: disable=import-outside-toplevel
+  from hallujax.images import to_unit_range   # pylint: disable=import-outside-toplevel
   from hallujax.data.sources import make_source   # pylint: disable=import-outside-toplevel
   data_config = data_config.copy_and_resolve_references()
   data_config.eval_size = data_config.train_size = max(examples, 1)
