@@ -146,7 +146,7 @@ def test_network_pickle_loads_to_the_state_dict_converters_result(tmp_path, fake
 def test_generator_only_pickle(tmp_path, fake_nvidia_modules):
   path = str(tmp_path / "g_ema.pkl")
   write_snapshot(path, fake_nvidia_modules, protocol=4, networks=("G_ema",))
-  loaded = stylegan2_pkl.load_checkpoint(path)
+  loaded = convert.load_pickle_checkpoint(path)
   assert set(loaded) == {"architecture", "generator_ema", "w_avg_source"}
 
 

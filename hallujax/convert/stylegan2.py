@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from hallujax.convert import common
+from hallujax.convert import common, stylegan2_pkl
 from hallujax.convert.common import CheckpointMismatchError
 from hallujax.nn.stylegan_layers import make_blur_kernel
 
@@ -408,6 +408,30 @@ def _check_latent_avg(value, style_dim: int) -> Array:
   return latent_avg
 
 
+def load_pickle_checkpoint(path: str | os.PathLike) -> dict:
+  """An NVIDIA network pickle (read by hallujax.convert.stylegan2_pkl) converted like `load_checkpoint`'s result.
+
+  "architecture" and "generator_ema" from G_ema (or G when the pickle has no
+  G_ema), "generator" from G, "discriminator_architecture" and
+  "discriminator" from D; the truncation centre is the mapping's `w_avg`.
+  """
+  networks = stylegan2_pkl.load_network_pickle(path)
+  result: dict = {}
+  for source, name in (("G_ema", "generator_ema"), ("G", "generator")):
+    if source in networks:
+      architecture, result[name] = convert_generator(networks[source])
+      if result.get("architecture", architecture) != architecture:
+        raise CheckpointMismatchError(f"{os.fspath(path)!r}: G and G_ema describe different generators "
+                                             f"({architecture} vs {result['architecture']}).")
+      result["architecture"] = architecture
+  if "generator_ema" not in result and "generator" in result:
+    result["generator_ema"] = result["generator"]
+  if "D" in networks:
+    result["discriminator_architecture"], result["discriminator"] = convert_discriminator(networks["D"])
+  result["w_avg_source"] = "w_avg"
+  return result
+
+
 def load_checkpoint(path_or_dict, allow_pickle: bool = False) -> dict:
   """Everything a StyleGAN2 file holds, converted.
 
@@ -422,8 +446,7 @@ def load_checkpoint(path_or_dict, allow_pickle: bool = False) -> dict:
   """
   if isinstance(path_or_dict, (str, os.PathLike)):
     if common.is_nvidia_network_pickle(path_or_dict):
-      from hallujax.convert import stylegan2_pkl  # pylint: disable=import-outside-toplevel
-      return stylegan2_pkl.load_checkpoint(path_or_dict)
+      return load_pickle_checkpoint(path_or_dict)
     content = read_torch_file(os.fspath(path_or_dict), allow_pickle)
     where = repr(os.fspath(path_or_dict))
   else:

@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 
 from hallujax.convert import common
-from hallujax.convert import stylegan2
 
 NETWORK_NAMES = ("G", "G_ema", "D")
 # Modules whose classes are NVIDIA's network code or torch containers: mapped to plain containers.
@@ -407,28 +406,4 @@ def load_network_pickle(path: str | os.PathLike) -> dict[str, Any]:
       result["class_names"][name] = _class_name(data[name])
   kwargs = data.get("training_set_kwargs")
   result["training_set_kwargs"] = dict(kwargs) if isinstance(kwargs, dict) else None
-  return result
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-  """An NVIDIA network pickle converted like hallujax.convert.stylegan2.load_checkpoint's result.
-
-  "architecture" and "generator_ema" from G_ema (or G when the pickle has no
-  G_ema), "generator" from G, "discriminator_architecture" and
-  "discriminator" from D; the truncation centre is the mapping's `w_avg`.
-  """
-  networks = load_network_pickle(path)
-  result: dict = {}
-  for source, name in (("G_ema", "generator_ema"), ("G", "generator")):
-    if source in networks:
-      architecture, result[name] = stylegan2.convert_generator(networks[source])
-      if result.get("architecture", architecture) != architecture:
-        raise common.CheckpointMismatchError(f"{os.fspath(path)!r}: G and G_ema describe different generators "
-                                             f"({architecture} vs {result['architecture']}).")
-      result["architecture"] = architecture
-  if "generator_ema" not in result and "generator" in result:
-    result["generator_ema"] = result["generator"]
-  if "D" in networks:
-    result["discriminator_architecture"], result["discriminator"] = stylegan2.convert_discriminator(networks["D"])
-  result["w_avg_source"] = "w_avg"
   return result
