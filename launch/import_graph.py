@@ -33,7 +33,7 @@ LAYERS = (
     ("convert", ("hallujax.convert", "hallujax.convert.*")),
     ("methods", ("hallujax.methods", "hallujax.methods.*", "hallujax.federated", "hallujax.federated.aggregation",
                  "hallujax.federated.partition")),
-    ("run", ("hallujax.checkpoint", "hallujax.run_setup", "hallujax.run.*", "hallujax.run", "hallujax.trainer",
+    ("run", ("hallujax.checkpoint", "hallujax.run_files", "hallujax.run_setup", "hallujax.run.*", "hallujax.run", "hallujax.trainer",
              "hallujax.loop", "hallujax.evaluation", "hallujax.scoring", "hallujax.sampling",
              "hallujax.benchmarking", "hallujax.exported", "hallujax.federated.flower")),
     ("commands", ("hallujax.cli", "hallujax.train", "hallujax.evaluate", "hallujax.sample", "hallujax.benchmark",
