@@ -11,6 +11,10 @@ import ast
 
 import ml_collections
 
+# The choices of the base's string fields that name a variant (the one place each is checked: cli.check_config).
+COMPUTE_DTYPES = ("float32", "bfloat16")   # train.compute_dtype
+ON_NONFINITE = ("stop", "skip")            # train.on_nonfinite
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -54,7 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
       illumination="Strong",   # oulu_casia_nir_vis: which illumination's sequences (Strong, Weak, Dark)
       clients=0,               # federated methods: K clients, each reading its own partition of a split;
                                # batches are then (K, batch_size, ...) (hallujax.data.pipeline)
-      client_partition="interleaved",
+      client_partition="interleaved",  # "interleaved" | "dirichlet" | "sites" (hallujax.data.pipeline.client_partitions)
+      sites=1,                 # institutions (sites) a split is cut into, contiguous blocks of examples; a
+                               # client reads one site's data with client_partition="sites" or "dirichlet"
+                               # (hallujax.federated.partition.site_count; thermal_sensors, when given, set it)
+      thermal_sensors=(),      # face world, thermal pairings: one sensor name per site (faceworld_params.
+                               # THERMAL_SENSORS); site s's thermal inputs go through sensor s. () = none
       worker_count=-1,         # grain worker processes decoding/degrading (0 = in the main process; -1 = every
                                # core but two, at most 32, on an accelerator host, 0 on a CPU backend)
       worker_buffer_size=2,    # batches each worker keeps ready
@@ -75,8 +84,8 @@ def base_config() -> ml_collections.ConfigDict:
       image_every=500,         # PNG grids + TensorBoard images
       checkpoint_every=500,
       keep_checkpoints=3,
-      compute_dtype="float32", # or "bfloat16": bf16 activations, float32 parameters and loss sums
-      on_nonfinite="stop",     # or "skip": keep the previous state for that step and count it
+      compute_dtype="float32", # COMPUTE_DTYPES; "bfloat16": bf16 activations, float32 parameters and loss sums
+      on_nonfinite="stop",     # ON_NONFINITE; "skip": keep the previous state for that step and count it
       max_skipped_steps=100,   # with "skip": more non-finite steps than this in a row stop the run
       resume_step=0,           # resume from this checkpoint step (0 = the newest that restores)
       profile_steps=0,         # > 0: a jax.profiler trace of this many steps after warm-up, in <workdir>/profile
@@ -136,3 +145,59 @@ def apply_variant_options(config: ml_collections.ConfigDict, options: dict) -> m
       value = text
     node[leaf] = value
   return config
+
+
+# Methods declared by another method's config file: method -> (configs/<file>.py, get_config's argument).
+CONFIG_OF_METHOD = {"pix2pix": ("pcfh", ",ablation=pix2pix"), "cyclegan": ("pcfh", ",ablation=cyclegan")}
+
+
+def declared_config(method: str) -> ml_collections.ConfigDict:
+  """Every field a run of `method` has today, each with its declared default: the paper config of
+  ``configs/<method>.py`` (CONFIG_OF_METHOD names the others) when this checkout has it, else ``base_config()``."""
+  import importlib
+  import pathlib
+  import sys
+  name, argument = CONFIG_OF_METHOD.get(method, (method, ""))
+  root = pathlib.Path(__file__).resolve().parents[1]
+  if not (name and name.isidentifier() and (root / "configs" / f"{name}.py").is_file()):
+    return base_config()
+  if str(root) not in sys.path:
+    sys.path.append(str(root))   # config files import each other as `configs.<name>`
+  return fill_missing(importlib.import_module(f"configs.{name}").get_config(argument), base_config())
+
+
+def fill_missing(config, declared) -> ml_collections.ConfigDict:
+  """Adds to `config` (in place) every field of `declared` it lacks, with the declared value, recursively.
+
+  A run's config.json holds the fields of its day; a field declared since reads as its declared default
+  (``run_files.read_run_config`` calls this), so no reader restates a default for old runs."""
+  for name, value in declared.items():
+    if name not in config:
+      config[name] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[name], ml_collections.ConfigDict):
+      fill_missing(config[name], value)
+  return config
+
+
+def data_section(**fields) -> ml_collections.ConfigDict:
+  """``config.data`` as :func:`base_config` declares it, with `fields` set (tests and tools that read a source
+  without a whole config)."""
+  section = base_config().data
+  section.update(fields)
+  return section
+
+
+# Methods that were variants of another before they became methods of their own: (old method, field, value)
+# -> new method. PCFH's baselines were `model.kind` of method "pcfh" until they became methods.
+RENAMED_METHODS = {("pcfh", "kind", "pix2pix"): "pix2pix", ("pcfh", "kind", "cyclegan"): "cyclegan"}
+
+
+def saved_run_config(saved: dict) -> ml_collections.ConfigDict:
+  """A run's saved config.json as today's config: a method that has since become one of its own renamed
+  (RENAMED_METHODS), and every field declared since filled with its declared default (fill_missing)."""
+  config = ml_collections.ConfigDict(saved)
+  model = saved.get("model")
+  for (method, field, value), renamed in RENAMED_METHODS.items():
+    if saved.get("method") == method and isinstance(model, dict) and model.get(field) == value:
+      config.method = renamed
+  return fill_missing(config, declared_config(str(config.get("method") or "")))
