@@ -364,15 +364,12 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
              compare: tuple[str, ...] = (), recognizer: Callable | None = None, grid_rows: int = 8,
              lpips: Callable | None = None) -> dict:
   """Evaluates the run in `workdir` (and the runs in `compare`) on `split`; writes and returns the report."""
-  if batches is not None:
-    config = config.copy_and_resolve_references()
-    config.train.eval_batches = batches
   method, state, step, mesh = trainer.restore_run(config, workdir, step)
   _, state_shardings = trainer.abstract_state(method, config, mesh)
   with quiet_warnings():   # where the frozen weights come from was said when the run trained
     frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)
   feed = feed_lib.feed_for(config, mesh, method)
-  host_batches = pipeline.eval_batches(config, split, process_index=jax.process_index(),
+  host_batches = pipeline.eval_batches(config, split, batches=batches, process_index=jax.process_index(),
                                        process_count=jax.process_count())
   labels = all_processes([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
   yaw = all_processes([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None

@@ -240,7 +240,7 @@ def train_command(run: Run) -> list[str]:
 def eval_batch_count(spec: str, examples: int) -> tuple[int, int]:
   """(batches, eval_size) so that at least `examples` held-out examples are scored."""
   config = run_files.load_config_file(spec)
-  batch = config.train.batch_size * max(config.data.get("clients", 0), 1)
+  batch = config.train.batch_size * max(config.data.clients, 1)
   batches = math.ceil(examples / batch)
   return batches, max(config.data.eval_size, batches * batch)
 
@@ -539,8 +539,9 @@ def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
   config = run_files.read_run_config(workdir)
   generator, variables = sampling.generator_from_run(config, workdir, step)
   samples = images.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
-  config.train.eval_batches = math.ceil(count / config.train.batch_size)
-  renders = np.concatenate([images.to_uint8(batch["target"]) for batch in pipeline.eval_batches(config, "test")])
+  batches = math.ceil(count / config.train.batch_size)
+  renders = np.concatenate([images.to_uint8(batch["target"])
+                            for batch in pipeline.eval_batches(config, "test", batches=batches)])
   rates = face_detection_rate(samples), face_detection_rate(renders[:count])
   with open(cache, "w") as f:
     json.dump({"step": step, "count": count, "prior": rates[0], "renders": rates[1]}, f)

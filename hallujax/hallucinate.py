@@ -123,7 +123,7 @@ def check_photo_method(method, config) -> None:
   if "input" not in spec or len(spec["input"].shape) != 3 or spec["input"].shape[-1] not in (1, 3):
     raise cli.UserError(f"Method {name!r} reads no (H, W, 1|3) 'input' image (its batch fields: "
                         f"{', '.join(spec)}), so it cannot hallucinate faces in photos.")
-  leading = (1,) if method.batch_axes == ("batch",) else (max(1, int(config.data.get("clients", 1))), 1)
+  leading = (1,) if method.batch_axes == ("batch",) else (max(1, int(config.data.clients)), 1)
   abstract = {k: jax.ShapeDtypeStruct(leading + tuple(v.shape), v.dtype) for k, v in spec.items()}
   state = jax.eval_shape(method.init, jax.random.key(0))
   frozen = jax.eval_shape(method.init_frozen, jax.random.key(0))
@@ -229,11 +229,11 @@ class RunModel:
     self.method_name = config.method
     self.data_source = str(config.data.source)
     self.input_size, self.input_channels = int(spec.shape[0]), int(spec.shape[-1])
-    self.downsample = str(config.data.get("downsample", "bicubic"))
+    self.downsample = str(config.data.downsample)
     self.template_name = template or photos.template_for(config)
     self.template = photos.template_points(self.template_name)
     self.batch_size = batch_size
-    clients = int(config.data.get("clients", 0)) if method.batch_axes != ("batch",) else 0
+    clients = int(config.data.clients) if method.batch_axes != ("batch",) else 0
     self.function = photo_function(method, clients, client)
     divisor = mesh.shape[sharding.DATA_AXIS]
     batch_sharding = (sharding.batch_sharding(mesh) if batch_size % divisor == 0 else sharding.replicated(mesh))

@@ -31,25 +31,28 @@ from typing import Any
 
 import optax
 
-KNOWN_FIELDS = frozenset({
-    "name", "learning_rate", "schedule", "final_learning_rate", "decay_steps", "boundaries", "rates",
-    "warmup_steps", "b1", "b2", "eps", "momentum", "nesterov", "weight_decay", "clip_norm"})
+# What a section that leaves a field out means by it (the module docstring says what each field does).
+DEFAULTS = {"name": "adam", "learning_rate": None, "schedule": "constant", "final_learning_rate": None,
+            "decay_steps": None, "boundaries": None, "rates": None, "warmup_steps": 0, "b1": 0.9, "b2": 0.999,
+            "eps": 1e-8, "momentum": None, "nesterov": False, "weight_decay": 0.0, "clip_norm": None}
+KNOWN_FIELDS = frozenset(DEFAULTS)
 NAMES = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "exponential", "cosine")
 
 
-def _get(section, key, default=None):
-  return section.get(key, default) if hasattr(section, "get") else getattr(section, key, default)
+def field(section, key: str):
+  """`section`'s `key` (a dict or ConfigDict section), or DEFAULTS[key] when the section leaves it out."""
+  return section.get(key, DEFAULTS[key]) if hasattr(section, "get") else getattr(section, key, DEFAULTS[key])
 
 
 def learning_rate_schedule(section, where: str = "config.optim") -> optax.Schedule:
   """The section's learning rate as a function of this optimizer's update count."""
-  rate = float(_get(section, "learning_rate"))
-  kind = _get(section, "schedule", "constant")
+  rate = float(field(section, "learning_rate"))
+  kind = field(section, "schedule")
   if kind == "constant":
     base = optax.constant_schedule(rate)
   elif kind in ("exponential", "cosine"):
-    final, steps = _get(section, "final_learning_rate"), _get(section, "decay_steps")
+    final, steps = field(section, "final_learning_rate"), field(section, "decay_steps")
     if final is None or not steps or steps <= 0:
       raise ValueError(f"{where}.schedule={kind!r} needs final_learning_rate and decay_steps > 0 "
                        f"(got {final!r}, {steps!r}).")
@@ -57,7 +60,7 @@ def learning_rate_schedule(section, where: str = "config.optim") -> optax.Schedu
             if kind == "exponential" else optax.cosine_decay_schedule(rate, int(steps), float(final) / rate))
   else:
     raise ValueError(f"{where}.schedule={kind!r} is not known; expected one of {', '.join(SCHEDULES)}.")
-  boundaries, values = _get(section, "boundaries") or (), _get(section, "rates") or ()
+  boundaries, values = field(section, "boundaries") or (), field(section, "rates") or ()
   # One boundary may be a plain number, so configs can tie it to a phase length (FieldReference).
   boundaries = tuple(int(b) for b in ((boundaries,) if isinstance(boundaries, (int, float)) else boundaries))
   values = tuple(float(v) for v in ((values,) if isinstance(values, (int, float)) else values))
@@ -67,7 +70,7 @@ def learning_rate_schedule(section, where: str = "config.optim") -> optax.Schedu
     raise ValueError(f"{where}.boundaries={boundaries} must increase.")
   if boundaries:
     base = optax.join_schedules([base, *(optax.constant_schedule(v) for v in values)], list(boundaries))
-  warmup = int(_get(section, "warmup_steps", 0) or 0)
+  warmup = int(field(section, "warmup_steps") or 0)
   if warmup > 0:
     base = optax.join_schedules([optax.linear_schedule(0.0, rate, warmup), base], [warmup])
   return base
@@ -79,29 +82,29 @@ def make(section, where: str = "config.optim") -> optax.GradientTransformation:
   unknown = keys - KNOWN_FIELDS
   if unknown:
     raise ValueError(f"{where} has unknown fields {sorted(unknown)}; known: {', '.join(sorted(KNOWN_FIELDS))}.")
-  name = _get(section, "name", "adam")
+  name = field(section, "name")
   if name not in NAMES:
     raise ValueError(f"{where}.name={name!r} is not a known optimizer; expected one of {', '.join(NAMES)}.")
-  if _get(section, "learning_rate") is None:
+  if field(section, "learning_rate") is None:
     raise ValueError(f"{where} gives no learning_rate.")
   rate = learning_rate_schedule(section, where)
-  weight_decay = float(_get(section, "weight_decay", 0.0) or 0.0)
+  weight_decay = float(field(section, "weight_decay") or 0.0)
   parts = []
-  clip = _get(section, "clip_norm")
+  clip = field(section, "clip_norm")
   if clip:
     parts.append(optax.clip_by_global_norm(float(clip)))
   if name == "adamw":
-    parts.append(optax.adamw(rate, b1=_get(section, "b1", 0.9), b2=_get(section, "b2", 0.999),
-                             eps=_get(section, "eps", 1e-8), weight_decay=weight_decay))
+    parts.append(optax.adamw(rate, b1=field(section, "b1"), b2=field(section, "b2"),
+                             eps=field(section, "eps"), weight_decay=weight_decay))
   else:
     if weight_decay:
       parts.append(optax.add_decayed_weights(weight_decay))
     if name == "adam":
-      parts.append(optax.adam(rate, b1=_get(section, "b1", 0.9), b2=_get(section, "b2", 0.999),
-                              eps=_get(section, "eps", 1e-8)))
+      parts.append(optax.adam(rate, b1=field(section, "b1"), b2=field(section, "b2"),
+                              eps=field(section, "eps")))
     else:
-      parts.append(optax.sgd(rate, momentum=_get(section, "momentum") or None,
-                             nesterov=bool(_get(section, "nesterov", False))))
+      parts.append(optax.sgd(rate, momentum=field(section, "momentum") or None,
+                             nesterov=bool(field(section, "nesterov"))))
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 

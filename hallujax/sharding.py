@@ -38,7 +38,7 @@ BATCH_AXIS_TO_MESH = {"clients": CLIENTS_AXIS, "batch": DATA_AXIS}
 def make_mesh(mesh_config, devices=None) -> Mesh:
   """A (clients, data, model) mesh over all devices; ``data=-1`` takes what the others leave."""
   devices = list(devices if devices is not None else jax.devices())
-  clients = int(mesh_config.get("clients", 1))
+  clients = int(mesh_config.clients)
   model = int(mesh_config.model)
   data = int(mesh_config.data)
   for name, size in (("clients", clients), ("model", model)):
@@ -87,8 +87,8 @@ def leaf_path(path) -> str:
 
 
 def all_rules(mesh_config, method_rules: Iterable = ()) -> list[tuple[str, Any]]:
-  rules = [tuple(rule) for rule in method_rules] + [tuple(rule) for rule in mesh_config.get("rules", ())]
-  if mesh_config.get("fsdp", False):
+  rules = [tuple(rule) for rule in method_rules] + [tuple(rule) for rule in mesh_config.rules]
+  if mesh_config.fsdp:
     rules.append((".*", "fsdp"))
   for rule in rules:
     if len(rule) != 2 or not isinstance(rule[0], str):
@@ -132,7 +132,7 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules, min_size: int
 def state_shardings(abstract_state, mesh: Mesh, mesh_config, method_rules: Iterable = ()):
   """Shardings for every leaf of a train state (arrays or `jax.eval_shape` structs), from the rules."""
   rules = all_rules(mesh_config, method_rules)
-  min_size = int(mesh_config.get("fsdp_min_size", 0))
+  min_size = int(mesh_config.fsdp_min_size)
   specs = jax.tree_util.tree_map_with_path(
       lambda path, leaf: spec_for(leaf_path(path), tuple(leaf.shape), mesh, rules, min_size), abstract_state)
   if mesh.shape[MODEL_AXIS] > 1:

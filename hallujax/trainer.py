@@ -297,7 +297,7 @@ def describe_run(config, method: Method, mesh, abstract, frozen) -> str:
   d = config.data
   return (f"{config.method}: {len(devices)} × {devices[0].device_kind} ({jax.process_count()} process"
           f"{'es' if jax.process_count() > 1 else ''}), mesh {dict(mesh.shape)} | data {d.source} "
-          f"({d.get('pairing', '')}, {d.input_size}² → {d.target_size}²) | batch {config.train.batch_size} | "
+          f"({d.pairing}, {d.input_size}² → {d.target_size}²) | batch {config.train.batch_size} | "
           f"{trained / 1e6:.2f}M trained and {frozen_count / 1e6:.2f}M frozen parameters | "
           f"{config.train.compute_dtype}")
 
@@ -352,7 +352,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
       config, process_index=process_index, process_count=process_count)))
 
   resumed = checkpointer.restore_latest_good(
-      state, rng_data, config.train.get("resume_step") or None)
+      state, rng_data, config.train.resume_step or None)
   if resumed is None:
     state = method.load_pretrained(state)
     state = put_global(state, state_shardings)
@@ -388,7 +388,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
   evaluation: dict = {}
   consumed = 0
   skipped_in_a_row = 0
-  profile_from = step + 2 if config.train.get("profile_steps", 0) > 0 else None   # after warm-up
+  profile_from = step + 2 if config.train.profile_steps > 0 else None   # after warm-up
 
   def flush() -> None:
     """Fetch pending metrics, stop on a non-finite step, log the window's means."""

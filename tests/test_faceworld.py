@@ -1,9 +1,9 @@
 """The face world: deterministic, paired as each method needs, with landmarks that sit on the face."""
 
-import ml_collections
 import numpy as np
 import pytest
 
+from hallujax.config_base import data_section
 from hallujax.data import faceworld, faceworld_params, faceworld_render
 from hallujax.data.faceworld_render import render_batch
 from hallujax.data.sources import make_source
@@ -12,9 +12,9 @@ SIZE = 48
 
 
 def data_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
+  config = data_section(
       source="faceworld", pairing="same_view", input_size=12, input_channels=3, target_size=SIZE,
-      downsample="bicubic", num_identities=20, train_size=50, eval_size=10, world_seed=0))
+      downsample="bicubic", num_identities=20, train_size=50, eval_size=10, world_seed=0)
   config.update(overrides)
   return config
 

@@ -1,9 +1,9 @@
 """The face world's discrete yaw set (data.yaw_set): VividGAN's poses instead of a continuous range."""
 
-import ml_collections
 import numpy as np
 import pytest
 
+from hallujax.config_base import data_section
 from hallujax.data import faceworld_params
 from hallujax.data.sources import make_source
 
@@ -11,9 +11,9 @@ PAPER_SIGNED = {s * v for v in (15, 22, 30, 40, 45, 55, 60, 75, 90) for s in (-1
 
 
 def data_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
+  config = data_section(
       source="faceworld", pairing="frontalize", input_size=8, input_channels=3, target_size=16,
-      downsample="bicubic", num_identities=20, train_size=400, eval_size=10, world_seed=0))
+      downsample="bicubic", num_identities=20, train_size=400, eval_size=10, world_seed=0)
   config.update(overrides)
   return config
 

@@ -3,19 +3,19 @@
 import logging
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from hallujax.config_base import data_section
 from hallujax.data import folders, prepare
 from hallujax.data.sources import make_source
 
 
 def data_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
+  config = data_section(
       source="image_folder", pairing="same_view", input_size=8, input_channels=3, target_size=32,
-      downsample="bicubic", num_identities=0, train_size=0, eval_size=0, data_dir="", strict=False))
+      downsample="bicubic", num_identities=0, train_size=0, eval_size=0, data_dir="", strict=False)
   config.update(overrides)
   return config
 

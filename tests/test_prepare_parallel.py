@@ -4,12 +4,11 @@ import io
 import json
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from hallujax.config_base import base_config
+from hallujax.config_base import base_config, data_section
 from hallujax.data import folders, pipeline, prepare, records
 from hallujax.data.sources import make_source
 
@@ -75,8 +74,7 @@ def all_records(out_dir):
 
 
 def test_a_record_holds_the_picture_once_and_decodes_to_the_source_pixels(tmp_path):
-  source = make_source(ml_collections.ConfigDict(dict(source="celeba_folder", data_dir=celeba_folder(tmp_path))),
-                       "train")
+  source = make_source(data_section(source="celeba_folder", data_dir=celeba_folder(tmp_path), target_size=0), "train")
   example = source.load(2)
   originals = prepare.original_bytes(source, 2, example, "auto")
   assert set(originals) == {"target"}                             # the JPEG file itself, with its crop box
@@ -108,7 +106,7 @@ def test_interrupted_prepare_resumes_to_the_same_records_and_redoes_no_finished_
   out = tmp_path / "resumed"
   assert not (out / "info.json").exists() and (out / "train-00002-of-00004.array_record.partial").exists()
   with pytest.raises(FileNotFoundError, match="has not finished"):
-    make_source(ml_collections.ConfigDict(dict(source="prepared", data_dir=str(out))), "train")
+    make_source(data_section(source="prepared", data_dir=str(out)), "train")
   finished_before = {name: os.stat(out / f"{name}.array_record").st_mtime_ns
                      for name in ("train-00000-of-00004", "train-00001-of-00004")}
   resumed = run_prepare(INTERRUPTIBLE, data, out, "--splits", "train", "--shards", "4", "--workers", "2")
@@ -163,7 +161,7 @@ def test_records_of_another_format_version_are_refused_with_the_command_that_rew
   (out / "info.json").write_text(json.dumps({**info, "format_version": 1}))
   with pytest.raises(records.RecordVersionError, match=r"format version 1; this hallujax reads version 2\. "
                                                        r"Prepare the dataset again"):
-    make_source(ml_collections.ConfigDict(dict(source="prepared", data_dir=str(out))), "train")
+    make_source(data_section(source="prepared", data_dir=str(out)), "train")
   old = io.BytesIO()
   np.savez(old, target=np.zeros((4, 4, 3), np.uint8))               # a version-1 record
   with pytest.raises(records.RecordVersionError, match="python -m hallujax.data.prepare"):
@@ -240,11 +238,10 @@ def test_worker_processes_give_the_same_batches_and_resume_from_a_saved_state(tm
 def test_celeb_a_through_tfds_data_source_prepares_into_records(tmp_path):
   import tensorflow_datasets as tfds
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-    tfds_source = make_source(ml_collections.ConfigDict(dict(source="celeb_a", target_size=0)), "validation")
+    tfds_source = make_source(data_section(source="celeb_a", target_size=0), "validation")
     expected = [tfds_source[k] for k in range(4)]
     run_prepare("celeb_a", "", tmp_path / "records", "--splits", "validation", "--workers", "1")
-  prepared = make_source(ml_collections.ConfigDict(dict(source="prepared", data_dir=str(tmp_path / "records"))),
-                         "validation")
+  prepared = make_source(data_section(source="prepared", data_dir=str(tmp_path / "records")), "validation")
   assert len(prepared) == 4 and prepared.info["encoding"] == "auto" and prepared.info["original_jpeg"] == 0
   for k in range(4):
     example = prepared[k]

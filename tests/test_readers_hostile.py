@@ -4,12 +4,12 @@ import io
 import struct
 import zlib
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from hallujax import photos
+from hallujax.config_base import data_section
 from hallujax.data import folders, prepare
 from hallujax.data.sources import make_source
 
@@ -35,8 +35,8 @@ def jpeg_with_orientation(width: int, height: int, orientation: int) -> bytes:
 
 
 def folder_config(data_dir, **overrides):
-  config = ml_collections.ConfigDict(dict(source="image_folder", pairing="same_view", target_size=16,
-                                          data_dir=str(data_dir), strict=False))
+  config = data_section(source="image_folder", pairing="same_view", target_size=16, data_dir=str(data_dir),
+                        strict=False)
   config.update(overrides)
   return config
 

@@ -43,7 +43,7 @@ FIELDS = ("input", "target", "identity", "landmarks", "visibility", "yaw", "expr
 
 def renders_on_device(data_config) -> bool:
   """Whether `data_config.render_on` asks for device rendering; a clear error for an unknown value."""
-  render_on = data_config.get("render_on", "host")
+  render_on = data_config.render_on
   if render_on not in RENDER_ON:
     raise ValueError(f"config.data.render_on={render_on!r}; expected 'host' (render on the host, "
                      f"the default) or 'device' (face world only: render on the accelerator).")

@@ -138,15 +138,15 @@ class FaceWorldSource:
     if not 8 <= self.size <= MAX_SIZE:
       raise ValueError(f"config.data.target_size={self.size}; the face world renders 8..{MAX_SIZE} pixels.")
     self.split = split
-    self.world_seed = int(data_config.get("world_seed", 0))
-    self.input_channels = int(data_config.get("input_channels", 3))
+    self.world_seed = int(data_config.world_seed)
+    self.input_channels = int(data_config.input_channels)
     self.num_identities = int(data_config.num_identities)
     self.length = int(data_config.train_size if split == "train" else data_config.eval_size)
-    self.pose_limits = dict(max_yaw=float(data_config.get("max_yaw", 90.0)),
-                            max_pitch=float(data_config.get("max_pitch", 20.0)),
-                            max_roll=float(data_config.get("max_roll", 12.0)),
-                            yaw_set=params_lib.signed_yaws(data_config.get("yaw_set", ()) or ()))
-    identity_split = data_config.get("identity_split", "shared")
+    self.pose_limits = dict(max_yaw=float(data_config.max_yaw),
+                            max_pitch=float(data_config.max_pitch),
+                            max_roll=float(data_config.max_roll),
+                            yaw_set=params_lib.signed_yaws(data_config.yaw_set or ()))
+    identity_split = data_config.identity_split
     if identity_split == "shared":
       self.identity_range = (0, self.num_identities)
     elif identity_split == "disjoint":
@@ -158,14 +158,14 @@ class FaceWorldSource:
                          f"(got {self.num_identities}); the {split} split has no identity.")
     else:
       raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
-    self.symmetric_frontal = bool(data_config.get("symmetric_frontal", False))
-    self.plain_background = bool(data_config.get("plain_background", False))
+    self.symmetric_frontal = bool(data_config.symmetric_frontal)
+    self.plain_background = bool(data_config.plain_background)
     self.local_degradation = LocalDegradation.of(data_config, self.pairing)
-    self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.get("thermal_sensors", ()))
-    if (self.local_degradation is not None) and data_config.get("render_on", "host") == "device":
+    self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.thermal_sensors)
+    if (self.local_degradation is not None) and data_config.render_on == "device":
       raise ValueError("config.data.local_degradation is applied on the host; use config.data.render_on='host' "
                        "with it.")
-    if self.sensors and data_config.get("render_on", "host") == "device":
+    if self.sensors and data_config.render_on == "device":
       raise ValueError("config.data.thermal_sensors applies each site's sensor on the host; use "
                        "config.data.render_on='host' with it.")
     if self.sensors and self.length < len(self.sensors):
@@ -301,7 +301,7 @@ class LocalDegradation:
 
   @classmethod
   def of(cls, data_config, pairing: str):
-    kind = data_config.get("local_degradation", "") or ""
+    kind = data_config.local_degradation or ""
     if kind not in LOCAL_DEGRADATIONS:
       raise ValueError(f"config.data.local_degradation={kind!r}; expected one of {LOCAL_DEGRADATIONS}.")
     if not kind:
@@ -309,8 +309,8 @@ class LocalDegradation:
     if pairing != "same_view":
       raise ValueError(f"config.data.local_degradation degrades the input of the same_view pairing; the pairing "
                        f"is {pairing!r}.")
-    count = int(data_config.get("local_degradation_count", 3))
-    radius = float(data_config.get("local_degradation_radius", 0.12))
+    count = int(data_config.local_degradation_count)
+    radius = float(data_config.local_degradation_radius)
     if count < 1 or not 0 < radius <= 0.5:
       raise ValueError(f"config.data.local_degradation_count={count} must be ≥ 1 and local_degradation_radius="
                        f"{radius} in (0, 0.5] (a fraction of the image side).")

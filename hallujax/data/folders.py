@@ -280,12 +280,12 @@ class _FolderSource(abc.ABC):
     if split not in SPLITS:
       raise ValueError(f"split={split!r}; expected one of {', '.join(SPLITS)}.")
     self.split = split
-    self.data_dir = os.path.expanduser(data_config.get("data_dir", "") or "")
-    self.strict = bool(data_config.get("strict", False))
-    self.minimum_size = int(data_config.get("target_size", 0) or 0)
-    self.pairing = data_config.get("pairing", "same_view")
-    self.value_range = check_value_range(data_config.get("bit_depth_range"))
-    self.max_pixels = int(data_config.get("max_pixels", DEFAULT_MAX_PIXELS))
+    self.data_dir = os.path.expanduser(data_config.data_dir or "")
+    self.strict = bool(data_config.strict)
+    self.minimum_size = int(data_config.target_size or 0)
+    self.pairing = data_config.pairing
+    self.value_range = check_value_range(data_config.bit_depth_range)
+    self.max_pixels = int(data_config.max_pixels)
     self._bad = {}
     self._reads = 0
     self._reported_at = 0
@@ -481,7 +481,7 @@ class LfwFolder(_FolderSource):
   def __init__(self, data_config, split: str):
     super().__init__(data_config, split)
     self._require_same_view()
-    self.crop = int(data_config.get("crop", 0) or 150)
+    self.crop = int(data_config.crop or 150)
     root = self.data_dir
     if os.path.isdir(root):
       nested = sorted(d for d in os.listdir(root) if d.lower().startswith("lfw") and os.path.isdir(os.path.join(root, d)))
@@ -583,7 +583,7 @@ class PairedFolder(_FolderSource):
       raise ValueError(f"paired_folder pairs VIS with TH or NIR images; config.data.pairing={self.pairing!r} "
                        f"should be one of thermal_aligned, thermal_unaligned, nir_aligned, nir_unaligned.")
     modality = "TH" if self.pairing.startswith("thermal") else "NIR"
-    self.input_channels = int(data_config.get("input_channels", 1))
+    self.input_channels = int(data_config.input_channels)
     root, has_splits = _split_root(self.data_dir, split)
     visible_dir, other_dir = os.path.join(root, "VIS"), os.path.join(root, modality)
     if not os.path.isdir(visible_dir) or not os.path.isdir(other_dir):
@@ -595,7 +595,7 @@ class PairedFolder(_FolderSource):
     # The subject: the folder under VIS/ (VIS-TH, ARL-VTF: VIS/<subject>/<image>), else the file name's prefix.
     person = lambda name: name.split(os.sep)[0] if os.sep in name else os.path.basename(name).split("_")[0]
     people = sorted({person(n) for n in names})
-    subject_split = tuple(data_config.get("subject_split", ()) or ())
+    subject_split = tuple(data_config.subject_split or ())
     if not has_splits and subject_split:
       names = [n for n in names if person(n) in subjects_of_split(people, subject_split, split)]
     elif not has_splits:

@@ -419,10 +419,10 @@ class NirVisFolder(_FolderSource):
     if self.pairing != "nir_unaligned":
       raise ValueError(f"{self.source_name} gives unaligned NIR → VIS pairs; config.data.pairing={self.pairing!r} "
                        "should be nir_unaligned.")
-    self.fold = int(data_config.get("fold", 1))
-    self.illumination = str(data_config.get("illumination", "Strong"))
+    self.fold = int(data_config.fold)
+    self.illumination = str(data_config.illumination)
     self.size = int(data_config.target_size)
-    self.input_channels = int(data_config.get("input_channels", 1))
+    self.input_channels = int(data_config.input_channels)
     cache = read_cache(self.data_dir)
     if not cache:
       raise FileNotFoundError(f"{os.path.join(self.data_dir, CACHE_NAME)} is missing: compute the landmarks once "

@@ -118,7 +118,7 @@ DEGRADATION_KEYS = ("blur_sigma", "noise_sigma", "jpeg_quality")
 
 def degradation_ranges(data_config) -> dict[str, tuple[float, float]]:
   """config.data.degradation -> {kind: (low, high)} of the kinds switched on ({} without any)."""
-  section = data_config.get("degradation", None) or {}
+  section = data_config.degradation or {}
   section = dict(section.items()) if hasattr(section, "items") else {}
   unknown = sorted(set(section) - set(DEGRADATION_KEYS))
   if unknown:
@@ -185,11 +185,11 @@ def default_worker_count() -> int:
 
 def reading_options(data_config) -> dict:
   """worker_count (resolved), worker_buffer_size, read_threads and read_buffer from config.data."""
-  workers = int(data_config.get("worker_count", 0))
+  workers = int(data_config.worker_count)
   return {"worker_count": default_worker_count() if workers < 0 else workers,
-          "worker_buffer_size": int(data_config.get("worker_buffer_size", 2)),
-          "read_threads": int(data_config.get("read_threads", 4)),
-          "read_buffer": int(data_config.get("read_buffer", 4))}
+          "worker_buffer_size": int(data_config.worker_buffer_size),
+          "read_threads": int(data_config.read_threads),
+          "read_buffer": int(data_config.read_buffer)}
 
 
 def _absl_flags_parsed() -> None:
@@ -247,7 +247,7 @@ def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
   per site, ``config.data.partition``) or "sites" (one client per site holding that site's examples).
   """
   clients = int(config.data.clients)
-  kind = config.data.get("client_partition", "interleaved")
+  kind = config.data.client_partition
   if kind in ("dirichlet", "sites"):
     from hallujax.federated import partition
     return partition.client_partitions(config, split, length)
@@ -342,7 +342,7 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
   """The endless, shuffled, process-sharded training batches ((K, B, ...) with config.data.clients = K)."""
   examples, prepare = read_source(config, "train")
   batch_size = local_batch_size(config.train.batch_size, process_count)
-  if config.data.get("clients", 0):
+  if config.data.clients:
     dataset = _client_datasets(config, "train", examples, prepare, batch_size, process_index, process_count,
                                shuffle=True)
   else:
@@ -359,18 +359,18 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1) -> 
   return iter_dataset
 
 
-def eval_batches(config, split: str = "validation", *, process_index: int = 0,
+def eval_batches(config, split: str = "validation", *, batches: int | None = None, process_index: int = 0,
                  process_count: int = 1) -> list[dict]:
-  """The first `config.train.eval_batches` batches of `split`, in order (host arrays)."""
+  """The first `batches` (default `config.train.eval_batches`) batches of `split`, in order (host arrays)."""
   examples, prepare = read_source(config, split)
   batch_size = local_batch_size(config.train.batch_size, process_count)
-  if config.data.get("clients", 0):
+  if config.data.clients:
     dataset = _client_datasets(config, split, examples, prepare, batch_size, process_index, process_count,
                                shuffle=False)
   else:
     dataset = _transformed(grain.MapDataset.source(examples), prepare, config, config.seed)
     dataset = _batched(_process_view(dataset, process_index, process_count, batch_size), batch_size)
-  count = min(config.train.eval_batches, len(dataset))
+  count = min(config.train.eval_batches if batches is None else batches, len(dataset))
   if count == 0:
     raise ValueError(
         f"The {split} split has {len(examples)} examples, fewer than one batch of {batch_size}; "

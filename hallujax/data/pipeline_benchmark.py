@@ -149,11 +149,11 @@ def legacy_npz_bytes(example: dict) -> int:
 
 def bytes_per_example_sample(raw_dir: str, sample: int) -> dict[str, float]:
   """Mean record bytes over `sample` examples: version 1 (.npz), and version 2 with PNG at 178², 128², 112²."""
-  import ml_collections
+  from hallujax.config_base import data_section
   from hallujax.data import prepare, records
   from hallujax.data.sources import make_source
-  source = make_source(ml_collections.ConfigDict(dict(source="celeba_folder", data_dir=raw_dir, pairing="same_view",
-                                                      target_size=0)), "train")
+  source = make_source(data_section(source="celeba_folder", data_dir=raw_dir, pairing="same_view", target_size=0),
+                       "train")
   indices = np.linspace(0, len(source) - 1, min(sample, len(source))).astype(int)
   sizes = {"v1 npz 178²": [], "v1 npz 128²": [], "v2 jpeg (original)": [], "v2 png 178²": [],
            "v2 png 128²": [], "v2 png 112²": []}

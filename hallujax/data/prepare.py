@@ -463,7 +463,7 @@ class PreparedSource:
 
   def __init__(self, data_config, split: str):
     import grain
-    data_dir = os.path.expanduser(data_config.get("data_dir", "") or "")
+    data_dir = os.path.expanduser(data_config.data_dir or "")
     info_path = os.path.join(data_dir, "info.json")
     self.paths = sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*.array_record")))
     if not self.paths:

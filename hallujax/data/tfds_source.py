@@ -50,16 +50,16 @@ class TfdsSource:
   def __init__(self, data_config, split: str):
     import tensorflow_datasets as tfds
 
-    self.name = data_config.get("tfds_name", "") or data_config.source
+    self.name = data_config.tfds_name or data_config.source
     if self.name == "tfds":
       raise ValueError("config.data.source='tfds' needs config.data.tfds_name (e.g. 'celeb_a').")
-    self.pairing = data_config.get("pairing", "same_view")
+    self.pairing = data_config.pairing
     if self.pairing != "same_view":
       raise ValueError(f"TFDS dataset {self.name!r} gives single visible images; config.data.pairing="
                        f"{self.pairing!r} needs paired data (use the faceworld or paired_folder source).")
-    data_dir = data_config.get("data_dir", "") or None
-    self.crop = int(data_config.get("crop", 0) or 0)
-    self.minimum_size = int(data_config.get("target_size", 0) or 0) if data_config.get("reject_small", True) else 0
+    data_dir = data_config.data_dir or None
+    self.crop = int(data_config.crop or 0)
+    self.minimum_size = int(data_config.target_size or 0) if data_config.reject_small else 0
     try:
       builder = tfds.builder(self.name, data_dir=data_dir)
       splits = set(builder.info.splits.keys())

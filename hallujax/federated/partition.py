@@ -37,7 +37,7 @@ def site_of_index(index: np.ndarray, length: int, sites: int) -> np.ndarray:
 
 def site_count(data_config) -> int:
   """S: one site per face-world thermal sensor (data.thermal_sensors), else data.sites (default 1)."""
-  return max(1, len(data_config.get("thermal_sensors", ())) or int(data_config.get("sites", 1)))
+  return max(1, len(data_config.thermal_sensors) or int(data_config.sites))
 
 
 def site_of_client(client: int, clients: int, sites: int) -> int:

@@ -21,7 +21,7 @@ def measure(config, clients: int, steps: int) -> dict:
   from hallujax.methods import vpfl
   config = config.copy_and_resolve_references()
   config.data.clients = clients
-  if clients % max(1, len(config.data.get("thermal_sensors", ()))):
+  if clients % max(1, len(config.data.thermal_sensors)):
     config.data.thermal_sensors = tuple(config.data.thermal_sensors)[:1]   # batches are random: one site will do
   method = vpfl.make(config)
   state = jax.jit(method.init)(jax.random.key(0))

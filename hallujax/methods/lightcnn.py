@@ -211,7 +211,7 @@ def make(config) -> Method:
 def is_lightcnn_run(run_config) -> bool:
   """True when a run's config.json names this method (registered name or module path)."""
   from hallujax.methods import METHODS   # pylint: disable=import-outside-toplevel
-  return METHODS.get(run_config.get("method", ""), run_config.get("method", "")) == __name__
+  return METHODS.get(run_config.method, run_config.method) == __name__
 
 
 def read_run(path: str, where: str):
@@ -230,7 +230,7 @@ def read_run(path: str, where: str):
     raise ValueError(f"{where}={path} has no config.json (not a hallujax run); {expected}.")
   run_config = read_run_config(path)
   if not is_lightcnn_run(run_config):
-    raise ValueError(f"{where}={path} is a {run_config.get('method', '')!r} run; {expected}.")
+    raise ValueError(f"{where}={path} is a {run_config.method!r} run; {expected}.")
   _, state, step, _ = trainer.restore_run(run_config, path)
   params = jax.device_get(features_only(state.params[NETWORK]))
   size = run_config.data.target_size

@@ -228,7 +228,7 @@ def abstract_step_inputs(config):
   frozen_shardings = sharding.state_shardings(frozen_shapes, mesh, config.mesh)
   frozen = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                         frozen_shapes, frozen_shardings)
-  clients = int(config.data.get("clients", 0))
+  clients = int(config.data.clients)
   leading = (clients, config.train.batch_size) if method.batch_axes == ("clients", "batch") \
       else (config.train.batch_size,)
   batch_sharding = sharding.batch_sharding(mesh, method.batch_axes)

@@ -110,11 +110,10 @@ def headroom(config, workdir: str, batches: int, selections=HEADROOM_SELECTIONS)
   from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
   from hallujax.data import feed as feed_lib, pipeline   # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
-  config.train.eval_batches = batches
   config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
   method, state, _, mesh = trainer.restore_run(config, workdir)
   feed = feed_lib.feed_for(config, mesh, method)
-  device_batches = [feed(host_batch) for host_batch in pipeline.eval_batches(config, "test")]
+  device_batches = [feed(host_batch) for host_batch in pipeline.eval_batches(config, "test", batches=batches)]
   results = {}
   for selection in selections:
     selected = config.copy_and_resolve_references()

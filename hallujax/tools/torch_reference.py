@@ -247,9 +247,11 @@ def build(resolution: int, channels: tuple[int, ...], style_dim: int, mapping_la
 
 def lazy_adam(torch, params, section: dict, interval: int):
   """Adam with the lazy-regularization correction (StyleGAN2 §B), as hallujax.methods.stylegan2.lazy_corrected."""
+  from hallujax import optim   # pylint: disable=import-outside-toplevel
   c = interval / (interval + 1) if interval > 0 else 1.0
   return torch.optim.Adam(params, lr=section["learning_rate"] * c,
-                          betas=(section.get("b1", 0.9) ** c, section.get("b2", 0.999) ** c), eps=section.get("eps", 1e-8))
+                          betas=(optim.field(section, "b1") ** c, optim.field(section, "b2") ** c),
+                          eps=optim.field(section, "eps"))
 
 
 def make_train_step(config, batch_size: int, modulation: str = "shared", compile_mode: str | None = None,

@@ -20,7 +20,6 @@ def run_columns(config, workdir: str, split: str = "test", batches: int | None =
 
   if batches is not None:   # enough of the split for `batches` batches, as hallujax.experiments asks
     config = config.copy_and_resolve_references()
-    config.train.eval_batches = batches
     config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
   method, state, _, mesh = trainer.restore_run(config, workdir)
   _, state_shardings = trainer.abstract_state(method, config, mesh)
@@ -28,7 +27,7 @@ def run_columns(config, workdir: str, split: str = "test", batches: int | None =
     frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)
   feed = feed_lib.feed_for(config, mesh, method)
   hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
-  for host_batch in pipeline.eval_batches(config, split):
+  for host_batch in pipeline.eval_batches(config, split, batches=batches):
     yield host_batch, jax.device_get(hallucinate(state, frozen, feed(host_batch)))
 
 

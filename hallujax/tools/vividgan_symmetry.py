@@ -44,7 +44,7 @@ def main(argv):
   if config.data.source != "faceworld":
     raise cli.UserError(f"config.data.source={config.data.source!r}: data.symmetric_frontal is a face-world option; "
                         f"use a face-world config.")
-  given = bool(config.data.get("symmetric_frontal", False))
+  given = bool(config.data.symmetric_frontal)
   for symmetric in (given, not given):
     data_config = config.data.copy_and_resolve_references()
     data_config.symmetric_frontal = symmetric
