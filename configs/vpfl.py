@@ -27,10 +27,23 @@ import ml_collections
 
 from configs import vpgan as vpgan_configs
 from hallujax.config_base import apply_variant_options, parse_variant
+from hallujax.federated.aggregation import STRATEGIES
 from hallujax.federated.partition import site_count
-from hallujax.methods.vpfl import STRATEGIES, federation_config
 
 VARIANTS = ("", "smoke", "drift", "tiny", *(name for name in STRATEGIES if name != "vpfl"))
+
+
+def federation_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
+  """config.federated: Algorithm 1's P, Eq. 9's λd, FedProx's μ, the optimizer-state rule (methods/vpfl.py)."""
+  return ml_collections.ConfigDict(dict(
+      strategy=strategy,        # one of hallujax.federated.aggregation.STRATEGIES (Table 6's rows)
+      local_steps=200,          # §4.1: "The periodical communication ... is set to 200 iterations"
+      mpr_weight=1e-3,          # §4.1: "λd = 10e-4", read as 1e-3 (10e-4 = 1e-3)
+      mpr_reduction="sum",      # Eq. 9's ‖·‖²: the squared norm per example, averaged over the batch
+      proximal_weight=1e-3,     # FedProx μ (the issue: 1e-3; the paper: "the empirically best" μ, not given)
+      optimizer_state="keep",   # keep | reset | average (aggregation.optimizer_state_between_rounds)
+      client_loop="vmap",       # vmap (clients batched) | map (clients in a loop inside the program)
+  ))
 
 
 def vpfl_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:

@@ -42,6 +42,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# config.federated.strategy: what each of Table 6's rows does (hallujax.methods.vpfl.Federation reads it).
+STRATEGIES = {
+    #              aggregate  mpr    proximal
+    "vpfl":        (True,     True,  False),
+    "fedavg":      (True,     False, False),
+    "fedprox":     (True,     False, True),
+    "local_only":  (False,    False, False),
+    "fused":       (False,    False, False),
+    "centralized": (False,    False, False),
+}
 OPTIMIZER_STATE_RULES = ("keep", "reset", "average")
 
 

@@ -46,6 +46,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.methods import Method, phase_at
+from hallujax.methods.train_state import with_updates
 from hallujax.metrics import image_quality
 from hallujax.models.dsnet import Critic, DSNet
 from hallujax.models.recognition import MarginHead, ResNetFace, additive_angular_margin_from_cosines
@@ -133,7 +134,7 @@ def make(config) -> Method:
   nets, opts = networks(config), optimizers(config)
   w, d, t = config.loss, config.data, config.train
   spec = batch_spec(config)
-  vgg_path, arcface_path = config.weights.get("vgg19", ""), config.weights.get("arcface", "")
+  vgg_path, arcface_path = config.weights.vgg19, config.weights.arcface
   n_critic = int(t.n_critic)
   if n_critic < 1:
     raise ValueError(f"config.train.n_critic={n_critic}; expected at least 1 critic update per step.")
@@ -223,24 +224,18 @@ def make(config) -> Method:
 
   # --------------------------------------------------------------------------- updates
 
-  def with_update(state: FHGANState, name: str, gradients) -> FHGANState:
-    params, opt_state = optim.apply_update(opts[name], state.params[name], state.opt_state[name], gradients)
-    return state.replace(params=dict(state.params, **{name: params}),
-                         opt_state=dict(state.opt_state, **{name: opt_state}))
-
   def update_recognizer(state: FHGANState, images, labels):
     trainable = {name: state.params[name] for name in ("recognizer", "margin_head")}
     (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(recognizer_loss, has_aux=True)(
         trainable, state.batch_stats["recognizer"], images, labels)
-    for name in trainable:
-      state = with_update(state, name, grads[name])
+    state = with_updates(state, opts, {name: grads[name] for name in trainable})
     state = state.replace(batch_stats=dict(recognizer=batch_stats))
     return state, dict(loss_recognizer=loss, recognizer_accuracy=accuracy)
 
   def update_generator(state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
     (loss, terms), grads = jax.value_and_grad(generator_loss, has_aux=True)(
         state.params["generator"], state, frozen, batch, adversarial_terms, identity)
-    return with_update(state, "generator", grads), dict(terms, loss_generator=loss)
+    return with_updates(state, opts, {"generator": grads}), dict(terms, loss_generator=loss)
 
   def update_critic(state: FHGANState, real, fake, rng):
     """`n_critic` WGAN-GP updates (Eq. 6), one compiled loop; metrics of the last one."""

@@ -28,6 +28,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.methods import Method
+from hallujax.methods.train_state import with_updates
 from hallujax.models.stylegan2 import Discriminator, Generator, channel_table, mix_styles, num_ws
 
 
@@ -65,8 +66,8 @@ def lazy_corrected(section, interval: int) -> dict:
   """An Adam section with the lazy-regularization correction (§B): lr·c and β^c for c = k/(k+1)."""
   c = lazy_ratio(interval)
   section = dict(section)
-  section.update(learning_rate=section["learning_rate"] * c, b1=section.get("b1", 0.9) ** c,
-                 b2=section.get("b2", 0.999) ** c)
+  section.update(learning_rate=section["learning_rate"] * c, b1=optim.field(section, "b1") ** c,
+                 b2=optim.field(section, "b2") ** c)
   return section
 
 
@@ -87,7 +88,7 @@ def batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
 
 def load_weights_file(config, generator: Generator) -> dict | None:
   """The converted contents of `config.weights.stylegan2`, or None (random init, logged)."""
-  path = config.weights.get("stylegan2", "")
+  path = config.weights.stylegan2
   if not path:
     logging.info("config.weights.stylegan2 is empty: StyleGAN2 starts from random initialization.")
     return None
@@ -209,9 +210,7 @@ def path_length_loss(generator_params, generator, state, w_plus, rng, loss):
 
 
 def with_update(state: StyleGAN2State, name: str, optimizer, gradients) -> StyleGAN2State:
-  params, opt_state = optim.apply_update(optimizer, state.params[name], state.opt_state[name], gradients)
-  return state.replace(params=dict(state.params, **{name: params}),
-                       opt_state=dict(state.opt_state, **{name: opt_state}))
+  return with_updates(state, {name: optimizer}, {name: gradients})
 
 
 # ----------------------------------------------------------------------------- step variants

@@ -52,25 +52,17 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from hallujax import optim, sharding
 from hallujax.federated import aggregation
 from hallujax.federated.partition import site_count, site_of_client
 from hallujax.methods import CLIENT_BATCH_AXES, Method
 from hallujax.methods import vpgan
+from hallujax.methods.train_state import update_networks
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
 
 TRAINED = vpgan.TRAINED   # ("encoder", "discriminator"): every trained network is aggregated
-STRATEGIES = {
-    #              aggregate  mpr    proximal
-    "vpfl":        (True,     True,  False),
-    "fedavg":      (True,     False, False),
-    "fedprox":     (True,     False, True),
-    "local_only":  (False,    False, False),
-    "fused":       (False,    False, False),
-    "centralized": (False,    False, False),
-}
+STRATEGIES = aggregation.STRATEGIES
 
 
 @flax.struct.dataclass
@@ -194,8 +186,7 @@ def local_update(config) -> LocalUpdate:
   def client_step(params, opt_state, global_params, frozen, batch, *, r1: bool):
     """One client's local update (Eq. 7 on Eq. 5 [+ Eq. 9 / FedProx]); Θ^q (`global_params`) is only read."""
     def update(params, opt_state, name, gradients):
-      new, state = optim.apply_update(optimizers[name], params[name], opt_state[name], gradients)
-      return dict(params, **{name: new}), dict(opt_state, **{name: state})
+      return update_networks(optimizers, params, opt_state, {name: gradients})
 
     real = batch["target"]
     fake = jax.lax.stop_gradient(parts.generate(params["encoder"], frozen, batch["input"]))
@@ -244,7 +235,7 @@ def per_device_group(run_clients: Callable, config) -> Callable:
   clients; the data and model axes stay automatic inside). A client's step never reads another client's
   values, so the clients need no communication until Eq. 8's mean. Not left to the SPMD partitioner: it
   rejects the vmapped input gradient of VPGAN's RGB convolutions split over clients (docs/vpfl.md)."""
-  axis_size = int(config.mesh.get("clients", 1))
+  axis_size = int(config.mesh.clients)
   if axis_size == 1:
     return run_clients
   # An abstract mesh (axis names and sizes only) of the mesh the trainer builds from the same config.
@@ -260,7 +251,7 @@ def make(config) -> Method:
   clients = int(config.data.clients)
   pooled = federation.strategy == "centralized"
   models = 1 if pooled else clients   # the stacked parameter sets: one per client, or the one pooled model
-  if models % int(config.mesh.get("clients", 1)):
+  if models % int(config.mesh.clients):
     raise ValueError(f"config.mesh.clients={config.mesh.clients} does not divide the {models} models of strategy "
                      f"{federation.strategy!r}; every device group of the clients axis needs the same number.")
   sites = site_count(config.data)
@@ -270,7 +261,7 @@ def make(config) -> Method:
   base = local.vpgan
   # How the clients' local steps run in the one program: "vmap" (batched; per-client weights make every
   # convolution a grouped one with K groups) or "map" (a loop over clients inside the program).
-  client_loop = config.federated.get("client_loop", "vmap")
+  client_loop = config.federated.client_loop
   if client_loop not in ("vmap", "map"):
     raise ValueError(f"config.federated.client_loop={client_loop!r}; expected 'vmap' or 'map'.")
 
@@ -420,15 +411,3 @@ def make(config) -> Method:
       hallucinate=hallucinate, batch_axes=CLIENT_BATCH_AXES,
       state_rules=((r"^(params|opt_state|last_round/params)/", ("clients",)),))
 
-
-def federation_config(strategy: str = "vpfl") -> ml_collections.ConfigDict:
-  """config.federated: Algorithm 1's P, Eq. 9's λd, FedProx's μ, the optimizer-state rule (configs/vpfl.py)."""
-  return ml_collections.ConfigDict(dict(
-      strategy=strategy,
-      local_steps=200,          # §4.1: "The periodical communication ... is set to 200 iterations"
-      mpr_weight=1e-3,          # §4.1: "λd = 10e-4", read as 1e-3 (10e-4 = 1e-3)
-      mpr_reduction="sum",      # Eq. 9's ‖·‖²: the squared norm per example, averaged over the batch
-      proximal_weight=1e-3,     # FedProx μ (the issue: 1e-3; the paper: "the empirically best" μ, not given)
-      optimizer_state="keep",   # keep | reset | average (aggregation.optimizer_state_between_rounds)
-      client_loop="vmap",       # vmap (clients batched) | map (clients in a loop inside the program)
-  ))

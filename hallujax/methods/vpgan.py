@@ -23,7 +23,6 @@ import functools
 import os
 from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +31,7 @@ from absl import logging
 from hallujax import optim
 from hallujax.run_files import read_run_config
 from hallujax.methods import Method
+from hallujax.methods.train_state import TrainState, with_updates
 from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
 from hallujax.models.recognition import ResNetFace
@@ -43,11 +43,7 @@ TRAINED = ("encoder", "discriminator")
 PAPER_IDENTITY_DIM = 512   # the embedding length of the paper's ArcFace, whose scale λc = 100 was set for (Eq. 6)
 
 
-@flax.struct.dataclass
-class VPGANState:
-  step: jax.Array
-  params: dict      # {"encoder": ..., "discriminator": ...}
-  opt_state: dict   # one optax state per trained network (config.optim.<network>)
+VPGANState = TrainState   # params / opt_state: {"encoder": ..., "discriminator": ...}
 
 
 # ----------------------------------------------------------------------------- networks
@@ -381,9 +377,7 @@ def make(config) -> Method:
     return total, dict(metrics, loss_generator=total)
 
   def update(state: VPGANState, name: str, gradients) -> VPGANState:
-    params, opt_state = optim.apply_update(optimizers[name], state.params[name], state.opt_state[name], gradients)
-    return state.replace(params=dict(state.params, **{name: params}),
-                         opt_state=dict(state.opt_state, **{name: opt_state}))
+    return with_updates(state, optimizers, {name: gradients})
 
   def train_step(state: VPGANState, frozen, batch, rng, *, r1: bool):
     del rng   # every computation is deterministic (fixed noise maps, no dropout)
