@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hallujax import sharding, trainer
+from hallujax import run_setup
 from hallujax.data import feed as feed_lib
-from hallujax.methods import METHODS, make_method
+from hallujax.methods import METHODS
 from hallujax.tools import hlo_report
 
 # Dense (no structured sparsity) peak TFLOP/s per chip: (float32 compute, bfloat16 compute), most specific
@@ -279,15 +279,16 @@ class Prepared:
 
 
 def prepare(config) -> Prepared:
-  method = make_method(config)
+  run = run_setup.build(config)
+  method, mesh = run.method, run.mesh
   counter: dict = {}
   counted = dataclasses.replace(
       method, steps={name: counting(fn, counter, name) for name, fn in method.steps.items()},
       hallucinate=counting(method.hallucinate, counter, "hallucinate"))
-  mesh = sharding.make_mesh(config.mesh)
+  run = dataclasses.replace(run, method=counted)   # the same init, so the same state layout
   batch_size = config.train.batch_size
-  state, state_shardings = trainer.init_state(counted, config, mesh, jax.random.key(config.seed))
-  frozen, frozen_shardings = trainer.frozen_networks(counted, config, mesh, jax.random.key(1), load=False)
+  state, state_shardings = run.init_state(jax.random.key(config.seed)), run.state_shardings
+  frozen, frozen_shardings = run.frozen_networks(jax.random.key(1), load=False)
   clients = int(config.data.clients)
   leading = (clients, batch_size) if method.batch_axes == ("clients", "batch") else (batch_size,)
   feed = feed_lib.Feed(config.data.copy_and_resolve_references(), mesh, method.batch_spec, method.batch_axes,
@@ -311,8 +312,8 @@ def step_names(prepared: Prepared, named_steps: str) -> list[str]:
 def run_train_step(prepared: Prepared, name: str, steps: int, warmup: int, label: dict, peak: float | None,
                    profile_dir: str | None = None) -> Row:
   """Compile, warm up and time the named train step (state donated, as the trainer runs it)."""
-  program = trainer.jit_steps(prepared.method, prepared.config, prepared.mesh, prepared.state_shardings,
-                              prepared.frozen_shardings)[name]
+  program = run_setup.jit_steps(prepared.method, prepared.config, prepared.mesh, prepared.state_shardings,
+                                prepared.frozen_shardings)[name]
   rng_data = jax.random.key_data(jax.random.key(1))
   holder = {"state": prepared.state}
 
@@ -338,8 +339,8 @@ def run_train_step(prepared: Prepared, name: str, steps: int, warmup: int, label
 
 
 def run_hallucinate(prepared: Prepared, steps: int, warmup: int, label: dict, peak: float | None) -> Row:
-  generate = trainer.GridColumns(prepared.method, prepared.mesh, prepared.state_shardings,
-                                 prepared.frozen_shardings).jitted
+  generate = run_setup.GridColumns(prepared.method, prepared.mesh, prepared.state_shardings,
+                                   prepared.frozen_shardings).jitted
   call = lambda: generate(prepared.state, prepared.frozen, prepared.batch)
   with compile_counter() as compiles:
     start = time.perf_counter()
@@ -553,8 +554,8 @@ def dtype_numerics(config, steps: int, log: Callable[[str], None] = print) -> di
   runs = {}
   for dtype in ("float32", "bfloat16"):
     prepared = prepare(with_dtype(config, dtype))
-    programs = trainer.jit_steps(prepared.method, prepared.config, prepared.mesh, prepared.state_shardings,
-                                 prepared.frozen_shardings)
+    programs = run_setup.jit_steps(prepared.method, prepared.config, prepared.mesh, prepared.state_shardings,
+                                   prepared.frozen_shardings)
     rng_data = jax.random.key_data(jax.random.key(1))
     state, curves = prepared.state, []
     for step in range(steps):

@@ -19,9 +19,9 @@ from absl import logging
 from etils import epath
 
 from hallujax import images as images_lib
-from hallujax import trainer
+from hallujax import run_setup, sharding
 from hallujax.run_files import load_config_file
-from hallujax.data import feed as feed_lib, pipeline
+from hallujax.data import pipeline
 from hallujax.methods import get_method
 from hallujax.metrics import diversity, identity, image_quality, niqe as niqe_lib
 
@@ -78,7 +78,7 @@ def in_project_recognizer(config_spec: str, workdir: str, step: int | None = Non
   if not hasattr(module, "embed_function"):
     raise ValueError(f"--recognizer_config names method {recognizer_config.method!r}, which has no "
                      "embed_function(); use an ArcFace run (configs/arcface.py).")
-  _, state, restored_step, _ = trainer.restore_run(recognizer_config, workdir, step)
+  _, state, restored_step = run_setup.restore_run(recognizer_config, workdir, step)
   embed = module.embed_function(recognizer_config)
   size = recognizer_config.data.target_size
   logging.info("Recognizer: %s step %d (%dx%d faces)", workdir, restored_step, size, size)
@@ -364,24 +364,24 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
              compare: tuple[str, ...] = (), recognizer: Callable | None = None, grid_rows: int = 8,
              lpips: Callable | None = None) -> dict:
   """Evaluates the run in `workdir` (and the runs in `compare`) on `split`; writes and returns the report."""
-  method, state, step, mesh = trainer.restore_run(config, workdir, step)
-  _, state_shardings = trainer.abstract_state(method, config, mesh)
+  run, state, step = run_setup.restore_run(config, workdir, step)
+  method, mesh = run.method, run.mesh
   with quiet_warnings():   # where the frozen weights come from was said when the run trained
-    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)
-  feed = feed_lib.feed_for(config, mesh, method)
+    frozen, frozen_shardings = run.frozen_networks()
+  feed = run.feed()
   host_batches = pipeline.eval_batches(config, split, batches=batches, process_index=jax.process_index(),
                                        process_count=jax.process_count())
   labels = all_processes([b["identity"] for b in host_batches]) if "identity" in host_batches[0] else None
   yaw = all_processes([b["yaw"] for b in host_batches]) if "yaw" in host_batches[0] else None
   run_name = os.path.basename(os.path.normpath(workdir))
-  grid_columns = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings)
+  grid_columns = run.grid_columns(frozen_shardings)
   hallucinate = grid_columns.jitted
-  eval_step = jax.jit(method.eval_step, out_shardings=trainer.sharding.replicated(mesh))
+  eval_step = jax.jit(method.eval_step, out_shardings=sharding.replicated(mesh))
   rows, eval_means, kept, images_per_second = hallucinate_split(
       hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True,
       lpips=lpips)
   for other in compare:
-    _, other_state, other_step, _ = trainer.restore_run(config, other, None)
+    other_state, other_step = run.restore(other)
     other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, frozen, feed, host_batches, recognizer,
                                             f"{os.path.basename(os.path.normpath(other))}@{other_step}",
                                             include_baselines=False, lpips=lpips)

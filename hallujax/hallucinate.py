@@ -214,16 +214,17 @@ class RunModel:
                client: int = 0, log=print):
     import jax
     import numpy as np
-    from hallujax import photos, sharding, trainer
-    from hallujax.methods import make_method
-    check_photo_method(make_method(config), config)
+    from hallujax import photos, run_setup, sharding
+    run = run_setup.build(config)
+    method, mesh = run.method, run.mesh
+    check_photo_method(method, config)
     try:
-      method, state, self.step, mesh = trainer.restore_run(config, workdir, step)
+      state, self.step = run.restore(workdir, step)
     except (ValueError, KeyError, TypeError) as error:
       raise cli.UserError(f"The checkpoint in {workdir} does not fit config.method={config.method!r} "
                           f"({cli.first_line(error)[:200]}): it is from another config.") from None
     with loss_warnings_off():
-      frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)   # the run's own frozen key
+      frozen, frozen_shardings = run.frozen_networks()   # the run's own frozen key
     spec = method.batch_spec["input"]
     self.name = f"{config.method} ({os.path.basename(os.path.normpath(workdir))}, step {self.step})"
     self.method_name = config.method

@@ -33,11 +33,11 @@ def generator_from_checkpoint(path: str, config, allow_pickle: bool, truncation:
 
 def generator_from_run(config, workdir: str, step: int | None):
   """(Generator, EMA variables) of a training run's checkpoint."""
-  from hallujax import trainer
+  from hallujax import run_setup
   from hallujax.methods import stylegan2
   if config.method != "stylegan2":
     raise ValueError(f"--config names method {config.method!r}; sampling needs a StyleGAN2 config.")
-  _, state, restored_step, _ = trainer.restore_run(config, workdir, step)
+  _, state, restored_step = run_setup.restore_run(config, workdir, step)
   print(f"Sampling {workdir} at step {restored_step}.")
   generator, _ = stylegan2.networks(config)
   return generator, {"params": state.generator_ema, "buffers": state.buffers}

@@ -1,7 +1,9 @@
 """The one training loop every method runs in.
 
-The loop owns data, jit, sharding, checkpoints, evaluation and logging; the
-method (``hallujax.methods``, built once by ``make(config)``) owns the math.
+The loop owns data, checkpoints, evaluation and logging; the run it trains
+(method, mesh, state layout, keys, frozen networks, compiled programs) is
+built once by ``hallujax.run_setup``; the method (``hallujax.methods``, built
+once by ``make``) owns the math.
 Per step the host only dispatches: batches are prefetched to the devices,
 metrics stay on the devices and are fetched every ``train.log_every`` steps
 (and before any checkpoint, so a checkpoint is only written once every step
@@ -19,17 +21,16 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
 
 from hallujax import checkpoint as checkpoint_lib
 from hallujax import images as images_lib
-from hallujax import sharding
+from hallujax import run_setup, sharding
 from hallujax.errors import Interrupted, NonFiniteError
-from hallujax.data import device_render, feed as feed_lib, pipeline
-from hallujax.methods import Method, make_method
+from hallujax.data import device_render, pipeline
+from hallujax.methods import Method
 from hallujax.progress import ProgressLine, clock
 
 
@@ -38,164 +39,6 @@ class TrainResult:
   state: Any                 # the final train state (device arrays)
   history: list[dict]        # one dict of host floats per logged window, with its "step"
   evaluation: dict           # the last evaluation, {} if none ran
-
-
-# ----------------------------------------------------------------------------- building
-
-
-def put_global(tree, shardings):
-  """Host (or device) arrays -> global arrays with `shardings`; every process passes the same values."""
-  def put(leaf, leaf_sharding):
-    leaf = np.asarray(jax.device_get(leaf)) if not isinstance(leaf, jax.Array) or not leaf.is_fully_addressable \
-        else leaf
-    if isinstance(leaf, jax.Array):
-      return jax.device_put(leaf, leaf_sharding)
-    return jax.make_array_from_callback(leaf.shape, leaf_sharding, lambda index: leaf[index])
-  return jax.tree.map(put, tree, shardings)
-
-
-def abstract_state(method: Method, config, mesh):
-  """(abstract state with shardings, shardings): what `init` would make, computed without running it."""
-  shapes = jax.eval_shape(method.init, jax.random.key(0))
-  shardings = sharding.state_shardings(shapes, mesh, config.mesh, method.state_rules)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-                          shapes, shardings)
-  return abstract, shardings
-
-
-def init_state(method: Method, config, mesh, rng):
-  """(state, shardings): the method's initial state, born sharded (init jitted with out_shardings)."""
-  _, shardings = abstract_state(method, config, mesh)
-  return jax.jit(method.init, out_shardings=shardings)(rng), shardings
-
-
-def run_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(init, frozen, train) keys of a run, from config.seed: every command that rebuilds a run uses them."""
-  return tuple(jax.random.split(jax.random.key(config.seed), 3))
-
-
-def frozen_networks(method: Method, config, mesh, rng=None, load: bool = True):
-  """(frozen tree, shardings): random init, then (with `load`) the method's files, laid out by the rules.
-
-  The random initialization uses the run's frozen key (`run_keys`) unless `rng` is given, so a frozen
-  network that no file replaces is the same in training, evaluation and inference.
-  """
-  rng = run_keys(config)[1] if rng is None else rng
-  shapes = jax.eval_shape(method.init_frozen, rng)
-  shardings = sharding.state_shardings(shapes, mesh, config.mesh)
-  frozen = jax.jit(method.init_frozen, out_shardings=shardings)(rng)
-  if not load:
-    return frozen, shardings
-  loaded = method.load_frozen(frozen)
-  if loaded is not frozen:
-    frozen = put_global(loaded, shardings)
-  return frozen, shardings
-
-
-def restore_run(config, workdir, step: int | None = None):
-  """(method, train state, step, mesh) of a run's latest (or given) checkpoint.
-
-  The state's structure comes from `jax.eval_shape` of the method's `init`
-  (nothing is computed, no file but the checkpoint is read), laid out over the
-  mesh as training lays it out. Frozen networks are not part of it:
-  `frozen_networks` loads them when a caller needs them.
-  """
-  method = make_method(config)
-  mesh = sharding.make_mesh(config.mesh)
-  abstract, _ = abstract_state(method, config, mesh)
-  state, step = checkpoint_lib.restore_state(workdir, abstract, step)
-  return method, state, int(step), mesh
-
-
-# ----------------------------------------------------------------------------- steps
-
-
-def loss_terms(metrics: dict) -> list[str]:
-  return [name for name in metrics if name.startswith("loss")]
-
-
-def all_finite(tree) -> jax.Array:
-  """True when every floating leaf of `tree` is finite (one fused reduction per leaf)."""
-  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
-
-
-def checked_step(step_fn, on_nonfinite: str):
-  """A method step with the run's RNG folding and the non-finite guard around it.
-
-  The guard checks the loss terms and every updated floating leaf of the
-  state (parameters, optimizer moments, EMA copies) in the same program. With
-  ``on_nonfinite="skip"`` a failing step leaves the previous state whole (only
-  the step counter moves on, so data and RNG advance); with "stop" the loop
-  stops before any checkpoint of the bad state is written.
-  """
-
-  def step(state, frozen, batch, rng_data):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(rng_data), state.step)
-    new_state, metrics = step_fn(state, frozen, batch, rng)
-    finite = jnp.logical_and(all_finite({t: metrics[t] for t in loss_terms(metrics)}), all_finite(new_state))
-    if on_nonfinite == "skip":
-      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-      new_state = new_state.replace(step=state.step + 1)
-    metrics = {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
-    metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.float32)
-    return new_state, metrics
-
-  return step
-
-
-def jit_steps(method: Method, config, mesh, state_shardings, frozen_shardings) -> dict:
-  """One jitted program per named step (compiled on first use), state donated, frozen not."""
-  batch_sharding = sharding.batch_sharding(mesh, method.batch_axes)
-  return {name: jax.jit(checked_step(fn, config.train.on_nonfinite),
-                        in_shardings=(state_shardings, frozen_shardings, batch_sharding, sharding.replicated(mesh)),
-                        out_shardings=(state_shardings, sharding.replicated(mesh)),
-                        donate_argnums=(0,))
-          for name, fn in method.steps.items()}
-
-
-def jit_eval_step(method: Method, mesh, state_shardings, frozen_shardings):
-  """Per-example evaluation values averaged over the batch, on device."""
-
-  def evaluate(state, frozen, batch):
-    return {name: jnp.mean(value) for name, value in method.eval_step(state, frozen, batch).items()}
-
-  return jax.jit(evaluate, in_shardings=(state_shardings, frozen_shardings,
-                                         sharding.batch_sharding(mesh, method.batch_axes)),
-                 out_shardings=sharding.replicated(mesh))
-
-
-def run_evaluation(eval_step, state, frozen, batches: list[dict]) -> dict:
-  totals = collections.defaultdict(float)
-  for batch in batches:
-    for name, value in jax.device_get(eval_step(state, frozen, batch)).items():
-      totals[name] += float(value)
-  return {name: total / len(batches) for name, total in totals.items()}
-
-
-class GridColumns:
-  """The method's `hallucinate`, jitted with replicated outputs, returning columns in the shared order.
-
-  Every process runs the same program (SPMD); the outputs are replicated, so
-  any process can fetch them and process 0 writes the grid.
-  """
-
-  def __init__(self, method: Method, mesh, state_shardings, frozen_shardings):
-    self.order: list[str] = []
-
-    def columns(state, frozen, batch):
-      images = method.hallucinate(state, frozen, batch)
-      self.order = list(images_lib.order_columns(images))
-      return images
-
-    self.jitted = jax.jit(columns, in_shardings=(state_shardings, frozen_shardings,
-                                                 sharding.batch_sharding(mesh, method.batch_axes)),
-                          out_shardings=sharding.replicated(mesh))
-
-  def __call__(self, state, frozen, batch) -> dict[str, np.ndarray]:
-    images = jax.device_get(self.jitted(state, frozen, batch))
-    return {name: images[name] for name in self.order}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -314,8 +157,8 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   """Trains `config.method` for `config.train.steps` steps, resuming from `workdir` if it has a checkpoint."""
   from hallujax.summary_writer import SummaryWriter
 
-  method = make_method(config)
-  mesh = sharding.make_mesh(config.mesh, devices)
+  run = run_setup.build(config, devices=devices)
+  method, mesh = run.method, run.mesh
   process_index, process_count = jax.process_index(), jax.process_count()
   local_batch_size = pipeline.local_batch_size(config.train.batch_size, process_count)
   if config.train.batch_size % mesh.shape[sharding.DATA_AXIS]:
@@ -330,7 +173,7 @@ def train(config, workdir, *, devices=None) -> TrainResult:
   workdir.mkdir(parents=True, exist_ok=True)
   # The lock first: a busy workdir is refused before anything is described or initialized.
   with checkpoint_lib.WorkdirLock(workdir), Interrupts() as interrupts:
-    abstract, _ = abstract_state(method, config, mesh)
+    abstract = run.abstract
     from hallujax.run_files import check_free_space
     check_free_space(str(workdir), state_bytes(abstract))
     if process_index == 0:
@@ -338,16 +181,17 @@ def train(config, workdir, *, devices=None) -> TrainResult:
       print(f"{time.strftime('%H:%M:%S')} {describe_run(config, method, mesh, abstract, frozen_abstract)}",
             flush=True)
       print(f"{time.strftime('%H:%M:%S')} initializing the networks (one compiled program) ...", flush=True)
-    return _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter, interrupts)
+    return _train_locked(run, workdir, process_index, process_count, SummaryWriter, interrupts)
 
 
-def _train_locked(config, workdir, method, mesh, process_index, process_count, SummaryWriter,
+def _train_locked(run: run_setup.Run, workdir, process_index, process_count, SummaryWriter,
                   interrupts: Interrupts) -> TrainResult:
-  init_rng, frozen_rng, train_rng = run_keys(config)
+  config, method, mesh = run.config, run.method, run.mesh
+  train_rng = run.keys[2]
   # A global (replicated) array: multi-host checkpoints can only save global arrays.
-  rng_data = put_global(jax.random.key_data(train_rng), sharding.replicated(mesh))
+  rng_data = run_setup.put_global(jax.random.key_data(train_rng), sharding.replicated(mesh))
   checkpointer = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
-  state, state_shardings = init_state(method, config, mesh, init_rng)
+  state, state_shardings = run.init_state(), run.state_shardings
   data = pipeline.IteratorStateRecorder(iter(pipeline.train_dataset(
       config, process_index=process_index, process_count=process_count)))
 
@@ -355,24 +199,24 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
       state, rng_data, config.train.resume_step or None)
   if resumed is None:
     state = method.load_pretrained(state)
-    state = put_global(state, state_shardings)
+    state = run_setup.put_global(state, state_shardings)
     last_good_step = None
   else:
     state, rng_data, data_state, last_good_step = resumed
     data.restore(data_state)
     if process_index == 0:
       print(f"Resuming from {checkpointer.path(last_good_step)} (step {last_good_step}).", flush=True)
-  frozen, frozen_shardings = frozen_networks(method, config, mesh, frozen_rng)
+  frozen, frozen_shardings = run.frozen_networks()
   if resumed is not None and jax.tree.leaves(frozen) and process_index == 0:
     print("Frozen networks reloaded from config.weights (they are never checkpointed).", flush=True)
   write_run_config(config, workdir)
 
-  steps = jit_steps(method, config, mesh, state_shardings, frozen_shardings)
-  eval_step = jit_eval_step(method, mesh, state_shardings, frozen_shardings)
-  feed = feed_lib.feed_for(config, mesh, method)
+  steps = run.steps(frozen_shardings)
+  eval_step = run.eval_step(frozen_shardings)
+  feed = run.feed()
   eval_batches = [feed(b) for b in pipeline.eval_batches(config, process_index=process_index,
                                                           process_count=process_count)]
-  hallucinate = GridColumns(method, mesh, state_shardings, frozen_shardings)
+  hallucinate = run.grid_columns(frozen_shardings)
 
   writer = SummaryWriter(workdir, enabled=process_index == 0)
   writer.write_hparams(_flatten(config.to_dict()))
@@ -399,7 +243,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     for (metric_step, _), metrics in zip(pending, values):
       if metrics["nonfinite"] > 0 and config.train.on_nonfinite == "stop":
         checkpointer.wait()
-        terms = {t: float(metrics[t]) for t in loss_terms(metrics) if not np.isfinite(metrics[t])}
+        terms = {t: float(metrics[t]) for t in run_setup.loss_terms(metrics) if not np.isfinite(metrics[t])}
         leaves = nonfinite_leaves(state)
         where = (f"{checkpointer.path(last_good_step)} (step {last_good_step})"
                  if last_good_step is not None else "none (no checkpoint was written yet)")
@@ -455,7 +299,7 @@ def _train_locked(config, workdir, method, mesh, process_index, process_count, S
     if step % config.train.log_every == 0 or checkpoint_now or eval_now or images_now:
       flush()
     if eval_now:
-      evaluation = run_evaluation(eval_step, state, frozen, eval_batches)
+      evaluation = run_setup.run_evaluation(eval_step, state, frozen, eval_batches)
       writer.write_scalars(step, {f"eval/{name}": value for name, value in evaluation.items()})
       progress.evaluation(step, evaluation)
     if images_now:

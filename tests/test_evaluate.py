@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hallujax import evaluation as evaluate, images, trainer
+from hallujax import evaluation as evaluate, images, run_setup, trainer
 from hallujax.metrics import image_quality
 from tests import tiny
 from tests.tiny import tiny_config
@@ -49,8 +49,9 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
 
   # The PSNR row is the mean over the split of the metric on the method's outputs.
   batches = evaluate.pipeline.eval_batches(config.copy_and_resolve_references(), "test")[:2]
-  method, state, _, _ = trainer.restore_run(config, str(workdir))
-  frozen, _ = trainer.frozen_networks(method, config, trainer.sharding.make_mesh(config.mesh))
+  run, state, _ = run_setup.restore_run(config, str(workdir))
+  method = run.method
+  frozen, _ = run.frozen_networks()
   values = [image_quality.psnr_from_unit_range(method.hallucinate(state, frozen, b)["output"], b["target"])
             for b in batches]
   np.testing.assert_allclose(rows["run"]["psnr"], float(np.mean(np.concatenate(values))), rtol=1e-5)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization   # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec   # noqa: E402
 from cryptography.x509.oid import NameOID   # noqa: E402
 
-from hallujax import run_files, trainer   # noqa: E402
+from hallujax import run_files, run_setup   # noqa: E402
 from hallujax.data import pipeline   # noqa: E402
 from hallujax.federated import flower   # noqa: E402
 from hallujax.methods import vpfl   # noqa: E402
@@ -107,7 +107,7 @@ def one_program_global_after(steps: int):
   """The one-program simulation: vpfl.make's vmapped steps on the pipeline's (K, B, ...) batches."""
   config = run_files.load_config_file(SPEC)
   method = vpfl.make(config)
-  init_key, frozen_key, _ = trainer.run_keys(config)
+  init_key, frozen_key, _ = run_setup.run_keys(config)
   state = jax.jit(method.init)(init_key)
   frozen = jax.jit(method.init_frozen)(frozen_key)
   programs = {name: jax.jit(step) for name, step in method.steps.items()}

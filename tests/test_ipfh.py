@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hallujax import run_setup
 from hallujax.methods import Method, get_method, ipfh, ipfh_losses
 from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.models.ipfh import PolicyController, SphereFaceTextureFeatures
@@ -364,14 +365,14 @@ def test_a_policy_run_starts_from_the_earlier_stages_checkpoints(tiny_state, tmp
   config.weights.coarse = str(tmp_path / "coarse_run")
   config.weights.cognition = str(tmp_path / "cognition_run")
   config.weights.restoration = str(tmp_path / "restoration_run")
-  loaded = ipfh.make(config).load_pretrained(state)
+  loaded = ipfh.make(config, run_setup.make_context()).load_pretrained(state)
   for group in ("coarse", "dual", "cognition", "restoration"):
     chex.assert_trees_all_equal(loaded.params[group], trained.params[group])
   chex.assert_trees_all_equal(loaded.params["policy"], state.params["policy"])
   chex.assert_trees_all_equal(loaded.optimizer_states, state.optimizer_states)
   config.weights.coarse = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
-    ipfh.make(config).load_pretrained(state)
+    ipfh.make(config, run_setup.make_context()).load_pretrained(state)
 
 
 def test_configuration_errors_name_the_field():

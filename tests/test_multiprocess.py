@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from hallujax import trainer
+from hallujax import run_setup, trainer
 from hallujax.data import pipeline
 from tests.tiny import tiny_config
 
@@ -39,7 +39,7 @@ def test_two_processes_of_four_devices_match_one_process_of_eight_and_resume(tmp
   two = tmp_path / "two"
   first = launch(2, 4, two, "--config.train.steps=2")
   second = launch(2, 4, two)   # resumes at step 2 on both processes
-  _, state, step, _ = trainer.restore_run(config, two)
+  _, state, step = run_setup.restore_run(config, two)
   assert step == 4
   chex.assert_trees_all_close(params(one.state), params(state), atol=1e-5, rtol=1e-5)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from hallujax import checkpoint, progress, sharding, trainer
+from hallujax import checkpoint, progress, run_setup, sharding, trainer
 from hallujax.data import feed
 from tests import tiny
 from tests.tiny import tiny_config
@@ -78,7 +78,7 @@ def test_nonfinite_state_stops_names_step_leaves_and_last_good_checkpoint(tmp_pa
   # The last good checkpoint is intact and no checkpoint of the bad state was saved.
   steps = sorted(int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [1, 2]
-  _, state, _, _ = trainer.restore_run(config, tmp_path)
+  _, state, _ = run_setup.restore_run(config, tmp_path)
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(state)))
 
 
@@ -138,7 +138,7 @@ def test_frozen_networks_are_not_checkpointed_and_are_passed_unchanged(tmp_path)
   trainer.train(config, tmp_path)
   stored = (epath.Path(tmp_path) / "checkpoints" / "4" / "state" / "_METADATA").read_text()  # the saved tree
   assert "Conv_0" in stored and "colour" not in stored
-  method, state, step, _ = trainer.restore_run(config, tmp_path)
+  _, state, step = run_setup.restore_run(config, tmp_path)
   assert step == 4 and set(jax.device_get(state).params) == {"Conv_0", "Conv_1"}
 
 
@@ -249,7 +249,7 @@ def make(config):
 def test_ctrl_c_saves_within_two_steps_of_the_signal(tmp_path, capsys, monkeypatch):
   """Ctrl-C while the host dispatches step SIGNAL_AT_DISPATCH: the devices run at most 2 steps after it."""
   dispatched, finished_at_signal = [], []
-  jit_steps = trainer.jit_steps
+  jit_steps = run_setup.jit_steps
 
   def signalling_steps(*args):
     def with_signal(jitted):
@@ -265,7 +265,7 @@ def test_ctrl_c_saves_within_two_steps_of_the_signal(tmp_path, capsys, monkeypat
       return step
     return {name: with_signal(jitted) for name, jitted in jit_steps(*args).items()}
 
-  monkeypatch.setattr(trainer, "jit_steps", signalling_steps)
+  monkeypatch.setattr(run_setup, "jit_steps", signalling_steps)
   config = tiny_config()
   config.method = "tests.test_trainer"
   config.train.update(steps=400, log_every=1000, eval_every=1000, image_every=1000, checkpoint_every=1000)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import vividgan as vividgan_config
+from hallujax import run_setup
 from hallujax.data import alignment
 from hallujax.data.pipeline import PrepareExample
 from hallujax.data.sources import make_source
@@ -224,7 +225,7 @@ def test_identity_features_come_from_an_in_project_arcface_run(tmp_path):
   saver.close()
   config = vividgan_config.get_config("tiny,loss.terms=identity")
   config.weights.recognizer = workdir
-  method = vividgan.make(config)
+  method = vividgan.make(config, run_setup.make_context())
   random_phi = method.init_frozen(jax.random.key(0))
   frozen = method.load_frozen(random_phi)
   images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)

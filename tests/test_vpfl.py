@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import vpfl as vpfl_configs
-from hallujax import sharding, trainer
+from hallujax import run_setup, sharding, trainer
 from hallujax.data import pipeline
 from hallujax.federated import aggregation, partition
 from hallujax.methods import vpfl, vpgan
@@ -278,7 +278,7 @@ def test_clients_split_over_a_mesh_axis_give_the_same_round(setup):
   method = vpfl.make(config)
   mesh = sharding.make_mesh(config.mesh)
   assert dict(mesh.shape) == {"clients": 2, "data": 4, "model": 1}
-  _, state_shardings = trainer.abstract_state(method, config, mesh)
+  _, state_shardings = run_setup.abstract_state(method, config, mesh)
   frozen_shardings = sharding.state_shardings(jax.eval_shape(method.init_frozen, jax.random.key(1)), mesh,
                                               config.mesh)
   batch_sharding = sharding.batch_sharding(mesh, method.batch_axes)

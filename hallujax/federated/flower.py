@@ -84,7 +84,7 @@ def run_setup(spec: str):
   if config.method != "vpfl":
     raise ValueError(f"The Flower apps run VPFL; config {spec} has method {config.method!r}.")
   local = vpfl.local_update(config)
-  from hallujax.trainer import run_keys
+  from hallujax.run_setup import run_keys
   init_key, frozen_key, _ = run_keys(config)   # the keys the one-program run uses
   params_shape = jax.eval_shape(local.init_params, init_key)
   opt_shape = jax.eval_shape(local.init_opt_state, params_shape)

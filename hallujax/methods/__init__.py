@@ -1,8 +1,14 @@
-"""Methods: one module per paper, each built once by ``make(config) -> Method``.
+"""Methods: one module per paper, each built once by ``make(config[, context]) -> Method``.
 
 The contract
 ------------
-A method module (``hallujax/methods/<name>.py``) defines ``make(config)``.
+A method module (``hallujax/methods/<name>.py``) defines ``make(config)``, or
+``make(config, context)`` when it needs what the run is built on (a
+:class:`MakeContext`: ``context.mesh``, the run's ``jax.sharding.Mesh``, and
+``context.restore(run_config, workdir, step=None) -> (state, step)``, which
+restores an earlier run's checkpoint, e.g. a previous stage or an in-project
+recognizer; methods never import the loop). ``hallujax.run_setup.build``
+gives every method its context.
 It reads the config once, builds its networks and optimizers once, and
 returns a :class:`Method` whose functions close over them. Nothing below
 ``make`` reads the config again or rebuilds a network, and no step dispatches
@@ -56,7 +62,14 @@ on a string: the trainer chooses which named step to run, on the host.
                 Per-example evaluation values; the trainer averages them.
 ``hallucinate(state, frozen, batch) -> {column: images}``
                 Images in [-1, 1], NHWC, in the order of the image-grid columns
-                (``hallujax.images.COLUMN_ORDER`` says the shared order).
+                (``hallujax.images.COLUMN_ORDER`` says the shared order). The data's own
+                columns ("input", "lr", "target": ``DATA_COLUMNS``) are shown,
+                never scored; every other column is a result (``"output"``
+                the method's, others intermediate results evaluation scores as
+                rows) unless listed in ``diagnostic_columns``.
+``diagnostic_columns``
+                Columns of ``hallucinate`` that are diagnostics, not faces (an
+                estimated prior, an attention map): drawn in grids, never scored.
 ``state_rules`` sharding rules the method adds before the config's
                 (``hallujax.sharding``), e.g. a stacked-clients state.
 
@@ -95,6 +108,11 @@ METHODS = {
 
 BATCH_AXES = ("batch",)
 CLIENT_BATCH_AXES = ("clients", "batch")
+# Columns of `hallucinate` that carry the data, not a method's result: shown in grids, never scored.
+DATA_COLUMNS = ("input", "lr", "target")
+# Batch fields that carry 68 iBUG-300W landmarks a photo's detected points can fill, and the image field
+# whose pixel grid they are in (PCFH's local paths read "input_landmarks").
+LANDMARK_FIELDS = {"input_landmarks": "input", "landmarks": "target"}
 
 
 def _no_frozen(rng) -> dict:
@@ -127,12 +145,23 @@ class Method:
   load_pretrained: Callable[[Any], Any] = _unchanged
   phase: Callable[[int], str] = _one_phase
   state_rules: tuple = ()
+  diagnostic_columns: tuple[str, ...] = ()
 
   def __post_init__(self):
     if not self.steps:
       raise ValueError("A Method needs at least one named step.")
     if self.batch_axes not in (BATCH_AXES, CLIENT_BATCH_AXES):
       raise ValueError(f"Method.batch_axes={self.batch_axes!r}; expected {BATCH_AXES} or {CLIENT_BATCH_AXES}.")
+
+  @property
+  def reads_landmarks(self) -> bool:
+    """Whether the batch has a 68-point landmark field (LANDMARK_FIELDS) that a photo's detected points fill."""
+    return any(name in self.batch_spec and tuple(self.batch_spec[name].shape) == (68, 2)
+               for name in LANDMARK_FIELDS)
+
+  def scored_columns(self, columns) -> list[str]:
+    """The result columns among `columns` (names of `hallucinate`'s output): not data, not diagnostics."""
+    return [name for name in columns if name not in DATA_COLUMNS and name not in self.diagnostic_columns]
 
   def step_name(self, step: int) -> str:
     """The named step that runs step number `step`, checked against `steps`."""
@@ -223,9 +252,31 @@ def get_method(name: str):
   return module
 
 
-def make_method(config) -> Method:
-  """`config.method`'s module, built once for `config`."""
-  method = get_method(config.method).make(config)
+def no_restore(run_config, workdir, step: int | None = None):
+  """The restore of a method built without a run: says how to build it with one."""
+  raise ValueError(f"{workdir} is a run directory: restoring it needs the run set-up's restore (build the method "
+                   f"with hallujax.run_setup.build, or give make hallujax.run_setup.make_context()).")
+
+
+@dataclasses.dataclass(frozen=True)
+class MakeContext:
+  """What `make(config, context)` receives besides the config (see the module docstring)."""
+  mesh: Any = None                          # the run's jax.sharding.Mesh (None: a method that needs one makes it)
+  restore: Callable = no_restore            # restore(run_config, workdir, step=None) -> (train state, step)
+
+
+def takes_context(make: Callable) -> bool:
+  """Whether `make` is `make(config, context)` (a second positional parameter) rather than `make(config)`."""
+  import inspect
+  positional = [p for p in inspect.signature(make).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  return len(positional) >= 2
+
+
+def make_method(config, context: MakeContext | None = None) -> Method:
+  """`config.method`'s module, built once for `config` (given `context` when its `make` takes one)."""
+  make = get_method(config.method).make
+  method = make(config, context or MakeContext()) if takes_context(make) else make(config)
   if not isinstance(method, Method):
     raise TypeError(f"{config.method}.make(config) returned {type(method).__name__}, not a Method.")
   return method

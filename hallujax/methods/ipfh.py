@@ -72,7 +72,7 @@ import optax
 from absl import logging
 
 from hallujax import optim
-from hallujax.methods import Method, phase_at
+from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord,
                                            dual_domain_loss, lr_reference, mean_squared_error)
@@ -230,8 +230,9 @@ def stage_schedule(stage: str, stage_steps: dict) -> Callable[[int], str]:
   return functools.partial(phase_at, tuple(boundaries), STAGES)
 
 
-def make(config) -> Method:
-  """IPFH built once for `config`: networks, optimizers and settings are closed over."""
+def make(config, context: MakeContext = MakeContext()) -> Method:
+  """IPFH built once for `config`: networks, optimizers and settings are closed over; a later stage restores
+  the earlier stages' runs with `context.restore`."""
   check_config(config)
   networks = build_networks(config)
   # Every trained network's optimizer, whatever the stage: one state layout for all stages.
@@ -260,7 +261,7 @@ def make(config) -> Method:
       hallucinate=lambda state, frozen, batch: evaluation(state, batch)[0],
       load_pretrained=functools.partial(
           load_previous_stages, config.stage, previous_runs,
-          functools.partial(restore_parameters, config)),
+          functools.partial(restore_parameters, config, context.restore)),
   )
 
 
@@ -295,8 +296,8 @@ def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, 
   return IPFHState(step=jnp.zeros((), jnp.int32), params=params, optimizer_states=optimizer_states)
 
 
-def restore_parameters(config, workdir: str) -> tuple[dict, int]:
-  """(parameters, step) of the latest checkpoint of the run in `workdir`.
+def restore_parameters(config, restore: Callable, workdir: str) -> tuple[dict, int]:
+  """(parameters, step) of the latest checkpoint of the run in `workdir` (`restore`: the run set-up's).
 
   The state's layout comes from that run's own config.json when it has one (so its policy options,
   e.g. a different head or action grid, need not match this run's: only the networks copied from it
@@ -304,10 +305,9 @@ def restore_parameters(config, workdir: str) -> tuple[dict, int]:
   """
   import os
   from hallujax import run_files
-  from hallujax.trainer import restore_run   # the trainer imports the methods
   if os.path.isfile(os.path.join(workdir, "config.json")):
     config = run_files.read_run_config(workdir)
-  _, state, step, _ = restore_run(config, workdir)
+  state, step = restore(config, workdir)
   return state.params, step
 
 

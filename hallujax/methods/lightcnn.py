@@ -48,6 +48,7 @@ the batch's visible images, next to its chance level
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import flax
 import jax
@@ -214,13 +215,12 @@ def is_lightcnn_run(run_config) -> bool:
   return METHODS.get(run_config.method, run_config.method) == __name__
 
 
-def read_run(path: str, where: str):
+def read_run(path: str, where: str, restore: Callable):
   """(run config, features-only parameters as numpy, description) of a configs/lightcnn.py run's latest step.
 
   `where` names the setting that gave `path` (e.g. "config.weights.lightcnn"), for one-line errors.
-  The restore is the trainer's (``trainer.restore_run``), as VPGAN's ``weights.arcface`` run directories.
+  `restore` is the run set-up's (`MakeContext.restore`), as for VPGAN's ``weights.arcface`` run directories.
   """
-  from hallujax import trainer   # the trainer imports the methods registry; import at use
   from hallujax.run_files import read_run_config   # pylint: disable=import-outside-toplevel
   expected = (f"expected a run directory of `python -m hallujax.train --config configs/lightcnn.py "
               f"--workdir RUN_DIR` or a LightCNN_29Layers_V2 .pth.tar file")
@@ -231,7 +231,7 @@ def read_run(path: str, where: str):
   run_config = read_run_config(path)
   if not is_lightcnn_run(run_config):
     raise ValueError(f"{where}={path} is a {run_config.method!r} run; {expected}.")
-  _, state, step, _ = trainer.restore_run(run_config, path)
+  state, step = restore(run_config, path)
   params = jax.device_get(features_only(state.params[NETWORK]))
   size = run_config.data.target_size
   description = (f"LightCNN-29 from in-project run {path} at step {step} "
@@ -258,9 +258,13 @@ def shape_mismatch(found: dict, expected: dict) -> str:
   return ""
 
 
-def frozen_params(path: str, where: str, expected_params: dict, image_size: int) -> dict:
-  """Features-only parameters of run `path`, checked against the network a caller built at `image_size`²."""
-  run_config, params, description = read_run(path, where)
+def frozen_params(path: str, where: str, expected_params: dict, image_size: int,
+                  restore: Callable | None = None) -> dict:
+  """Features-only parameters of run `path`, checked against the network a caller built at `image_size`²;
+  `restore` is the caller's `MakeContext.restore` (default: the run set-up's, for callers built without one)."""
+  if restore is None:
+    from hallujax.run_setup import restore_state as restore   # pylint: disable=import-outside-toplevel
+  run_config, params, description = read_run(path, where, restore)
   difference = shape_mismatch(params, expected_params)
   if difference or run_config.data.target_size != image_size:
     m = run_config.model

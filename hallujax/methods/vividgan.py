@@ -51,7 +51,7 @@ import optax
 from absl import logging
 
 from hallujax import optim
-from hallujax.methods import Method, phase_at
+from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.metrics import image_quality
 from hallujax.models import vividgan as networks
 from hallujax.models.vgg import ResNet50Features
@@ -172,19 +172,19 @@ def identity_network(config, dtype) -> flax.linen.Module:
   return ResNet50Features(tuple(m.identity.stage_sizes), m.identity.width, dtype)
 
 
-def read_recognizer(path: str) -> dict:
+def read_recognizer(path: str, restore) -> dict:
   """Φ's variables, {"params": {"recognizer": ...}, "batch_stats": {"recognizer": ...}}, from the ArcFace run's
-  latest checkpoint (RecognizerFeatures nests the ResNet as "recognizer")."""
-  from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
+  latest checkpoint (RecognizerFeatures nests the ResNet as "recognizer"), restored by `restore` (the run
+  set-up's, `MakeContext.restore`)."""
   run_config = recognizer_run_config(path)
-  _, state, step, _ = trainer.restore_run(run_config, path)
+  state, step = restore(run_config, path)
   logging.info("VividGAN identity features Φ (Eq. 5): the ArcFace of in-project run %s at step %d (%d identities, "
                "%d² faces).", path, step, run_config.data.num_identities, run_config.data.target_size)
   return jax.device_get({"params": {"recognizer": state.params["recognizer"]},
                          "batch_stats": {"recognizer": state.batch_stats["recognizer"]}})
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   d, m = config.data, config.model
   if d.get("pairing", "frontalize") != "frontalize" and d.source == "faceworld":
     logging.warning("VividGAN hallucinates frontal faces; config.data.pairing=%r, not 'frontalize'.", d.pairing)
@@ -262,7 +262,7 @@ def make(config) -> Method:
     if not uses_identity:
       return frozen
     if config.weights.recognizer:
-      return dict(frozen, identity=read_recognizer(config.weights.recognizer))
+      return dict(frozen, identity=read_recognizer(config.weights.recognizer, context.restore))
     path = config.weights.get("resnet50", "")
     if path:
       from hallujax.convert.torchvision import load_resnet50  # pylint: disable=import-outside-toplevel

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from hallujax import optim, sharding
 from hallujax.federated import aggregation
 from hallujax.federated.partition import site_count, site_of_client
-from hallujax.methods import CLIENT_BATCH_AXES, Method
+from hallujax.methods import CLIENT_BATCH_AXES, MakeContext, Method
 from hallujax.methods import vpgan
 from hallujax.methods.train_state import update_networks
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
@@ -126,10 +126,10 @@ class LocalUpdate:
   federation: Federation
 
 
-def local_update(config) -> LocalUpdate:
+def local_update(config, context: MakeContext = MakeContext()) -> LocalUpdate:
   """The local VPGAN step of Eq. 7 with Eq. 5's losses, plus MPR (Eq. 9) or FedProx by the strategy."""
   federation = Federation.of(config)
-  base = vpgan.make(config)          # frozen networks (prior, VGG, ArcFace), eval_step, hallucinate
+  base = vpgan.make(config, context)   # frozen networks (prior, VGG, ArcFace), eval_step, hallucinate
   parts = vpgan.functions(config)    # VPGAN's networks and losses (Eq. 2–6); the federated terms are added here
   encoder = vpgan.networks(config)["encoder"]
   optimizers = optim.make_all(config.optim, TRAINED)
@@ -229,7 +229,7 @@ def flatten_slots(batch: dict, slots: list[int]) -> dict:
   return {name: value[jnp.asarray(slots)].reshape(-1, *value.shape[2:]) for name, value in batch.items()}
 
 
-def per_device_group(run_clients: Callable, config) -> Callable:
+def per_device_group(run_clients: Callable, config, mesh=None) -> Callable:
   """`run_clients(params, opt_state, global_params, frozen, batch)` over the stacked clients, split over the
   mesh's clients axis by shard_map when that axis is > 1 (each device group runs its K / clients_axis
   clients; the data and model axes stay automatic inside). A client's step never reads another client's
@@ -238,15 +238,16 @@ def per_device_group(run_clients: Callable, config) -> Callable:
   axis_size = int(config.mesh.clients)
   if axis_size == 1:
     return run_clients
-  # An abstract mesh (axis names and sizes only) of the mesh the trainer builds from the same config.
-  mesh = sharding.make_mesh(config.mesh).abstract_mesh
+  # An abstract mesh (axis names and sizes only) of the run's mesh (`make`'s context), else of the mesh the
+  # run set-up builds from the same config.
+  mesh = (sharding.make_mesh(config.mesh) if mesh is None else mesh).abstract_mesh
   clients, replicated = jax.P(sharding.CLIENTS_AXIS), jax.P()
   return jax.shard_map(run_clients, mesh=mesh, in_specs=(clients, clients, replicated, replicated, clients),
                        out_specs=clients, axis_names={sharding.CLIENTS_AXIS})
 
 
-def make(config) -> Method:
-  local = local_update(config)
+def make(config, context: MakeContext = MakeContext()) -> Method:
+  local = local_update(config, context)
   federation = local.federation
   clients = int(config.data.clients)
   pooled = federation.strategy == "centralized"
@@ -299,7 +300,7 @@ def make(config) -> Method:
     if pooled:   # the sites' slots become one batch of the one model
       batch = flatten_slots(batch, list(range(clients)))
       batch = jax.tree.map(lambda value: value[None], batch)
-    params, opt_state, metrics = per_device_group(functools.partial(run_clients, r1=r1), config)(
+    params, opt_state, metrics = per_device_group(functools.partial(run_clients, r1=r1), config, context.mesh)(
         state.params, state.opt_state, state.global_params, frozen, batch)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if aggregate_after:

@@ -30,7 +30,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.run_files import read_run_config
-from hallujax.methods import Method
+from hallujax.methods import MakeContext, Method
 from hallujax.methods.train_state import TrainState, with_updates
 from hallujax.methods.stylegan2 import bit_generator_key
 from hallujax.metrics.image_quality import psnr_from_unit_range, ssim_from_unit_range
@@ -104,11 +104,10 @@ def check_prior_architecture(found: dict, config, where: str) -> None:
                      f"config.data.target_size to match it.")
 
 
-def read_prior(config) -> dict:
+def read_prior(config, restore: Callable) -> dict:
   """{"generator": variables, "discriminator": params or None, "description": str} from config.weights.prior."""
   path = config.weights.prior
   if os.path.isdir(path):
-    from hallujax import trainer   # the trainer imports the methods registry; import at use
     run_config = read_run_config(path)
     if run_config.method != "stylegan2":
       raise ValueError(f"config.weights.prior={path} is a {run_config.method!r} run; expected a stylegan2 run "
@@ -117,7 +116,7 @@ def read_prior(config) -> dict:
     check_prior_architecture(dict(resolution=m.resolution, style_dim=m.style_dim, mapping_layers=m.mapping_layers,
                                   channels=channel_table(m.resolution, m.channel_multiplier, m.channel_max,
                                                          m.channel_base)), config, f"run {path}")
-    _, state, step, _ = trainer.restore_run(run_config, path)
+    state, step = restore(run_config, path)
     generator = {"params": state.generator_ema, "buffers": state.buffers}
     description = (f"the EMA generator of in-project StyleGAN2 run {path} at step {step} "
                    f"({step * run_config.train.batch_size} images seen)")
@@ -148,18 +147,17 @@ def with_w_avg(prior: Generator, generator: dict) -> dict:
   return dict(generator, buffers=buffers)
 
 
-def read_arcface(config, nets) -> dict:
+def read_arcface(config, nets, restore: Callable) -> dict:
   """ArcFace variables from an arcface_torch backbone file or an in-project configs/arcface.py run."""
   path, size = config.weights.arcface, config.model.arcface.image_size
   if os.path.isdir(path):
-    from hallujax import trainer
     run_config = read_run_config(path)
     if run_config.method != "arcface":
       raise ValueError(f"config.weights.arcface={path} is a {run_config.method!r} run; expected an arcface run.")
     if run_config.data.target_size != size:
       raise ValueError(f"config.weights.arcface={path} was trained on {run_config.data.target_size}² faces; set "
                        f"config.model.arcface.image_size={run_config.data.target_size} and its architecture.")
-    _, state, step, _ = trainer.restore_run(run_config, path)
+    state, step = restore(run_config, path)
     logging.info("Identity loss: ArcFace from in-project run %s at step %d.", path, step)
     batch_stats = state.batch_stats.get("recognizer", state.batch_stats)   # v2 ArcFace keys it by network
     return jax.device_get({"params": state.params["recognizer"], "batch_stats": batch_stats})
@@ -286,7 +284,7 @@ def functions(config) -> Functions:
                    discriminator_loss=discriminator_loss, r1_loss=r1_loss)
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   check_config(config)
   nets = networks(config)
   vgg, arcface, prior = nets["vgg"], nets["arcface"], nets.get("prior")
@@ -296,7 +294,7 @@ def make(config) -> Method:
   identity_size = config.model.arcface.image_size
   output_size, input_size = config.data.target_size, config.data.input_size
   channels = config.data.input_channels
-  prior_file = functools.cache(lambda: read_prior(config))   # read once for load_frozen and load_pretrained
+  prior_file = functools.cache(lambda: read_prior(config, context.restore))   # read once for load_frozen and load_pretrained
 
   # ------------------------------------------------------------------- state
 
@@ -335,7 +333,7 @@ def make(config) -> Method:
       logging.warning("config.weights.vgg19 is empty: the perceptual loss (Eq. 6) uses a RANDOMLY INITIALIZED "
                       "VGG-19. Give torchvision's vgg19 checkpoint with --config.weights.vgg19=PATH.")
     if config.weights.arcface:
-      frozen["arcface"] = jax.tree.map(jnp.asarray, read_arcface(config, nets))
+      frozen["arcface"] = jax.tree.map(jnp.asarray, read_arcface(config, nets, context.restore))
     else:
       logging.warning("config.weights.arcface is empty: the identity loss (Eq. 6) uses a RANDOMLY INITIALIZED "
                       "ArcFace. Give an arcface_torch backbone or a configs/arcface.py run with "

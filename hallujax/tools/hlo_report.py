@@ -219,11 +219,9 @@ def abstract_step_inputs(config):
   """(method, jitted named steps, (state, frozen, batch, rng) as ShapeDtypeStructs with their shardings)."""
   import jax
   import numpy as np
-  from hallujax import sharding, trainer
-  from hallujax.methods import make_method
-  method = make_method(config)
-  mesh = sharding.make_mesh(config.mesh)
-  state, state_shardings = trainer.abstract_state(method, config, mesh)
+  from hallujax import run_setup, sharding
+  run = run_setup.build(config)
+  method, mesh, state = run.method, run.mesh, run.abstract
   frozen_shapes = jax.eval_shape(method.init_frozen, jax.random.key(1))
   frozen_shardings = sharding.state_shardings(frozen_shapes, mesh, config.mesh)
   frozen = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
@@ -236,7 +234,7 @@ def abstract_step_inputs(config):
            for name, spec in method.batch_spec.items()}
   rng = jax.ShapeDtypeStruct(np.shape(jax.random.key_data(jax.random.key(0))), np.uint32,
                              sharding=sharding.replicated(mesh))
-  programs = trainer.jit_steps(method, config, mesh, state_shardings, frozen_shardings)
+  programs = run.steps(frozen_shardings)
   return method, programs, (state, frozen, batch, rng)
 
 

@@ -107,12 +107,12 @@ def headroom(config, workdir: str, batches: int, selections=HEADROOM_SELECTIONS)
   """Mean test PSNR of ỹ ("coarse") and of each of `selections` (HEADROOM_SELECTIONS), with run `workdir`'s
   networks, on the first `batches` test batches, plus their distinct patches and the policy's entropy
   fraction (docs/ipfh.md)."""
-  from hallujax import trainer   # pylint: disable=import-outside-toplevel  (the trainer imports the methods)
-  from hallujax.data import feed as feed_lib, pipeline   # pylint: disable=import-outside-toplevel
+  from hallujax import run_setup   # pylint: disable=import-outside-toplevel  (it imports the methods)
+  from hallujax.data import pipeline   # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
-  method, state, _, mesh = trainer.restore_run(config, workdir)
-  feed = feed_lib.feed_for(config, mesh, method)
+  run, state, _ = run_setup.restore_run(config, workdir)
+  feed = run.feed()
   device_batches = [feed(host_batch) for host_batch in pipeline.eval_batches(config, "test", batches=batches)]
   results = {}
   for selection in selections:

@@ -334,10 +334,10 @@ def torch_device(torch, jax_backend: str) -> str:
 def hallujax_step(config, batch_size: int):
   """(call() -> metrics, compile seconds): hallujax's jitted 'plain' step as the trainer runs it."""
   import jax
-  from hallujax import benchmarking, trainer
+  from hallujax import benchmarking, run_setup
   prepared = benchmarking.prepare(config)
-  program = trainer.jit_steps(prepared.method, config, prepared.mesh, prepared.state_shardings,
-                              prepared.frozen_shardings)["plain"]
+  program = run_setup.jit_steps(prepared.method, config, prepared.mesh, prepared.state_shardings,
+                                prepared.frozen_shardings)["plain"]
   rng = jax.random.key_data(jax.random.key(1))
   holder = {"state": prepared.state}
   start = time.perf_counter()

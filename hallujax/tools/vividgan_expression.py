@@ -62,7 +62,7 @@ def expression_table(vividgan_config, vividgan_workdir: str, expression_config, 
                      split: str = "test", batches: int | None = None) -> dict:
   """Table VII's rows for one VividGAN run and one expression classifier run (a dict, as the JSON file)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from hallujax import trainer  # pylint: disable=import-outside-toplevel
+  from hallujax import run_setup  # pylint: disable=import-outside-toplevel
   from hallujax.data.faceworld import EXPRESSIONS  # pylint: disable=import-outside-toplevel
   from hallujax.methods import get_method  # pylint: disable=import-outside-toplevel
 
@@ -70,7 +70,7 @@ def expression_table(vividgan_config, vividgan_workdir: str, expression_config, 
   if not hasattr(module, "classify_function"):
     raise ValueError(f"--expression_config names method {expression_config.method!r}, which has no "
                      "classify_function(); train configs/expression.py.")
-  _, classifier_state, classifier_step, _ = trainer.restore_run(expression_config, expression_workdir)
+  _, classifier_state, classifier_step = run_setup.restore_run(expression_config, expression_workdir)
   classify = jax.jit(module.classify_function(expression_config))
 
   if vividgan_config.data.source != "faceworld":

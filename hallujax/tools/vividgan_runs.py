@@ -15,18 +15,17 @@ from typing import Iterator
 
 def run_columns(config, workdir: str, split: str = "test", batches: int | None = None) -> Iterator[tuple[dict, dict]]:
   import jax  # pylint: disable=import-outside-toplevel
-  from hallujax import evaluation, trainer  # pylint: disable=import-outside-toplevel
-  from hallujax.data import feed as feed_lib, pipeline  # pylint: disable=import-outside-toplevel
+  from hallujax import evaluation, run_setup  # pylint: disable=import-outside-toplevel
+  from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
 
   if batches is not None:   # enough of the split for `batches` batches, as hallujax.experiments asks
     config = config.copy_and_resolve_references()
     config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
-  method, state, _, mesh = trainer.restore_run(config, workdir)
-  _, state_shardings = trainer.abstract_state(method, config, mesh)
+  run, state, _ = run_setup.restore_run(config, workdir)
   with evaluation.quiet_warnings():   # where the frozen weights come from was said when the run trained
-    frozen, frozen_shardings = trainer.frozen_networks(method, config, mesh)
-  feed = feed_lib.feed_for(config, mesh, method)
-  hallucinate = trainer.GridColumns(method, mesh, state_shardings, frozen_shardings).jitted
+    frozen, frozen_shardings = run.frozen_networks()
+  feed = run.feed()
+  hallucinate = run.grid_columns(frozen_shardings).jitted
   for host_batch in pipeline.eval_batches(config, split, batches=batches):
     yield host_batch, jax.device_get(hallucinate(state, frozen, feed(host_batch)))
 

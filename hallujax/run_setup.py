@@ -1,0 +1,232 @@
+"""A run built once: method, mesh, state layout, keys, frozen networks, feed and compiled programs.
+
+Training (``hallujax.trainer``), evaluation, ``hallucinate``, ``sample``,
+``benchmark`` and the tools all start the same way: the config's method built
+once (``make``), the mesh, the state's abstract shape and shardings (what
+``init`` would make, from ``jax.eval_shape``: computed once per run), the
+run's keys, the frozen networks, the feed and the jitted programs. They call
+:func:`build` (a new run) or :func:`restore_run` (a run's checkpoint) and use
+the :class:`Run` it returns instead of repeating those steps.
+
+A method that reads an earlier run (IPFH's earlier stages, an in-project
+LightCNN, ArcFace or StyleGAN2 run) gets :func:`restore_state` as
+``context.restore`` from ``make``: methods never import the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hallujax import checkpoint as checkpoint_lib
+from hallujax import images as images_lib
+from hallujax import sharding
+from hallujax.data import feed as feed_lib
+from hallujax.methods import MakeContext, Method, make_method
+
+
+def put_global(tree, shardings):
+  """Host (or device) arrays -> global arrays with `shardings`; every process passes the same values."""
+  def put(leaf, leaf_sharding):
+    leaf = np.asarray(jax.device_get(leaf)) if not isinstance(leaf, jax.Array) or not leaf.is_fully_addressable \
+        else leaf
+    if isinstance(leaf, jax.Array):
+      return jax.device_put(leaf, leaf_sharding)
+    return jax.make_array_from_callback(leaf.shape, leaf_sharding, lambda index: leaf[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def abstract_state(method: Method, config, mesh):
+  """(abstract state with shardings, shardings): what `init` would make, computed without running it."""
+  shapes = jax.eval_shape(method.init, jax.random.key(0))
+  shardings = sharding.state_shardings(shapes, mesh, config.mesh, method.state_rules)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          shapes, shardings)
+  return abstract, shardings
+
+
+def run_keys(config) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(init, frozen, train) keys of a run, from config.seed: every command that rebuilds a run uses them."""
+  return tuple(jax.random.split(jax.random.key(config.seed), 3))
+
+
+# ----------------------------------------------------------------------------- compiled programs
+
+
+def loss_terms(metrics: dict) -> list[str]:
+  return [name for name in metrics if name.startswith("loss")]
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating leaf of `tree` is finite (one fused reduction per leaf)."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
+
+
+def checked_step(step_fn, on_nonfinite: str):
+  """A method step with the run's RNG folding and the non-finite guard around it.
+
+  The guard checks the loss terms and every updated floating leaf of the
+  state (parameters, optimizer moments, EMA copies) in the same program. With
+  ``on_nonfinite="skip"`` a failing step leaves the previous state whole (only
+  the step counter moves on, so data and RNG advance); with "stop" the loop
+  stops before any checkpoint of the bad state is written.
+  """
+
+  def step(state, frozen, batch, rng_data):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(rng_data), state.step)
+    new_state, metrics = step_fn(state, frozen, batch, rng)
+    finite = jnp.logical_and(all_finite({t: metrics[t] for t in loss_terms(metrics)}), all_finite(new_state))
+    if on_nonfinite == "skip":
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+      new_state = new_state.replace(step=state.step + 1)
+    metrics = {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
+    metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.float32)
+    return new_state, metrics
+
+  return step
+
+
+def jit_steps(method: Method, config, mesh, state_shardings, frozen_shardings) -> dict:
+  """One jitted program per named step (compiled on first use), state donated, frozen not."""
+  batch_sharding = sharding.batch_sharding(mesh, method.batch_axes)
+  return {name: jax.jit(checked_step(fn, config.train.on_nonfinite),
+                        in_shardings=(state_shardings, frozen_shardings, batch_sharding, sharding.replicated(mesh)),
+                        out_shardings=(state_shardings, sharding.replicated(mesh)),
+                        donate_argnums=(0,))
+          for name, fn in method.steps.items()}
+
+
+def jit_eval_step(method: Method, mesh, state_shardings, frozen_shardings):
+  """Per-example evaluation values averaged over the batch, on device."""
+
+  def evaluate(state, frozen, batch):
+    return {name: jnp.mean(value) for name, value in method.eval_step(state, frozen, batch).items()}
+
+  return jax.jit(evaluate, in_shardings=(state_shardings, frozen_shardings,
+                                         sharding.batch_sharding(mesh, method.batch_axes)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def run_evaluation(eval_step, state, frozen, batches: list[dict]) -> dict:
+  totals = collections.defaultdict(float)
+  for batch in batches:
+    for name, value in jax.device_get(eval_step(state, frozen, batch)).items():
+      totals[name] += float(value)
+  return {name: total / len(batches) for name, total in totals.items()}
+
+
+class GridColumns:
+  """The method's `hallucinate`, jitted with replicated outputs, returning columns in the shared order.
+
+  Every process runs the same program (SPMD); the outputs are replicated, so
+  any process can fetch them and process 0 writes the grid.
+  """
+
+  def __init__(self, method: Method, mesh, state_shardings, frozen_shardings):
+    self.order: list[str] = []
+
+    def columns(state, frozen, batch):
+      images = method.hallucinate(state, frozen, batch)
+      self.order = list(images_lib.order_columns(images))
+      return images
+
+    self.jitted = jax.jit(columns, in_shardings=(state_shardings, frozen_shardings,
+                                                 sharding.batch_sharding(mesh, method.batch_axes)),
+                          out_shardings=sharding.replicated(mesh))
+
+  def __call__(self, state, frozen, batch) -> dict[str, np.ndarray]:
+    images = jax.device_get(self.jitted(state, frozen, batch))
+    return {name: images[name] for name in self.order}
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class Run:
+  """What every command builds first, once: the config's method on a mesh, with its state's layout and keys."""
+
+  config: Any
+  method: Method
+  mesh: jax.sharding.Mesh
+  abstract: Any            # the state as `init` would make it (ShapeDtypeStructs carrying their shardings)
+  state_shardings: Any
+  keys: tuple              # (init, frozen, train): run_keys(config)
+
+  def init_state(self, rng=None):
+    """The method's initial state, born sharded (init jitted with out_shardings); the run's init key unless
+    `rng` is given."""
+    rng = self.keys[0] if rng is None else rng
+    return jax.jit(self.method.init, out_shardings=self.state_shardings)(rng)
+
+  def restore(self, workdir, step: int | None = None):
+    """(state, step) of the checkpoint of `workdir` at `step` (default: the latest), laid out as training
+    lays it out. Only the checkpoint is read: frozen networks come from `frozen_networks`."""
+    state, restored_step = checkpoint_lib.restore_state(workdir, self.abstract, step)
+    return state, int(restored_step)
+
+  def frozen_networks(self, rng=None, load: bool = True):
+    """(frozen tree, shardings): random init, then (with `load`) the method's files, laid out by the rules.
+
+    The random initialization uses the run's frozen key unless `rng` is given, so a frozen network that no
+    file replaces is the same in training, evaluation and inference.
+    """
+    rng = self.keys[1] if rng is None else rng
+    shapes = jax.eval_shape(self.method.init_frozen, rng)
+    shardings = sharding.state_shardings(shapes, self.mesh, self.config.mesh)
+    frozen = jax.jit(self.method.init_frozen, out_shardings=shardings)(rng)
+    if not load:
+      return frozen, shardings
+    loaded = self.method.load_frozen(frozen)
+    if loaded is not frozen:
+      frozen = put_global(loaded, shardings)
+    return frozen, shardings
+
+  def feed(self) -> feed_lib.Feed:
+    """Host batches -> global device batches laid out by the method's batch axes."""
+    return feed_lib.feed_for(self.config, self.mesh, self.method)
+
+  def steps(self, frozen_shardings) -> dict:
+    return jit_steps(self.method, self.config, self.mesh, self.state_shardings, frozen_shardings)
+
+  def eval_step(self, frozen_shardings):
+    return jit_eval_step(self.method, self.mesh, self.state_shardings, frozen_shardings)
+
+  def grid_columns(self, frozen_shardings) -> GridColumns:
+    return GridColumns(self.method, self.mesh, self.state_shardings, frozen_shardings)
+
+
+def make_context(mesh=None) -> MakeContext:
+  """What `make(config, context)` receives: the run's mesh and `restore_state` (a test building a method by
+  hand that restores an earlier run passes this too)."""
+  return MakeContext(mesh=mesh, restore=restore_state)
+
+
+def build(config, *, devices=None, mesh=None) -> Run:
+  """The run of `config`: its method built once (given the mesh and `restore_state`), the state's layout
+  computed once."""
+  mesh = sharding.make_mesh(config.mesh, devices) if mesh is None else mesh
+  method = make_method(config, make_context(mesh))
+  abstract, shardings = abstract_state(method, config, mesh)
+  return Run(config=config, method=method, mesh=mesh, abstract=abstract, state_shardings=shardings,
+             keys=run_keys(config))
+
+
+def restore_run(config, workdir, step: int | None = None) -> tuple[Run, Any, int]:
+  """(run, train state, step) of `workdir`'s latest (or given) checkpoint of `config`."""
+  run = build(config)
+  state, restored_step = run.restore(workdir, step)
+  return run, state, restored_step
+
+
+def restore_state(run_config, workdir, step: int | None = None) -> tuple[Any, int]:
+  """(train state, step) of an earlier run's checkpoint: the `restore` methods get from `make`'s context."""
+  _, state, restored_step = restore_run(run_config, workdir, step)
+  return state, restored_step
