@@ -22,12 +22,11 @@ from hallujax import images as images_lib
 from hallujax import run_setup, sharding
 from hallujax.run_files import load_config_file
 from hallujax.data import pipeline
-from hallujax.methods import get_method
+from hallujax.methods import DATA_COLUMNS, get_method
 from hallujax.metrics import diversity, identity, image_quality, niqe as niqe_lib
 
 # Columns that are inputs, ground truth or intermediate maps, not results to score against the target
 # (VividGAN's component prior is black outside the components; PCFH's attention is a mask).
-NOT_CANDIDATES = ("target", "lr", "input", "prior", "attention")
 # Interpolations of the input: the same images whichever run made them, so their rows are named plainly
 # ("bicubic", not "<run>:bicubic"), like "input" and "target"; a run's other columns are "<run>:<column>".
 INTERPOLATIONS = ("bicubic", "bilinear")
@@ -218,8 +217,10 @@ def same_size_input(images, target) -> bool:
 
 
 def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, recognizer, row_prefix: str,
-                      include_baselines: bool, lpips: Callable | None = None) -> tuple[dict[str, Row], dict, dict, float]:
-  """Runs the jitted `hallucinate` (and `eval_step`, unless None) + metrics over `batches`.
+                      include_baselines: bool, lpips: Callable | None = None,
+                      not_scored: tuple[str, ...] = DATA_COLUMNS) -> tuple[dict[str, Row], dict, dict, float]:
+  """Runs the jitted `hallucinate` (and `eval_step`, unless None) + metrics over `batches`; every column but
+  `not_scored` (the data's columns and the method's `diagnostic_columns`) is scored as a row.
 
   Returns rows, eval_step means, the images of every column (uint8) and images/s.
   """
@@ -246,7 +247,7 @@ def hallucinate_split(hallucinate, eval_step, state, frozen, feed, batches, reco
       raw = np.broadcast_to(np.asarray(raw), target.shape)
       rows["input"].add(scores(raw, target), recognizer(raw))
     for name, images in columns.items():
-      if name in NOT_CANDIDATES or images.shape != target.shape:
+      if name in not_scored or images.shape != target.shape:
         continue
       if name == "output":
         row_name = row_prefix
@@ -377,14 +378,15 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
   grid_columns = run.grid_columns(frozen_shardings)
   hallucinate = grid_columns.jitted
   eval_step = jax.jit(method.eval_step, out_shardings=sharding.replicated(mesh))
+  not_scored = DATA_COLUMNS + tuple(method.diagnostic_columns)
   rows, eval_means, kept, images_per_second = hallucinate_split(
       hallucinate, eval_step, state, frozen, feed, host_batches, recognizer, run_name, include_baselines=True,
-      lpips=lpips)
+      lpips=lpips, not_scored=not_scored)
   for other in compare:
     other_state, other_step = run.restore(other)
     other_rows, _, _, _ = hallucinate_split(hallucinate, None, other_state, frozen, feed, host_batches, recognizer,
                                             f"{os.path.basename(os.path.normpath(other))}@{other_step}",
-                                            include_baselines=False, lpips=lpips)
+                                            include_baselines=False, lpips=lpips, not_scored=not_scored)
     rows.update({name: row for name, row in other_rows.items() if name != "__target__"})
   summary = summarize(rows, labels, yaw)
   image_figures(summary, kept, run_name)

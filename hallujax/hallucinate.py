@@ -73,29 +73,20 @@ def define_flags() -> None:
 # ----------------------------------------------------------------------------- the model of a run
 
 
-# Batch fields filled with the detected 68 landmarks, and the field whose pixel grid they are in.
-LANDMARK_FIELDS = {"input_landmarks": "input", "landmarks": "target"}
-
-
-def reads_landmarks(method) -> bool:
-  """Whether the method's batch has a 68-point landmark field a photo can fill (PCFH's input_landmarks)."""
-  return any(name in method.batch_spec and tuple(method.batch_spec[name].shape) == (68, 2)
-             for name in LANDMARK_FIELDS)
-
-
 def photo_function(method, clients: int = 0, client: int = 0):
   """`f(state, frozen, inputs, landmarks) -> outputs`: the method's `hallucinate` on faces only.
 
   `inputs` (B, in, in, C) in [-1, 1]; `landmarks` (B, 68, 2) the detected
   iBUG-300W points in the aligned crop as fractions of its side (pixel
   centres at (i + 0.5) / side; zeros when not known), written into the
-  method's 68-point landmark fields (LANDMARK_FIELDS) in those fields' pixels;
+  method's 68-point landmark fields (methods.LANDMARK_FIELDS) in those fields' pixels;
   every other batch field of the method's `batch_spec` is zeros (a photo has
   no target or identity); the result is the "output" column clipped to
   [-1, 1], float32. For a federated method (batch axes (clients, batch))
   every client gets the same faces and client `client`'s outputs are returned.
   """
   import jax.numpy as jnp
+  from hallujax.methods import LANDMARK_FIELDS   # the contract's: Method.reads_landmarks reads the same fields
   spec = method.batch_spec
 
   def run(state, frozen, inputs, landmarks):
@@ -238,7 +229,7 @@ class RunModel:
     self.function = photo_function(method, clients, client)
     divisor = mesh.shape[sharding.DATA_AXIS]
     batch_sharding = (sharding.batch_sharding(mesh) if batch_size % divisor == 0 else sharding.replicated(mesh))
-    self.reads_landmarks = reads_landmarks(method)
+    self.reads_landmarks = method.reads_landmarks
     abstract = jax.ShapeDtypeStruct((batch_size, self.input_size, self.input_size, self.input_channels),
                                     jax.numpy.float32, sharding=batch_sharding)
     abstract_landmarks = jax.ShapeDtypeStruct((batch_size, 68, 2), jax.numpy.float32, sharding=batch_sharding)

@@ -187,7 +187,7 @@ def prepare_face(photo: np.ndarray, face: Face, matrix: np.ndarray, model, input
     image = grey(image)
     description += "; grey luminance (the method reads one channel)"
   landmarks = unit_landmarks(face, matrix, size)
-  if getattr(model, "reads_landmarks", False) and landmarks is None:
+  if model.reads_landmarks and landmarks is None:
     description += "; no 68 landmarks (the method's landmark input is zeros)"
   return PreparedFace(face=face, matrix=matrix, crop=crop, input=to_unit_range(image), input_image=image,
                       description=description, landmarks=landmarks, face_side=face_side)
@@ -354,7 +354,8 @@ def side_by_side(prepared: PreparedFace, output: np.ndarray) -> np.ndarray:
 
 
 class FaceModel(Protocol):
-  """`reads_landmarks` (optional, default False): `run(inputs, landmarks)` also takes (batch, 68, 2) points."""
+  """`reads_landmarks`: `run(inputs, landmarks)` also takes (batch, 68, 2) points (else `run(inputs)`)."""
+  reads_landmarks: bool
   input_size: int
   input_channels: int
   output_size: int
@@ -491,7 +492,7 @@ class Hallucinator:
       landmarks = np.concatenate([landmarks, np.repeat(landmarks[:1], size - len(taken), axis=0)])
       self.padded += size - len(taken)
     start = time.perf_counter()
-    if getattr(self.model, "reads_landmarks", False):
+    if self.model.reads_landmarks:
       outputs = np.asarray(self.model.run(inputs, landmarks))
     else:
       outputs = np.asarray(self.model.run(inputs))

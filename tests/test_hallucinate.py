@@ -219,7 +219,7 @@ def test_detected_landmarks_reach_a_method_that_reads_them_in_its_own_pixels():
   spec = dict(base.batch_spec, input_landmarks=jax.ShapeDtypeStruct((68, 2), jnp.float32))
   method = dataclasses.replace(base, batch_spec=spec, hallucinate=lambda state, frozen, batch: {
       "output": jnp.broadcast_to(batch["input_landmarks"][:, :3, :].reshape(-1, 1, 1, 6)[..., :3] / 10, (2, 32, 32, 3))})
-  assert hallucinate.reads_landmarks(method) and not hallucinate.reads_landmarks(base)
+  assert method.reads_landmarks and not base.reads_landmarks
   landmarks = np.random.default_rng(0).uniform(150, 250, (68, 2))
   matrix = photos.face_matrix(landmarks, photos.TEMPLATES["arcface"], 32)
   unit = photos.unit_landmarks(photos.Face((0, 0, 1, 1), 1.0, landmarks), matrix, 32)

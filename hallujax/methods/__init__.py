@@ -159,10 +159,6 @@ class Method:
     return any(name in self.batch_spec and tuple(self.batch_spec[name].shape) == (68, 2)
                for name in LANDMARK_FIELDS)
 
-  def scored_columns(self, columns) -> list[str]:
-    """The result columns among `columns` (names of `hallucinate`'s output): not data, not diagnostics."""
-    return [name for name in columns if name not in DATA_COLUMNS and name not in self.diagnostic_columns]
-
   def step_name(self, step: int) -> str:
     """The named step that runs step number `step`, checked against `steps`."""
     name = self.schedule(step)

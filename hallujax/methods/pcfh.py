@@ -550,7 +550,8 @@ def build(config) -> Built:
     steps["warmup"] = functools.partial(pcfh_step, warmup=True)
   schedule = lambda step_number: phase_at((warmup_steps,), ("warmup", "train"), step_number)
   method = Method(batch_spec=spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
-                  steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate)
+                  steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate,
+                  diagnostic_columns=("attention",))   # the AWM's attention map, not an output
 
   def generator_terms(params, frozen, batch, warmup: bool = False) -> dict:
     if kind != "pcfh":

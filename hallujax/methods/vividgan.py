@@ -486,4 +486,5 @@ def make(config, context: MakeContext = MakeContext()) -> Method:
       "yaw": jax.ShapeDtypeStruct((), jnp.float32),
   }
   return Method(batch_spec=batch_spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
-                steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate)
+                steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate,
+                diagnostic_columns=("prior",))   # the estimated prior face (Fig. 2), not an output
