@@ -19,7 +19,7 @@ Option ``strategy=vpfl|fedavg|fedprox|local_only|fused|centralized`` sets the st
 The data: the face world's two "institutions" are the two halves of each split, rendered with different
 thermal sensors (data.thermal_sensors: a reference camera and an uncooled one with a flatter response,
 blur, half resolution and noise), each split into 4 clients by a Dirichlet(α = 0.3) draw over identity
-(hallujax.federated.partition; the paper does not name the label). Held-out splits are each
+(hallujax.data.partition; the paper does not name the label). Held-out splits are each
 institution's test set (site0_… and site1_… in the evaluation; the unprefixed names average both).
 """
 
@@ -28,7 +28,7 @@ import ml_collections
 from configs import vpgan as vpgan_configs
 from hallujax.config_base import apply_variant_options, parse_variant
 from hallujax.federated.aggregation import STRATEGIES
-from hallujax.federated.partition import site_count
+from hallujax.data.partition import site_count
 
 VARIANTS = ("", "smoke", "drift", "tiny", *(name for name in STRATEGIES if name != "vpfl"))
 

@@ -61,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
       client_partition="interleaved",  # "interleaved" | "dirichlet" | "sites" (hallujax.data.pipeline.client_partitions)
       sites=1,                 # institutions (sites) a split is cut into, contiguous blocks of examples; a
                                # client reads one site's data with client_partition="sites" or "dirichlet"
-                               # (hallujax.federated.partition.site_count; thermal_sensors, when given, set it)
+                               # (hallujax.data.partition.site_count; thermal_sensors, when given, set it)
       thermal_sensors=(),      # face world, thermal pairings: one sensor name per site (faceworld_params.
                                # THERMAL_SENSORS); site s's thermal inputs go through sensor s. () = none
       worker_count=-1,         # grain worker processes decoding/degrading (0 = in the main process; -1 = every

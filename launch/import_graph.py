@@ -31,9 +31,11 @@ LAYERS = (
     # metrics above models: LPIPS is defined on a network's features (VGG-16), so the metric reads the network.
     ("metrics", ("hallujax.metrics", "hallujax.metrics.*")),
     ("convert", ("hallujax.convert", "hallujax.convert.*")),
+    # run_files reads a run's saved config and checks its method against the registry (hallujax.methods), and
+    # methods read earlier runs' configs with it: the registry's floor.
     ("methods", ("hallujax.methods", "hallujax.methods.*", "hallujax.federated", "hallujax.federated.aggregation",
-                 "hallujax.federated.partition")),
-    ("run", ("hallujax.checkpoint", "hallujax.run_files", "hallujax.run_setup", "hallujax.run.*", "hallujax.run", "hallujax.trainer",
+                 "hallujax.federated.partition", "hallujax.run_files")),
+    ("run", ("hallujax.checkpoint", "hallujax.run_setup", "hallujax.run.*", "hallujax.run", "hallujax.trainer",
              "hallujax.loop", "hallujax.evaluation", "hallujax.scoring", "hallujax.sampling",
              "hallujax.benchmarking", "hallujax.exported", "hallujax.federated.flower")),
     ("commands", ("hallujax.cli", "hallujax.train", "hallujax.evaluate", "hallujax.sample", "hallujax.benchmark",

@@ -10,8 +10,8 @@ import pytest
 
 from configs import vpfl as vpfl_configs
 from hallujax import run_setup, sharding, trainer
-from hallujax.data import pipeline
-from hallujax.federated import aggregation, partition
+from hallujax.data import partition, pipeline
+from hallujax.federated import aggregation
 from hallujax.methods import vpfl, vpgan
 
 

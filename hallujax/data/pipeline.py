@@ -243,13 +243,13 @@ def client_partitions(config, split: str, length: int) -> list[np.ndarray]:
   """The example indices of each client (``config.data.clients`` > 0): client k reads k, k + K, ...
 
   Federated methods replace this split by their own through ``config.data.client_partition``:
-  "interleaved" (built in), "dirichlet" (hallujax.federated.partition: Dirichlet(α) label skew
+  "interleaved" (built in), "dirichlet" (hallujax.data.partition: Dirichlet(α) label skew
   per site, ``config.data.partition``) or "sites" (one client per site holding that site's examples).
   """
   clients = int(config.data.clients)
   kind = config.data.client_partition
   if kind in ("dirichlet", "sites"):
-    from hallujax.federated import partition
+    from hallujax.data import partition
     return partition.client_partitions(config, split, length)
   if kind != "interleaved":
     raise ValueError(f"config.data.client_partition={kind!r} is not known; expected 'interleaved', 'dirichlet' "

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 
 from hallujax import optim, sharding
 from hallujax.federated import aggregation
-from hallujax.federated.partition import site_count, site_of_client
+from hallujax.data.partition import site_count, site_of_client
 from hallujax.methods import CLIENT_BATCH_AXES, MakeContext, Method
 from hallujax.methods import vpgan
 from hallujax.methods.train_state import update_networks
