@@ -108,7 +108,7 @@ def lightcnn_recognizer(path: str) -> Callable:
   from hallujax.models.recognition import LightCNN29  # pylint: disable=import-outside-toplevel
   if os.path.isdir(path):
     from hallujax.methods import lightcnn as lightcnn_method  # pylint: disable=import-outside-toplevel
-    run_config, params, description = lightcnn_method.read_run(path, "--lightcnn_weights")
+    run_config, params, description = lightcnn_method.read_run(path, "--lightcnn_weights", run_setup.restore_state)
     model, size = lightcnn_method.network(run_config, classify=False), run_config.data.target_size
     variables = {"params": params}
     logging.info("Recognizer: %s", description)

@@ -10,7 +10,7 @@ import pytest
 
 from configs import lightcnn as lightcnn_configs
 from configs import pcfh as pcfh_configs
-from hallujax import evaluation, trainer
+from hallujax import evaluation, run_setup, trainer
 from hallujax.data import pipeline
 from hallujax.methods import lightcnn, pcfh
 
@@ -56,7 +56,7 @@ def test_pcfh_and_evaluate_load_exactly_the_trained_lightcnn_from_its_run_direct
   config = pcfh_configs.get_config("smoke")
   assert config.model.identity_size == run_config.data.target_size == 32
   config.weights.lightcnn = str(workdir)
-  method = pcfh.make(config)
+  method = pcfh.make(config, run_setup.make_context())
   frozen = method.load_frozen(jax.eval_shape(method.init_frozen, jax.random.key(0)))
   trained = jax.device_get(result.state.params["lightcnn"])
   assert set(trained) - set(frozen["lightcnn"]) == {"fc2"}   # the classifier stays behind
@@ -79,7 +79,7 @@ def test_a_bad_lightcnn_path_is_a_one_line_error_saying_what_was_expected(tmp_pa
            str(tiny_run[0]): r"widths=\(8, 16, 32, 16, 16\).*public widths \(48, 96, 192, 128, 128\)"}
   for path, expected in cases.items():
     config.weights.lightcnn = path
-    method = pcfh.make(config)
+    method = pcfh.make(config, run_setup.make_context())
     with pytest.raises(ValueError, match=expected) as error:
       method.load_frozen(jax.eval_shape(method.init_frozen, jax.random.key(0)))
     assert "\n" not in str(error.value) and path in str(error.value)

@@ -258,12 +258,9 @@ def shape_mismatch(found: dict, expected: dict) -> str:
   return ""
 
 
-def frozen_params(path: str, where: str, expected_params: dict, image_size: int,
-                  restore: Callable | None = None) -> dict:
+def frozen_params(path: str, where: str, expected_params: dict, image_size: int, restore: Callable) -> dict:
   """Features-only parameters of run `path`, checked against the network a caller built at `image_size`²;
-  `restore` is the caller's `MakeContext.restore` (default: the run set-up's, for callers built without one)."""
-  if restore is None:
-    from hallujax.run_setup import restore_state as restore   # pylint: disable=import-outside-toplevel
+  `restore` is the caller's `MakeContext.restore`."""
   run_config, params, description = read_run(path, where, restore)
   difference = shape_mismatch(params, expected_params)
   if difference or run_config.data.target_size != image_size:

@@ -94,7 +94,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.data.faceworld import LUMINANCE
-from hallujax.methods import Method, phase_at
+from hallujax.methods import MakeContext, Method, no_restore, phase_at
 from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models import pcfh as models
@@ -268,7 +268,7 @@ class Built(NamedTuple):
   generator_terms: Callable   # (params, frozen, batch, warmup=False) -> {"loss_<term>": scalar}
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """PCFH (or a baseline, by ``config.model.kind``) built once."""
   return build(config).method
 
@@ -325,7 +325,7 @@ def build(config) -> Built:
     if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
       from hallujax.methods import lightcnn as lightcnn_method   # pylint: disable=import-outside-toplevel
       return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
-                                                        frozen["lightcnn"], m.identity_size)}
+                                                        frozen["lightcnn"], m.identity_size, context.restore)}
     if not os.path.isfile(lightcnn_path):
       raise ValueError(f"config.weights.lightcnn={lightcnn_path} does not exist; expected the public "
                        f"LightCNN_29Layers_V2_checkpoint.pth.tar or a run directory of `python -m "
