@@ -270,10 +270,10 @@ class Built(NamedTuple):
 
 def make(config, context: MakeContext = MakeContext()) -> Method:
   """PCFH (or a baseline, by ``config.model.kind``) built once."""
-  return build(config).method
+  return build(config, context.restore).method
 
 
-def build(config) -> Built:
+def build(config, restore: Callable = no_restore) -> Built:
   """make's body; also returns the PCFH generator's loss terms (Eqs. 1–9), which the tests read."""
   check_config(config)
   nets = networks(config)
@@ -325,7 +325,7 @@ def build(config) -> Built:
     if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
       from hallujax.methods import lightcnn as lightcnn_method   # pylint: disable=import-outside-toplevel
       return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
-                                                        frozen["lightcnn"], m.identity_size, context.restore)}
+                                                        frozen["lightcnn"], m.identity_size, restore)}
     if not os.path.isfile(lightcnn_path):
       raise ValueError(f"config.weights.lightcnn={lightcnn_path} does not exist; expected the public "
                        f"LightCNN_29Layers_V2_checkpoint.pth.tar or a run directory of `python -m "
