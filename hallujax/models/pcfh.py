@@ -18,6 +18,7 @@ module; the paper shows no architecture beyond Figure 2's boxes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from hallujax.data.alignment import COMPONENT_SIZES, PARTS_68
+from hallujax.nn.repeat import sequential_blocks
 
 Dtype = Any
 PARTS = ("right_eye", "left_eye", "nose", "mouth")
@@ -132,8 +134,9 @@ class EncoderDecoder(nn.Module):
     for level in range(1, self.downsamplings + 1):
       x = nn.Conv(self.features * 2**level, (3, 3), strides=(2, 2), dtype=self.dtype)(x)
       x = nn.relu(instance_norm(self.dtype)(x))
-    for _ in range(self.blocks):
-      x = ResidualBlock(x.shape[-1], self.dtype)(x)
+    # Traced once, not `blocks` times (issue 30); the parameters stay ResidualBlock_0 … ResidualBlock_{n-1}.
+    x = sequential_blocks(self, functools.partial(ResidualBlock, x.shape[-1], self.dtype),
+                          [f"ResidualBlock_{index}" for index in range(self.blocks)], x)
     for level in reversed(range(self.downsamplings)):
       batch, height, width, channels = x.shape
       x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "nearest")
