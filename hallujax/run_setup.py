@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -151,14 +152,30 @@ class GridColumns:
 
 @dataclasses.dataclass
 class Run:
-  """What every command builds first, once: the config's method on a mesh, with its state's layout and keys."""
+  """What every command builds first, once: the config's method on a mesh, with its state's layout and keys.
+
+  The state's layout (`abstract`, `state_shardings`) is computed on first use, once: `train` takes the
+  workdir's lock before anything is shaped, so a busy workdir is refused at once.
+  """
 
   config: Any
   method: Method
   mesh: jax.sharding.Mesh
-  abstract: Any            # the state as `init` would make it (ShapeDtypeStructs carrying their shardings)
-  state_shardings: Any
   keys: tuple              # (init, frozen, train): run_keys(config)
+
+  @functools.cached_property
+  def layout(self) -> tuple[Any, Any]:
+    """(abstract state, shardings): the state as `init` would make it (ShapeDtypeStructs carrying their
+    shardings), from one `jax.eval_shape`."""
+    return abstract_state(self.method, self.config, self.mesh)
+
+  @property
+  def abstract(self):
+    return self.layout[0]
+
+  @property
+  def state_shardings(self):
+    return self.layout[1]
 
   def init_state(self, rng=None):
     """The method's initial state, born sharded (init jitted with out_shardings); the run's init key unless
@@ -210,13 +227,9 @@ def make_context(mesh=None) -> MakeContext:
 
 
 def build(config, *, devices=None, mesh=None) -> Run:
-  """The run of `config`: its method built once (given the mesh and `restore_state`), the state's layout
-  computed once."""
+  """The run of `config`: its method built once (given the mesh and `restore_state`)."""
   mesh = sharding.make_mesh(config.mesh, devices) if mesh is None else mesh
-  method = make_method(config, make_context(mesh))
-  abstract, shardings = abstract_state(method, config, mesh)
-  return Run(config=config, method=method, mesh=mesh, abstract=abstract, state_shardings=shardings,
-             keys=run_keys(config))
+  return Run(config=config, method=make_method(config, make_context(mesh)), mesh=mesh, keys=run_keys(config))
 
 
 def restore_run(config, workdir, step: int | None = None) -> tuple[Run, Any, int]:

@@ -288,7 +288,7 @@ def test_a_busy_workdir_is_refused_before_the_run_is_described_or_initialized(tm
   def must_not_run(*args, **kwargs):
     raise AssertionError("the state was shaped or initialized before the lock was taken")
 
-  monkeypatch.setattr(trainer, "abstract_state", must_not_run)
+  monkeypatch.setattr(run_setup, "abstract_state", must_not_run)
   with pytest.raises(checkpoint.WorkdirInUseError, match="in use by another run"):
     trainer.train(tiny_config(), tmp_path)
   assert capsys.readouterr().out == ""
