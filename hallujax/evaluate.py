@@ -66,17 +66,17 @@ def main(argv):
   config = FLAGS.config if FLAGS.config is not None else run_files.read_run_config(FLAGS.workdir)
   cli.prepare_run(config)
   recognizer = None
-  from hallujax import evaluation
+  from hallujax import scoring
   if FLAGS.recognizer_workdir:
     if not FLAGS.recognizer_config:
       raise cli.UserError("--recognizer_workdir needs --recognizer_config (the config it was trained with).")
-    recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
+    recognizer = scoring.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
   elif FLAGS.arcface_weights:
-    recognizer = evaluation.arcface_torch_recognizer(FLAGS.arcface_weights, tuple(int(s) for s in FLAGS.arcface_stages))
+    recognizer = scoring.arcface_torch_recognizer(FLAGS.arcface_weights, tuple(int(s) for s in FLAGS.arcface_stages))
   elif FLAGS.lightcnn_weights:
-    recognizer = evaluation.lightcnn_recognizer(FLAGS.lightcnn_weights)
-  lpips = evaluation.lpips_scorer(FLAGS.lpips_weights, FLAGS.lpips_vgg16) if FLAGS.lpips_weights else None
-  report = evaluation.evaluate(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split, batches=FLAGS.batches,
+    recognizer = scoring.lightcnn_recognizer(FLAGS.lightcnn_weights)
+  lpips = scoring.lpips_scorer(FLAGS.lpips_weights, FLAGS.lpips_vgg16) if FLAGS.lpips_weights else None
+  report = scoring.evaluate(config, FLAGS.workdir, step=FLAGS.step, split=FLAGS.split, batches=FLAGS.batches,
                                compare=tuple(FLAGS.compare), recognizer=recognizer, lpips=lpips)
   print(open(report["files"] + ".md").read())
   print(f"Wrote {report['files']}.json, .md and image grids.")

@@ -414,7 +414,7 @@ def evaluation_row_name(report: dict, row: Row) -> str:
   run_name = os.path.basename(os.path.normpath(report["workdir"]))
   # evaluate names the input, its interpolations and the ground truth plainly, the run's other columns
   # "<run>:<column>" (evaluation.PLAIN_ROWS).
-  from hallujax.evaluation import PLAIN_ROWS   # pylint: disable=import-outside-toplevel (jax: only when reporting)
+  from hallujax.scoring import PLAIN_ROWS   # pylint: disable=import-outside-toplevel (jax: only when reporting)
   if row.column == "output":
     return run_name
   return row.column if row.column in PLAIN_ROWS else f"{run_name}:{row.column}"
@@ -533,12 +533,12 @@ def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
     saved = json.load(open(cache))
     if saved.get("step") == step and saved.get("count") == count:
       return saved["prior"], saved["renders"]
-  from hallujax import sampling  # pylint: disable=import-outside-toplevel
+  from hallujax import generator_samples  # pylint: disable=import-outside-toplevel
   from hallujax import images  # pylint: disable=import-outside-toplevel
   from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
   config = run_files.read_run_config(workdir)
-  generator, variables = sampling.generator_from_run(config, workdir, step)
-  samples = images.to_uint8(sampling.sample(generator, variables, count, truncation=1.0, seed=0))
+  generator, variables = generator_samples.generator_from_run(config, workdir, step)
+  samples = images.to_uint8(generator_samples.sample(generator, variables, count, truncation=1.0, seed=0))
   batches = math.ceil(count / config.train.batch_size)
   renders = np.concatenate([images.to_uint8(batch["target"])
                             for batch in pipeline.eval_batches(config, "test", batches=batches)])

@@ -1,6 +1,6 @@
 """A run built once: method, mesh, state layout, keys, frozen networks, feed and compiled programs.
 
-Training (``hallujax.trainer``), evaluation, ``hallucinate``, ``sample``,
+Training (``hallujax.loop``), evaluation, ``hallucinate``, ``sample``,
 ``benchmark`` and the tools all start the same way: the config's method built
 once (``make``), the mesh, the state's abstract shape and shardings (what
 ``init`` would make, from ``jax.eval_shape``: computed once per run), the

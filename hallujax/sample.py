@@ -39,16 +39,16 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise cli.UserError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  from hallujax import images, sampling
+  from hallujax import images, generator_samples
   if FLAGS.checkpoint:
-    generator, variables = sampling.generator_from_checkpoint(FLAGS.checkpoint, FLAGS.config,
+    generator, variables = generator_samples.generator_from_checkpoint(FLAGS.checkpoint, FLAGS.config,
                                                               FLAGS.allow_pickle, FLAGS.truncation)
   elif FLAGS.workdir:
     config = FLAGS.config if FLAGS.config is not None else run_files.read_run_config(FLAGS.workdir)
-    generator, variables = sampling.generator_from_run(config, FLAGS.workdir, FLAGS.step)
+    generator, variables = generator_samples.generator_from_run(config, FLAGS.workdir, FLAGS.step)
   else:
     raise cli.UserError("Give --workdir (a training run), or --checkpoint (a PyTorch file).")
-  samples = sampling.sample(generator, variables, FLAGS.num, FLAGS.truncation, FLAGS.seed)
+  samples = generator_samples.sample(generator, variables, FLAGS.num, FLAGS.truncation, FLAGS.seed)
   columns = FLAGS.columns or math.ceil(math.sqrt(FLAGS.num))
   out = images.write_grid(FLAGS.out, images.mosaic(samples, columns))
   print(f"Wrote {out} ({FLAGS.num} samples, {generator.resolution}², truncation {FLAGS.truncation}).")

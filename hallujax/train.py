@@ -50,8 +50,8 @@ def main(argv):
         f"{workdir}; starting JAX", flush=True)
   config = cli.prepare_run(config, distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
                            num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  from hallujax import trainer  # after jax.distributed.initialize
-  trainer.train(config, workdir)
+  from hallujax import loop  # after jax.distributed.initialize
+  loop.train(config, workdir)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import chex
 import jax
 import pytest
 
-from hallujax import run_setup, trainer
+from hallujax import run_setup, loop
 from tests.tiny import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_ctrl_c_saves_the_current_step_and_resuming_matches_an_uninterrupted_run
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   config = tiny_config()
   config.train.update(steps=400, checkpoint_every=1000, eval_every=1000, image_every=1000)
-  straight = trainer.train(config, tmp_path / "straight", devices=jax.devices()[:1])
+  straight = loop.train(config, tmp_path / "straight", devices=jax.devices()[:1])
   _, state, step = run_setup.restore_run(config, tmp_path / "run")
   assert step == 400
   chex.assert_trees_all_close(jax.device_get(straight.state.params), jax.device_get(state.params), atol=1e-6)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from hallujax import sharding, trainer
+from hallujax import sharding, loop
 from hallujax.images import to_uint8
 from hallujax.data import device_render, pipeline
 from tests.tiny import tiny_config
@@ -71,12 +71,12 @@ def test_device_rendering_trains_resumes_exactly_and_matches_host_rendering(tmp_
   assert jax.device_count() == 8, "conftest.py asks XLA for 8 host devices"
   config = faceworld_config("device")
   config.train.steps = 4
-  straight = trainer.train(config, tmp_path / "straight")
+  straight = loop.train(config, tmp_path / "straight")
 
   config.train.steps = 2
-  trainer.train(config, tmp_path / "interrupted")
+  loop.train(config, tmp_path / "interrupted")
   config.train.steps = 4
-  resumed = trainer.train(config, tmp_path / "interrupted")  # picks up at step 2, data position included
+  resumed = loop.train(config, tmp_path / "interrupted")  # picks up at step 2, data position included
 
   assert int(resumed.state.step) == 4
   chex.assert_trees_all_close(trainer_params(straight), trainer_params(resumed), atol=0, rtol=0)
@@ -85,7 +85,7 @@ def test_device_rendering_trains_resumes_exactly_and_matches_host_rendering(tmp_
   # The same examples in the same order as host rendering; only float32 rounding may differ.
   host_config = faceworld_config("host")
   host_config.train.steps = 4
-  host = trainer.train(host_config, tmp_path / "host")
+  host = loop.train(host_config, tmp_path / "host")
   chex.assert_trees_all_close(trainer_params(straight), trainer_params(host), atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(straight.evaluation["mse"], host.evaluation["mse"], rtol=1e-5)
 
@@ -94,7 +94,7 @@ def test_device_rendering_of_another_source_fails_clearly(tmp_path):
   config = tiny_config()          # source tests.tiny:TinyFaces, images read from a source
   config.data.render_on = "device"
   with pytest.raises(ValueError, match=r"render_on='device'.*TinyFaces.*render_on='host'"):
-    trainer.train(config, tmp_path)
+    loop.train(config, tmp_path)
   config.data.render_on = "accelerator"
   with pytest.raises(ValueError, match=r"render_on='accelerator'; expected 'host'.*or 'device'"):
     pipeline.train_dataset(config)

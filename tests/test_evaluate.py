@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hallujax import evaluation as evaluate, images, run_setup, trainer
+from hallujax import scoring as evaluate, images, run_setup, loop
 from hallujax.metrics import image_quality
 from tests import tiny
 from tests.tiny import tiny_config
@@ -26,7 +26,7 @@ def test_evaluate_writes_tables_grids_and_identity_metrics(tmp_path):
   config = tiny_config()
   config.train.steps = 2
   workdir = tmp_path / "run"
-  trainer.train(config, workdir)
+  loop.train(config, workdir)
   mean_absolute = lambda images, references: jnp.mean(jnp.abs(images - references), axis=(1, 2, 3))
   report = evaluate.evaluate(config, str(workdir), split="test", batches=2, compare=(str(workdir),),
                              recognizer=block_colour_recognizer, grid_rows=4, lpips=mean_absolute)
@@ -100,7 +100,7 @@ def test_every_grid_has_the_readme_column_order(tmp_path, monkeypatch):
   config = tiny_config()
   config.method = "tests.test_evaluate"
   config.train.update(steps=2, image_every=2)
-  trainer.train(config, tmp_path / "run")                         # the training grid
+  loop.train(config, tmp_path / "run")                         # the training grid
   report = evaluate.evaluate(config, str(tmp_path / "run"), batches=1)   # the hardest and easiest examples' grids
   assert len(drawn) >= 3 and all(order == README_ORDER for order in drawn), drawn
   # Both interpolations of the input are named plainly, like each other (not "bicubic" beside "run:bilinear").
@@ -111,7 +111,7 @@ def test_every_grid_has_the_readme_column_order(tmp_path, monkeypatch):
 def test_evaluate_at_a_step_without_checkpoint_lists_the_steps_that_exist(tmp_path):
   config = tiny_config()
   config.train.update(steps=4, checkpoint_every=2, eval_every=4, image_every=4)
-  trainer.train(config, tmp_path / "run")
+  loop.train(config, tmp_path / "run")
   try:
     evaluate.evaluate(config, str(tmp_path / "run"), step=5)
   except FileNotFoundError as error:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hallujax import cli, hallucinate, photos, trainer
+from hallujax import cli, hallucinate, photos, loop
 from hallujax.data import face_detection
 from tests.tiny import tiny_config
 
@@ -28,7 +28,7 @@ def face_config():
 
 def trained_run(directory) -> str:
   workdir = str(directory / "run")
-  trainer.train(face_config(), workdir)
+  loop.train(face_config(), workdir)
   return workdir
 
 
@@ -199,7 +199,7 @@ def test_command_writes_photo_side_by_side_and_json(tmp_path, run):
 def test_federated_run_hallucinates_with_the_chosen_clients_model(tmp_path):
   config = face_config()
   config.data.clients = 2
-  trainer.train(config, str(tmp_path / "run"))
+  loop.train(config, str(tmp_path / "run"))
   faces = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
   faces = np.concatenate([faces, faces])
   outputs = [hallucinate.load_model(str(tmp_path / "run"), None, None, batch_size=4, client=k).run(faces)

@@ -10,7 +10,7 @@ import pytest
 
 from configs import lightcnn as lightcnn_configs
 from configs import pcfh as pcfh_configs
-from hallujax import evaluation, run_setup, trainer
+from hallujax import scoring, run_setup, loop
 from hallujax.data import pipeline
 from hallujax.methods import lightcnn, pcfh
 
@@ -23,7 +23,7 @@ def lightcnn_config(variant: str):
 def tiny_run(tmp_path_factory):
   """configs/lightcnn.py:tiny trained for its 100 steps: (workdir, TrainResult)."""
   workdir = tmp_path_factory.mktemp("lightcnn_tiny")
-  return workdir, trainer.train(lightcnn_config("tiny"), workdir, devices=jax.devices()[:1])
+  return workdir, loop.train(lightcnn_config("tiny"), workdir, devices=jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def pcfh_sized_run(tmp_path_factory):
   config.data.update(train_size=64, eval_size=16)
   config.train.update(steps=2, log_every=2, eval_every=2, eval_batches=1, image_every=2, checkpoint_every=2)
   workdir = tmp_path_factory.mktemp("lightcnn_smoke")
-  return workdir, config, trainer.train(config, workdir, devices=jax.devices()[:1])
+  return workdir, config, loop.train(config, workdir, devices=jax.devices()[:1])
 
 
 def test_tiny_lightcnn_identifies_held_out_images_of_its_identities_above_chance(tiny_run):
@@ -65,7 +65,7 @@ def test_pcfh_and_evaluate_load_exactly_the_trained_lightcnn_from_its_run_direct
   # `python -m hallujax.evaluate --lightcnn_weights=RUN_DIR` builds it from the run's config).
   faces = pipeline.eval_batches(run_config)[0]["target"]
   pcfh_features = jax.jit(pcfh.networks(config)["lightcnn"].apply)({"params": frozen["lightcnn"]}, faces)
-  run_features = evaluation.lightcnn_recognizer(str(workdir))(faces)
+  run_features = scoring.lightcnn_recognizer(str(workdir))(faces)
   assert pcfh_features.shape == run_features.shape == (16, 256)
   assert float(np.std(run_features)) > 0
   np.testing.assert_allclose(pcfh_features, run_features, rtol=1e-5, atol=1e-5)
@@ -104,7 +104,7 @@ def test_a_lightcnn_trained_on_both_spectra_matches_nir_probes_to_visible_faces_
   """
   config = lightcnn_config("tiny,spectra=nir_vis,train.steps=200,train.eval_every=200,data.max_yaw=0.0,"
                            "data.max_pitch=0.0,data.max_roll=0.0")
-  result = trainer.train(config, tmp_path, devices=jax.devices()[:1])
+  result = loop.train(config, tmp_path, devices=jax.devices()[:1])
   evaluation_values = result.evaluation
   print("tiny NIR-VIS LightCNN, held-out:", evaluation_values)
   assert evaluation_values["cross_spectral_rank1"] >= 3 * evaluation_values["cross_spectral_rank1_chance"]

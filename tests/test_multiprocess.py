@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from hallujax import run_setup, trainer
+from hallujax import run_setup, loop
 from hallujax.data import pipeline
 from tests.tiny import tiny_config
 
@@ -34,7 +34,7 @@ def params(state):
 def test_two_processes_of_four_devices_match_one_process_of_eight_and_resume(tmp_path):
   assert jax.device_count() == 8
   config = tiny_config()
-  one = trainer.train(config, tmp_path / "one")
+  one = loop.train(config, tmp_path / "one")
 
   two = tmp_path / "two"
   first = launch(2, 4, two, "--config.train.steps=2")

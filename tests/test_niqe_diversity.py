@@ -33,13 +33,13 @@ def test_diversity_of_collapsed_and_faithful_outputs():
 
 
 def test_evaluate_scores_each_column_against_the_targets_and_flags_a_constant_one():
-  from hallujax import evaluation
+  from hallujax import scoring
   rng = np.random.default_rng(1)
   targets = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
   kept = {"target": targets, "output": np.broadcast_to(targets[:1], targets.shape),   # ignores its input
           "coarse": targets, "input": targets[..., :1]}                                 # grey, as PCFH's NIR
   summary = {"run": {}, "run:coarse": {}, "input": {}, "target": {}, "other@5": {}}
-  evaluation.image_figures(summary, kept, "run", niqe_examples=2)
+  scoring.image_figures(summary, kept, "run", niqe_examples=2)
   assert summary["run"]["output_diversity"] == 0.0 and summary["run"]["nearest_target_share"] == 1.0
   assert summary["run:coarse"]["output_diversity"] == pytest.approx(1.0)
   assert 0.0 < summary["input"]["output_diversity"] < 1.0   # the grey copy, spread over 3 channels

@@ -7,7 +7,7 @@ import numpy as np
 import skimage.draw
 
 from configs.pcfh import get_config
-from hallujax import optim, trainer
+from hallujax import optim, loop
 from hallujax.data import pipeline
 from hallujax.methods import pcfh as pcfh_method
 from hallujax.models import pcfh as models
@@ -284,7 +284,7 @@ def test_a_short_run_lowers_the_warped_target_l1_on_held_out_pairs(tmp_path):
   spec = method.batch_spec
   held_out = [{name: batch[name] for name in spec} for batch in pipeline.eval_batches(config)]
   before = held_out_l1_warped(method, jax.jit(method.init)(jax.random.key(0)), held_out)
-  result = trainer.train(config, tmp_path)
+  result = loop.train(config, tmp_path)
   assert int(result.state.step) == 30
   assert result.evaluation["l1_warped"] < 0.8 * before, (before, result.evaluation)
   assert np.isfinite(result.evaluation["psnr"])

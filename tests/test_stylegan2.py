@@ -352,7 +352,7 @@ def test_lazy_regularization_adam_correction():
 
 
 def test_sample_grid_from_a_saved_rosinality_file(torch_generator, tmp_path):
-  from hallujax import images as images_lib, sampling as sample
+  from hallujax import images as images_lib, generator_samples as sample
   path = tmp_path / "tiny.pt"
   torch.save({"g_ema": torch_generator.state_dict()}, path)  # no latent_avg: estimated for truncation
   generator, variables = sample.generator_from_checkpoint(str(path), None, allow_pickle=False, truncation=0.7)

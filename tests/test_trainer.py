@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from hallujax import checkpoint, progress, run_setup, sharding, trainer
+from hallujax import checkpoint, progress, run_setup, sharding, loop
 from hallujax.data import feed
 from tests import tiny
 from tests.tiny import tiny_config
@@ -26,12 +26,12 @@ def params_of(result):
 def test_resume_matches_uninterrupted_run(tmp_path):
   config = tiny_config()
   config.train.steps = 4
-  straight = trainer.train(config, tmp_path / "straight")
+  straight = loop.train(config, tmp_path / "straight")
 
   config.train.steps = 2
-  trainer.train(config, tmp_path / "interrupted")
+  loop.train(config, tmp_path / "interrupted")
   config.train.steps = 4
-  resumed = trainer.train(config, tmp_path / "interrupted")  # picks up at step 2, data and RNG included
+  resumed = loop.train(config, tmp_path / "interrupted")  # picks up at step 2, data and RNG included
 
   assert int(resumed.state.step) == 4
   chex.assert_trees_all_close(params_of(straight), params_of(resumed), atol=0, rtol=0)
@@ -42,8 +42,8 @@ def test_eight_devices_match_one_device(tmp_path):
   config = tiny_config()
   config.train.steps = 3
   config.train.checkpoint_every = 100
-  one = trainer.train(config, tmp_path / "one", devices=jax.devices()[:1])
-  eight = trainer.train(config, tmp_path / "eight", devices=jax.devices())
+  one = loop.train(config, tmp_path / "one", devices=jax.devices()[:1])
+  eight = loop.train(config, tmp_path / "eight", devices=jax.devices())
   # Same math; only the order of the batch reductions differs between layouts.
   chex.assert_trees_all_close(params_of(one), params_of(eight), atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose([h["loss_pixel"] for h in one.history],
@@ -55,13 +55,13 @@ def test_fsdp_shards_large_parameters_and_matches_replicated(tmp_path):
   config.train.steps = 2
   config.mesh.fsdp = True
   config.mesh.fsdp_min_size = 64  # the tiny net's 3×3×8×3 and 3×3×3×8 kernels qualify
-  sharded = trainer.train(config, tmp_path / "fsdp")
+  sharded = loop.train(config, tmp_path / "fsdp")
   kernel = sharded.state.params["Conv_1"]["kernel"]
   assert kernel.sharding.spec != jax.sharding.PartitionSpec(), "the large kernel should be split"
   assert len({shard.data.shape for shard in kernel.addressable_shards}) == 1
   assert kernel.addressable_shards[0].data.size == kernel.size // 8
   config.mesh.fsdp = False
-  replicated = trainer.train(config, tmp_path / "replicated")
+  replicated = loop.train(config, tmp_path / "replicated")
   chex.assert_trees_all_close(params_of(sharded), params_of(replicated), atol=1e-5, rtol=1e-5)
 
 
@@ -70,8 +70,8 @@ def test_nonfinite_state_stops_names_step_leaves_and_last_good_checkpoint(tmp_pa
   config = tiny_config()
   config.train.update(steps=6, checkpoint_every=1, log_every=10)
   config.train.nan_at_step = 3
-  with pytest.raises(trainer.NonFiniteError) as error:
-    trainer.train(config, tmp_path)
+  with pytest.raises(loop.NonFiniteError) as error:
+    loop.train(config, tmp_path)
   message = str(error.value)
   assert "step 3" in message and "params/Conv_0/bias" in message
   assert str(tmp_path / "checkpoints" / "2") in message
@@ -86,7 +86,7 @@ def test_nonfinite_state_can_be_skipped_and_the_old_state_is_kept_whole(tmp_path
   config = tiny_config()
   config.train.update(steps=4, on_nonfinite="skip")
   config.train.nan_at_step = 3
-  result = trainer.train(config, tmp_path)
+  result = loop.train(config, tmp_path)
   assert int(result.state.step) == 4
   assert sum(h["skipped_steps"] for h in result.history) == 1
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(jax.device_get(result.state)))
@@ -96,8 +96,8 @@ def test_a_run_that_only_skips_stops_instead_of_exiting_cleanly(tmp_path):
   config = tiny_config()
   config.train.update(steps=8, on_nonfinite="skip", max_skipped_steps=2, log_every=1)
   config.optim.upsampler.learning_rate = float("inf")
-  with pytest.raises(trainer.NonFiniteError, match="in a row"):
-    trainer.train(config, tmp_path)
+  with pytest.raises(loop.NonFiniteError, match="in a row"):
+    loop.train(config, tmp_path)
 
 
 def test_wrong_batch_shape_names_field_and_expected_shape():
@@ -111,7 +111,7 @@ def test_wrong_batch_shape_names_field_and_expected_shape():
 
 def test_run_writes_tensorboard_events_images_config_and_checkpoints(tmp_path):
   config = tiny_config()
-  result = trainer.train(config, tmp_path)
+  result = loop.train(config, tmp_path)
   assert list((epath.Path(tmp_path)).glob("events.out.tfevents.*")), "no TensorBoard event file"
   images = sorted((epath.Path(tmp_path) / "images").glob("*.png"))
   assert [p.name for p in images] == ["step_0000004.png"]
@@ -126,7 +126,7 @@ def test_run_writes_tensorboard_events_images_config_and_checkpoints(tmp_path):
 def test_named_steps_report_their_own_metrics_averaged_over_the_steps_that_ran(tmp_path):
   config = tiny_config()
   config.train.update(steps=4, warmup_steps=3, log_every=4, checkpoint_every=4)
-  result = trainer.train(config, tmp_path)
+  result = loop.train(config, tmp_path)
   # Steps 1-3 ("warmup") report loss_pixel only; step 4 ("main") also reports loss_colour.
   (window,) = result.history
   assert "loss_colour" in window and "loss_pixel" in window
@@ -135,7 +135,7 @@ def test_named_steps_report_their_own_metrics_averaged_over_the_steps_that_ran(t
 
 def test_frozen_networks_are_not_checkpointed_and_are_passed_unchanged(tmp_path):
   config = tiny_config()
-  trainer.train(config, tmp_path)
+  loop.train(config, tmp_path)
   stored = (epath.Path(tmp_path) / "checkpoints" / "4" / "state" / "_METADATA").read_text()  # the saved tree
   assert "Conv_0" in stored and "colour" not in stored
   _, state, step = run_setup.restore_run(config, tmp_path)
@@ -147,7 +147,7 @@ def test_client_axis_batches_and_state_are_split_over_the_clients_mesh_axis(tmp_
   config.train.update(steps=2, eval_every=2, image_every=2)
   config.mesh.update(clients=2)
   config.data.update(clients=2)
-  result = trainer.train(config, tmp_path)
+  result = loop.train(config, tmp_path)
   kernel = result.state.params["Conv_0"]["kernel"]
   assert kernel.shape[0] == 2 and kernel.sharding.spec[0] == "clients"
   # The two clients start from different parameters and stay different.
@@ -170,7 +170,7 @@ def test_progress_line_reports_phase_wait_and_says_once_how_to_feed_the_devices(
   clock = iter([0.0, 10.0, 20.0, 30.0])   # one window of 10 s per call
   monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
   line = progress.ProgressLine(total_steps=30, start_step=0, phase=lambda step: "pretrain" if step < 20 else "joint",
-                               input_hint=trainer.input_hint(tiny_config().data))
+                               input_hint=loop.input_hint(tiny_config().data))
   line.waited(9.0)              # the first window (compilation, pipeline start): no advice
   first = line(10, {"loss_pixel": 1.0, "accuracy": 0.5})
   line.waited(5.0)
@@ -202,11 +202,11 @@ def test_eta_prices_each_phase_at_its_own_rate(monkeypatch):
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(tmp_path, capsys):
   config = tiny_config()
   config.train.update(steps=4, checkpoint_every=2, keep_checkpoints=3)
-  straight = trainer.train(config, tmp_path / "straight")
-  trainer.train(config, tmp_path / "run")
+  straight = loop.train(config, tmp_path / "straight")
+  loop.train(config, tmp_path / "run")
   latest = epath.Path(tmp_path) / "run" / "checkpoints" / "4"
   (latest / "state" / "_METADATA").unlink()       # as a crash or a bad disk could leave it
-  resumed = trainer.train(config, tmp_path / "run")
+  resumed = loop.train(config, tmp_path / "run")
   out = capsys.readouterr().out
   assert "Checkpoint 4 does not restore" in out and "Resuming from" in out and "(step 2)" in out
   aside = [p.name for p in (epath.Path(tmp_path) / "run" / "checkpoints").iterdir() if "unreadable" in p.name]
@@ -269,8 +269,8 @@ def test_ctrl_c_saves_within_two_steps_of_the_signal(tmp_path, capsys, monkeypat
   config = tiny_config()
   config.method = "tests.test_trainer"
   config.train.update(steps=400, log_every=1000, eval_every=1000, image_every=1000, checkpoint_every=1000)
-  with pytest.raises(trainer.Interrupted, match="run the same command to resume"):
-    trainer.train(config, tmp_path, devices=jax.devices()[:1])
+  with pytest.raises(loop.Interrupted, match="run the same command to resume"):
+    loop.train(config, tmp_path, devices=jax.devices()[:1])
   saved = [int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit()]
   assert len(saved) == 1
   # Unbounded, the host had dispatched far ahead of the devices and every dispatched step ran before the save.
@@ -290,7 +290,7 @@ def test_a_busy_workdir_is_refused_before_the_run_is_described_or_initialized(tm
 
   monkeypatch.setattr(run_setup, "abstract_state", must_not_run)
   with pytest.raises(checkpoint.WorkdirInUseError, match="in use by another run"):
-    trainer.train(tiny_config(), tmp_path)
+    loop.train(tiny_config(), tmp_path)
   assert capsys.readouterr().out == ""
 
 
@@ -298,5 +298,5 @@ def test_the_device_rendering_hint_is_given_only_when_the_devices_are_not_the_cp
   from hallujax.config_base import base_config
   data = base_config().data
   data.source = "faceworld"
-  assert "render_on=device" in trainer.input_hint(data, "gpu")
-  assert "render_on=device" not in trainer.input_hint(data, "cpu") and "worker_count" in trainer.input_hint(data, "cpu")
+  assert "render_on=device" in loop.input_hint(data, "gpu")
+  assert "render_on=device" not in loop.input_hint(data, "cpu") and "worker_count" in loop.input_hint(data, "cpu")

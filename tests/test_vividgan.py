@@ -212,14 +212,14 @@ def test_stages_train_their_networks_and_a_short_run_beats_bicubic_on_held_out_f
 
 def test_identity_features_come_from_an_in_project_arcface_run(tmp_path):
   from configs import arcface as arcface_config
-  from hallujax import checkpoint, trainer
+  from hallujax import checkpoint, loop
   from hallujax.methods import arcface
   # An ArcFace run directory as training leaves it (config.json and a checkpoint), without the training.
   recognizer = arcface_config.get_config("smoke")
   workdir = str(tmp_path / "arcface")
   state = jax.jit(arcface.make(recognizer).init)(jax.random.key(5))
   os.makedirs(workdir)
-  trainer.write_run_config(recognizer, workdir)
+  loop.write_run_config(recognizer, workdir)
   saver = checkpoint.Checkpointer(workdir, keep=1)
   saver.save(1, state, jax.random.key_data(jax.random.key(0)), b"{}")
   saver.close()

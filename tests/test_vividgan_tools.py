@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from configs import vividgan as vividgan_config
-from hallujax import evaluation
+from hallujax import scoring
 from hallujax.data import faceworld_params
 from hallujax.methods import vividgan
 from hallujax.tools import vividgan_efficiency, vividgan_expression
@@ -12,11 +12,11 @@ from hallujax.tools import vividgan_efficiency, vividgan_expression
 
 def test_the_paper_yaw_set_groups_by_exact_magnitude_and_continuous_yaw_by_15_degree_buckets():
   signed = np.array(faceworld_params.signed_yaws(faceworld_params.PAPER_YAW_SET))
-  groups, labels = evaluation.yaw_groups(np.concatenate([signed, signed[:3]]))
+  groups, labels = scoring.yaw_groups(np.concatenate([signed, signed[:3]]))
   assert labels == ["±15°", "±22°", "±30°", "±40°", "±45°", "±55°", "±60°", "±75°", "±90°"]
   assert groups[0] == groups[17] == 8 and groups[8] == groups[9] == 0 and groups[-1] == 6   # ±90, ±15, -60
   continuous = np.random.default_rng(0).uniform(-90, 90, 200)
-  groups, labels = evaluation.yaw_groups(continuous)
+  groups, labels = scoring.yaw_groups(continuous)
   assert labels[0] == "0-15°" and labels[-1] == "75-90°" and len(labels) == 6
   np.testing.assert_array_equal(groups, np.floor(np.abs(continuous) / 15).astype(int))
 

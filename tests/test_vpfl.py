@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import vpfl as vpfl_configs
-from hallujax import run_setup, sharding, trainer
+from hallujax import run_setup, sharding, loop
 from hallujax.data import partition, pipeline
 from hallujax.federated import aggregation
 from hallujax.methods import vpfl, vpgan
@@ -303,11 +303,11 @@ def test_a_run_killed_mid_round_resumes_to_the_same_parameters(tmp_path):
   config = tiny_config()
   devices = jax.devices()[:2]
   config.train.update(steps=4, checkpoint_every=3, eval_every=100, image_every=100)
-  straight = trainer.train(config, tmp_path / "straight", devices=devices)
+  straight = loop.train(config, tmp_path / "straight", devices=devices)
   config.train.steps = 3
-  trainer.train(config, tmp_path / "interrupted", devices=devices)
+  loop.train(config, tmp_path / "interrupted", devices=devices)
   config.train.steps = 4
-  resumed = trainer.train(config, tmp_path / "interrupted", devices=devices)
+  resumed = loop.train(config, tmp_path / "interrupted", devices=devices)
   assert int(resumed.state.step) == 4
   chex.assert_trees_all_close(jax.device_get(straight.state), jax.device_get(resumed.state), atol=0, rtol=0)
   assert {"site0_psnr", "site1_psnr", "psnr"} <= set(resumed.evaluation)

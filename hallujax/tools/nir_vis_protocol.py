@@ -249,11 +249,11 @@ def main(argv):
   if FLAGS.layout != "casia" and FLAGS.folds:
     raise cli.UserError(f"--folds is CASIA's; --layout={FLAGS.layout} has a single split (drop --folds).")
   splits = protocol_splits(FLAGS.data_dir, FLAGS.layout, FLAGS.folds, FLAGS.illumination, FLAGS.gallery)
-  from hallujax import evaluation, hallucinate
+  from hallujax import scoring, hallucinate
   if FLAGS.recognizer_workdir:
-    recognizer = evaluation.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
+    recognizer = scoring.in_project_recognizer(FLAGS.recognizer_config, FLAGS.recognizer_workdir)
   elif FLAGS.arcface_weights:
-    recognizer = evaluation.arcface_torch_recognizer(FLAGS.arcface_weights, (3, 4, 6, 3))
+    recognizer = scoring.arcface_torch_recognizer(FLAGS.arcface_weights, (3, 4, 6, 3))
   else:
     raise cli.UserError("Give a recognizer: --recognizer_config + --recognizer_workdir, or --arcface_weights.")
   model = hallucinate.load_model(FLAGS.workdir, None, None, batch_size=FLAGS.batch_size)

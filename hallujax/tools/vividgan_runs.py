@@ -15,14 +15,14 @@ from typing import Iterator
 
 def run_columns(config, workdir: str, split: str = "test", batches: int | None = None) -> Iterator[tuple[dict, dict]]:
   import jax  # pylint: disable=import-outside-toplevel
-  from hallujax import evaluation, run_setup  # pylint: disable=import-outside-toplevel
+  from hallujax import scoring, run_setup  # pylint: disable=import-outside-toplevel
   from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
 
   if batches is not None:   # enough of the split for `batches` batches, as hallujax.experiments asks
     config = config.copy_and_resolve_references()
     config.data.eval_size = max(int(config.data.eval_size), batches * int(config.train.batch_size))
   run, state, _ = run_setup.restore_run(config, workdir)
-  with evaluation.quiet_warnings():   # where the frozen weights come from was said when the run trained
+  with scoring.quiet_warnings():   # where the frozen weights come from was said when the run trained
     frozen, frozen_shardings = run.frozen_networks()
   feed = run.feed()
   hallucinate = run.grid_columns(frozen_shardings).jitted

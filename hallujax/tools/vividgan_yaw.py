@@ -27,7 +27,7 @@ from absl import flags
 
 from hallujax import run_files
 from hallujax import cli
-from hallujax.evaluation import yaw_groups
+from hallujax.scoring import yaw_groups
 from hallujax.tools import vividgan_runs
 
 FLAGS = flags.FLAGS
