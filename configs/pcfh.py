@@ -10,8 +10,10 @@ and, after any of them, ``ablation=NAME`` for Tables 1, 3, 4's rows:
 
     wo_awm     PCFH w/o AWM (λ4 = 0: no warp, no attention module)
     wo_mic     PCFH w/o MIC (λ5 = 0: no estimator)
-    pix2pix    the pix2pix-style baseline (U-Net, conditional PatchGAN, 100·L1 to the unaligned VIS)
-    cyclegan   the CycleGAN-style baseline (two ResNet generators, two PatchGANs, LSGAN, cycle 10)
+    pix2pix    the pix2pix-style baseline (U-Net, conditional PatchGAN, 100·L1 to the unaligned VIS):
+               config.method = "pix2pix" (hallujax/methods/pix2pix.py)
+    cyclegan   the CycleGAN-style baseline (two ResNet generators, two PatchGANs, LSGAN, cycle 10):
+               config.method = "cyclegan" (hallujax/methods/cyclegan.py)
 
 and ``lightcnn=RUN_DIR``: L_ID (λ2 = 0.002, §4.2) with the LightCNN-29 of an in-project run, trained
 once on both spectra (``configs/lightcnn.py:smoke,spectra=nir_vis`` for the smoke variant's 32²; the
@@ -39,7 +41,7 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
                      f"{', '.join(a for a in ABLATIONS if a)}.")
   c = base_config()
   c.method = "pcfh"
-  c.ablation = ablation
+  c.ablation = ablation   # which of ABLATIONS this config is ("" = PCFH itself): a record for the tables
   # §4.1: CASIA NIR-VIS 2.0 (725 subjects; fold 1 trains on ~357), images that "vary in poses and
   # expressions". Face world stand-in: NIR of one view, VIS of the same person in another pose,
   # expression and lighting (nir_unaligned), 68 landmarks for both; NIR as one grey channel.
@@ -48,7 +50,6 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
                 target_size=256, num_identities=360, identity_split="disjoint",
                 max_yaw=30.0, max_pitch=15.0, max_roll=10.0)
   c.model = ml_collections.ConfigDict(dict(
-      kind="pcfh",
       # G_A's global path and G_B: the paper shows no layers; CycleGAN's ResNet generator
       # (2 downsamplings, 9 residual blocks at 256²), which §3.1 builds on.
       features=64, downsamplings=2, blocks=9,
@@ -58,7 +59,7 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
       attention_features=32, attention_layers=3,  # A
       estimator_size=32, estimator_features=32, estimator_layers=3,   # NE, on 32² area-pooled images
       identity_size=128,                          # LightCNN-29 v2's input size
-      unet_depth=8,                               # pix2pix baseline: unet_256
+      unet_depth=8,                               # the pix2pix baseline's U-Net levels: unet_256
   ))
   c.loss = ml_collections.ConfigDict(dict(
       adversarial=1.0,          # L_ad, Eq. 1 (no weight in Eq. 5)
@@ -126,9 +127,9 @@ def get_config(argument: str = "") -> ml_collections.ConfigDict:
   elif ablation == "wo_mic":
     c.loss.mic = 0.0
   elif ablation == "pix2pix":
-    c.model.kind = "pix2pix"
+    c.method = "pix2pix"
   elif ablation == "cyclegan":
-    c.model.kind = "cyclegan"
+    c.method = "cyclegan"
     c.optim.critic = adam(2e-4, 0.5, 0.999)   # an LSGAN PatchGAN here, not the WGAN critic
   if lightcnn_run:
     c.weights.lightcnn = lightcnn_run

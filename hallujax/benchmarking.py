@@ -75,6 +75,8 @@ SUITES = {
         "arcface": ("arcface.py",),
         "vpgan": ("vpgan.py",),                       # 128² → 512², batch 4
         "pcfh": ("pcfh.py",),                         # 256²
+        "pix2pix": ("pcfh.py:,ablation=pix2pix",),    # PCFH's Table 1 baselines, on its pairs
+        "cyclegan": ("pcfh.py:,ablation=cyclegan",),
         "vividgan": ("vividgan.py",),                 # 16² → 128²
         "vpfl": ("vpfl.py",),                         # one round of K clients
     },
@@ -82,6 +84,8 @@ SUITES = {
         "ipfh": ("ipfh.py:smoke",),
         # vpfl's smoke (8 clients, 16² → 64²) took 122 s per step on the loaded 2-core CPU; "tiny" is 2 clients.
         "vpfl": ("vpfl.py:tiny",),
+        "pix2pix": ("pcfh.py:smoke,ablation=pix2pix",),
+        "cyclegan": ("pcfh.py:smoke,ablation=cyclegan",),
     },
 }
 

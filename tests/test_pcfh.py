@@ -7,7 +7,7 @@ import numpy as np
 import skimage.draw
 
 from configs.pcfh import get_config
-from hallujax import optim, loop
+from hallujax import methods, optim, loop
 from hallujax.data import pipeline
 from hallujax.methods import pcfh as pcfh_method
 from hallujax.models import pcfh as models
@@ -231,14 +231,14 @@ def test_each_loss_term_switched_off_by_its_weight_leaves_the_others_unchanged()
   frozen = jax.jit(method.init_frozen)(jax.random.key(1))
   # Eager (op by op): one small program per operation, shared by every configuration below.
   everything = {name: float(value) for name, value in
-                pcfh_method.build(config).generator_terms(params, frozen, batch).items()}
+                pcfh_method.generator_terms(pcfh_method.build(config), params, frozen, batch).items()}
   assert set(everything) == {f"loss_{term}" for term in TERMS} | {"loss_adversarial"}
   assert all(value != 0.0 for value in everything.values()), everything
   for term in TERMS:
     switched = tiny_config()
     switched.loss.identity = 0.002
     switched.loss[term] = 0.0
-    without = pcfh_method.build(switched).generator_terms(params, frozen, batch)
+    without = pcfh_method.generator_terms(pcfh_method.build(switched), params, frozen, batch)
     gone = {term} | ({"attention_l1", "attention_rank", "attention_sparsity"} if term == "awm" else set())
     assert set(without) == set(everything) - {f"loss_{t}" for t in gone}, (term, sorted(without))
     for name, value in without.items():
@@ -260,6 +260,26 @@ def test_variants_without_a_network_initialise_the_others_as_the_full_method():
   critic = jax.jit(lambda key: pcfh_method.make(without).init(key).params["critic"])(jax.random.key(0))
   reference = jax.jit(lambda key: pcfh_method.make(config).init(key).params["critic"])(jax.random.key(0))
   chex.assert_trees_all_equal(critic, reference)
+
+
+def test_the_baselines_are_methods_of_their_own_that_train_on_pcfh_pairs():
+  """ablation=pix2pix / cyclegan selects a registered method with its own networks; one step moves each."""
+  batch = None
+  for ablation, trained in (("pix2pix", {"generator", "discriminator"}),
+                            ("cyclegan", {"generator", "auxiliary", "critic", "critic_nir"})):
+    config = tiny_config(f"smoke,ablation={ablation}")
+    assert config.method == ablation
+    method = methods.make_method(config)
+    batch = batch or {name: jnp.asarray(value) for name, value in random_batch(config).items()}
+    state = jax.jit(method.init)(jax.random.key(0))
+    assert set(state.params) == trained
+    frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+    after, metrics = jax.jit(method.steps["train"])(state, frozen, batch, jax.random.key(2))
+    assert int(after.step) == 1 and all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    for name in trained:
+      assert not np.allclose(jax.tree.leaves(after.params[name])[0], jax.tree.leaves(state.params[name])[0]), name
+    columns = jax.eval_shape(method.hallucinate, state, frozen, batch)
+    assert set(columns) == {"input", "visible", "warped", "output", "target"}   # PCFH's, without the attention
 
 
 # ----------------------------------------------------------------------------- learning

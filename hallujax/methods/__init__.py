@@ -101,6 +101,8 @@ METHODS = {
     "vpgan": "hallujax.methods.vpgan",
     "vpfl": "hallujax.methods.vpfl",
     "pcfh": "hallujax.methods.pcfh",
+    "pix2pix": "hallujax.methods.pix2pix",     # PCFH's Table 1 baselines (configs/pcfh.py:...,ablation=pix2pix)
+    "cyclegan": "hallujax.methods.cyclegan",
     "vividgan": "hallujax.methods.vividgan",
     "expression": "hallujax.methods.expression",
     "lightcnn": "hallujax.methods.lightcnn",

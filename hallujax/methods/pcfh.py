@@ -71,30 +71,29 @@ Reading of the paper's open points (each also in configs/pcfh.py):
   it stays random and the log says so loudly.
 
 Variants (configs/pcfh.py): wo_awm (λ4 = 0: no warp, no A), wo_mic (λ5 = 0:
-no NE), and two baselines trained on the same pairs with their usual losses,
-``model.kind = "pix2pix"`` (U-Net, conditional PatchGAN with the
-cross-entropy GAN loss, 100·L1 to the unaligned VIS image) and
-``model.kind = "cyclegan"`` (two ResNet generators, two PatchGANs, least
-squares GAN, cycle weight 10 in both directions; no identity loss, which
-needs equal channel counts).
+no NE). The paper's two baselines, trained on the same pairs with their usual
+losses, are methods of their own that share this module's networks, state,
+initialisation, frozen LightCNN and evaluation (:class:`Parts`):
+hallujax/methods/pix2pix.py and hallujax/methods/cyclegan.py
+(``configs/pcfh.py:...,ablation=pix2pix`` / ``ablation=cyclegan``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
 
 from hallujax import optim
 from hallujax.data.faceworld import LUMINANCE
 from hallujax.methods import MakeContext, Method, no_restore, phase_at
+from hallujax.methods.train_state import TrainState, update_networks
 from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models import pcfh as models
@@ -102,38 +101,27 @@ from hallujax.models.recognition import LightCNN29
 from hallujax.nn.initialization import fast_key, init_variables
 from hallujax.nn.warp import idw_warp
 
-KINDS = ("pcfh", "pix2pix", "cyclegan")
+# Every network of PCFH and its baselines, in the order that gives each its initialisation key.
 NETWORKS = ("generator", "auxiliary", "critic", "attention", "estimator", "discriminator", "critic_nir")
 
-
-@flax.struct.dataclass
-class PCFHState:
-  step: jax.Array
-  params: dict      # {network: parameters}: see `trained_networks`
-  opt_state: dict   # {network: optax state}, the same keys
+PCFHState = TrainState   # params / opt_state: {network: ...} for the networks of `trained_networks`
 
 
 # ----------------------------------------------------------------------------- configuration
 
 
 def trained_networks(config) -> tuple[str, ...]:
-  """The networks a run trains, one ``config.optim`` section each."""
-  kind = config.model.kind
-  if kind == "pcfh":
-    names = ["generator", "auxiliary", "critic"]
-    if config.loss.awm > 0:
-      names.append("attention")
-    if config.loss.mic > 0:
-      names.append("estimator")
-    return tuple(names)
-  if kind == "pix2pix":
-    return ("generator", "discriminator")
-  if kind == "cyclegan":
-    return ("generator", "auxiliary", "critic", "critic_nir")
-  raise ValueError(f"config.model.kind={kind!r}; expected one of {', '.join(KINDS)}.")
+  """The networks a PCFH run trains, one ``config.optim`` section each."""
+  names = ["generator", "auxiliary", "critic"]
+  if config.loss.awm > 0:
+    names.append("attention")
+  if config.loss.mic > 0:
+    names.append("estimator")
+  return tuple(names)
 
 
 def check_config(config) -> None:
+  """What PCFH and its baselines need of the config."""
   d = config.data
   if d.input_size != d.target_size:
     raise ValueError(f"PCFH translates at one size: config.data.input_size={d.input_size} must equal "
@@ -142,32 +130,39 @@ def check_config(config) -> None:
                "attention_sparsity"):
     if config.loss[name] < 0:
       raise ValueError(f"config.loss.{name}={config.loss[name]} must be >= 0 (0 switches the term off).")
-  if config.model.kind == "pcfh" and config.loss.mic > 0 and config.train.estimator_steps < 1:
+
+
+def check_pcfh_config(config) -> None:
+  check_config(config)
+  if config.loss.mic > 0 and config.train.estimator_steps < 1:
     raise ValueError(f"config.train.estimator_steps={config.train.estimator_steps}; expected at least 1 update "
                      f"of NE a step (config.loss.mic=0 switches MIC off).")
 
 
+def resnet_generator(config, channels: int) -> models.ResNetGenerator:
+  """G_B, and both of the CycleGAN baseline's generators: CycleGAN's ResNet generator."""
+  m = config.model
+  return models.ResNetGenerator(channels, m.features, m.downsamplings, m.blocks, jnp.dtype(config.train.compute_dtype))
+
+
+def patch_critic(config, normalize: bool) -> models.PatchCritic:
+  m = config.model
+  return models.PatchCritic(m.critic_features, m.critic_layers, normalize, jnp.dtype(config.train.compute_dtype))
+
+
 def networks(config) -> dict:
+  """PCFH's networks; ``lightcnn`` is frozen (L_ID and the evaluation)."""
   m, d = config.model, config.data
   dtype = jnp.dtype(config.train.compute_dtype)
-  nir_channels = d.input_channels
-  resnet = lambda channels: models.ResNetGenerator(channels, m.features, m.downsamplings, m.blocks, dtype)
-  patch = lambda normalize: models.PatchCritic(m.critic_features, m.critic_layers, normalize, dtype)
-  nets = {"lightcnn": LightCNN29(dtype=dtype)}
-  if m.kind == "pcfh":
-    nets.update(
-        generator=models.MultiPathGenerator(3, m.features, m.downsamplings, m.blocks, m.local_features,
-                                            m.local_blocks, m.local_paths, dtype),
-        auxiliary=resnet(nir_channels), critic=patch(False),
-        attention=models.AttentionModule(m.attention_features, m.attention_layers, dtype),
-        estimator=models.MutualInformationEstimator(m.estimator_size, m.estimator_features,
-                                                    m.estimator_layers, dtype))
-  elif m.kind == "pix2pix":
-    nets.update(generator=models.UNetGenerator(3, m.features, m.unet_depth, dtype), discriminator=patch(True))
-  else:
-    nets.update(generator=resnet(3), auxiliary=resnet(nir_channels), critic=patch(True),
-                critic_nir=patch(True))
-  return nets
+  return {
+      "lightcnn": LightCNN29(dtype=dtype),
+      "generator": models.MultiPathGenerator(3, m.features, m.downsamplings, m.blocks, m.local_features,
+                                             m.local_blocks, m.local_paths, dtype),
+      "auxiliary": resnet_generator(config, d.input_channels), "critic": patch_critic(config, False),
+      "attention": models.AttentionModule(m.attention_features, m.attention_layers, dtype),
+      "estimator": models.MutualInformationEstimator(m.estimator_size, m.estimator_features,
+                                                     m.estimator_layers, dtype),
+  }
 
 
 def batch_spec(config) -> dict[str, jax.ShapeDtypeStruct]:
@@ -262,301 +257,298 @@ def cosine_distances(first: jax.Array, second: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- the method
 
 
-class Built(NamedTuple):
-  """What ``build`` makes: the Method, and its generator's weighted loss terms for inspection."""
-  method: Method
-  generator_terms: Callable   # (params, frozen, batch, warmup=False) -> {"loss_<term>": scalar}
+class Parts(NamedTuple):
+  """What PCFH and its baselines (methods/pix2pix.py, methods/cyclegan.py) share, built once."""
+  nets: dict                 # {network: Flax module}, "lightcnn" (frozen) included
+  optimizers: dict           # {trained network: optax transformation}
+  names: tuple               # the trained networks
+  spec: dict                 # batch_spec
+  generator_reads_landmarks: bool   # G_A(I_N, landmarks) (PCFH's local paths) or G(I_N) (the baselines)
+  identity_size: int         # LightCNN's input side
+  lightcnn_path: str         # config.weights.lightcnn
+  restore: Callable = no_restore   # make's context.restore: an in-project LightCNN run directory
+
+
+def make_parts(config, nets: dict, names: tuple, generator_reads_landmarks: bool,
+               restore: Callable = no_restore) -> Parts:
+  return Parts(nets=nets, optimizers=optim.make_all(config.optim, names), names=tuple(names),
+               spec=batch_spec(config), generator_reads_landmarks=generator_reads_landmarks,
+               identity_size=int(config.model.identity_size), lightcnn_path=config.weights.lightcnn,
+               restore=restore)
+
+
+def init_state(parts: Parts, rng) -> TrainState:
+  # One key per network by its place in NETWORKS, so that a variant without one network (w/o AWM,
+  # w/o MIC) initialises the others exactly as the full method does.
+  keys = {name: fast_key(jax.random.fold_in(rng, NETWORKS.index(name))) for name in parts.names}
+  nir = jnp.zeros((1, *parts.spec["input"].shape))
+  visible = jnp.zeros((1, *parts.spec["target"].shape))
+  landmarks = jnp.zeros((1, 68, 2))
+  arguments = {
+      "generator": (nir, landmarks) if parts.generator_reads_landmarks else (nir,),
+      "auxiliary": (visible,), "critic": (visible,), "critic_nir": (nir,),
+      "discriminator": (jnp.concatenate([nir, visible], -1),),
+      "attention": (nir, visible),
+      "estimator": (jnp.zeros((2, *parts.spec["target"].shape)),) * 2 + (jnp.zeros((2, *parts.spec["input"].shape)),),
+  }
+  params = {name: init_variables(parts.nets[name], keys[name], *arguments[name])["params"] for name in parts.names}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state={name: parts.optimizers[name].init(params[name]) for name in parts.names})
+
+
+def init_frozen(parts: Parts, rng) -> dict:
+  size = parts.identity_size
+  return {"lightcnn": init_variables(parts.nets["lightcnn"], fast_key(rng), jnp.zeros((1, size, size, 1)))["params"]}
+
+
+def load_frozen(parts: Parts, frozen: dict) -> dict:
+  lightcnn_path = parts.lightcnn_path
+  if not lightcnn_path:
+    logging.warning(
+        "config.weights.lightcnn is empty: PCFH's identity loss L_ID (paper 001 Eq. 3) and the "
+        "identity evaluation use a RANDOMLY INITIALIZED LightCNN-29. Train one in-project with "
+        "`python -m hallujax.train --config configs/lightcnn.py --workdir RUN_DIR` "
+        "(configs/lightcnn.py:smoke for model.identity_size=32) and give "
+        "--config.weights.lightcnn=RUN_DIR, or give the public "
+        "LightCNN_29Layers_V2_checkpoint.pth.tar with --config.weights.lightcnn=PATH.")
+    return frozen
+  if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
+    from hallujax.methods import lightcnn as lightcnn_method   # pylint: disable=import-outside-toplevel
+    return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
+                                                      frozen["lightcnn"], parts.identity_size, parts.restore)}
+  if not os.path.isfile(lightcnn_path):
+    raise ValueError(f"config.weights.lightcnn={lightcnn_path} does not exist; expected the public "
+                     f"LightCNN_29Layers_V2_checkpoint.pth.tar or a run directory of `python -m "
+                     f"hallujax.train --config configs/lightcnn.py --workdir RUN_DIR`.")
+  if parts.identity_size != 128:
+    raise ValueError(f"config.weights.lightcnn is LightCNN-29 v2 at 128²; config.model.identity_size="
+                     f"{parts.identity_size} must be 128.")
+  from hallujax.convert.lightcnn import load_lightcnn
+  logging.info("LightCNN-29 v2 from %s", lightcnn_path)
+  return {"lightcnn": load_lightcnn(lightcnn_path, parts.nets["lightcnn"])["params"]}
+
+
+def generate(parts: Parts, params, batch) -> jax.Array:
+  """The NIR → VIS generator's output for the batch's I_N."""
+  generator = parts.nets["generator"]
+  if parts.generator_reads_landmarks:
+    return generator.apply({"params": params["generator"]}, batch["input"], batch["input_landmarks"])
+  return generator.apply({"params": params["generator"]}, batch["input"])
+
+
+def identity_features(parts: Parts, frozen, images) -> jax.Array:
+  return parts.nets["lightcnn"].apply({"params": frozen["lightcnn"]}, resize_to(images, parts.identity_size))
+
+
+def warped_visible(batch) -> jax.Array:
+  """I_Warp = W(I_N, I_V) (Eq. 6): I_V moved from its landmarks onto the NIR input's."""
+  return idw_warp(batch["target"], batch["landmarks"], batch["input_landmarks"])
+
+
+def translation_values(parts: Parts, frozen, batch, output) -> dict[str, jax.Array]:
+  """Per example: PSNR / SSIM / L1 of the output against the same-pose VIS image (aligned_target),
+  L1 to the warped VIS image, and LightCNN identity figures within the batch (gallery: the batch's I_V)."""
+  aligned = batch["aligned_target"]
+  warped = warped_visible(batch)
+  per_image = lambda x: jnp.mean(jnp.abs(x), axis=(1, 2, 3))
+  values = {
+      "psnr": image_quality.psnr_from_unit_range(output, aligned),
+      "ssim": image_quality.ssim_from_unit_range(output, aligned),
+      "l1_aligned": per_image(output - aligned),
+      "l1_warped": per_image(output - warped),
+      "warp_l1_aligned": per_image(warped - aligned),   # how far I_Warp itself is from the truth
+  }
+  gallery = identity_features(parts, frozen, batch["target"])
+  generated = cosine_distances(identity_features(parts, frozen, output), gallery)
+  original = cosine_distances(identity_features(parts, frozen, batch["input"]), gallery)
+  identities = batch["identity"]
+  values.update(
+      rank1_nir=in_batch_rank1(original, identities),
+      rank1_output=in_batch_rank1(generated, identities),
+      rank1_fused=in_batch_rank1(identity_metrics.fused_distance(original, generated), identities),
+      identity_cosine=1.0 - jnp.diagonal(generated))
+  return values
+
+
+def translation_columns(batch, output, attention=None) -> dict[str, jax.Array]:
+  """NIR input | unaligned VIS | warped VIS | [attention map] | output | VIS of the input's pose."""
+  columns = {"input": batch["input"], "visible": batch["target"], "warped": warped_visible(batch)}
+  if attention is not None:
+    columns["attention"] = 2.0 * attention - 1.0
+  columns["output"] = output
+  columns["target"] = batch["aligned_target"]
+  return columns
+
+
+def baseline_eval_step(parts: Parts, state: TrainState, frozen, batch) -> dict[str, jax.Array]:
+  """A baseline's evaluation: PCFH's figures of its output (no attention, no estimator)."""
+  return translation_values(parts, frozen, batch, generate(parts, state.params, batch))
+
+
+def baseline_hallucinate(parts: Parts, state: TrainState, frozen, batch) -> dict[str, jax.Array]:
+  del frozen
+  return translation_columns(batch, generate(parts, state.params, batch))
+
+
+def baseline_method(parts: Parts, train_step: Callable) -> Method:
+  """A baseline of Table 1 as a Method: one ``train`` step, PCFH's state, frozen LightCNN and evaluation."""
+  return Method(batch_spec=parts.spec, init=functools.partial(init_state, parts),
+                init_frozen=functools.partial(init_frozen, parts), load_frozen=functools.partial(load_frozen, parts),
+                steps={"train": functools.partial(train_step, parts)}, schedule=lambda step_number: "train",
+                eval_step=functools.partial(baseline_eval_step, parts),
+                hallucinate=functools.partial(baseline_hallucinate, parts))
+
+
+# ----------------------------------------------------------------------------- PCFH
+
+
+@dataclasses.dataclass(frozen=True)
+class PCFH:
+  """What `build` makes once from a PCFH config; the steps below are pure functions of it."""
+  parts: Parts
+  loss: Any                   # config.loss: λ1..λ5, α1..α3, the critic's λ_gp, sum_reference_size
+  use_awm: bool               # λ4 > 0: the warp, A and L_AWM
+  use_mic: bool               # λ5 > 0: NE and L_MIC
+  use_identity: bool          # λ2 > 0: L_ID
+  estimator_steps: int        # NE's updates a step (train.estimator_steps)
+  warmup_steps: int           # steps with Att ≡ 1 (train.attention_warmup_steps; 0 without AWM)
+
+
+def build(config, restore: Callable = no_restore) -> PCFH:
+  check_pcfh_config(config)
+  w = config.loss
+  use_awm = w.awm > 0
+  return PCFH(parts=make_parts(config, networks(config), trained_networks(config), generator_reads_landmarks=True,
+                               restore=restore),
+              loss=w, use_awm=use_awm, use_mic=w.mic > 0, use_identity=w.identity > 0,
+              estimator_steps=int(config.train.estimator_steps),
+              warmup_steps=int(config.train.attention_warmup_steps) if use_awm else 0)
+
+
+def attention_map(pcfh: PCFH, params, batch, warped) -> jax.Array:
+  return pcfh.parts.nets["attention"].apply({"params": params["attention"]}, batch["input"], warped)
+
+
+def estimates(pcfh: PCFH, estimator_params, output, batch) -> dict:
+  return mutual_information(pcfh.parts.nets["estimator"], estimator_params, output, batch["target"], batch["input"])
+
+
+def generator_losses(pcfh: PCFH, trained, state_params, frozen, batch, warped, warmup: bool):
+  """The generator's terms (Eqs. 1–5, 8, 9) and A's (Eqs. 7–8), each weighted: {name: scalar}.
+
+  In the warm-up phase Att ≡ 1: L_AWM is the plain L1 to I_Warp and A is neither used nor trained.
+  """
+  parts, w = pcfh.parts, pcfh.loss
+  nets, reference = parts.nets, int(w.sum_reference_size)
+  params = dict(state_params, **trained)
+  output = generate(parts, params, batch)
+  critic = lambda x: nets["critic"].apply({"params": params["critic"]}, x)
+  terms = {"loss_adversarial": -w.adversarial * jnp.mean(critic(output))}                     # Eq. 1
+  if w.reconstruction > 0:                                                                     # Eq. 2
+    cycled = nets["auxiliary"].apply({"params": params["auxiliary"]}, output)
+    terms["loss_reconstruction"] = w.reconstruction * sum_as_at(jnp.abs(cycled - batch["input"]), reference)
+  if pcfh.use_identity:                                                                         # Eq. 3
+    difference = identity_features(parts, frozen, batch["target"]) - identity_features(parts, frozen, output)
+    terms["loss_identity"] = w.identity * jnp.mean(jnp.sum(jnp.abs(difference), axis=-1))
+  if w.luminance > 0:                                                                           # Eq. 4
+    terms["loss_luminance"] = w.luminance * jnp.mean(jnp.abs(luminance(output) - luminance(batch["input"])))
+  if pcfh.use_awm and warmup:
+    terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(output - warped) / 2.0, reference)
+  elif pcfh.use_awm:
+    attention = attention_map(pcfh, params, batch, warped)
+    held_attention = jax.lax.stop_gradient(attention)   # L_AWM trains G_A; A learns from L_A alone
+    attended_output = models.apply_attention(held_attention, output)
+    attended_warp = models.apply_attention(held_attention, warped)
+    terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(attended_output - attended_warp), reference)  # Eq. 8
+    if w.attention_l1 > 0:                                                                      # Eq. 7
+      held = models.apply_attention(attention, jax.lax.stop_gradient(output))
+      terms["loss_attention_l1"] = w.attention_l1 * jnp.mean(jnp.abs(held - (warped + 1.0) / 2.0))
+    if w.attention_rank > 0:
+      side_scale = reference / attention.shape[1]
+      terms["loss_attention_rank"] = w.attention_rank * side_scale * nuclear_norm(attention)
+    if w.attention_sparsity > 0:
+      terms["loss_attention_sparsity"] = w.attention_sparsity * sum_as_at(attention, reference)
+  if pcfh.use_mic:                                                                              # Eq. 9
+    information = estimates(pcfh, jax.lax.stop_gradient(params["estimator"]), output, batch)
+    terms["loss_mic"] = w.mic * (information["nir"] - information["visible"])
+  return terms
+
+
+def generator_terms(pcfh: PCFH, params, frozen, batch, warmup: bool = False) -> dict:
+  """The generator's weighted loss terms for `params` (for inspection; the tests read them)."""
+  warped = warped_visible(batch) if pcfh.use_awm else None
+  return generator_losses(pcfh, {}, params, frozen, batch, warped, warmup)
+
+
+def train_step(pcfh: PCFH, state: TrainState, frozen, batch, rng, *, warmup: bool = False):
+  """D_A (WGAN-GP), then NE (Eq. 10), then G_A, G_B and A (Eqs. 1–9)."""
+  parts, w = pcfh.parts, pcfh.loss
+  nets, opts = parts.nets, parts.optimizers
+  penalty_rng, _ = jax.random.split(rng)
+  metrics = {}
+  fake = jax.lax.stop_gradient(generate(parts, state.params, batch))
+  params, opt_state = state.params, state.opt_state
+
+  def critic_loss(critic_params):
+    critic = lambda x: nets["critic"].apply({"params": critic_params}, x)
+    distance = jnp.mean(critic(batch["target"])) - jnp.mean(critic(fake))
+    penalty = gradient_penalty(critic, batch["target"], fake, penalty_rng)
+    return -distance + w.gradient_penalty * penalty, (distance, penalty)
+  (loss, (distance, penalty)), gradients = jax.value_and_grad(critic_loss, has_aux=True)(params["critic"])
+  params, opt_state = update_networks(opts, params, opt_state, {"critic": gradients})
+  metrics.update(loss_critic=loss, wasserstein_distance=distance, gradient_penalty=penalty)
+
+  if pcfh.use_mic:                                                                              # Eq. 10
+    estimator_params, estimator_state, information = train_estimator(
+        nets["estimator"], opts["estimator"], params["estimator"], opt_state["estimator"], fake,
+        batch["target"], batch["input"], pcfh.estimator_steps)
+    params, opt_state = dict(params, estimator=estimator_params), dict(opt_state, estimator=estimator_state)
+    metrics.update(mi_output_visible=information["visible"], mi_output_nir=information["nir"])
+
+  warped = warped_visible(batch) if pcfh.use_awm else None
+  trained_here = ("generator", "auxiliary") if warmup else ("generator", "auxiliary", "attention")
+  generator_names = tuple(n for n in trained_here if n in parts.names)
+
+  def total(trained):
+    terms = generator_losses(pcfh, trained, params, frozen, batch, warped, warmup)
+    return sum(terms.values()), terms
+  (loss, terms), gradients = jax.value_and_grad(total, has_aux=True)(
+      {name: params[name] for name in generator_names})
+  params, opt_state = update_networks(opts, params, opt_state, {name: gradients[name] for name in generator_names})
+  metrics.update(terms, loss_generator=loss)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(pcfh: PCFH, state: TrainState, frozen, batch) -> dict[str, jax.Array]:
+  """translation_values, and NE's estimates on the held-out pairs."""
+  output = generate(pcfh.parts, state.params, batch)
+  values = translation_values(pcfh.parts, frozen, batch, output)
+  if pcfh.use_mic:
+    # NE's estimates on held-out pairs (one value a batch, repeated per example so batches average).
+    information = estimates(pcfh, state.params["estimator"], output, batch)
+    count = output.shape[0]
+    values.update(mi_output_nir=jnp.full((count,), information["nir"]),
+                  mi_output_visible=jnp.full((count,), information["visible"]))
+  return values
+
+
+def hallucinate(pcfh: PCFH, state: TrainState, frozen, batch) -> dict[str, jax.Array]:
+  """NIR input | unaligned VIS | warped VIS | attention map | output | VIS of the input's pose."""
+  del frozen
+  attention = attention_map(pcfh, state.params, batch, warped_visible(batch)) if pcfh.use_awm else None
+  return translation_columns(batch, generate(pcfh.parts, state.params, batch), attention)
 
 
 def make(config, context: MakeContext = MakeContext()) -> Method:
-  """PCFH (or a baseline, by ``config.model.kind``) built once."""
-  return build(config, context.restore).method
-
-
-def build(config, restore: Callable = no_restore) -> Built:
-  """make's body; also returns the PCFH generator's loss terms (Eqs. 1–9), which the tests read."""
-  check_config(config)
-  nets = networks(config)
-  names = trained_networks(config)
-  opts = optim.make_all(config.optim, names)
-  spec = batch_spec(config)
-  w, m = config.loss, config.model
-  kind, reference = m.kind, int(w.sum_reference_size)
-  use_awm = kind == "pcfh" and w.awm > 0
-  use_mic = kind == "pcfh" and w.mic > 0
-  use_identity = kind == "pcfh" and w.identity > 0
-  estimator_steps = int(config.train.estimator_steps)
-  lightcnn_path = config.weights.get("lightcnn", "")
-
-  # ---- initialisation
-
-  def init(rng) -> PCFHState:
-    # One key per network by its place in NETWORKS, so that a variant without one network (w/o AWM,
-    # w/o MIC) initialises the others exactly as the full method does.
-    keys = {name: fast_key(jax.random.fold_in(rng, NETWORKS.index(name))) for name in names}
-    nir = jnp.zeros((1, *spec["input"].shape))
-    visible = jnp.zeros((1, *spec["target"].shape))
-    landmarks = jnp.zeros((1, 68, 2))
-    arguments = {
-        "generator": (nir, landmarks) if kind == "pcfh" else (nir,),
-        "auxiliary": (visible,), "critic": (visible,), "critic_nir": (nir,),
-        "discriminator": (jnp.concatenate([nir, visible], -1),),
-        "attention": (nir, visible),
-        "estimator": (jnp.zeros((2, *spec["target"].shape)),) * 2 + (jnp.zeros((2, *spec["input"].shape)),),
-    }
-    params = {name: init_variables(nets[name], keys[name], *arguments[name])["params"] for name in names}
-    return PCFHState(step=jnp.zeros((), jnp.int32), params=params,
-                     opt_state={name: opts[name].init(params[name]) for name in names})
-
-  def init_frozen(rng) -> dict:
-    size = m.identity_size
-    return {"lightcnn": init_variables(nets["lightcnn"], fast_key(rng), jnp.zeros((1, size, size, 1)))["params"]}
-
-  def load_frozen(frozen: dict) -> dict:
-    if not lightcnn_path:
-      logging.warning(
-          "config.weights.lightcnn is empty: PCFH's identity loss L_ID (paper 001 Eq. 3) and the "
-          "identity evaluation use a RANDOMLY INITIALIZED LightCNN-29. Train one in-project with "
-          "`python -m hallujax.train --config configs/lightcnn.py --workdir RUN_DIR` "
-          "(configs/lightcnn.py:smoke for model.identity_size=32) and give "
-          "--config.weights.lightcnn=RUN_DIR, or give the public "
-          "LightCNN_29Layers_V2_checkpoint.pth.tar with --config.weights.lightcnn=PATH.")
-      return frozen
-    if os.path.isdir(lightcnn_path):   # an in-project run of configs/lightcnn.py, at identity_size²
-      from hallujax.methods import lightcnn as lightcnn_method   # pylint: disable=import-outside-toplevel
-      return {"lightcnn": lightcnn_method.frozen_params(lightcnn_path, "config.weights.lightcnn",
-                                                        frozen["lightcnn"], m.identity_size, restore)}
-    if not os.path.isfile(lightcnn_path):
-      raise ValueError(f"config.weights.lightcnn={lightcnn_path} does not exist; expected the public "
-                       f"LightCNN_29Layers_V2_checkpoint.pth.tar or a run directory of `python -m "
-                       f"hallujax.train --config configs/lightcnn.py --workdir RUN_DIR`.")
-    if m.identity_size != 128:
-      raise ValueError(f"config.weights.lightcnn is LightCNN-29 v2 at 128²; config.model.identity_size="
-                       f"{m.identity_size} must be 128.")
-    from hallujax.convert.lightcnn import load_lightcnn
-    logging.info("LightCNN-29 v2 from %s", lightcnn_path)
-    return {"lightcnn": load_lightcnn(lightcnn_path, nets["lightcnn"])["params"]}
-
-  # ---- pieces
-
-  def generate(params, batch) -> jax.Array:
-    if kind == "pcfh":
-      return nets["generator"].apply({"params": params["generator"]}, batch["input"], batch["input_landmarks"])
-    return nets["generator"].apply({"params": params["generator"]}, batch["input"])
-
-  def identity_features(frozen, images) -> jax.Array:
-    return nets["lightcnn"].apply({"params": frozen["lightcnn"]}, resize_to(images, m.identity_size))
-
-  def warped_visible(batch) -> jax.Array:
-    """I_Warp = W(I_N, I_V) (Eq. 6): I_V moved from its landmarks onto the NIR input's."""
-    return idw_warp(batch["target"], batch["landmarks"], batch["input_landmarks"])
-
-  def attention_map(params, batch, warped) -> jax.Array:
-    return nets["attention"].apply({"params": params["attention"]}, batch["input"], warped)
-
-  def estimates(estimator_params, output, batch) -> dict:
-    return mutual_information(nets["estimator"], estimator_params, output, batch["target"], batch["input"])
-
-  def update(state_params, opt_state, gradients, network_names):
-    params, opt_state = dict(state_params), dict(opt_state)
-    for name in network_names:
-      params[name], opt_state[name] = optim.apply_update(opts[name], params[name], opt_state[name],
-                                                         gradients[name])
-    return params, opt_state
-
-  # ---- PCFH
-
-  def generator_losses(trained, state_params, frozen, batch, warped, warmup: bool):
-    """The generator's terms (Eqs. 1–5, 8, 9) and A's (Eqs. 7–8), each weighted: {name: scalar}.
-
-    In the warm-up phase Att ≡ 1: L_AWM is the plain L1 to I_Warp and A is neither used nor trained.
-    """
-    params = dict(state_params, **trained)
-    output = generate(params, batch)
-    critic = lambda x: nets["critic"].apply({"params": params["critic"]}, x)
-    terms = {"loss_adversarial": -w.adversarial * jnp.mean(critic(output))}                     # Eq. 1
-    if w.reconstruction > 0:                                                                     # Eq. 2
-      cycled = nets["auxiliary"].apply({"params": params["auxiliary"]}, output)
-      terms["loss_reconstruction"] = w.reconstruction * sum_as_at(jnp.abs(cycled - batch["input"]), reference)
-    if use_identity:                                                                              # Eq. 3
-      difference = identity_features(frozen, batch["target"]) - identity_features(frozen, output)
-      terms["loss_identity"] = w.identity * jnp.mean(jnp.sum(jnp.abs(difference), axis=-1))
-    if w.luminance > 0:                                                                           # Eq. 4
-      terms["loss_luminance"] = w.luminance * jnp.mean(jnp.abs(luminance(output) - luminance(batch["input"])))
-    if use_awm and warmup:
-      terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(output - warped) / 2.0, reference)
-    elif use_awm:
-      attention = attention_map(params, batch, warped)
-      held_attention = jax.lax.stop_gradient(attention)   # L_AWM trains G_A; A learns from L_A alone
-      attended_output = models.apply_attention(held_attention, output)
-      attended_warp = models.apply_attention(held_attention, warped)
-      terms["loss_awm"] = w.awm * sum_as_at(jnp.abs(attended_output - attended_warp), reference)  # Eq. 8
-      if w.attention_l1 > 0:                                                                      # Eq. 7
-        held = models.apply_attention(attention, jax.lax.stop_gradient(output))
-        terms["loss_attention_l1"] = w.attention_l1 * jnp.mean(jnp.abs(held - (warped + 1.0) / 2.0))
-      if w.attention_rank > 0:
-        side_scale = reference / attention.shape[1]
-        terms["loss_attention_rank"] = w.attention_rank * side_scale * nuclear_norm(attention)
-      if w.attention_sparsity > 0:
-        terms["loss_attention_sparsity"] = w.attention_sparsity * sum_as_at(attention, reference)
-    if use_mic:                                                                                   # Eq. 9
-      information = estimates(jax.lax.stop_gradient(params["estimator"]), output, batch)
-      terms["loss_mic"] = w.mic * (information["nir"] - information["visible"])
-    return terms
-
-  def pcfh_step(state: PCFHState, frozen, batch, rng, *, warmup: bool = False):
-    penalty_rng, _ = jax.random.split(rng)
-    metrics = {}
-    fake = jax.lax.stop_gradient(generate(state.params, batch))
-    params, opt_state = state.params, state.opt_state
-
-    def critic_loss(critic_params):
-      critic = lambda x: nets["critic"].apply({"params": critic_params}, x)
-      distance = jnp.mean(critic(batch["target"])) - jnp.mean(critic(fake))
-      penalty = gradient_penalty(critic, batch["target"], fake, penalty_rng)
-      return -distance + w.gradient_penalty * penalty, (distance, penalty)
-    (loss, (distance, penalty)), gradients = jax.value_and_grad(critic_loss, has_aux=True)(params["critic"])
-    params, opt_state = update(params, opt_state, {"critic": gradients}, ("critic",))
-    metrics.update(loss_critic=loss, wasserstein_distance=distance, gradient_penalty=penalty)
-
-    if use_mic:                                                                                   # Eq. 10
-      estimator_params, estimator_state, information = train_estimator(
-          nets["estimator"], opts["estimator"], params["estimator"], opt_state["estimator"], fake,
-          batch["target"], batch["input"], estimator_steps)
-      params, opt_state = dict(params, estimator=estimator_params), dict(opt_state, estimator=estimator_state)
-      metrics.update(mi_output_visible=information["visible"], mi_output_nir=information["nir"])
-
-    warped = warped_visible(batch) if use_awm else None
-    trained_here = ("generator", "auxiliary") if warmup else ("generator", "auxiliary", "attention")
-    generator_names = tuple(n for n in trained_here if n in names)
-
-    def total(trained):
-      terms = generator_losses(trained, params, frozen, batch, warped, warmup)
-      return sum(terms.values()), terms
-    (loss, terms), gradients = jax.value_and_grad(total, has_aux=True)(
-        {name: params[name] for name in generator_names})
-    params, opt_state = update(params, opt_state, gradients, generator_names)
-    metrics.update(terms, loss_generator=loss)
-    return PCFHState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  # ---- baselines
-
-  def pix2pix_step(state: PCFHState, frozen, batch, rng):
-    del frozen, rng
-    params, opt_state = state.params, state.opt_state
-    discriminator = lambda p, nir, visible: nets["discriminator"].apply(
-        {"params": p}, jnp.concatenate([nir, visible], -1))
-    fake = jax.lax.stop_gradient(generate(params, batch))
-
-    def discriminator_loss(p):
-      real_logits = discriminator(p, batch["input"], batch["target"])
-      fake_logits = discriminator(p, batch["input"], fake)
-      return 0.5 * (jnp.mean(optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits)))
-                    + jnp.mean(optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits))))
-    loss_d, gradients = jax.value_and_grad(discriminator_loss)(params["discriminator"])
-    params, opt_state = update(params, opt_state, {"discriminator": gradients}, ("discriminator",))
-
-    def generator_loss(generator_params):
-      output = generate(dict(params, generator=generator_params), batch)
-      logits = discriminator(params["discriminator"], batch["input"], output)
-      adversarial = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.ones_like(logits)))
-      l1 = w.pix2pix_l1 * jnp.mean(jnp.abs(output - batch["target"]))
-      return adversarial + l1, (adversarial, l1)
-    (loss, (adversarial, l1)), gradients = jax.value_and_grad(generator_loss, has_aux=True)(params["generator"])
-    params, opt_state = update(params, opt_state, {"generator": gradients}, ("generator",))
-    return PCFHState(step=state.step + 1, params=params, opt_state=opt_state), {
-        "loss_discriminator": loss_d, "loss_generator": loss, "loss_adversarial": adversarial, "loss_l1": l1}
-
-  def cyclegan_step(state: PCFHState, frozen, batch, rng):
-    del frozen, rng
-    params, opt_state = state.params, state.opt_state
-    nir, visible = batch["input"], batch["target"]
-    apply = lambda name, p, x: nets[name].apply({"params": p}, x)
-    fake_visible = jax.lax.stop_gradient(apply("generator", params["generator"], nir))
-    fake_nir = jax.lax.stop_gradient(apply("auxiliary", params["auxiliary"], visible))
-
-    def critics_loss(critic_params):   # least squares GAN, halved as CycleGAN does
-      loss_visible = 0.5 * (jnp.mean(jnp.square(apply("critic", critic_params["critic"], visible) - 1.0))
-                            + jnp.mean(jnp.square(apply("critic", critic_params["critic"], fake_visible))))
-      loss_nir = 0.5 * (jnp.mean(jnp.square(apply("critic_nir", critic_params["critic_nir"], nir) - 1.0))
-                        + jnp.mean(jnp.square(apply("critic_nir", critic_params["critic_nir"], fake_nir))))
-      return loss_visible + loss_nir
-    loss_d, gradients = jax.value_and_grad(critics_loss)(
-        {"critic": params["critic"], "critic_nir": params["critic_nir"]})
-    params, opt_state = update(params, opt_state, gradients, ("critic", "critic_nir"))
-
-    def generators_loss(generator_params):
-      to_visible = lambda x: apply("generator", generator_params["generator"], x)
-      to_nir = lambda x: apply("auxiliary", generator_params["auxiliary"], x)
-      output, nir_output = to_visible(nir), to_nir(visible)
-      adversarial = (jnp.mean(jnp.square(apply("critic", params["critic"], output) - 1.0))
-                     + jnp.mean(jnp.square(apply("critic_nir", params["critic_nir"], nir_output) - 1.0)))
-      cycle = w.cycle * (jnp.mean(jnp.abs(to_nir(output) - nir)) + jnp.mean(jnp.abs(to_visible(nir_output) - visible)))
-      return adversarial + cycle, (adversarial, cycle)
-    (loss, (adversarial, cycle)), gradients = jax.value_and_grad(generators_loss, has_aux=True)(
-        {"generator": params["generator"], "auxiliary": params["auxiliary"]})
-    params, opt_state = update(params, opt_state, gradients, ("generator", "auxiliary"))
-    return PCFHState(step=state.step + 1, params=params, opt_state=opt_state), {
-        "loss_critics": loss_d, "loss_generator": loss, "loss_adversarial": adversarial, "loss_cycle": cycle}
-
-  # ---- evaluation and images
-
-  def eval_step(state: PCFHState, frozen, batch) -> dict[str, jax.Array]:
-    """Per example: PSNR / SSIM / L1 of the output against the same-pose VIS image (aligned_target),
-    L1 to the warped VIS image, and LightCNN identity figures within the batch (gallery: the batch's I_V)."""
-    output = generate(state.params, batch)
-    aligned = batch["aligned_target"]
-    warped = warped_visible(batch)
-    per_image = lambda x: jnp.mean(jnp.abs(x), axis=(1, 2, 3))
-    values = {
-        "psnr": image_quality.psnr_from_unit_range(output, aligned),
-        "ssim": image_quality.ssim_from_unit_range(output, aligned),
-        "l1_aligned": per_image(output - aligned),
-        "l1_warped": per_image(output - warped),
-        "warp_l1_aligned": per_image(warped - aligned),   # how far I_Warp itself is from the truth
-    }
-    gallery = identity_features(frozen, batch["target"])
-    generated = cosine_distances(identity_features(frozen, output), gallery)
-    original = cosine_distances(identity_features(frozen, batch["input"]), gallery)
-    identities = batch["identity"]
-    values.update(
-        rank1_nir=in_batch_rank1(original, identities),
-        rank1_output=in_batch_rank1(generated, identities),
-        rank1_fused=in_batch_rank1(identity_metrics.fused_distance(original, generated), identities),
-        identity_cosine=1.0 - jnp.diagonal(generated))
-    if use_mic:
-      # NE's estimates on held-out pairs (one value a batch, repeated per example so batches average).
-      information = estimates(state.params["estimator"], output, batch)
-      count = output.shape[0]
-      values.update(mi_output_nir=jnp.full((count,), information["nir"]),
-                    mi_output_visible=jnp.full((count,), information["visible"]))
-    return values
-
-  def hallucinate(state: PCFHState, frozen, batch) -> dict[str, jax.Array]:
-    """NIR input | unaligned VIS | warped VIS | attention map | output | VIS of the input's pose."""
-    del frozen
-    columns = {"input": batch["input"], "visible": batch["target"]}
-    warped = warped_visible(batch)
-    columns["warped"] = warped
-    if use_awm:
-      columns["attention"] = 2.0 * attention_map(state.params, batch, warped) - 1.0
-    columns["output"] = generate(state.params, batch)
-    columns["target"] = batch["aligned_target"]
-    return columns
-
-  steps = {"train": {"pcfh": pcfh_step, "pix2pix": pix2pix_step, "cyclegan": cyclegan_step}[kind]}
-  warmup_steps = int(config.train.get("attention_warmup_steps", 0)) if use_awm else 0
-  if warmup_steps > 0:
-    steps["warmup"] = functools.partial(pcfh_step, warmup=True)
-  schedule = lambda step_number: phase_at((warmup_steps,), ("warmup", "train"), step_number)
-  method = Method(batch_spec=spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
-                  steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate,
-                  diagnostic_columns=("attention",))   # the AWM's attention map, not an output
-
-  def generator_terms(params, frozen, batch, warmup: bool = False) -> dict:
-    if kind != "pcfh":
-      raise ValueError(f"generator_terms are PCFH's; config.model.kind={kind!r}.")
-    warped = warped_visible(batch) if use_awm else None
-    return generator_losses({}, params, frozen, batch, warped, warmup)
-
-  return Built(method, generator_terms)
+  """PCFH built once."""
+  pcfh = build(config, context.restore)
+  parts = pcfh.parts
+  steps = {"train": functools.partial(train_step, pcfh)}
+  if pcfh.warmup_steps > 0:
+    steps["warmup"] = functools.partial(train_step, pcfh, warmup=True)
+  schedule = functools.partial(phase_at, (pcfh.warmup_steps,), ("warmup", "train"))
+  return Method(batch_spec=parts.spec, init=functools.partial(init_state, parts),
+                init_frozen=functools.partial(init_frozen, parts), load_frozen=functools.partial(load_frozen, parts),
+                steps=steps, schedule=schedule, phase=schedule, eval_step=functools.partial(eval_step, pcfh),
+                hallucinate=functools.partial(hallucinate, pcfh),
+                diagnostic_columns=("attention",))   # the AWM's attention map, not an output
