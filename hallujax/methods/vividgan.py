@@ -43,6 +43,8 @@ Variants (§IV, Table III): ``model.prior`` = "estimated" (VividGAN),
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 
 import flax
 import jax
@@ -52,6 +54,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.methods import MakeContext, Method, phase_at
+from hallujax.methods.train_state import TrainState, with_updates
 from hallujax.metrics import image_quality
 from hallujax.models import vividgan as networks
 from hallujax.models.vgg import ResNet50Features
@@ -65,11 +68,8 @@ STAGES = ("coarse", "touching_up", "joint")
 CROP_LANDMARKS = ("predicted", "target")
 
 
-@flax.struct.dataclass
-class VividGANState:
-  step: jax.Array
-  params: dict      # coarse, landmarks, [touching_up], fine, [coarse_discriminator], [fine_discriminator]
-  opt_state: dict   # one optax state per trained network
+# params / opt_state: coarse, landmarks, [touching_up], fine, [coarse_discriminator], [fine_discriminator]
+VividGANState = TrainState
 
 
 # ----------------------------------------------------------------------------- losses
@@ -184,9 +184,33 @@ def read_recognizer(path: str, restore) -> dict:
                          "batch_stats": {"recognizer": state.batch_stats["recognizer"]}})
 
 
-def make(config, context: MakeContext = MakeContext()) -> Method:
+@dataclasses.dataclass(frozen=True)
+class Built:
+  """What `make` builds once from the config; every step below is a pure function of it."""
+  nets: dict                  # {network: Flax module}: coarse, landmarks, fine, [touching_up], [*_discriminator]
+  optimizers: dict            # {network: optax transformation}, one per network of `nets`
+  identity_net: flax.linen.Module   # Φ (Eq. 5), frozen
+  uses_identity: bool         # whether any L_id term is on (else Φ is never built into the frozen tree)
+  prior: str                  # model.prior (PRIORS)
+  train_crop_landmarks: str   # model.train_crop_landmarks (CROP_LANDMARKS)
+  input_size: int
+  image_size: int
+  heatmap_size: int           # the landmark estimator's heatmap side
+  fine_heatmap_size: int      # the fine network's heatmap side
+  component_sizes: dict       # {component: (height, width)} of the crops the U-Nets refine
+  heatmap_sigma: float
+  coarse_weights: dict        # Eq. 9's weights (loss_weights)
+  fine_weights: dict          # Eq. 11's weights
+  touching_weight: float      # L_T's weight in Eq. 12
+  recognizer_path: str        # config.weights.recognizer
+  resnet50_path: str          # config.weights.resnet50
+  identity_shape: tuple       # (stage sizes, width) of the ResNet-50 Φ, for the log
+
+
+def build(config) -> Built:
+  """The networks, optimizers, sizes and loss weights of `config`, checked."""
   d, m = config.data, config.model
-  if d.get("pairing", "frontalize") != "frontalize" and d.source == "faceworld":
+  if d.pairing != "frontalize" and d.source == "faceworld":
     logging.warning("VividGAN hallucinates frontal faces; config.data.pairing=%r, not 'frontalize'.", d.pairing)
   input_size, image_size = int(d.input_size), int(d.target_size)
   networks.upsampling_steps(input_size, image_size)
@@ -197,15 +221,11 @@ def make(config, context: MakeContext = MakeContext()) -> Method:
                      f"{', '.join(CROP_LANDMARKS)}.")
   dtype = jnp.dtype(config.train.compute_dtype)
   coarse_weights, fine_weights = loss_weights(config.loss)
-  touching_weight = float(config.loss.touching_up)
   heatmap_size = image_size // m.landmarks.reduction
   fine_reduction = 2 ** (len(m.fine.encoder_widths) - 1)
   if heatmap_size * m.landmarks.reduction != image_size or image_size % fine_reduction:
     raise ValueError(f"config.model: the landmark estimator's reduction {m.landmarks.reduction} and the fine "
                      f"encoder's 2**{len(m.fine.encoder_widths) - 1} must divide target_size={image_size}.")
-  fine_heatmap_size = image_size // fine_reduction
-  sizes = networks.component_sizes(image_size)
-  sigma = float(m.heatmap_sigma)
 
   nets = dict(
       coarse=networks.CoarseNetwork(tuple(m.coarse.widths), m.coarse.localization_features,
@@ -221,270 +241,314 @@ def make(config, context: MakeContext = MakeContext()) -> Method:
     nets["coarse_discriminator"] = networks.Discriminator(tuple(m.discriminator.widths), dtype)
   if fine_weights["adversarial"] > 0:
     nets["fine_discriminator"] = networks.Discriminator(tuple(m.discriminator.widths), dtype)
-  uses_identity = coarse_weights["identity"] > 0 or fine_weights["identity"] > 0
-  identity_net = identity_network(config, dtype)
-  optimizers = optim.make_all(config.optim, tuple(nets))
+  return Built(
+      nets=nets, optimizers=optim.make_all(config.optim, tuple(nets)), identity_net=identity_network(config, dtype),
+      uses_identity=coarse_weights["identity"] > 0 or fine_weights["identity"] > 0, prior=m.prior,
+      train_crop_landmarks=m.train_crop_landmarks, input_size=input_size, image_size=image_size,
+      heatmap_size=heatmap_size, fine_heatmap_size=image_size // fine_reduction,
+      component_sizes=networks.component_sizes(image_size), heatmap_sigma=float(m.heatmap_sigma),
+      coarse_weights=coarse_weights, fine_weights=fine_weights, touching_weight=float(config.loss.touching_up),
+      recognizer_path=config.weights.recognizer, resnet50_path=config.weights.resnet50,
+      identity_shape=(tuple(m.identity.stage_sizes), int(m.identity.width)))
 
-  stage_lengths = dict(coarse=int(config.stages.coarse),
-                       touching_up=int(config.stages.touching_up) if m.prior == "estimated" else 0,
-                       joint=int(config.stages.joint))
-  boundaries = (stage_lengths["coarse"], stage_lengths["coarse"] + stage_lengths["touching_up"])
 
-  # --------------------------------------------------------------------------- init
+# ----------------------------------------------------------------------------- init
 
-  def init(rng) -> VividGANState:
-    with initialization_random_bits():
-      return initial_state(rng)
 
-  def initial_state(rng) -> VividGANState:
-    keys = dict(zip(nets, jax.random.split(rng, len(nets))))
-    lr = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
-    hr = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    params = dict(coarse=nets["coarse"].init(keys["coarse"], lr)["params"],
-                  landmarks=nets["landmarks"].init(keys["landmarks"], hr)["params"],
-                  fine=nets["fine"].init(keys["fine"], hr, None if m.prior == "none" else hr)["params"])
-    if "touching_up" in nets:
-      crops = {part: jnp.zeros((1, *sizes[part], 3)) for part in networks.COMPONENTS}
-      params["touching_up"] = nets["touching_up"].init(keys["touching_up"], crops)["params"]
-    for name in ("coarse_discriminator", "fine_discriminator"):
-      if name in nets:
-        params[name] = nets[name].init(keys[name], hr)["params"]
-    opt_state = {name: optimizers[name].init(params[name]) for name in nets}
-    return VividGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+def init(built: Built, rng) -> VividGANState:
+  with initialization_random_bits():
+    return initial_state(built, rng)
 
-  def init_frozen(rng) -> dict:
-    if not uses_identity:
-      return {}
-    with initialization_random_bits():
-      return {"identity": init_variables(identity_net, rng, jnp.zeros((1, image_size, image_size, 3)))}
 
-  def load_frozen(frozen: dict) -> dict:
-    if not uses_identity:
-      return frozen
-    if config.weights.recognizer:
-      return dict(frozen, identity=read_recognizer(config.weights.recognizer, context.restore))
-    path = config.weights.get("resnet50", "")
-    if path:
-      from hallujax.convert.torchvision import load_resnet50  # pylint: disable=import-outside-toplevel
-      logging.info("VividGAN identity features Φ (Eq. 5): torchvision ResNet-50 weights from %s", path)
-      return dict(frozen, identity=load_resnet50(path))
-    logging.warning("config.weights.resnet50 is empty: the identity loss L_id (paper 002 Eq. 5) uses a RANDOMLY "
-                    "INITIALIZED ResNet-50 (stage sizes %s, width %d). Give torchvision's resnet50 checkpoint "
-                    "with --config.weights.resnet50=PATH.", tuple(m.identity.stage_sizes), m.identity.width)
+def initial_state(built: Built, rng) -> VividGANState:
+  nets, optimizers = built.nets, built.optimizers
+  keys = dict(zip(nets, jax.random.split(rng, len(nets))))
+  lr = jnp.zeros((1, built.input_size, built.input_size, 3), jnp.float32)
+  hr = jnp.zeros((1, built.image_size, built.image_size, 3), jnp.float32)
+  params = dict(coarse=nets["coarse"].init(keys["coarse"], lr)["params"],
+                landmarks=nets["landmarks"].init(keys["landmarks"], hr)["params"],
+                fine=nets["fine"].init(keys["fine"], hr, None if built.prior == "none" else hr)["params"])
+  if "touching_up" in nets:
+    crops = {part: jnp.zeros((1, *built.component_sizes[part], 3)) for part in networks.COMPONENTS}
+    params["touching_up"] = nets["touching_up"].init(keys["touching_up"], crops)["params"]
+  for name in ("coarse_discriminator", "fine_discriminator"):
+    if name in nets:
+      params[name] = nets[name].init(keys[name], hr)["params"]
+  opt_state = {name: optimizers[name].init(params[name]) for name in nets}
+  return VividGANState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def init_frozen(built: Built, rng) -> dict:
+  if not built.uses_identity:
+    return {}
+  with initialization_random_bits():
+    return {"identity": init_variables(built.identity_net, rng,
+                                       jnp.zeros((1, built.image_size, built.image_size, 3)))}
+
+
+def load_frozen(built: Built, restore, frozen: dict) -> dict:
+  if not built.uses_identity:
     return frozen
+  if built.recognizer_path:
+    return dict(frozen, identity=read_recognizer(built.recognizer_path, restore))
+  path = built.resnet50_path
+  if path:
+    from hallujax.convert.torchvision import load_resnet50  # pylint: disable=import-outside-toplevel
+    logging.info("VividGAN identity features Φ (Eq. 5): torchvision ResNet-50 weights from %s", path)
+    return dict(frozen, identity=load_resnet50(path))
+  logging.warning("config.weights.resnet50 is empty: the identity loss L_id (paper 002 Eq. 5) uses a RANDOMLY "
+                  "INITIALIZED ResNet-50 (stage sizes %s, width %d). Give torchvision's resnet50 checkpoint "
+                  "with --config.weights.resnet50=PATH.", *built.identity_shape)
+  return frozen
 
-  # --------------------------------------------------------------------------- forward pieces
 
-  def apply(params, name, *args):
-    return nets[name].apply({"params": params[name]}, *args)
+# ----------------------------------------------------------------------------- forward pieces
 
-  def identity_loss(frozen, images, target):
-    features = identity_net.apply(frozen["identity"], jnp.concatenate([images, target]), train=False)
-    output_features, target_features = jnp.split(features, 2)
-    return mean_squared_error(output_features, jax.lax.stop_gradient(target_features))
 
-  def landmark_estimates(params, coarse):
-    """(B, 68, 2) landmarks of the coarse face (soft-argmax of the last stack); no gradient reaches it."""
-    heads = apply(params, "landmarks", jax.lax.stop_gradient(coarse))
-    return jax.lax.stop_gradient(networks.soft_argmax_landmarks(heads[-1], image_size))
+def apply(built: Built, params, name, *args):
+  return built.nets[name].apply({"params": params[name]}, *args)
 
-  def landmark_loss(params, coarse, target, landmarks):
-    """The estimator's loss, on the ground truth and on the coarse face (it trains only the estimator):
-    the mean L1 distance of soft-argmax landmarks to the target's, in heatmap pixels, over every stack."""
-    both = jnp.concatenate([target, jax.lax.stop_gradient(coarse)])
-    reference = jnp.concatenate([landmarks, landmarks])
-    heads = apply(params, "landmarks", both)
-    scale = heatmap_size / image_size
-    return sum(jnp.mean(jnp.abs(networks.soft_argmax_landmarks(h, image_size) - reference)) * scale
-               for h in heads) / len(heads)
 
-  def component_prior(params, coarse, crop_landmarks, target, target_landmarks):
-    """(prior image or None, L_T's pieces): the component appearance prior of §III-B.1 / §IV."""
-    if m.prior == "none":
-      return None, None
-    if m.prior == "ground_truth":
-      crops, boxes = networks.crop_components(target, target_landmarks, sizes)
-      return networks.stitch_components(crops, boxes, image_size), None
-    crops, boxes = networks.crop_components(coarse, crop_landmarks, sizes)
-    refined = apply(params, "touching_up", crops)
-    target_crops, _ = networks.crop_components(target, crop_landmarks, sizes)
-    return networks.stitch_components(refined, boxes, image_size), (refined, target_crops)
+def identity_loss(built: Built, frozen, images, target):
+  features = built.identity_net.apply(frozen["identity"], jnp.concatenate([images, target]), train=False)
+  output_features, target_features = jnp.split(features, 2)
+  return mean_squared_error(output_features, jax.lax.stop_gradient(target_features))
 
-  def touching_up_loss(refined, target_crops):
-    """L_T (Eq. 10): L_mse of each component, averaged over the four."""
-    return sum(mean_squared_error(refined[p], target_crops[p]) for p in networks.COMPONENTS) / len(networks.COMPONENTS)
 
-  def coarse_terms(params, frozen, coarse, target):
-    """L_C's terms (Eq. 9) that are switched on, unweighted."""
-    terms = dict(coarse_mse=mean_squared_error(coarse, target))
-    if coarse_weights["symmetry"] > 0:
-      terms["coarse_symmetry"] = mirror_symmetry_loss(coarse)
-    if coarse_weights["identity"] > 0:
-      terms["coarse_identity"] = identity_loss(frozen, coarse, target)
-    if coarse_weights["adversarial"] > 0:
-      terms["coarse_adversarial"] = generator_adversarial_loss(apply(params, "coarse_discriminator", coarse))
-    return terms
+def landmark_estimates(built: Built, params, coarse):
+  """(B, 68, 2) landmarks of the coarse face (soft-argmax of the last stack); no gradient reaches it."""
+  heads = apply(built, params, "landmarks", jax.lax.stop_gradient(coarse))
+  return jax.lax.stop_gradient(networks.soft_argmax_landmarks(heads[-1], built.image_size))
 
-  def weighted(terms, weights, prefix):
-    return sum(weights[name[len(prefix):]] * value for name, value in terms.items())
 
-  def update(state, names, gradients):
-    params, opt_state = dict(state.params), dict(state.opt_state)
-    for name in names:
-      params[name], opt_state[name] = optim.apply_update(optimizers[name], params[name], opt_state[name],
-                                                         gradients[name])
-    return state.replace(params=params, opt_state=opt_state)
+def landmark_loss(built: Built, params, coarse, target, landmarks):
+  """The estimator's loss, on the ground truth and on the coarse face (it trains only the estimator):
+  the mean L1 distance of soft-argmax landmarks to the target's, in heatmap pixels, over every stack."""
+  both = jnp.concatenate([target, jax.lax.stop_gradient(coarse)])
+  reference = jnp.concatenate([landmarks, landmarks])
+  heads = apply(built, params, "landmarks", both)
+  scale = built.heatmap_size / built.image_size
+  return sum(jnp.mean(jnp.abs(networks.soft_argmax_landmarks(h, built.image_size) - reference)) * scale
+             for h in heads) / len(heads)
 
-  def update_discriminator(state, name, real, fake):
-    def loss_fn(discriminator_params):
-      real_logits = nets[name].apply({"params": discriminator_params}, real)
-      fake_logits = nets[name].apply({"params": discriminator_params}, jax.lax.stop_gradient(fake))
-      return discriminator_loss(real_logits, fake_logits)
-    loss, gradients = jax.value_and_grad(loss_fn)(state.params[name])
-    return update(state, (name,), {name: gradients}), loss
 
-  def metrics_of(terms, **extra):
-    values = {f"loss_{name}": value for name, value in terms.items()}
-    values.update({f"loss_{name}": value for name, value in extra.items()})
-    return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
+def component_prior(built: Built, params, coarse, crop_landmarks, target, target_landmarks):
+  """(prior image or None, L_T's pieces): the component appearance prior of §III-B.1 / §IV."""
+  sizes, image_size = built.component_sizes, built.image_size
+  if built.prior == "none":
+    return None, None
+  if built.prior == "ground_truth":
+    crops, boxes = networks.crop_components(target, target_landmarks, sizes)
+    return networks.stitch_components(crops, boxes, image_size), None
+  crops, boxes = networks.crop_components(coarse, crop_landmarks, sizes)
+  refined = apply(built, params, "touching_up", crops)
+  target_crops, _ = networks.crop_components(target, crop_landmarks, sizes)
+  return networks.stitch_components(refined, boxes, image_size), (refined, target_crops)
 
-  # --------------------------------------------------------------------------- steps
 
-  def coarse_step(state, frozen, batch, rng):
-    """Stage (i): the coarse network with L_C (Eq. 9), the landmark estimator, Coarse-D (Eq. 7)."""
-    del rng
-    lr, target = batch["input"], batch["target"]
-    trained = ("coarse", "landmarks")
+def touching_up_loss(refined, target_crops):
+  """L_T (Eq. 10): L_mse of each component, averaged over the four."""
+  return sum(mean_squared_error(refined[p], target_crops[p]) for p in networks.COMPONENTS) / len(networks.COMPONENTS)
 
-    def loss_fn(trained_params):
-      params = dict(state.params, **trained_params)
-      coarse = apply(params, "coarse", lr)
-      terms = coarse_terms(params, frozen, coarse, target)
-      landmarks = landmark_loss(params, coarse, target, batch["landmarks"])
-      l_coarse = weighted(terms, coarse_weights, "coarse_")
-      return l_coarse + landmarks, (terms, l_coarse, landmarks, coarse)
 
-    (_, (terms, l_coarse, landmarks, coarse)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
-        {name: state.params[name] for name in trained})
-    new_state = update(state, trained, gradients)
-    extra = dict(coarse=l_coarse, landmarks=landmarks)
-    if "coarse_discriminator" in nets:
-      new_state, extra["coarse_discriminator"] = update_discriminator(new_state, "coarse_discriminator", target, coarse)
-    return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
+def coarse_terms(built: Built, params, frozen, coarse, target):
+  """L_C's terms (Eq. 9) that are switched on, unweighted."""
+  weights = built.coarse_weights
+  terms = dict(coarse_mse=mean_squared_error(coarse, target))
+  if weights["symmetry"] > 0:
+    terms["coarse_symmetry"] = mirror_symmetry_loss(coarse)
+  if weights["identity"] > 0:
+    terms["coarse_identity"] = identity_loss(built, frozen, coarse, target)
+  if weights["adversarial"] > 0:
+    terms["coarse_adversarial"] = generator_adversarial_loss(apply(built, params, "coarse_discriminator", coarse))
+  return terms
 
-  def touching_up_step(state, frozen, batch, rng):
-    """Stage (ii): the U-Nets with L_T (Eq. 10); the coarse network is fixed."""
-    del frozen, rng
-    target = batch["target"]
-    coarse = jax.lax.stop_gradient(apply(state.params, "coarse", batch["input"]))
-    crops, _ = networks.crop_components(coarse, batch["landmarks"], sizes)
-    target_crops, _ = networks.crop_components(target, batch["landmarks"], sizes)
 
-    def loss_fn(touching_params):
-      refined = nets["touching_up"].apply({"params": touching_params}, crops)
-      return touching_up_loss(refined, target_crops)
+def fine_terms(built: Built, params, frozen, out, target, fine_target_heatmaps):
+  """L_F's terms (Eq. 11) that are switched on, unweighted."""
+  fine = out["fine"]
+  terms = dict(fine_mse=mean_squared_error(fine, target),
+               fine_heatmap=heatmap_loss(out["fine_heatmaps"], fine_target_heatmaps))
+  if built.fine_weights["identity"] > 0:
+    terms["fine_identity"] = identity_loss(built, frozen, fine, target)
+  if built.fine_weights["adversarial"] > 0:
+    terms["fine_adversarial"] = generator_adversarial_loss(apply(built, params, "fine_discriminator", fine))
+  return terms
 
-    loss, gradients = jax.value_and_grad(loss_fn)(state.params["touching_up"])
-    new_state = update(state, ("touching_up",), {"touching_up": gradients})
-    baseline = touching_up_loss(crops, target_crops)   # the coarse components' error, for comparison
-    return new_state.replace(step=state.step + 1), metrics_of({}, touching_up=loss,
-                                                              touching_up_coarse_components=baseline)
 
-  def forward(params, frozen, batch, training: bool):
-    """Everything of Fig. 2 for one batch: coarse, prior, fine face, heatmaps (and L_T's pieces)."""
-    del frozen
-    coarse = apply(params, "coarse", batch["input"])
-    predicted = landmark_estimates(params, coarse)
-    crop_landmarks = batch["landmarks"] if training and m.train_crop_landmarks == "target" else predicted
-    prior, touching = component_prior(params, coarse, crop_landmarks, batch["target"], batch["landmarks"])
-    fine, fine_heatmaps = apply(params, "fine", coarse, prior)
-    return dict(coarse=coarse, prior=prior, fine=fine, fine_heatmaps=fine_heatmaps, touching=touching,
-                predicted_landmarks=predicted)
+def weighted(terms, weights, prefix):
+  return sum(weights[name[len(prefix):]] * value for name, value in terms.items())
 
-  def joint_step(state, frozen, batch, rng):
-    """Stage (iii): L_G = L_C + L_T + L_F (Eq. 12) for the generator networks, L_D for both discriminators."""
-    del rng
-    target = batch["target"]
-    fine_target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], image_size, fine_heatmap_size, sigma)
-    trained = tuple(name for name in ("coarse", "landmarks", "touching_up", "fine") if name in nets)
 
-    def loss_fn(trained_params):
-      params = dict(state.params, **trained_params)
-      out = forward(params, frozen, batch, training=True)
-      coarse, fine = out["coarse"], out["fine"]
-      terms = coarse_terms(params, frozen, coarse, target)
-      l_coarse = weighted(terms, coarse_weights, "coarse_")
-      fine_terms = dict(fine_mse=mean_squared_error(fine, target),
-                        fine_heatmap=heatmap_loss(out["fine_heatmaps"], fine_target_heatmaps))
-      if fine_weights["identity"] > 0:
-        fine_terms["fine_identity"] = identity_loss(frozen, fine, target)
-      if fine_weights["adversarial"] > 0:
-        fine_terms["fine_adversarial"] = generator_adversarial_loss(apply(params, "fine_discriminator", fine))
-      l_fine = weighted(fine_terms, fine_weights, "fine_")
-      l_touching = (touching_up_loss(*out["touching"]) if out["touching"] is not None
-                    else jnp.zeros((), jnp.float32))
-      landmarks = landmark_loss(params, coarse, target, batch["landmarks"])
-      total = l_coarse + touching_weight * l_touching + l_fine
-      return total + landmarks, (dict(terms, **fine_terms), dict(
-          generator=total, coarse=l_coarse, touching_up=l_touching, fine=l_fine, landmarks=landmarks),
-          coarse, fine)
+def update_discriminator(built: Built, state, name, real, fake):
+  def loss_fn(discriminator_params):
+    real_logits = built.nets[name].apply({"params": discriminator_params}, real)
+    fake_logits = built.nets[name].apply({"params": discriminator_params}, jax.lax.stop_gradient(fake))
+    return discriminator_loss(real_logits, fake_logits)
+  loss, gradients = jax.value_and_grad(loss_fn)(state.params[name])
+  return with_updates(state, built.optimizers, {name: gradients}), loss
 
-    (_, (terms, extra, coarse, fine)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
-        {name: state.params[name] for name in trained})
-    new_state = update(state, trained, gradients)
-    if "touching_up" not in nets:
-      extra.pop("touching_up")
-    for name, fake in (("coarse_discriminator", coarse), ("fine_discriminator", fine)):
-      if name in nets:
-        new_state, extra[name] = update_discriminator(new_state, name, target, fake)
-    return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
 
-  all_steps = dict(coarse=coarse_step, touching_up=touching_up_step, joint=joint_step)
-  steps = {name: all_steps[name] for name in STAGES if stage_lengths[name] > 0} or {"joint": joint_step}
+def metrics_of(terms, **extra):
+  values = {f"loss_{name}": value for name, value in terms.items()}
+  values.update({f"loss_{name}": value for name, value in extra.items()})
+  return {name: jnp.asarray(value, jnp.float32) for name, value in values.items()}
 
-  def schedule(step: int) -> str:
-    return phase_at(boundaries, STAGES, step)
 
-  # --------------------------------------------------------------------------- evaluation
+def forward(built: Built, params, frozen, batch, training: bool):
+  """Everything of Fig. 2 for one batch: coarse, prior, fine face, heatmaps (and L_T's pieces)."""
+  del frozen
+  coarse = apply(built, params, "coarse", batch["input"])
+  predicted = landmark_estimates(built, params, coarse)
+  crop_landmarks = batch["landmarks"] if training and built.train_crop_landmarks == "target" else predicted
+  prior, touching = component_prior(built, params, coarse, crop_landmarks, batch["target"], batch["landmarks"])
+  fine, fine_heatmaps = apply(built, params, "fine", coarse, prior)
+  return dict(coarse=coarse, prior=prior, fine=fine, fine_heatmaps=fine_heatmaps, touching=touching,
+              predicted_landmarks=predicted)
 
-  def test_forward(state, frozen, batch):
-    out = forward(state.params, frozen, batch, training=False)
-    return {name: (jnp.clip(out[name], -1.0, 1.0) if name in ("coarse", "fine", "prior") and out[name] is not None
-                   else out[name]) for name in out}
 
-  def eval_step(state, frozen, batch):
-    """Per-example PSNR / SSIM against the frontal target of the output, the coarse face (VividGAN†) and
-    bicubic-of-LR; landmark errors in pixels; the input's yaw (for per-yaw buckets, Table II)."""
-    out = test_forward(state, frozen, batch)
-    target = batch["target"]
-    bicubic = jnp.clip(upsample_bicubic(batch["input"], image_size), -1.0, 1.0)
-    values = {}
-    for suffix, images in (("", out["fine"]), ("_coarse", out["coarse"]), ("_bicubic", bicubic)):
-      values["psnr" + suffix] = image_quality.psnr_from_unit_range(images, target)
-      values["ssim" + suffix] = image_quality.ssim_from_unit_range(images, target)
-    distance = lambda a, b: jnp.mean(jnp.linalg.norm(a - b, axis=-1), axis=-1)
-    values["landmark_error_coarse"] = distance(out["predicted_landmarks"], batch["landmarks"])
-    values["landmark_error_fine"] = distance(
-        networks.landmarks_from_heatmaps(out["fine_heatmaps"][-1], image_size), batch["landmarks"])
-    values["yaw"] = batch["yaw"].astype(jnp.float32)
-    return values
+# ----------------------------------------------------------------------------- steps
 
-  def hallucinate(state, frozen, batch):
-    out = test_forward(state, frozen, batch)
-    columns = {"lr": batch["input"],
-               "bicubic": jnp.clip(upsample_bicubic(batch["input"], image_size), -1.0, 1.0),
-               "coarse": out["coarse"]}
-    if out["prior"] is not None:
-      columns["prior"] = out["prior"]
-    columns.update(output=out["fine"], target=batch["target"])
-    return columns
 
-  batch_spec = {
+def coarse_step(built: Built, state, frozen, batch, rng):
+  """Stage (i): the coarse network with L_C (Eq. 9), the landmark estimator, Coarse-D (Eq. 7)."""
+  del rng
+  lr, target = batch["input"], batch["target"]
+  trained = ("coarse", "landmarks")
+
+  def loss_fn(trained_params):
+    params = dict(state.params, **trained_params)
+    coarse = apply(built, params, "coarse", lr)
+    terms = coarse_terms(built, params, frozen, coarse, target)
+    landmarks = landmark_loss(built, params, coarse, target, batch["landmarks"])
+    l_coarse = weighted(terms, built.coarse_weights, "coarse_")
+    return l_coarse + landmarks, (terms, l_coarse, landmarks, coarse)
+
+  (_, (terms, l_coarse, landmarks, coarse)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
+      {name: state.params[name] for name in trained})
+  new_state = with_updates(state, built.optimizers, {name: gradients[name] for name in trained})
+  extra = dict(coarse=l_coarse, landmarks=landmarks)
+  if "coarse_discriminator" in built.nets:
+    new_state, extra["coarse_discriminator"] = update_discriminator(built, new_state, "coarse_discriminator",
+                                                                    target, coarse)
+  return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
+
+
+def touching_up_step(built: Built, state, frozen, batch, rng):
+  """Stage (ii): the U-Nets with L_T (Eq. 10); the coarse network is fixed."""
+  del frozen, rng
+  target, sizes = batch["target"], built.component_sizes
+  coarse = jax.lax.stop_gradient(apply(built, state.params, "coarse", batch["input"]))
+  crops, _ = networks.crop_components(coarse, batch["landmarks"], sizes)
+  target_crops, _ = networks.crop_components(target, batch["landmarks"], sizes)
+
+  def loss_fn(touching_params):
+    refined = built.nets["touching_up"].apply({"params": touching_params}, crops)
+    return touching_up_loss(refined, target_crops)
+
+  loss, gradients = jax.value_and_grad(loss_fn)(state.params["touching_up"])
+  new_state = with_updates(state, built.optimizers, {"touching_up": gradients})
+  baseline = touching_up_loss(crops, target_crops)   # the coarse components' error, for comparison
+  return new_state.replace(step=state.step + 1), metrics_of({}, touching_up=loss,
+                                                            touching_up_coarse_components=baseline)
+
+
+def joint_step(built: Built, state, frozen, batch, rng):
+  """Stage (iii): L_G = L_C + L_T + L_F (Eq. 12) for the generator networks, L_D for both discriminators."""
+  del rng
+  target = batch["target"]
+  fine_target_heatmaps = networks.gaussian_heatmaps(batch["landmarks"], built.image_size, built.fine_heatmap_size,
+                                                    built.heatmap_sigma)
+  trained = tuple(name for name in ("coarse", "landmarks", "touching_up", "fine") if name in built.nets)
+
+  def loss_fn(trained_params):
+    params = dict(state.params, **trained_params)
+    out = forward(built, params, frozen, batch, training=True)
+    coarse, fine = out["coarse"], out["fine"]
+    terms = coarse_terms(built, params, frozen, coarse, target)
+    l_coarse = weighted(terms, built.coarse_weights, "coarse_")
+    fine_losses = fine_terms(built, params, frozen, out, target, fine_target_heatmaps)
+    l_fine = weighted(fine_losses, built.fine_weights, "fine_")
+    l_touching = (touching_up_loss(*out["touching"]) if out["touching"] is not None
+                  else jnp.zeros((), jnp.float32))
+    landmarks = landmark_loss(built, params, coarse, target, batch["landmarks"])
+    total = l_coarse + built.touching_weight * l_touching + l_fine
+    return total + landmarks, (dict(terms, **fine_losses), dict(
+        generator=total, coarse=l_coarse, touching_up=l_touching, fine=l_fine, landmarks=landmarks),
+        coarse, fine)
+
+  (_, (terms, extra, coarse, fine)), gradients = jax.value_and_grad(loss_fn, has_aux=True)(
+      {name: state.params[name] for name in trained})
+  new_state = with_updates(state, built.optimizers, {name: gradients[name] for name in trained})
+  if "touching_up" not in built.nets:
+    extra.pop("touching_up")
+  for name, fake in (("coarse_discriminator", coarse), ("fine_discriminator", fine)):
+    if name in built.nets:
+      new_state, extra[name] = update_discriminator(built, new_state, name, target, fake)
+  return new_state.replace(step=state.step + 1), metrics_of(terms, **extra)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def forward_for_evaluation(built: Built, state, frozen, batch):
+  out = forward(built, state.params, frozen, batch, training=False)
+  return {name: (jnp.clip(out[name], -1.0, 1.0) if name in ("coarse", "fine", "prior") and out[name] is not None
+                 else out[name]) for name in out}
+
+
+def eval_step(built: Built, state, frozen, batch):
+  """Per-example PSNR / SSIM against the frontal target of the output, the coarse face (VividGAN†) and
+  bicubic-of-LR; landmark errors in pixels; the input's yaw (for per-yaw buckets, Table II)."""
+  out = forward_for_evaluation(built, state, frozen, batch)
+  target = batch["target"]
+  bicubic = jnp.clip(upsample_bicubic(batch["input"], built.image_size), -1.0, 1.0)
+  values = {}
+  for suffix, images in (("", out["fine"]), ("_coarse", out["coarse"]), ("_bicubic", bicubic)):
+    values["psnr" + suffix] = image_quality.psnr_from_unit_range(images, target)
+    values["ssim" + suffix] = image_quality.ssim_from_unit_range(images, target)
+  distance = lambda a, b: jnp.mean(jnp.linalg.norm(a - b, axis=-1), axis=-1)
+  values["landmark_error_coarse"] = distance(out["predicted_landmarks"], batch["landmarks"])
+  values["landmark_error_fine"] = distance(
+      networks.landmarks_from_heatmaps(out["fine_heatmaps"][-1], built.image_size), batch["landmarks"])
+  values["yaw"] = batch["yaw"].astype(jnp.float32)
+  return values
+
+
+def hallucinate(built: Built, state, frozen, batch):
+  out = forward_for_evaluation(built, state, frozen, batch)
+  columns = {"lr": batch["input"],
+             "bicubic": jnp.clip(upsample_bicubic(batch["input"], built.image_size), -1.0, 1.0),
+             "coarse": out["coarse"]}
+  if out["prior"] is not None:
+    columns["prior"] = out["prior"]
+  columns.update(output=out["fine"], target=batch["target"])
+  return columns
+
+
+def batch_spec(built: Built) -> dict:
+  input_size, image_size = built.input_size, built.image_size
+  return {
       "input": jax.ShapeDtypeStruct((input_size, input_size, 3), jnp.float32),
       "target": jax.ShapeDtypeStruct((image_size, image_size, 3), jnp.float32),
       "landmarks": jax.ShapeDtypeStruct((networks.NUM_LANDMARKS, 2), jnp.float32),
       "yaw": jax.ShapeDtypeStruct((), jnp.float32),
   }
-  return Method(batch_spec=batch_spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
-                steps=steps, schedule=schedule, phase=schedule, eval_step=eval_step, hallucinate=hallucinate,
+
+
+def make(config, context: MakeContext = MakeContext()) -> Method:
+  built = build(config)
+  stage_lengths = dict(coarse=int(config.stages.coarse),
+                       touching_up=int(config.stages.touching_up) if built.prior == "estimated" else 0,
+                       joint=int(config.stages.joint))
+  boundaries = (stage_lengths["coarse"], stage_lengths["coarse"] + stage_lengths["touching_up"])
+  all_steps = dict(coarse=coarse_step, touching_up=touching_up_step, joint=joint_step)
+  steps = ({name: functools.partial(all_steps[name], built) for name in STAGES if stage_lengths[name] > 0}
+           or {"joint": functools.partial(joint_step, built)})
+  schedule = functools.partial(phase_at, boundaries, STAGES)
+  return Method(batch_spec=batch_spec(built), init=functools.partial(init, built),
+                init_frozen=functools.partial(init_frozen, built),
+                load_frozen=functools.partial(load_frozen, built, context.restore),
+                steps=steps, schedule=schedule, phase=schedule, eval_step=functools.partial(eval_step, built),
+                hallucinate=functools.partial(hallucinate, built),
                 diagnostic_columns=("prior",))   # the estimated prior face (Fig. 2), not an output
