@@ -44,7 +44,7 @@ def model(run):
 
 def needs_dlib():
   pytest.importorskip("dlib", reason="face detection needs the eval extra: pip install dlib-bin face-recognition-models")
-  if photos.importlib.util.find_spec("face_recognition_models") is None:
+  if face_detection.importlib.util.find_spec("face_recognition_models") is None:
     pytest.skip("face detection needs the eval extra: pip install dlib-bin face-recognition-models")
 
 
@@ -139,6 +139,7 @@ class FaceSizes:
   output_size: int = 112
   input_channels: int = 3
   downsample: str = "bilinear"
+  reads_landmarks: bool = False
 
 
 def test_small_real_face_is_fed_as_it_is_and_degrade_says_what_it_did():
