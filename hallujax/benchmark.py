@@ -53,7 +53,7 @@ _BUDGET = flags.DEFINE_float("budget_seconds", 0.0, "Suites: start no new config
 _TRACE = flags.DEFINE_bool("trace_slowest", False, "Suites: write a jax.profiler trace of the slowest step to "
                            "<out>/trace.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (default: the known devices' dense "
-                           "peak, hallujax.benchmarking.PEAK_TFLOPS).")
+                           "peak, hallujax.performance.PEAK_TFLOPS).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "--suite torch: the StyleGAN2 batch (default: the config's).")
 _NUMERICS = flags.DEFINE_integer("numerics_steps", 0, "With --config: instead of timing, train this many steps "
                                  "in float32 and in bfloat16 from the same start and compare the loss curves.")
@@ -67,26 +67,26 @@ def chosen(flag, suite_default):
 
 
 def run_suite(suite: str) -> None:
-  from hallujax import benchmarking
+  from hallujax import performance
   smoke = suite == "smoke"
   steps, warmup = chosen(_STEPS, 3 if smoke else 20), chosen(_WARMUP, 1 if smoke else 2)
   dtypes = _DTYPES.value or (["float32"] if smoke else ["float32", "bfloat16"])
   named = _NAMED.value or ("first" if smoke else "all")
   if steps < 1 or warmup < 0:
     raise cli.UserError(f"--steps={steps} and --warmup={warmup}; expected steps ≥ 1 and warmup ≥ 0.")
-  entries, notes = benchmarking.suite_entries(suite, _CONFIGS_DIR.value, _METHODS.value)
+  entries, notes = performance.suite_entries(suite, _CONFIGS_DIR.value, _METHODS.value)
   for note in notes:
     print(note, flush=True)
-  rows, run_notes = benchmarking.run_entries(entries, dtypes, steps=steps, warmup=warmup, named_steps=named,
+  rows, run_notes = performance.run_entries(entries, dtypes, steps=steps, warmup=warmup, named_steps=named,
                                              budget_seconds=_BUDGET.value, peak_tflops=_PEAK.value)
   notes += run_notes
   if _TRACE.value and _OUT.value and rows:
-    notes.append(benchmarking.trace_slowest(rows, os.path.join(_OUT.value, "trace"), warmup=warmup))
-  env = benchmarking.environment()
+    notes.append(performance.trace_slowest(rows, os.path.join(_OUT.value, "trace"), warmup=warmup))
+  env = performance.environment()
   title = f"hallujax benchmark suite: {suite}"
-  print(benchmarking.markdown_table(rows, notes, env, title), flush=True)
+  print(performance.markdown_table(rows, notes, env, title), flush=True)
   if _OUT.value:
-    for path in benchmarking.write_outputs(_OUT.value, f"suite_{suite}", rows, notes, env, title):
+    for path in performance.write_outputs(_OUT.value, f"suite_{suite}", rows, notes, env, title):
       print(f"wrote {path}", flush=True)
 
 
@@ -108,11 +108,11 @@ def main(argv):
   if _CONFIG.value is None and not _WORKDIR.value:
     raise cli.UserError("Give --config=configs/<method>.py[:variant], --workdir=RUN or --suite=paper|smoke|torch "
                         "(see --help).")
-  from hallujax import benchmarking
+  from hallujax import performance
   config = cli.prepare_run(_CONFIG.value if _CONFIG.value is not None else run_files.read_run_config(_WORKDIR.value))
   if _NUMERICS.value > 0:
     import json
-    report = benchmarking.dtype_numerics(config, _NUMERICS.value)
+    report = performance.dtype_numerics(config, _NUMERICS.value)
     if _OUT.value:
       os.makedirs(_OUT.value, exist_ok=True)
       with open(os.path.join(_OUT.value, "numerics.json"), "w") as f:
@@ -122,11 +122,11 @@ def main(argv):
   spec = cli.config_argument(sys.argv) or _WORKDIR.value
   rows = []
   for dtype in dtypes:
-    rows += benchmarking.benchmark(benchmarking.with_dtype(config, dtype), _STEPS.value, _WHAT.value, _PEAK.value,
+    rows += performance.benchmark(performance.with_dtype(config, dtype), _STEPS.value, _WHAT.value, _PEAK.value,
                                    warmup=_WARMUP.value, named_steps=_NAMED.value or "all", spec=spec)
   if _OUT.value:
-    env = benchmarking.environment()
-    for path in benchmarking.write_outputs(_OUT.value, "benchmark", rows, [], env, f"hallujax benchmark: {spec}"):
+    env = performance.environment()
+    for path in performance.write_outputs(_OUT.value, "benchmark", rows, [], env, f"hallujax benchmark: {spec}"):
       print(f"wrote {path}", flush=True)
 
 

@@ -37,7 +37,7 @@ LAYERS = (
                  "hallujax.federated.partition", "hallujax.run_files")),
     ("run", ("hallujax.checkpoint", "hallujax.run_setup", "hallujax.run.*", "hallujax.run", "hallujax.trainer",
              "hallujax.loop", "hallujax.evaluation", "hallujax.scoring", "hallujax.sampling",
-             "hallujax.generator_samples",
+             "hallujax.generator_samples", "hallujax.performance",
              "hallujax.benchmarking", "hallujax.exported", "hallujax.federated.flower")),
     ("commands", ("hallujax.cli", "hallujax.train", "hallujax.evaluate", "hallujax.sample", "hallujax.benchmark",
                   "hallujax.export", "hallujax.hallucinate", "hallujax.demo", "hallujax.experiments",

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from hallujax import benchmarking
+from hallujax import performance
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "tiny.py")
@@ -21,14 +21,14 @@ def test_peak_table_matches_device_kinds_most_specific_first():
            ("NVIDIA A100-SXM4-80GB", "float32"): 156.0, ("TPU v4", "bfloat16"): 275.0,
            ("TPU v5 lite", "bfloat16"): 197.0, ("TPU v5", "bfloat16"): 459.0, ("TPU v5p", "float32"): 459.0}
   for (kind, dtype), tflops in cases.items():
-    assert benchmarking.peak_flops(kind, dtype, 1) == pytest.approx(tflops * 1e12), kind
-  assert benchmarking.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 8) == pytest.approx(8 * 989.4e12)
-  assert benchmarking.peak_flops("cpu", "float32", 1) is None
-  assert benchmarking.peak_flops("cpu", "float32", 2, override_tflops=1.5) == pytest.approx(3e12)
+    assert performance.peak_flops(kind, dtype, 1) == pytest.approx(tflops * 1e12), kind
+  assert performance.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 8) == pytest.approx(8 * 989.4e12)
+  assert performance.peak_flops("cpu", "float32", 1) is None
+  assert performance.peak_flops("cpu", "float32", 2, override_tflops=1.5) == pytest.approx(3e12)
 
 
 def test_suites_discover_every_method_with_a_config_and_note_the_others(tmp_path):
-  entries, notes = benchmarking.suite_entries("paper", str(REPO / "configs"))
+  entries, notes = performance.suite_entries("paper", str(REPO / "configs"))
   specs = [os.path.relpath(e.spec, REPO) for e in entries]
   for expected in ("configs/fhgan.py", "configs/ipfh.py:coarse", "configs/ipfh.py:cognition", "configs/ipfh.py:policy",
                    "configs/stylegan2.py", "configs/stylegan2.py:512", "configs/arcface.py"):
@@ -39,19 +39,19 @@ def test_suites_discover_every_method_with_a_config_and_note_the_others(tmp_path
   assert covered == set(METHODS)
 
   (tmp_path / "fhgan.py").write_text("")
-  entries, notes = benchmarking.suite_entries("smoke", str(tmp_path), methods=["fhgan", "vpfl"])
+  entries, notes = performance.suite_entries("smoke", str(tmp_path), methods=["fhgan", "vpfl"])
   assert [(e.method, os.path.basename(e.spec)) for e in entries] == [("fhgan", "fhgan.py:smoke")]
   assert notes == [f"vpfl: no {tmp_path / 'vpfl.py'} yet, left out."]
   with pytest.raises(ValueError, match="not known methods"):
-    benchmarking.suite_entries("smoke", str(tmp_path), methods=["nope"])
+    performance.suite_entries("smoke", str(tmp_path), methods=["nope"])
   with pytest.raises(ValueError, match="not a suite"):
-    benchmarking.suite_entries("huge")
+    performance.suite_entries("huge")
 
 
 def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
-  entries = [benchmarking.Entry("tiny", TINY), benchmarking.Entry("broken", str(tmp_path / "missing.py"))]
+  entries = [performance.Entry("tiny", TINY), performance.Entry("broken", str(tmp_path / "missing.py"))]
   logged = []
-  rows, notes = benchmarking.run_entries(entries, ["float32"], steps=3, warmup=1, named_steps="first",
+  rows, notes = performance.run_entries(entries, ["float32"], steps=3, warmup=1, named_steps="first",
                                          log=logged.append)
   assert [(r.config, r.step, r.dtype) for r in rows] == [(TINY, "train_step[warmup]", "float32")]
   row = rows[0]
@@ -64,8 +64,8 @@ def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
   assert any("named steps main not run" in n for n in notes)
   assert any(n.startswith(f"{tmp_path / 'missing.py'} [float32]: failed") for n in notes)
 
-  env = dict(benchmarking.environment(), backend="cpu", cpus=2, load_average_1min=9.0)
-  markdown, json_path = benchmarking.write_outputs(str(tmp_path), "suite_x", rows, notes, env, "x")
+  env = dict(performance.environment(), backend="cpu", cpus=2, load_average_1min=9.0)
+  markdown, json_path = performance.write_outputs(str(tmp_path), "suite_x", rows, notes, env, "x")
   table = pathlib.Path(markdown).read_text()
   assert "Taken under load" in table and "| MFU % |" in table and "| HLO ops |" in table
   assert f"| {row.hlo_ops} |" in table and "train_step[warmup]" in table
@@ -73,11 +73,11 @@ def test_suite_rows_table_json_budget_failures_and_trace(tmp_path):
   data = json.loads(pathlib.Path(json_path).read_text())
   assert data["under_load"] and data["rows"][0]["flops"] == row.flops and data["notes"] == notes
 
-  spent, budget_notes = benchmarking.run_entries(entries[:1], ["float32"], steps=1, warmup=0, named_steps="first",
+  spent, budget_notes = performance.run_entries(entries[:1], ["float32"], steps=1, warmup=0, named_steps="first",
                                                  budget_seconds=1e-9, log=logged.append)
   assert spent == [] and "time budget" in budget_notes[0]
 
-  message = benchmarking.trace_slowest(rows, str(tmp_path / "trace"), warmup=0)
+  message = performance.trace_slowest(rows, str(tmp_path / "trace"), warmup=0)
   assert "train_step[warmup]" in message
   assert list((tmp_path / "trace").rglob("*.xplane.pb")), "no profiler trace written"
 
@@ -87,7 +87,7 @@ def test_dtype_numerics_compares_the_same_steps_from_the_same_start():
   difference the report shows comes from the dtype alone."""
   from hallujax import run_files
   config = run_files.load_config_file(TINY)
-  report = benchmarking.dtype_numerics(config, 3, log=lambda line: None)
+  report = performance.dtype_numerics(config, 3, log=lambda line: None)
   assert set(report["metrics"]) >= {name for name in report["curves"]["float32"][0] if name.startswith("loss")}
   assert len(report["curves"]["float32"]) == len(report["curves"]["bfloat16"]) == 3
   for values in report["metrics"].values():

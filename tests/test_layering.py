@@ -8,7 +8,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # Arrows that run back up on purpose, each with its reason (empty is the goal).
 KNOWN_CLIMBS = {
     # The benchmark's HLO-op column counts with the tool that also reports a step's largest contributors.
-    ("hallujax.benchmarking", "hallujax.tools.hlo_report"),
+    ("hallujax.performance", "hallujax.tools.hlo_report"),
 }
 
 

@@ -45,7 +45,7 @@ PAPER_PIPELINES = (
 )
 DEGRADATION = dict(blur_sigma=(0.0, 1.5), noise_sigma=(0.0, 5.0), jpeg_quality=(60, 95))
 PAPER_STEPS = (("FH-GAN", "fhgan.py"), ("IPFH", "ipfh.py"))   # files in the repository's configs/
-H200_BF16_PEAK = 989.4e12   # dense bf16 FLOP/s (hallujax.benchmarking.PEAK_TFLOPS)
+H200_BF16_PEAK = 989.4e12   # dense bf16 FLOP/s (hallujax.performance.PEAK_TFLOPS)
 
 
 # ----- 1. a CelebA-like folder --------------------------------------------------------
@@ -245,9 +245,9 @@ def per_core_by_format(records_dir: str, raw_dir: str, work_dir: str, examples: 
 def paper_step_flops(config_file: str, configs_dir: str) -> dict[str, tuple[float, int]]:
   """{step name: (XLA cost-analysis FLOPs, images per step)} of a config's steps, lowered, never run."""
   import jax
-  from hallujax import benchmarking
+  from hallujax import performance
   from hallujax.methods import make_method
-  config = benchmarking.load_config(os.path.join(configs_dir, config_file))
+  config = performance.load_config(os.path.join(configs_dir, config_file))
   method = make_method(config)
   rng = jax.random.key(0)
   state = jax.eval_shape(method.init, rng)

@@ -42,12 +42,12 @@ def main(argv):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from hallujax import benchmarking, run_setup
+  from hallujax import performance, run_setup
   from hallujax.nn import repeat
   from hallujax.tools import hlo_report
   jax.config.update("jax_enable_compilation_cache", False)
   config = cli.prepare_run(_CONFIG.value)
-  prepared = benchmarking.prepare(config)
+  prepared = performance.prepare(config)
   step = _STEP.value or prepared.method.step_name(0)
   if step not in prepared.method.steps:
     raise cli.UserError(f"--step={step}: no such named step; expected one of {', '.join(prepared.method.steps)}.")

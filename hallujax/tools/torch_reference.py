@@ -334,8 +334,8 @@ def torch_device(torch, jax_backend: str) -> str:
 def hallujax_step(config, batch_size: int):
   """(call() -> metrics, compile seconds): hallujax's jitted 'plain' step as the trainer runs it."""
   import jax
-  from hallujax import benchmarking, run_setup
-  prepared = benchmarking.prepare(config)
+  from hallujax import performance, run_setup
+  prepared = performance.prepare(config)
   program = run_setup.jit_steps(prepared.method, config, prepared.mesh, prepared.state_shardings,
                                 prepared.frozen_shardings)["plain"]
   rng = jax.random.key_data(jax.random.key(1))
@@ -363,13 +363,13 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
   """hallujax vs PyTorch eager vs torch.compile on StyleGAN2's plain train step, interleaved; the report."""
   torch, _, _ = torch_modules()
   import jax
-  from hallujax import benchmarking, run_files
+  from hallujax import performance, run_files
   config = run_files.load_config_file(spec)
   if batch_size:
     config.train.batch_size = batch_size
   batch = config.train.batch_size
   size = config.model.resolution
-  env = benchmarking.environment()
+  env = performance.environment()
   log(f"StyleGAN2 {size}², batch {batch}, {spec} | {env['devices']} × {env['device_kind']} | jax {jax.__version__}, "
       f"torch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
       f"{os.environ.get('OMP_WAIT_POLICY', '(default)')}) | load {env['load_average_1min']} on "
@@ -396,7 +396,7 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
       compile_seconds["torch_compile"] = timed(contenders["torch_compile"])   # the first call compiles
     except Exception as error:   # no C++ compiler, an unsupported op ...: say so, keep the eager figure
       contenders.pop("torch_compile", None)
-      notes.append(f"torch.compile failed here: {benchmarking.first_line(error)}")
+      notes.append(f"torch.compile failed here: {performance.first_line(error)}")
       log(notes[-1])
   for call in contenders.values():
     for _ in range(warmup):

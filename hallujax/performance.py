@@ -525,7 +525,7 @@ def markdown_table(rows: list[Row], notes: list[str], env: dict, title: str) -> 
         f"{_number(r.device_peak_bytes, 2**-20)} |")
   lines += ["", f"Median and p10–p90 over the timed calls after warm-up (n = {rows[0].timed_steps if rows else 0}); "
                 "MFU = XLA cost-analysis FLOPs / median time / dense peak of the compute dtype "
-                "(hallujax.benchmarking.PEAK_TFLOPS); '–' where the device does not report it."]
+                "(hallujax.performance.PEAK_TFLOPS); '–' where the device does not report it."]
   if notes:
     lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
   return "\n".join(lines) + "\n"
