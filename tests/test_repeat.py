@@ -1,4 +1,4 @@
-"""hallujax.nn.repeat: residual blocks traced once, with the same parameters and numbers as the Python loop."""
+"""hallujax.nn.repeat: residual blocks rolled into one lax.scan keep the loop's parameters and numbers."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def test_scanned_residual_blocks_keep_parameters_values_and_gradients():
   names = sorted(params["params"])
   assert [n for n in names if n.startswith("ResidualBlock")] == ["ResidualBlock_0", "ResidualBlock_1",
                                                                  "ResidualBlock_2"]
-  with repeat.unrolled():
-    loop_params = jax.eval_shape(module.init, jax.random.key(1), x)
-    loop_value, loop_gradient = value_and_gradient(module, params, x)
-  assert jax.tree.structure(loop_params) == jax.tree.structure(params)   # checkpoints and converters match
-  scan_value, scan_gradient = value_and_gradient(module, params, x)
+  loop_value, loop_gradient = value_and_gradient(module, params, x)
+  with repeat.rolled():
+    scan_params = jax.eval_shape(module.init, jax.random.key(1), x)
+    scan_value, scan_gradient = value_and_gradient(module, params, x)
+  assert jax.tree.structure(scan_params) == jax.tree.structure(params)   # checkpoints and converters match
   np.testing.assert_array_equal(scan_value, loop_value)   # the forward pass is the same bits
   # Gradients: the same to float32 rounding (XLA sums the backward's terms in another order inside the loop):
   # within 1e-6 of the gradient's largest magnitude.
@@ -41,15 +41,39 @@ def test_scanned_residual_blocks_keep_parameters_values_and_gradients():
 def test_the_scanned_program_does_not_grow_with_the_blocks():
   x = jnp.ones((1, 8, 8, 3))
 
-  def ops(blocks, unrolled):
+  def ops(blocks, rolled):
     module = pcfh.EncoderDecoder(features=4, downsamplings=1, blocks=blocks)
     params = jax.eval_shape(module.init, jax.random.key(0), x)
     gradient = jax.jit(jax.grad(lambda p: jnp.sum(module.apply(p, x))))
-    if unrolled:
-      with repeat.unrolled():
+    if rolled:
+      with repeat.rolled():
         return len(hlo_report.jaxpr_ops(gradient.trace(params).jaxpr))
     return len(hlo_report.jaxpr_ops(gradient.trace(params).jaxpr))
 
-  assert ops(2, unrolled=False) == ops(6, unrolled=False)
-  assert ops(6, unrolled=True) > ops(2, unrolled=True) + 4 * 20   # the loop writes every block out
-  assert ops(6, unrolled=False) < ops(6, unrolled=True)
+  assert ops(2, rolled=True) == ops(6, rolled=True)
+  assert ops(6, rolled=False) > ops(2, rolled=False) + 4 * 20   # the loop writes every block out
+  assert ops(6, rolled=True) < ops(6, rolled=False)
+
+
+def test_recognizers_scan_their_stages_in_eval_and_keep_training_mode_as_before():
+  from hallujax.models import recognition, vgg
+  x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3), minval=-1, maxval=1)
+  for module in (recognition.ResNetFace(stage_sizes=(1, 3, 1, 1), widths=(4, 4, 4, 4), embedding_dim=4),
+                 vgg.ResNet50Features(stage_sizes=(3, 1, 1, 1), width=2)):
+    variables = jax.jit(module.init)(jax.random.key(1), x)
+    loss = lambda p: (lambda y: (jnp.sum(jnp.sin(y)), y))(module.apply({**variables, "params": p}, x))
+    # A fresh jit per variant: jax caches a function's trace, and rolled() is not part of its key.
+    loop = jax.jit(jax.value_and_grad(loss, has_aux=True)).trace(variables["params"])
+    with repeat.rolled():
+      scan = jax.jit(jax.value_and_grad(loss, has_aux=True)).trace(variables["params"])
+    assert len(hlo_report.jaxpr_ops(scan.jaxpr)) < len(hlo_report.jaxpr_ops(loop.jaxpr))
+    (_, loop_value), loop_gradient = loop.lower().compile()(variables["params"])
+    (_, scan_value), scan_gradient = scan.lower().compile()(variables["params"])
+    np.testing.assert_array_equal(scan_value, loop_value)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(loop_gradient))
+    for a, b in zip(jax.tree.leaves(scan_gradient), jax.tree.leaves(loop_gradient)):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * scale)
+    # Training mode writes BatchNorm statistics: the blocks run as the loop, statistics for every block.
+    with repeat.rolled():
+      _, updates = jax.eval_shape(lambda v: module.apply(v, x, train=True, mutable=["batch_stats"]), variables)
+    assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])

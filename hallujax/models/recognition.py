@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hallujax.nn.repeat import sequential_blocks
 from hallujax.nn.torch_layers import PReLU, batch_norm, conv_init, flatten_channel_major, torch_conv, torch_padding
 
 Dtype = Any
@@ -93,9 +94,10 @@ class ResNetFace(nn.Module):
     x = batch_norm(train, self.dtype, "bn1")(x)
     x = PReLU(name="prelu")(x)
     for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
-      for index in range(size):
-        x = ImprovedBasicBlock(width, 2 if index == 0 else 1, self.dtype,
-                               name=f"layer{stage + 1}_{index}")(x, train)
+      x = ImprovedBasicBlock(width, 2, self.dtype, name=f"layer{stage + 1}_0")(x, train)
+      # The stage's other blocks have one shape: traced once (issue 30), parameters still layer{s}_{i}.
+      x = sequential_blocks(self, functools.partial(ImprovedBasicBlock, width, 1, self.dtype),
+                            [f"layer{stage + 1}_{index}" for index in range(1, size)], x, train)
     x = batch_norm(train, self.dtype, "bn2")(x)
     x = flatten_channel_major(x)
     if self.dropout_rate > 0:

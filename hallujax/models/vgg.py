@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hallujax.nn.repeat import sequential_blocks
 from hallujax.nn.torch_layers import batch_norm, conv_init, torch_conv, torch_padding
 
 Dtype = Any
@@ -127,7 +128,9 @@ class ResNet50Features(nn.Module):
     x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=torch_padding(1))
     for stage, size in enumerate(self.stage_sizes):
-      for index in range(size):
-        strides = 2 if index == 0 and stage > 0 else 1
-        x = Bottleneck(self.width * 2**stage, strides, self.dtype, name=f"layer{stage + 1}_{index}")(x, train)
+      features = self.width * 2**stage
+      x = Bottleneck(features, 2 if stage > 0 else 1, self.dtype, name=f"layer{stage + 1}_0")(x, train)
+      # The stage's other blocks have one shape: traced once (issue 30), parameters still layer{s}_{i}.
+      x = sequential_blocks(self, functools.partial(Bottleneck, features, 1, self.dtype),
+                            [f"layer{stage + 1}_{index}" for index in range(1, size)], x, train)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -10,6 +10,13 @@ and ``apply`` stacks the N subtrees inside the step and scans one unbound copy
 of the block over them. The stack is a copy of the blocks' parameters per call
 (small next to the blocks' activations); its gradient is sliced back into each
 block's subtree by autodiff.
+
+Why it is off by default (measured on XLA:CPU, jax 0.10.2, docs/benchmarks.md "Rolled loops"): inside the
+while loop XLA:CPU leaves the backward's kernel-gradient convolutions in their transposed dimension order
+(``f01b_i01o->01bf``) instead of rewriting them to the Eigen convolution it uses outside loops, so they run
+on a slow generic path. A 9-block PCFH encoder-decoder's gradient then had half the HLO ops (2,889 vs
+6,224) but compiled 1.3× slower and ran 11× slower; PCFH's smoke step ran 4× slower. `rolled()` keeps
+the rolled form measurable (hallujax.tools.compile_ab) for backends and versions where it may pay.
 """
 
 from __future__ import annotations
@@ -23,37 +30,45 @@ import jax.numpy as jnp
 from jax import lax
 
 
-_UNROLLED = [False]
+_ROLLED = [False]
 
 
 @contextlib.contextmanager
-def unrolled():
-  """Within this context, programs traced use the Python loop (before/after measurements, equality tests)."""
-  _UNROLLED[0] = True
+def rolled():
+  """Within this context, programs traced run repeated blocks as one lax.scan (see the module docstring).
+
+  jax caches a jitted function's trace and this switch is not part of the cache's key: trace each variant
+  with its own ``jax.jit`` object.
+  """
+  _ROLLED[0] = True
   try:
     yield
   finally:
-    _UNROLLED[0] = False
+    _ROLLED[0] = False
 
 
-def sequential_blocks(parent: nn.Module, make_block: Callable[..., nn.Module], names: list[str],
-                      x: jax.Array) -> jax.Array:
-  """x through the blocks `make_block(name=n)` for n in `names`, in order, inside `parent`'s compact method.
+def sequential_blocks(parent: nn.Module, make_block: Callable[..., nn.Module], names: list[str], x: jax.Array,
+                      *args) -> jax.Array:
+  """x through the blocks `make_block(name=n)(x, *args)` for n in `names`, in order, in `parent`'s compact method.
 
-  Every block must map x to an array of x's shape and dtype and read only its own "params" (no mutable
-  collections, no RNG). With two or more blocks, outside init, the blocks run as one ``lax.scan`` over
-  their stacked parameters (inside `unrolled()`, as a Python loop). The forward values are the same
-  bits; gradients agree to float32 rounding (tests/test_repeat.py).
+  Every block must map x to an array of x's shape and dtype and use no RNG. By default a Python loop
+  (each block written into the program). Inside `rolled()`, with two or more blocks, outside init, and no
+  collection of theirs mutable (BatchNorm in eval mode reads its statistics; in training mode it writes
+  them, and the blocks run as the loop), the blocks run as one ``lax.scan`` over their stacked variables.
+  The forward values are the same bits; gradients agree to float32 rounding (tests/test_repeat.py).
   """
-  if _UNROLLED[0] or len(names) < 2 or parent.is_initializing():
+  collections = {collection: tree for collection, tree in parent.variables.items()
+                 if any(name in tree for name in names)}
+  if (not _ROLLED[0] or len(names) < 2 or parent.is_initializing()
+      or any(parent.is_mutable_collection(collection) for collection in collections)):
     for name in names:
-      x = make_block(name=name)(x)
+      x = make_block(name=name)(x, *args)
     return x
-  params = parent.variables["params"]
-  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[params[name] for name in names])
-  block = make_block(parent=None)   # unbound: applied to each block's parameters in turn
+  stacked = {collection: jax.tree.map(lambda *leaves: jnp.stack(leaves), *[tree[name] for name in names])
+             for collection, tree in collections.items()}
+  block = make_block(parent=None)   # unbound: applied to each block's variables in turn
 
-  def body(carry, block_params):
-    return block.apply({"params": block_params}, carry), None
+  def body(carry, block_variables):
+    return block.apply(block_variables, carry, *args), None
 
   return lax.scan(body, x, stacked)[0]

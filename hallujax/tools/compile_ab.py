@@ -1,10 +1,11 @@
 """python -m hallujax.tools.compile_ab --config configs/pcfh.py:smoke [--step train] [--repeats 5] [--compiles 2]
 
-Before/after of issue 30's rolled loops (``hallujax.nn.repeat``) for one named train step, in one process:
+The Python loop against the rolled loop (``hallujax.nn.repeat``) for one named train step, in one process:
 
-  unrolled   the step traced inside ``repeat.unrolled()``: every block of a
-             Python loop written into the program (as before);
-  rolled     the step as the library traces it now (the blocks as one lax.scan).
+  unrolled   the step as the library traces it (every repeated block written
+             into the program);
+  rolled     the step traced inside ``repeat.rolled()`` (the repeated blocks
+             as one lax.scan).
 
 Both programs take the same state, frozen tree and random batch. Printed: each
 program's HLO ops (optimized module's instructions), its compile time (the two
@@ -53,20 +54,22 @@ def main(argv):
     raise cli.UserError(f"--step={step}: no such named step; expected one of {', '.join(prepared.method.steps)}.")
   rng = jax.random.key_data(jax.random.key(1))
   arguments = lambda state: (state, prepared.frozen, prepared.batch, rng)
-  lowered = {}
-  for variant in ("unrolled", "rolled"):
-    program = run_setup.jit_steps(prepared.method, config, prepared.mesh, prepared.state_shardings,
-                                prepared.frozen_shardings)[step]
-    if variant == "unrolled":
-      with repeat.unrolled():
-        lowered[variant] = program.lower(*arguments(prepared.state))
-    else:
-      lowered[variant] = program.lower(*arguments(prepared.state))
+  programs = {variant: run_setup.jit_steps(prepared.method, config, prepared.mesh, prepared.state_shardings,
+                                          prepared.frozen_shardings)[step] for variant in ("unrolled", "rolled")}
+
+  def lower(variant):
+    """A fresh lowering each time: a Lowered object keeps the executable its first compile made."""
+    if variant == "rolled":
+      with repeat.rolled():
+        return programs[variant].lower(*arguments(prepared.state))
+    return programs[variant].lower(*arguments(prepared.state))
+
   compile_seconds, compiled = {"unrolled": [], "rolled": []}, {}
   for _ in range(_COMPILES.value):
-    for variant, program in lowered.items():
+    for variant in programs:
+      lowered = lower(variant)
       start = time.perf_counter()
-      compiled[variant] = program.compile()
+      compiled[variant] = lowered.compile()
       compile_seconds[variant].append(time.perf_counter() - start)
   copy = lambda tree: jax.tree.map(jnp.copy, tree)
   states, first = {}, {}
