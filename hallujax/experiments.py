@@ -914,6 +914,17 @@ def run_until_decided(table: Table, seeds: list[int], root: str, max_seeds: int)
     failures += run_table(table, [seeds[-1]], root, rows)
 
 
+def evaluated_seeds(table: Table, seeds: list[int], root: str, max_seeds: int) -> list[int]:
+  """`seeds` and the further consecutive seeds (up to `max_seeds` in all) that an earlier --until_decided run
+  added: those with an evaluated run for at least one row. The report of --report_only --until_decided then
+  shows every seed the table has, as the run that added them did."""
+  seeds = list(seeds)
+  while len(seeds) < max_seeds and any(evaluation_path(run_for(root, row.config, seeds[-1] + 1, table))
+                                       for row in table.rows):
+    seeds.append(seeds[-1] + 1)
+  return seeds
+
+
 def define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds per row (0 .. N-1).")
   flags.DEFINE_integer("first_seed", 0, "First seed.")
@@ -954,6 +965,8 @@ def main(argv):
   if FLAGS.until_decided and not FLAGS.report_only:
     seeds, more_failures = run_until_decided(table, seeds, root, FLAGS.max_seeds)
     failures += more_failures
+  elif FLAGS.until_decided:
+    seeds = evaluated_seeds(table, seeds, root, FLAGS.max_seeds)
   recognizer = run_for(root, table.recognizer, 0) if table.recognizer else None
   invocation = f"python -m hallujax.experiments {table.name} --seeds {FLAGS.seeds}"
   if FLAGS.first_seed:

@@ -256,6 +256,9 @@ def test_until_decided_adds_seeds_to_the_undecided_rows_only(toy):
   assert "A > B on psnr: holds — 6/6 seeds, mean paired difference +0.450 ± 0.356 (95%)" in markdown
   capped, _ = experiments.run_until_decided(table, [0, 1, 2], str(root / "runs_root"), max_seeds=3)
   assert capped == [0, 1, 2]
+  # --report_only --until_decided reports the seeds that run added (and no seed without an evaluated run).
+  assert experiments.evaluated_seeds(table, [0], str(root / "runs_root"), max_seeds=8) == [0, 1, 2, 3, 4, 5]
+  assert experiments.evaluated_seeds(table, [0], str(root / "runs_root"), max_seeds=4) == [0, 1, 2, 3]
   tied = experiments.Figures([0, 1], {"A": {"psnr": [1.0, 2.0]}, "B": {"psnr": [1.0, 2.0]}, "bicubic": {"psnr": []},
                                       "A's own": {"psnr": []}}, {}, {}, [], [])
   assert experiments.undecided_rows(table, tied, max_seeds=8) == ()   # identical figures: seeds cannot help
