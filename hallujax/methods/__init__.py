@@ -73,9 +73,12 @@ on a string: the trainer chooses which named step to run, on the host.
 ``state_rules`` sharding rules the method adds before the config's
                 (``hallujax.sharding``), e.g. a stacked-clients state.
 
-Shared helpers: :func:`phase_at` for staged methods and
-``hallujax.optim.make`` / ``hallujax.optim.apply_update`` for the one
-optimizer section per trained network (``config.optim.<network>``).
+Shared helpers: :func:`phase_at` for staged methods,
+``hallujax.optim.make_all`` for the one optimizer section per trained network
+(``config.optim.<network>``), and ``hallujax.methods.train_state``: the
+multi-network state (``TrainState``: step, ``params`` and ``opt_state`` keyed by
+network) and the one way to update some of its networks (``update_networks`` /
+``with_updates``).
 
 A new method needs no trainer change: write ``make``, add one line to
 ``METHODS``. ``tests/tiny.py`` is a complete small example with a frozen
