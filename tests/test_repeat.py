@@ -77,3 +77,28 @@ def test_recognizers_scan_their_stages_in_eval_and_keep_training_mode_as_before(
     with repeat.rolled():
       _, updates = jax.eval_shape(lambda v: module.apply(v, x, train=True, mutable=["batch_stats"]), variables)
     assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+
+
+def test_loop_conv_gradients_equal_lax_and_stay_canonical_inside_a_scan():
+  import re
+  from jax import lax
+  from hallujax.nn import loop_conv
+  for size, kernel_size, stride, padding in [(9, 3, 2, "SAME"), (8, 4, 2, [(1, 1), (1, 1)]), (9, 3, 2, "VALID")]:
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 3, 5))
+    numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, loop_conv.CANONICAL)
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, (stride, stride), padding,
+                                                         dimension_numbers=numbers)))
+    expected = jax.jit(jax.grad(loss(lax.conv_general_dilated), (0, 1)))(x, kernel)
+    for got, want in zip(jax.jit(jax.grad(loss(loop_conv.conv_general_dilated), (0, 1)))(x, kernel), expected):
+      np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(want))))
+
+  def rolled_gradient_labels(conv):
+    kernels = jax.random.normal(jax.random.key(2), (3, 3, 3, 4, 4))
+    def loss(kernels):
+      body = lambda h, k: (jnp.tanh(conv(h, k, (1, 1), "SAME", dimension_numbers=loop_conv.CANONICAL)), None)
+      return jnp.sum(lax.scan(body, jnp.ones((1, 6, 6, 4)), kernels)[0])
+    text = jax.jit(jax.grad(loss)).lower(kernels).compile().as_text()
+    return set(re.findall(r"convolution\(.*?dim_labels=([^,\s]+)", text))
+  assert rolled_gradient_labels(loop_conv.conv_general_dilated) == {"b01f_01io->b01f"}
+  assert rolled_gradient_labels(lax.conv_general_dilated) != {"b01f_01io->b01f"}   # what loop_conv avoids

@@ -58,7 +58,8 @@ def main(argv):
                                           prepared.frozen_shardings)[step] for variant in ("unrolled", "rolled")}
 
   def lower(variant):
-    """A fresh lowering each time: a Lowered object keeps the executable its first compile made."""
+    """A fresh trace and lowering each time (jax keeps compiled executables in memory: cleared first)."""
+    jax.clear_caches()
     if variant == "rolled":
       with repeat.rolled():
         return programs[variant].lower(*arguments(prepared.state))

@@ -1,4 +1,5 @@
 """python -m hallujax.tools.hlo_report --config configs/stylegan2.py:smoke --step r1_path_length [--top 15]
+python -m hallujax.tools.hlo_report --suite paper|smoke [--stage jaxpr]      # one row per named step
 
 Which parts of one named train step make its program big (and slow to compile)?
 
@@ -265,11 +266,36 @@ def report(ops: list[Op], by: str, depth: int, top: int) -> str:
   return "\n".join(lines)
 
 
+def suite_table(suite: str, stage: str, log=print) -> list[str]:
+  """One markdown row per named step of every config of a benchmark suite: its op count and largest line."""
+  from hallujax import cli, performance
+  entries, notes = performance.suite_entries(suite)
+  rows = ["| config | step | ops | largest contributor (project line) |", "|---|---|---|---|"]
+  for entry in entries:
+    try:
+      config = cli.prepare_run(cli.load_config_file(entry.spec))
+      from hallujax.methods import make_method
+      for step in make_method(config).steps:
+        ops = step_ops(config, step, stage)
+        (line, count), = contributors(ops, "line", 1)[:1]
+        rows.append(f"| {entry.spec} | {step} | {len(ops)} | {line} ({100 * count / len(ops):.0f}%) |")
+        log(rows[-1])
+    except Exception as error:   # one failing config must not end the table
+      notes.append(f"{entry.spec}: failed, {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+      log(notes[-1])
+  return rows + [""] + [f"- {note}" for note in notes]
+
+
 def main(argv):
   from absl import flags
   from hallujax import cli
   del argv
   FLAGS = flags.FLAGS
+  if FLAGS.suite:
+    print("\n".join(suite_table(FLAGS.suite, FLAGS.stage, log=lambda line: None)), flush=True)
+    return
+  if FLAGS.config is None:
+    raise cli.UserError("Give --config=configs/<method>.py[:variant] or --suite=paper|smoke.")
   config = cli.prepare_run(FLAGS.config)
   from hallujax.methods import make_method
   names = list(make_method(config).steps)
@@ -294,7 +320,8 @@ def define_flags():
   flags.DEFINE_integer("depth", 0, "--by scope: levels of the name stack to keep (default 3); --by line: "
                        "project frames to keep, innermost first (default 1; 2 adds the calling line).")
   flags.DEFINE_integer("top", 15, "Groups to print.")
-  flags.mark_flags_as_required(["config"])
+  flags.DEFINE_enum("suite", None, ["paper", "smoke"], "Instead of --config: a table of every named step of "
+                    "the benchmark suite's configs (op count and largest project line).")
 
 
 if __name__ == "__main__":
