@@ -38,7 +38,7 @@ import numpy as np
 from hallujax import run_setup
 from hallujax.data import feed as feed_lib
 from hallujax.methods import METHODS
-from hallujax.tools import hlo_report
+from hallujax.hlo_text import hlo_op_count
 
 # Dense (no structured sparsity) peak TFLOP/s per chip: (float32 compute, bfloat16 compute), most specific
 # device-kind substring first. float32 on NVIDIA Ampere/Hopper is the TF32 tensor-core peak: XLA:GPU runs
@@ -339,7 +339,7 @@ def run_train_step(prepared: Prepared, name: str, steps: int, warmup: int, label
   return make_row(**label, step=f"train_step[{name}]", images=prepared.images, compile_seconds=compile_seconds,
                   compiles=compiles.count, traces=prepared.trace_counts.get(name, 0), times=times,
                   flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled),
-                  hlo_ops=hlo_report.hlo_op_count(compiled))
+                  hlo_ops=hlo_op_count(compiled))
 
 
 def run_hallucinate(prepared: Prepared, steps: int, warmup: int, label: dict, peak: float | None) -> Row:
@@ -355,7 +355,7 @@ def run_hallucinate(prepared: Prepared, steps: int, warmup: int, label: dict, pe
   return make_row(**label, step="hallucinate", images=prepared.images, compile_seconds=compile_seconds,
                   compiles=compiles.count, traces=prepared.trace_counts.get("hallucinate", 0), times=times,
                   flops=flops_of(compiled), peak=peak, memory=program_bytes(compiled),
-                  hlo_ops=hlo_report.hlo_op_count(compiled))
+                  hlo_ops=hlo_op_count(compiled))
 
 
 def with_dtype(config, dtype: str | None):

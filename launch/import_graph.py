@@ -24,7 +24,8 @@ import sys
 LAYERS = (
     ("ground", ("hallujax", "hallujax.errors")),
     ("foundations", ("hallujax.images", "hallujax.config_base", "hallujax.optim", "hallujax.progress",
-                     "hallujax.sharding", "hallujax.summary_writer", "hallujax.nn", "hallujax.nn.*")),
+                     "hallujax.sharding", "hallujax.summary_writer", "hallujax.hlo_text", "hallujax.nn",
+                     "hallujax.nn.*")),
     ("commands", ("hallujax.data.prepare", "hallujax.data.pipeline_benchmark")),   # commands inside data/
     ("data", ("hallujax.data", "hallujax.data.*", "hallujax.photos")),
     ("models", ("hallujax.models", "hallujax.models.*")),

@@ -45,7 +45,7 @@ def main(argv):
   import numpy as np
   from hallujax import performance, run_setup
   from hallujax.nn import repeat
-  from hallujax.tools import hlo_report
+  from hallujax.hlo_text import hlo_op_count
   jax.config.update("jax_enable_compilation_cache", False)
   config = cli.prepare_run(_CONFIG.value)
   prepared = performance.prepare(config)
@@ -87,7 +87,7 @@ def main(argv):
   print(f"{cli.config_argument(__import__('sys').argv)} step {step}, load average {os.getloadavg()[0]:.1f} "
         f"on {os.cpu_count()} CPUs")
   for variant in compiled:
-    print(f"{variant:9s} HLO ops {hlo_report.hlo_op_count(compiled[variant]):6d} | compile median "
+    print(f"{variant:9s} HLO ops {hlo_op_count(compiled[variant]):6d} | compile median "
           f"{statistics.median(compile_seconds[variant]):7.1f} s {np.round(compile_seconds[variant], 1).tolist()} | "
           f"step median {1e3 * statistics.median(step_seconds[variant]):8.1f} ms "
           f"{np.round(1e3 * np.asarray(step_seconds[variant]), 1).tolist()}")

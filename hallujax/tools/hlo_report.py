@@ -38,6 +38,8 @@ import re
 import sys
 from typing import Iterable
 
+from hallujax.hlo_text import INSTRUCTION, hlo_instructions, program_texts
+
 # Where the project's own frames live: a frame in one of these directories is what --by line reports.
 PROJECT_DIRECTORIES = (os.sep + "hallujax" + os.sep, os.sep + "configs" + os.sep, os.sep + "tests" + os.sep)
 
@@ -141,24 +143,8 @@ def jaxpr_ops(jaxpr, prefix: str = "") -> list[Op]:
 
 # ----------------------------------------------------------------------------- the optimized HLO module
 
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*\S+\s+([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _STACK_FRAME = re.compile(r"stack_frame_id=(\d+)")
-
-
-def hlo_instructions(hlo_text: str) -> list[str]:
-  """The instruction lines of an HLO module's text, in every computation (fusion bodies included)."""
-  return [line for line in hlo_text.splitlines() if _INSTRUCTION.match(line)]
-
-
-def hlo_op_count(compiled) -> int:
-  """Instructions in a compiled program's optimized HLO module (all computations): its size, as compiled."""
-  return sum(len(hlo_instructions(text)) for text in program_texts(compiled))
-
-
-def program_texts(compiled) -> list[str]:
-  text = compiled.as_text()
-  return text if isinstance(text, list) else [text]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +191,7 @@ def hlo_ops(hlo_text: str) -> list[Op]:
   frames = hlo_stack_frames(hlo_text)
   ops = []
   for line in hlo_instructions(hlo_text):
-    opcode = _INSTRUCTION.match(line).group(1)
+    opcode = INSTRUCTION.match(line).group(1)
     name = _OP_NAME.search(line)
     frame = _STACK_FRAME.search(line)
     scope = clean_scope(name.group(1).rpartition("/")[0]) if name else ""
