@@ -257,6 +257,8 @@ def suite_table(suite: str, stage: str, log=print) -> list[str]:
   from hallujax import cli, performance
   entries, notes = performance.suite_entries(suite)
   rows = ["| config | step | ops | largest contributor (project line) |", "|---|---|---|---|"]
+  for row in rows:
+    log(row)
   for entry in entries:
     try:
       config = cli.prepare_run(cli.load_config_file(entry.spec))
@@ -268,7 +270,8 @@ def suite_table(suite: str, stage: str, log=print) -> list[str]:
         log(rows[-1])
     except Exception as error:   # one failing config must not end the table
       notes.append(f"{entry.spec}: failed, {type(error).__name__}: {str(error).splitlines()[0][:200]}")
-      log(notes[-1])
+  for note in notes:
+    log(f"- {note}")
   return rows + [""] + [f"- {note}" for note in notes]
 
 
@@ -278,7 +281,7 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   if FLAGS.suite:
-    print("\n".join(suite_table(FLAGS.suite, FLAGS.stage, log=lambda line: None)), flush=True)
+    suite_table(FLAGS.suite, FLAGS.stage, log=lambda line: print(line, flush=True))   # rows as they come
     return
   if FLAGS.config is None:
     raise cli.UserError("Give --config=configs/<method>.py[:variant] or --suite=paper|smoke.")
