@@ -128,11 +128,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       exclude_repaired=False,        # test-time arg-max skips centres inside repaired patches
       mask_repaired_in_training=False,   # ... and so does sampling in training (and then the test)
       action_stride=1,               # 1: every pixel is an action ("a W×H-D vector"); s: (W/s)(H/s) cells
+      action_history=False,          # the context's action vector marks every repaired cell, not only a_{t-1}
       head="dense",                  # "dense": the paper's fully connected layer; "conv": a score map
       entropy_bonus=0.0,             # β: the policy loss subtracts β·H(π)
       baseline="leave_one_out",      # or "value": a learned V(s_t) (value head), weighted value_weight
       value_weight=0.5,
       normalize_advantages=False,    # advantages scaled to zero mean, unit std per batch
+      normalize_per_step=False,      # ... separately for each step t (r_s and r_l differ ~100× in scale)
       discount=1.0,                  # γ of the returns; 1: the paper's Σ_t r_t (Eq. 9), 0: each step's own reward
   ))
   # Local restoration: 128 + 128 channels fused = "256×32×32".

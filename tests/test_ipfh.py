@@ -583,3 +583,14 @@ def test_coarser_action_grids_and_the_convolutional_head_score_every_cell():
     assert ("logits" in params["params"]) == (head == "dense") and "value" in params["params"]
   assert tuple(int(v) for v in rollout_lib.patch_corner(jnp.int32(9), 32, 32, 8, stride=4)) == (2, 2)  # cell (1, 1)
   assert tuple(int(v) for v in rollout_lib.patch_corner(jnp.int32(63), 32, 32, 8, stride=4)) == (24, 24)
+
+
+def test_the_action_history_marks_every_repaired_cell_and_the_default_only_the_last_action():
+  """config.policy.action_history: the context's action vector is 1 at every cell whose centre is in a
+  repaired patch (two patches repaired here); the default is the one-hot of a_{t-1} (zeros at t = 1)."""
+  repaired = jnp.zeros((32, 32), bool).at[0:8, 0:8].set(True).at[16:24, 8:16].set(True)
+  history = rollout_lib.action_context(jnp.int32(9), repaired, stride=8, history=True)
+  np.testing.assert_array_equal(np.flatnonzero(history), [0, 9])          # cells (0, 0) and (2, 1)
+  last = rollout_lib.action_context(jnp.int32(9), repaired, stride=8, history=False)
+  np.testing.assert_array_equal(np.flatnonzero(last), [9])
+  assert not np.any(rollout_lib.action_context(jnp.int32(-1), jnp.zeros((32, 32), bool), 8, False))

@@ -21,7 +21,10 @@ STAGE_METRICS = {
     "restoration": {"loss_patch", "patch_mse", "patch_mse_coarse"},
     "policy": {"loss_policy", "loss_value", "loss_restoration", "loss_patch", "loss_image", "return",
                "reward_final", "reward_final_gain", "policy_entropy", "distinct_patches", "psnr_rollout",
-               "psnr_coarse"},
+               "psnr_coarse",
+               # the policy's diagnostics (issue 28)
+               "advantage_std_short", "advantage_std_final", "logit_spread", "reward_short_std",
+               "reward_final_std", "policy_gradient_norm", "policy_parameter_norm"},
 }
 
 

@@ -77,7 +77,8 @@ from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord,
                                            dual_domain_loss, lr_reference, mean_squared_error)
 from hallujax.methods.ipfh_losses import (Objective, identified, image_level_terms, image_loss_of,
-                                          long_term_reward, reinforce_loss, value_baseline_loss)
+                                          leave_one_out_advantages, long_term_reward, reinforce_loss,
+                                          rewards_to_go, value_baseline_loss)
 from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models.ipfh import (CoarseHallucinator, DualConsistency, LocalRestoration, Networks,
@@ -135,7 +136,8 @@ def selection_of(config) -> Selection:
                    reward=config.policy.reward, exclude_repaired=config.policy.exclude_repaired,
                    mask_in_training=config.policy.mask_repaired_in_training,
                    action_stride=config.policy.action_stride, oracle_stride=config.policy.oracle_stride,
-                   update_restoration=config.restoration.update_every == "step")
+                   update_restoration=config.restoration.update_every == "step",
+                   action_history=bool(config.policy.get("action_history", False)))
 
 
 def policy_discount(config) -> float:
@@ -150,6 +152,7 @@ def objective_of(config) -> Objective:
                    reward=config.policy.reward, image_lr=config.loss.image_lr,
                    image_lr_size=config.loss.image_lr_size, baseline=config.policy.baseline,
                    normalize_advantages=config.policy.normalize_advantages,
+                   normalize_per_step=bool(config.policy.get("normalize_per_step", False)),
                    entropy_bonus=config.policy.entropy_bonus, value_weight=config.policy.value_weight,
                    discount=policy_discount(config),
                    restoration_update=config.restoration.update_every,
@@ -475,15 +478,17 @@ def _flat(x: jax.Array) -> jax.Array:
 
 
 def policy_outputs(networks: Networks, selection: Selection, policy_params: dict,
-                   records: StepRecord) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(log π(a_t | s_t), entropy, V(s_t)), each (B, T), of the recorded actions in their recorded states,
-  in one batched call (the same values the rollout's policy computed)."""
+                   records: StepRecord) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """(log π(a_t | s_t), entropy, V(s_t), logit spread), each (B, T), of the recorded actions in their
+  recorded states, in one batched call (the same values the rollout's policy computed). The logit
+  spread is the standard deviation of the logits over the actions (before any mask): 0 is uniform."""
   batch, steps = records.action.shape
-  size = records.image.shape[-2]
-  actions = (size // selection.action_stride) ** 2
+  context = jax.vmap(functools.partial(rollout_lib.action_context, stride=selection.action_stride,
+                                       history=selection.action_history))(
+      _flat(records.last_action), _flat(records.covered))
   logits, values = networks.policy.apply(
-      {"params": policy_params}, _flat(records.image), _flat(records.last_patch),
-      jax.nn.one_hot(_flat(records.last_action), actions))
+      {"params": policy_params}, _flat(records.image), _flat(records.last_patch), context)
+  spread = jnp.std(logits, axis=-1)
   if selection.mask_in_training:
     logits = jax.vmap(rollout_lib.masked_logits, in_axes=(0, 0, None))(
         logits, _flat(records.covered), selection.action_stride)
@@ -491,7 +496,7 @@ def policy_outputs(networks: Networks, selection: Selection, policy_params: dict
   chosen = jnp.take_along_axis(log_probs, _flat(records.action)[:, None], axis=1)[:, 0]
   entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
   shape = (batch, steps)
-  return chosen.reshape(shape), entropy.reshape(shape), values.reshape(shape)
+  return chosen.reshape(shape), entropy.reshape(shape), values.reshape(shape), spread.reshape(shape)
 
 
 def policy_loss(networks: Networks, selection: Selection, objective: Objective, policy_params: dict,
@@ -502,17 +507,27 @@ def policy_loss(networks: Networks, selection: Selection, objective: Objective, 
   rewards (B, T) with r_T the long-term reward; baseline: `reinforce_loss`
   (leave-one-out, the default) or `value_baseline_loss` (config.policy.baseline "value").
   """
-  log_probs, entropy, values = policy_outputs(networks, selection, policy_params, records)
+  log_probs, entropy, values, spread = policy_outputs(networks, selection, policy_params, records)
   if objective.baseline == "value":
     surrogate, value_loss = value_baseline_loss(log_probs, values, rewards, example_baselines,
                                                 objective.normalize_advantages, objective.value_weight,
-                                                objective.discount)
+                                                objective.discount, objective.normalize_per_step)
+    advantages = rewards_to_go(rewards, objective.discount) - values
+    if example_baselines is not None:
+      advantages = advantages - example_baselines[:, None]
   else:
     surrogate = reinforce_loss(log_probs, rewards, example_baselines, objective.normalize_advantages,
-                               objective.discount)
+                               objective.discount, objective.normalize_per_step)
+    advantages = leave_one_out_advantages(rewards, example_baselines, objective.discount)
     value_loss = jnp.zeros(())
   bonus = objective.entropy_bonus * jnp.mean(entropy)
-  return surrogate + value_loss - bonus, {"loss_policy": surrogate, "loss_value": value_loss}
+  # Diagnostics (issue 28): the advantages' scale before any normalization, at the steps t < T (short-term
+  # rewards) and at T (the long-term reward), and how far the logits are from uniform.
+  advantages = jax.lax.stop_gradient(advantages)
+  return surrogate + value_loss - bonus, {
+      "loss_policy": surrogate, "loss_value": value_loss,
+      "advantage_std_short": jnp.std(advantages[:, :-1]), "advantage_std_final": jnp.std(advantages[:, -1]),
+      "logit_spread": jnp.mean(jax.lax.stop_gradient(spread))}
 
 
 def policy_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
@@ -576,6 +591,10 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
     gradients["policy"], policy_metrics = jax.grad(policy_loss, argnums=3, has_aux=True)(
         networks, selection, objective, state.params["policy"], records, rewards, example_baselines)
     metrics.update(policy_metrics)
+    # Diagnostics (issue 28): reward scales and the size of P's update relative to P.
+    metrics.update(reward_short_std=jnp.std(rewards[:, :-1]), reward_final_std=jnp.std(rewards[:, -1]),
+                   policy_gradient_norm=optax.tree.norm(gradients["policy"]),
+                   policy_parameter_norm=optax.tree.norm(state.params["policy"]))
   else:
     metrics.update(loss_policy=jnp.zeros(()), loss_value=jnp.zeros(()))
   patch_loss = jnp.mean(jnp.sum(records.patch_loss, axis=1))

@@ -29,6 +29,7 @@ class Objective(NamedTuple):
   image_lr_size: int = 32       # its size (paper: "resize the 128 × 128 HR face into 32× 32")
   baseline: str = "leave_one_out"
   normalize_advantages: bool = False
+  normalize_per_step: bool = False   # with normalize_advantages: scaled per step t, not over all steps
   entropy_bonus: float = 0.0
   value_weight: float = 0.5
   discount: float = 1.0         # γ of the returns G_t = Σ_k γ^(k−t) r_k (1: the paper's Σ_t r_t)
@@ -136,14 +137,23 @@ def rewards_to_go(rewards: jax.Array, discount: float = 1.0) -> jax.Array:
   return jnp.stack(returns[::-1], axis=1)
 
 
-def normalized(advantages: jax.Array) -> jax.Array:
-  """Advantages scaled to zero mean and unit standard deviation over the batch and the steps."""
-  return (advantages - jnp.mean(advantages)) / (jnp.std(advantages) + 1e-8)
+def normalized(advantages: jax.Array, per_step: bool = False) -> jax.Array:
+  """(batch, T) advantages scaled to zero mean and unit standard deviation over the batch and the steps,
+  or (`per_step`) over the batch separately for each step t.
+
+  Per step (an option, config.policy.normalize_per_step, not in the paper): the short-term rewards
+  r_s (Eq. 10) of one repair and the long-term reward r_l (Eq. 12) of the whole face differ in scale by
+  about 100× (docs/ipfh.md, "Why the policy did not learn"), so one standard deviation over all steps is
+  r_l's and the steps t < T get advantages near zero; per step each t gets unit scale.
+  """
+  axis = 0 if per_step else None
+  mean = jnp.mean(advantages, axis=axis, keepdims=per_step)
+  return (advantages - mean) / (jnp.std(advantages, axis=axis, keepdims=per_step) + 1e-8)
 
 
 def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
                    example_baselines: jax.Array | None = None, normalize: bool = False,
-                   discount: float = 1.0) -> jax.Array:
+                   discount: float = 1.0, per_step: bool = False) -> jax.Array:
   """Surrogate loss whose gradient is the REINFORCE estimate of −∇ E[Σ_t r_t].
 
   log_probs, rewards: (batch, T). Each log π(a_t | s_t) is weighted by its
@@ -156,8 +166,19 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
   actions, so the estimator stays unbiased, and they need no extra state (a
   plain batch mean would scale the gradient by (B − 1) / B). With B = 1 the
   leave-one-out baseline is 0. `normalize` (an option) rescales the advantages
-  (`normalized`), which changes the gradient's scale per batch. `discount`: `rewards_to_go`.
+  (`normalized`, over all steps or `per_step`), which changes the gradient's scale per batch.
+  `discount`: `rewards_to_go`.
   """
+  advantages = leave_one_out_advantages(rewards, example_baselines, discount)
+  if normalize:
+    advantages = normalized(advantages, per_step)
+  return -jnp.mean(jnp.sum(log_probs * jax.lax.stop_gradient(advantages), axis=1))
+
+
+def leave_one_out_advantages(rewards: jax.Array, example_baselines: jax.Array | None = None,
+                             discount: float = 1.0) -> jax.Array:
+  """(batch, T) advantages of `reinforce_loss` before any normalization: G_t − example baseline −
+  the leave-one-out batch mean of that."""
   returns = rewards_to_go(rewards, discount)
   if example_baselines is not None:
     returns = returns - example_baselines[:, None]
@@ -166,15 +187,13 @@ def reinforce_loss(log_probs: jax.Array, rewards: jax.Array,
     baseline = (jnp.sum(returns, axis=0, keepdims=True) - returns) / (batch_size - 1)
   else:
     baseline = jnp.zeros_like(returns)
-  advantages = returns - baseline
-  if normalize:
-    advantages = normalized(advantages)
-  return -jnp.mean(jnp.sum(log_probs * jax.lax.stop_gradient(advantages), axis=1))
+  return returns - baseline
 
 
 def value_baseline_loss(log_probs: jax.Array, values: jax.Array, rewards: jax.Array,
                         example_baselines: jax.Array | None, normalize: bool,
-                        value_weight: float, discount: float = 1.0) -> tuple[jax.Array, jax.Array]:
+                        value_weight: float, discount: float = 1.0, per_step: bool = False
+                        ) -> tuple[jax.Array, jax.Array]:
   """(REINFORCE surrogate with A_t = G_t − V(s_t), value regression loss ½‖V − G‖²·weight).
 
   An option (config.policy.baseline="value"): V(s_t) is the policy's value
@@ -187,7 +206,7 @@ def value_baseline_loss(log_probs: jax.Array, values: jax.Array, rewards: jax.Ar
     returns = returns - example_baselines[:, None]
   advantages = jax.lax.stop_gradient(returns - values)
   if normalize:
-    advantages = normalized(advantages)
+    advantages = normalized(advantages, per_step)
   surrogate = -jnp.mean(jnp.sum(log_probs * advantages, axis=1))
   value_loss = value_weight * 0.5 * jnp.mean(jnp.square(values - jax.lax.stop_gradient(returns)))
   return surrogate, value_loss

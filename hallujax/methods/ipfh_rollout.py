@@ -110,6 +110,7 @@ class RolloutSettings(NamedTuple):
   action_stride: int = 1        # policy: the action grid's stride (1: every pixel, the paper)
   oracle_stride: int = 0        # oracle: candidate corners every this many pixels (0: patch_size // 2)
   update_restoration: bool = False   # R updated with the batch's L_p after every step (training only)
+  action_history: bool = False  # policy: the context's action vector marks every repaired cell (`action_context`)
 
   @property
   def use_policy(self) -> bool:
@@ -131,6 +132,7 @@ class Selection(NamedTuple):
   action_stride: int = 1
   oracle_stride: int = 0
   update_restoration: bool = False  # config.restoration.update == "per_step"
+  action_history: bool = False     # config.policy.action_history (`action_context`)
 
 
 class StepRecord(NamedTuple):
@@ -180,7 +182,8 @@ def selection_plan(selection: Selection, batch_size: int, key) -> tuple[int, Rol
                              mask_repaired=selection.mask_in_training,
                              action_stride=selection.action_stride,
                              oracle_stride=selection.oracle_stride,
-                             update_restoration=selection.update_restoration)
+                             update_restoration=selection.update_restoration,
+                             action_history=selection.action_history)
   return steps, settings, actions
 
 
@@ -243,6 +246,31 @@ def initial_carry(coarse_image: jax.Array, patch_size: int) -> tuple:
 MASKED = -1e9   # a logit with no probability (finite, so the entropy stays finite)
 
 
+def repaired_cells(repaired_pixels: jax.Array, stride: int = 1) -> jax.Array:
+  """(cells,) bool, row-major over the action grid: the cells whose centre lies inside a repaired patch."""
+  centres = jnp.arange(0, repaired_pixels.shape[0], stride) + stride // 2
+  columns = jnp.arange(0, repaired_pixels.shape[1], stride) + stride // 2
+  return repaired_pixels[centres][:, columns].reshape(-1)
+
+
+def action_context(last_action: jax.Array, repaired_pixels: jax.Array, stride: int, history: bool) -> jax.Array:
+  """The action vector of the policy's context state c_t, one entry per action-grid cell.
+
+  Paper §III-B.2: "ct denotes context state memorizing the history action", of "repaired patch p̂t and
+  its action at (a one-hot action vector) where ... at provide the history action in case of repeated
+  actions". Default (`history` False): the one-hot of a_{t-1} (zeros at t = 1), the literal reading.
+  `history` (config.policy.action_history, an option: our reading of "memorizing the history action"):
+  1 at every cell whose centre lies in a patch repaired so far, so the policy can see every earlier
+  repair, not only the last one (docs/ipfh.md measured why it matters: a policy that sees only the last
+  action learns a preference, revisits those cells, is penalised for the revisits and drifts back to
+  uniform).
+  """
+  if history:
+    return repaired_cells(repaired_pixels, stride).astype(jnp.float32)
+  cells = (repaired_pixels.shape[0] // stride) * (repaired_pixels.shape[1] // stride)
+  return jax.nn.one_hot(last_action, cells)  # all zeros for a_0 = -1
+
+
 def masked_logits(logits: jax.Array, repaired_pixels: jax.Array, stride: int = 1) -> jax.Array:
   """Logits with every action-grid cell whose centre lies inside an already repaired patch excluded.
 
@@ -254,9 +282,7 @@ def masked_logits(logits: jax.Array, repaired_pixels: jax.Array, stride: int = 1
   most half, and never the same patch again. Once every cell is covered nothing
   is excluded.
   """
-  centres = jnp.arange(0, repaired_pixels.shape[0], stride) + stride // 2
-  columns = jnp.arange(0, repaired_pixels.shape[1], stride) + stride // 2
-  covered = repaired_pixels[centres][:, columns].reshape(-1)
+  covered = repaired_cells(repaired_pixels, stride)
   return jnp.where(jnp.all(covered), logits, jnp.where(covered, MASKED, logits))
 
 
@@ -303,9 +329,8 @@ def choose(params: dict, networks: Networks, settings: RolloutSettings, example:
   height, width, _ = image.shape
   size, zero = settings.patch_size, jnp.zeros(())
   if settings.chooser == "policy":
-    grid = (height // settings.action_stride) * (width // settings.action_stride)
-    one_hot = jax.nn.one_hot(last_action, grid)  # all zeros for a_0 = -1
-    logits, value = networks.policy.apply({"params": params["policy"]}, image, last_patch, one_hot)
+    context = action_context(last_action, repaired_pixels, settings.action_stride, settings.action_history)
+    logits, value = networks.policy.apply({"params": params["policy"]}, image, last_patch, context)
     if settings.mask_repaired:
       logits = masked_logits(logits, repaired_pixels, settings.action_stride)
     log_probs = jax.nn.log_softmax(logits)

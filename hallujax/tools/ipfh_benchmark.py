@@ -1,5 +1,6 @@
 """python -m hallujax.tools.ipfh_benchmark --config configs/ipfh.py:smoke [--repeats 5]
 python -m hallujax.tools.ipfh_benchmark --config CONFIG --headroom RUN [--batches 8]
+python -m hallujax.tools.ipfh_benchmark --config CONFIG --gain_map RUN [--batches 4]
 
 ``--headroom RUN``: is there anything for patch selection to win (paper 004, Table VII)? Restores the
 trained run RUN (its R, F_c, P) and evaluates the config's test split with every selection on the same
@@ -7,6 +8,9 @@ faces, R as trained and not updated: the coarse image ỹ, the evenly spaced gri
 policy's arg-max and the oracle (greedy by the ground truth's gain from R, an upper bound for any
 choice of locations with this R). Prints each PSNR and the oracle's margins over ỹ and over the grid:
 if the oracle is not clearly above both, no policy can show the paper's ordering.
+
+``--gain_map RUN``: does the policy's reward depend on its action? R's gain at every cell of the action
+grid of RUN's validation faces (`gain_map`): its spread over the cells of one face against its mean.
 
 Images/s of IPFH's T-step policy rollout (policy forward, sampling, patch
 gather, restoration, patch scatter, per-step rewards), two ways on the same
@@ -46,6 +50,8 @@ _HEADROOM = flags.DEFINE_string("headroom", None, "A trained IPFH run: print the
                                 "test faces instead of timing (see the module docstring).")
 _BATCHES = flags.DEFINE_integer("batches", 8, "--headroom: test batches (of config.train.batch_size).")
 HEADROOM_SELECTIONS = ("grid", "random", "policy", "oracle")
+_GAIN_MAP = flags.DEFINE_string("gain_map", None, "A trained IPFH run: how much R's repair gains at each cell "
+                                 "of the action grid of its validation faces' coarse images (see `gain_map`).")
 _SELECTIONS = flags.DEFINE_list("selections", list(HEADROOM_SELECTIONS), "--headroom: the selections to "
                                 "evaluate (the oracle is the slowest: R on every candidate at every step).")
 flags.mark_flags_as_required(["config"])
@@ -128,6 +134,63 @@ def headroom(config, workdir: str, batches: int, selections=HEADROOM_SELECTIONS)
   return results
 
 
+def gain_map(config, workdir: str, batches: int) -> dict[str, np.ndarray]:
+  """Does the policy's reward depend on its action? R's repair of the patch at every cell of the config's
+  action grid (config.policy.action_stride) of each validation face's coarse image ỹ (the state s_0), with
+  run `workdir`'s networks: {"pixel": the squared error to y before − after, summed over the patch,
+  "improvement": the short-term reward of config.policy.reward "improvement" (L_p before − after)},
+  each (faces, cells)."""
+  import os   # pylint: disable=import-outside-toplevel
+  from hallujax import run_files, run_setup   # pylint: disable=import-outside-toplevel  (it imports the methods)
+  from hallujax.data import pipeline   # pylint: disable=import-outside-toplevel
+  config = config.copy_and_resolve_references()
+  # The run's own config.json lays out its state (its policy options may differ from this config's).
+  run_config = run_files.read_run_config(workdir) if os.path.isfile(os.path.join(workdir, "config.json")) else config
+  _, state, _ = run_setup.restore_run(run_config, workdir)
+  networks, params = ipfh.build_networks(config), state.params
+  size, patch, stride = config.data.target_size, config.policy.patch_size, config.policy.action_stride
+  scale = size // config.data.input_size
+  cells = (size // stride) ** 2
+  corners = jnp.stack([jnp.stack(rollout_lib.patch_corner(jnp.int32(a), size, size, patch, stride))
+                       for a in range(cells)])
+  restoration = {"params": params["restoration"]}
+  cut = lambda image, corner: jax.lax.dynamic_slice(image, (corner[0], corner[1], 0), (patch, patch, 3))
+
+  def one_face(image, target, lr_image):
+    feature = networks.restoration.apply(restoration, image, method="encode_image")
+    patches = jax.vmap(lambda c: cut(image, c))(corners)
+    targets = jax.vmap(lambda c: cut(target, c))(corners)
+    lr_patches = jax.vmap(lambda c: rollout_lib.low_resolution_patch(lr_image, c[0], c[1], patch, scale))(corners)
+    lr_targets = jax.vmap(lambda t, x: rollout_lib.lr_reference(params, networks, config.loss.lr_reference, t, x))(
+        targets, lr_patches)
+    repaired = networks.restoration.apply(restoration, jnp.broadcast_to(feature, (cells,) + feature.shape),
+                                          patches, method="repair")
+    pixel = (jnp.sum(jnp.square(patches - targets), (1, 2, 3)) - jnp.sum(jnp.square(repaired - targets), (1, 2, 3)))
+    improvement = (rollout_lib.dual_domain_loss(params, networks, patches, targets, lr_targets)
+                   - rollout_lib.dual_domain_loss(params, networks, repaired, targets, lr_targets))
+    return pixel, improvement
+
+  per_batch = jax.jit(lambda batch: jax.vmap(one_face)(
+      ipfh.coarse_images(params, networks, batch["input"]), batch["target"], batch["input"]))
+  results = [jax.device_get(per_batch(jax.tree.map(jnp.asarray, batch)))
+             for batch in pipeline.eval_batches(config, "validation", batches=batches)]
+  return {"pixel": np.concatenate([r[0] for r in results]), "improvement": np.concatenate([r[1] for r in results])}
+
+
+def print_gain_map(config, workdir: str, batches: int) -> None:
+  gains = gain_map(config, workdir, batches)
+  faces, cells = gains["pixel"].shape
+  print(f"IPFH gain map of {workdir}: R's repair at each of {cells} cells (action_stride "
+        f"{config.policy.action_stride}) of {faces} validation faces' ỹ")
+  for name, gain in gains.items():
+    ranked = np.sort(gain, axis=1)[:, ::-1]
+    print(f"  {name:<12} mean {gain.mean():.4g}   std over cells (mean over faces) {gain.std(axis=1).mean():.4g}   "
+          f"std over faces of their mean {gain.mean(axis=1).std():.4g}   best cell {ranked[:, 0].mean():.4g}   "
+          f"5th {ranked[:, 4].mean():.4g}   median {np.median(gain):.4g}   cells > 0 {(gain > 0).mean():.2f}")
+  correlation = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(gains["pixel"], gains["improvement"])])
+  print(f"  per-face correlation of the two over cells {correlation:.3f}")
+
+
 def print_headroom(config, workdir: str, batches: int, selections) -> None:
   unknown = sorted(set(selections) - set(HEADROOM_SELECTIONS))
   if unknown or not selections:
@@ -152,6 +215,9 @@ def main(argv):
   config = _CONFIG.value
   if _HEADROOM.value:
     print_headroom(config, _HEADROOM.value, _BATCHES.value, _SELECTIONS.value)
+    return
+  if _GAIN_MAP.value:
+    print_gain_map(config, _GAIN_MAP.value, _BATCHES.value)
     return
   if config.stage == "all":
     config.stage = "policy"   # time the policy stage's step; sizes are the config's
