@@ -244,7 +244,9 @@ def table7_local(c, restoration_steps) -> None:
   darkens 6 discs (radius 0.08 of the side) at random places of each input ("shade", the content
   survives), and R is wider (64 channels a branch) and pretrained 300 steps. Measured on one seed, 64
   test faces (python -m hallujax.tools.ipfh_benchmark --headroom): oracle − ỹ +0.79 dB, oracle − grid
-  +0.51 dB (3 discs of radius 0.12: +0.50 / +0.30; table7 itself: +0.14 / +0.15)."""
+  +0.51 dB (3 discs of radius 0.12: +0.50 / +0.30; table7 itself: +0.14 / +0.15). The paper's policy
+  settings do not learn here (held-out entropy 0.998 of uniform); issue #28's recipe does (one seed: 0.83,
+  20 distinct patches, +0.53 dB over random): configs/tables/ipfh_table7.py LEARNABLE, docs/ipfh.md."""
   c.data.update(local_degradation="shade", local_degradation_count=6, local_degradation_radius=0.08)
   c.restoration.features = 64
   restoration_steps.set(300)
