@@ -174,9 +174,17 @@ def fill_missing(config, declared) -> ml_collections.ConfigDict:
   for name, value in declared.items():
     if name not in config:
       config[name] = value
-    elif isinstance(value, ml_collections.ConfigDict) and isinstance(config[name], ml_collections.ConfigDict):
+    elif (isinstance(value, ml_collections.ConfigDict) and isinstance(config[name], ml_collections.ConfigDict)
+          and not is_optimizer_section(value)):
       fill_missing(config[name], value)
   return config
+
+
+def is_optimizer_section(section) -> bool:
+  """An optimizer's section (it has a learning rate). Its omitted fields mean optim.DEFAULTS, not the declared
+  config's: filling a run's Adam section from a paper config's SGD section (momentum, boundaries, ...) would
+  build another optimizer than the one whose state the checkpoint holds."""
+  return "learning_rate" in section
 
 
 def data_section(**fields) -> ml_collections.ConfigDict:

@@ -33,3 +33,11 @@ def test_a_baseline_saved_as_a_pcfh_kind_reads_as_its_own_method(ablation):
   record["model"]["kind"] = "pcfh"
   assert config_base.saved_run_config(record).method == "pcfh"
 
+
+
+def test_an_optimizer_section_is_not_filled_from_another_variants_optimizer():
+  from configs.lightcnn import get_config as lightcnn_config
+  record = saved(lightcnn_config("tiny"))   # Adam; the paper's config declares SGD with momentum and steps
+  assert "momentum" not in record["optim"]["lightcnn"]
+  config = config_base.saved_run_config(record)
+  assert config.optim.lightcnn.to_dict() == record["optim"]["lightcnn"]   # the run's Adam, as saved
