@@ -78,7 +78,7 @@ def test_evaluate_without_checkpoint_says_how_to_train(tmp_path):
     raise AssertionError("evaluate() on a run without checkpoints should fail")
 
 
-def make(config):
+def make(config, context=None):
   """tests.tiny with both baselines among its columns, in the README's order (config.method = "tests.test_evaluate")."""
   method = tiny.make(config)
 

@@ -231,7 +231,7 @@ def test_a_stale_workdir_lock_is_taken_over_and_a_live_one_refuses(tmp_path):
 SIGNAL_AT_DISPATCH = 30
 
 
-def make(config):
+def make(config, context=None):
   """tests.tiny with a step that keeps the devices busy for a while (config.method = "tests.test_trainer"):
   as on an accelerator, the host dispatches a step much faster than the devices run it."""
   method = tiny.make(config)

@@ -73,7 +73,7 @@ class TinyState:
   opt_state: dict
 
 
-def make(config) -> Method:
+def make(config, context=None) -> Method:
   """The tiny method, built once: networks and optimizer are closed over; the config is read only here."""
   d, t = config.data, config.train
   upsampler = Upsampler(scale=d.target_size // d.input_size)

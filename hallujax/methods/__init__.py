@@ -1,9 +1,9 @@
-"""Methods: one module per paper, each built once by ``make(config[, context]) -> Method``.
+"""Methods: one module per paper, each built once by ``make(config, context) -> Method``.
 
 The contract
 ------------
-A method module (``hallujax/methods/<name>.py``) defines ``make(config)``, or
-``make(config, context)`` when it needs what the run is built on (a
+A method module (``hallujax/methods/<name>.py``) defines ``make(config, context)``;
+the context is what the run is built on (a
 :class:`MakeContext`: ``context.mesh``, the run's ``jax.sharding.Mesh``, and
 ``context.restore(run_config, workdir, step=None) -> (state, step)``, which
 restores an earlier run's checkpoint, e.g. a previous stage or an in-project
@@ -248,7 +248,7 @@ def get_method(name: str):
                        f"written yet.") from None
     raise
   if not callable(getattr(module, "make", None)):
-    raise TypeError(f"Method module {module.__name__} does not define make(config) -> Method "
+    raise TypeError(f"Method module {module.__name__} does not define make(config, context) -> Method "
                     f"(see hallujax/methods/__init__.py).")
   return module
 
@@ -266,18 +266,9 @@ class MakeContext:
   restore: Callable = no_restore            # restore(run_config, workdir, step=None) -> (train state, step)
 
 
-def takes_context(make: Callable) -> bool:
-  """Whether `make` is `make(config, context)` (a second positional parameter) rather than `make(config)`."""
-  import inspect
-  positional = [p for p in inspect.signature(make).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-  return len(positional) >= 2
-
-
 def make_method(config, context: MakeContext | None = None) -> Method:
-  """`config.method`'s module, built once for `config` (given `context` when its `make` takes one)."""
-  make = get_method(config.method).make
-  method = make(config, context or MakeContext()) if takes_context(make) else make(config)
+  """`config.method`'s module, built once for `config`: its `make(config, context)`."""
+  method = get_method(config.method).make(config, context or MakeContext())
   if not isinstance(method, Method):
-    raise TypeError(f"{config.method}.make(config) returned {type(method).__name__}, not a Method.")
+    raise TypeError(f"{config.method}.make(config, context) returned {type(method).__name__}, not a Method.")
   return method

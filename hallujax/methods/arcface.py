@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from hallujax import optim
-from hallujax.methods import Method
+from hallujax.methods import MakeContext, Method
 
 from hallujax.models.recognition import MarginHead, ResNetFace, additive_angular_margin_from_cosines
 
@@ -56,7 +56,7 @@ def embed_function(config):
   return embed
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """ArcFace built once (paper 003 §4.1): SGD, lr ÷10 at the config's boundaries (config.optim.recognizer)."""
   recognizer, head = networks(config)
   optimizer = optim.make(config.optim.recognizer, "config.optim.recognizer")

@@ -26,7 +26,7 @@ import optax
 
 from hallujax import optim
 from hallujax.data.faceworld import EXPRESSIONS
-from hallujax.methods import Method
+from hallujax.methods import MakeContext, Method
 from hallujax.methods.vividgan import initialization_random_bits   # init compiles faster on XLA:CPU
 
 NUM_EXPRESSIONS = len(EXPRESSIONS)
@@ -84,7 +84,7 @@ def classify_function(config):
   return classify
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """The classifier built once; softmax cross-entropy on the seven expressions, one optimizer section."""
   classifier, size = network(config), image_size(config)
   optimizers = optim.make_all(config.optim, ("classifier",))

@@ -45,7 +45,7 @@ import optax
 from absl import logging
 
 from hallujax import optim
-from hallujax.methods import Method, phase_at
+from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods.train_state import with_updates
 from hallujax.metrics import image_quality
 from hallujax.models.dsnet import Critic, DSNet
@@ -129,7 +129,7 @@ def gradient_penalty(critic_fn, real: jax.Array, fake: jax.Array, rng) -> jax.Ar
   return jnp.mean(jnp.square(norms - 1.0))
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """FH-GAN built once: networks, optimizers and loss weights are closed over."""
   nets, opts = networks(config), optimizers(config)
   w, d, t = config.loss, config.data, config.train

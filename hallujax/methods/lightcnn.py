@@ -59,7 +59,7 @@ from absl import logging
 
 from hallujax import optim
 from hallujax.data.faceworld import LUMINANCE, input_modality
-from hallujax.methods import Method
+from hallujax.methods import MakeContext, Method
 from hallujax.models.recognition import TORCH_DEFAULT_INIT, LightCNN29
 from hallujax.nn.initialization import fast_key
 
@@ -130,7 +130,7 @@ def embed_function(config):
   return embed
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """LightCNN-29 v2 as an identity classifier, built once (config.optim.lightcnn)."""
   classifier = network(config)
   optimizer = optim.make(config.optim[NETWORK], f"config.optim.{NETWORK}")

@@ -27,7 +27,7 @@ import optax
 from absl import logging
 
 from hallujax import optim
-from hallujax.methods import Method
+from hallujax.methods import MakeContext, Method
 from hallujax.methods.train_state import with_updates
 from hallujax.models.stylegan2 import Discriminator, Generator, channel_table, mix_styles, num_ws
 
@@ -346,7 +346,7 @@ def generate(generator: Generator, state: StyleGAN2State, z: jax.Array, truncati
   return jnp.clip(images, -1.0, 1.0)
 
 
-def make(config) -> Method:
+def make(config, context: MakeContext = MakeContext()) -> Method:
   """StyleGAN2 built once: networks, optimizers and one step per lazy-regularization variant."""
   generator, discriminator = networks(config)
   opts = optimizers(config)
