@@ -142,13 +142,13 @@ def selection_of(config) -> Selection:
                    mask_in_training=config.policy.mask_repaired_in_training,
                    action_stride=config.policy.action_stride, oracle_stride=config.policy.oracle_stride,
                    update_restoration=config.restoration.update_every == "step",
-                   action_history=bool(config.policy.get("action_history", False)))
+                   action_history=bool(config.policy.action_history))
 
 
 def policy_discount(config) -> float:
   """config.policy.discount; runs saved before the option existed (their config.json, read to restore an
   earlier stage: `restore_parameters`) have none and used the paper's undiscounted return."""
-  return float(config.policy.get("discount", 1.0))
+  return float(config.policy.discount)
 
 
 def objective_of(config) -> Objective:
@@ -157,7 +157,7 @@ def objective_of(config) -> Objective:
                    reward=config.policy.reward, image_lr=config.loss.image_lr,
                    image_lr_size=config.loss.image_lr_size, baseline=config.policy.baseline,
                    normalize_advantages=config.policy.normalize_advantages,
-                   normalize_per_step=bool(config.policy.get("normalize_per_step", False)),
+                   normalize_per_step=bool(config.policy.normalize_per_step),
                    entropy_bonus=config.policy.entropy_bonus, value_weight=config.policy.value_weight,
                    discount=policy_discount(config),
                    restoration_update=config.restoration.update_every,
@@ -257,7 +257,7 @@ def make(config, context: MakeContext = MakeContext()) -> Method:
   schedule = stage_schedule(config.stage, {name: int(config.stage_steps[name]) for name in STAGES})
   # eval_step has no RNG: "random" selection draws from a key fixed by config.seed.
   evaluation = functools.partial(evaluation_rollout, networks, selection, config.seed)
-  previous_runs = {name: config.weights.get(name, "") for name in ("coarse", "cognition", "restoration")}
+  previous_runs = {name: config.weights[name] for name in ("coarse", "cognition", "restoration")}
   return Method(
       batch_spec=spec,
       init=functools.partial(init, networks, optimizers, spec, config.data.num_identities,
