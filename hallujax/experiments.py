@@ -395,8 +395,12 @@ def collect(table: Table, seeds: list[int], root: str) -> Figures:
       path = evaluation_path(run)
       report = json.load(open(path)) if path else None
       values, entry = {}, None
-      if report is None:
-        figures.failures.append(f"{row.label} seed {seed}: no evaluation ({run.workdir})")
+      if report is None and not os.path.isdir(run.workdir):
+        # --until_decided gives seeds only to the rows of undecided comparisons: the others stop earlier.
+        figures.failures.append(f"{row.label} seed {seed}: not run (its comparisons were decided or invalid "
+                                f"with fewer seeds, or the run was not asked for)")
+      elif report is None:
+        figures.failures.append(f"{row.label} seed {seed}: no evaluation ({os.path.relpath(run.workdir)})")
       else:
         try:
           values = row_values(report, row, table.metrics, table.eval_step_metrics, figures.errors)
@@ -833,7 +837,7 @@ def write_report(table: Table, seeds: list[int], root: str, output_dir: str, inv
   if figures.errors:
     lines += ["", "## Errors", ""] + [f"- {error}" for error in figures.errors]
   if failures:
-    lines += ["", "## Missing", ""] + [f"- {failure}" for failure in failures]
+    lines += ["", "## Seeds a row does not have", ""] + [f"- {failure}" for failure in failures]
   lines += ["", "## Reproduce", "", "```", invocation, "```", "",
             f"Runs under `{os.path.relpath(root)}/runs/`; each run's exact train and evaluate commands and wall times are in its "
             "`experiment.json`.", "",

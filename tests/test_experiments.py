@@ -155,7 +155,7 @@ def test_more_seeds_for_some_rows_train_only_those_and_the_report_says_what_each
   assert len(fake.commands) == 2 * 2 and all("margin" in " ".join(c) for c in fake.commands)   # B's config only
   markdown = experiments.write_report(table, [0, 1, 2], str(root / "runs_root"), str(root / "out"), "cmd", None)
   assert "| A | 20 (1 seed) |" in markdown and "| B | 20.6 ± 1.5 [±3.7] |" in markdown
-  assert "- A seed 1: no evaluation" in markdown and "- B seed 1" not in markdown
+  assert "- A seed 1: not run" in markdown and "- B seed 1" not in markdown
   assert "A > B on psnr: one seed: the paper's way — 1/1 seeds, mean paired difference +1.000" in markdown
   with pytest.raises(experiments.cli.UserError, match="'C' is not a row of toy"):
     experiments.selected_rows(table, ["A", "C"])
@@ -254,6 +254,8 @@ def test_until_decided_adds_seeds_to_the_undecided_rows_only(toy):
   assert len(trained) == 2 * 3   # A's and B's configs, seeds 3, 4 and 5
   markdown = experiments.write_report(table, seeds, str(root / "runs_root"), str(root / "out"), "cmd", None)
   assert "A > B on psnr: holds — 6/6 seeds, mean paired difference +0.450 ± 0.356 (95%)" in markdown
+  more = experiments.write_report(table, seeds + [6], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "- A seed 6: not run (its comparisons were decided or invalid with fewer seeds" in more   # not a failure
   capped, _ = experiments.run_until_decided(table, [0, 1, 2], str(root / "runs_root"), max_seeds=3)
   assert capped == [0, 1, 2]
   # --report_only --until_decided reports the seeds that run added (and no seed without an evaluated run).
@@ -310,7 +312,7 @@ def test_failed_runs_are_listed_and_retried(toy, monkeypatch):
   failures = experiments.run_table(table, [0], str(root / "runs_root"))
   assert failures == [f"{OTHER} seed 0"]
   markdown = experiments.write_report(table, [0], str(root / "runs_root"), str(root / "out"), "cmd", None)
-  assert "## Missing" in markdown and "B seed 0: no evaluation" in markdown
+  assert "## Seeds a row does not have" in markdown and "B seed 0: no evaluation" in markdown
   retry = FakeCommands()
   monkeypatch.setattr(experiments, "run_logged", retry)
   assert experiments.run_table(table, [0], str(root / "runs_root")) == []
