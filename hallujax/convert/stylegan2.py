@@ -408,6 +408,20 @@ def _check_latent_avg(value, style_dim: int) -> Array:
   return latent_avg
 
 
+def converted_generators(networks: Mapping, names: tuple[str, str], where: str) -> dict:
+  """{"generator_ema", "generator"} converted from `networks`' entries `names` (EMA first, e.g. ("g_ema", "g")),
+  with the "architecture" both share; a file whose two generators differ is refused."""
+  result: dict = {}
+  for source, name in zip(names, ("generator_ema", "generator")):
+    if source in networks:
+      architecture, result[name] = convert_generator(networks[source])
+      if result.get("architecture", architecture) != architecture:
+        raise CheckpointMismatchError(f"{where}: {names[1]!r} and {names[0]!r} describe different generators "
+                                      f"({architecture} vs {result['architecture']}).")
+      result["architecture"] = architecture
+  return result
+
+
 def load_pickle_checkpoint(path: str | os.PathLike) -> dict:
   """An NVIDIA network pickle (read by hallujax.convert.stylegan2_pkl) converted like `load_checkpoint`'s result.
 
@@ -416,14 +430,7 @@ def load_pickle_checkpoint(path: str | os.PathLike) -> dict:
   "discriminator" from D; the truncation centre is the mapping's `w_avg`.
   """
   networks = stylegan2_pkl.load_network_pickle(path)
-  result: dict = {}
-  for source, name in (("G_ema", "generator_ema"), ("G", "generator")):
-    if source in networks:
-      architecture, result[name] = convert_generator(networks[source])
-      if result.get("architecture", architecture) != architecture:
-        raise CheckpointMismatchError(f"{os.fspath(path)!r}: G and G_ema describe different generators "
-                                             f"({architecture} vs {result['architecture']}).")
-      result["architecture"] = architecture
+  result = converted_generators(networks, ("G_ema", "G"), repr(os.fspath(path)))
   if "generator_ema" not in result and "generator" in result:
     result["generator_ema"] = result["generator"]
   if "D" in networks:
@@ -456,13 +463,7 @@ def load_checkpoint(path_or_dict, allow_pickle: bool = False) -> dict:
                                   f"checkpoint or a generator/discriminator state dict).")
   result: dict = {}
   if "g_ema" in content or "g" in content or "d" in content:
-    for source, name in (("g_ema", "generator_ema"), ("g", "generator")):
-      if source in content:
-        architecture, result[name] = convert_generator(content[source])
-        if result.get("architecture", architecture) != architecture:
-          raise CheckpointMismatchError(f"{where}: 'g' and 'g_ema' describe different generators "
-                                        f"({architecture} vs {result['architecture']}).")
-        result["architecture"] = architecture
+    result.update(converted_generators(content, ("g_ema", "g"), where))
     if "d" in content:
       result["discriminator_architecture"], result["discriminator"] = convert_discriminator(content["d"])
     if "latent_avg" in content:

@@ -390,8 +390,12 @@ def baseline_hallucinate(parts: Parts, state: TrainState, frozen, batch) -> dict
   return translation_columns(batch, generate(parts, state.params, batch))
 
 
-def baseline_method(parts: Parts, train_step: Callable) -> Method:
-  """A baseline of Table 1 as a Method: one ``train`` step, PCFH's state, frozen LightCNN and evaluation."""
+def make_baseline(config, context, baseline_networks: dict, trained: tuple[str, ...], train_step: Callable
+                  ) -> Method:
+  """A baseline of Table 1 (pix2pix, CycleGAN) as a Method: its own networks and one ``train`` step over PCFH's
+  pairs, state, frozen LightCNN and evaluation."""
+  check_config(config)
+  parts = make_parts(config, baseline_networks, trained, generator_reads_landmarks=False, restore=context.restore)
   return Method(batch_spec=parts.spec, init=functools.partial(init_state, parts),
                 init_frozen=functools.partial(init_frozen, parts), load_frozen=functools.partial(load_frozen, parts),
                 steps={"train": functools.partial(train_step, parts)}, schedule=lambda step_number: "train",

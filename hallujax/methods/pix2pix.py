@@ -62,7 +62,4 @@ def train_step(l1_weight: float, parts: pcfh.Parts, state: TrainState, frozen, b
 
 
 def make(config, context: MakeContext = MakeContext()) -> Method:
-  pcfh.check_config(config)
-  parts = pcfh.make_parts(config, networks(config), TRAINED, generator_reads_landmarks=False,
-                          restore=context.restore)
-  return pcfh.baseline_method(parts, functools.partial(train_step, float(config.loss.pix2pix_l1)))
+  return pcfh.make_baseline(config, context, networks(config), TRAINED, functools.partial(train_step, float(config.loss.pix2pix_l1)))
