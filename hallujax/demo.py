@@ -77,6 +77,7 @@ PAGE = """<!doctype html>
 </form>
 <p>Photos up to __LIMIT_TEXT__ and __MAX_SIDE__ px a side. The photo is processed in memory and not kept.</p>
 <p id="message"></p>
+<p id="note" hidden></p>
 <div id="result" hidden>
  <figure><img id="before" alt="before"><figcaption>Before: <span id="count"></span></figcaption></figure>
  <figure><img id="after" alt="after"><figcaption>After: <span id="method"></span></figcaption></figure>
@@ -114,6 +115,9 @@ form.addEventListener("submit", async (event) => {
     row.dataset.pasteBox = JSON.stringify(face.paste_box);
     return row;
   }));
+  const note = document.getElementById("note");
+  note.textContent = answer.note || "";
+  note.hidden = !answer.note;
   document.getElementById("result").hidden = false;
   show("done", answer.faces.length ? `Done in ${answer.seconds} s.` : "No face found: the photo is unchanged.");
 });
@@ -268,7 +272,7 @@ class Demo:
 
   def hallucinate(self, data: bytes, name: str, model_index: int) -> dict:
     """The JSON answer for one upload (raises PhotoError / ValueError with the message for the user)."""
-    from hallujax import photos
+    from hallujax import hallucinate, photos
     from hallujax.data import face_detection
     if not 0 <= model_index < len(self.models):
       raise ValueError(f"No model {model_index}; choose one of the {len(self.models)} offered.")
@@ -285,6 +289,9 @@ class Demo:
     answer = {"method": model.name, "width": int(photo.shape[1]), "height": int(photo.shape[0]),
               "faces": result.faces, "before": png_data_url(with_boxes(photo, result.faces)),
               "after": png_data_url(output), "seconds": round(time.perf_counter() - start, 2)}
+    note = hallucinate.face_world_note(model)
+    if note:   # a face-world model's faces are a renderer's: said with every answer, where the user looks
+      answer["note"] = note
     del photo, result, output, data
     return answer
 
@@ -408,6 +415,8 @@ def main(argv):
   except OSError as error:
     raise cli.UserError(f"Cannot listen on {FLAGS.host}:{FLAGS.port} ({error.strerror or error}); "
                         f"choose another --port.") from None
+  for note in filter(None, map(hallucinate.face_world_note, models)):
+    print(f"note: {note}")
   host, port = server.server_address[:2]
   print(f"Serving {len(models)} model(s) on http://{host}:{port}/ (Ctrl-C to stop).", flush=True)
   try:

@@ -116,6 +116,7 @@ def export_model(model, output: str, platforms=("cpu",), log=print) -> dict:
       "downsample": model.downsample, "template_name": model.template_name,
       "template": np.asarray(model.template).tolist(), "value_range": [-1.0, 1.0],
       "batch_dimension": "b (symbolic)", "platforms": list(exported.platforms), "reads_landmarks": reads,
+      "data_source": model.data_source,   # what the model learned from: "faceworld" gets a note wherever it runs
       "jax_version": jax.__version__,
   }
   with open(stem + ".json", "w") as f:
@@ -157,6 +158,9 @@ def main(argv):
   export_model(model, FLAGS.output, FLAGS.platforms)
   print(f"Round trip (3 random faces, exported vs in-process): max |difference| = "
         f"{round_trip_difference(model, FLAGS.output):.3g}")
+  note = hallucinate.face_world_note(model)
+  if note:
+    print(f"note: {note} (the exported metadata's data_source says so to every loader.)")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ class ExportedModel:
     except (OSError, ValueError, EOFError) as error:
       raise ExportedModelError(f"{parameters_path}: not the model's parameters ({error}).") from None
     self.reads_landmarks = bool(self.metadata.get("reads_landmarks", False))
+    self.data_source = self.metadata.get("data_source")   # None in exports written before the field existed
     expected = len(self.exported.in_avals) - 1 - self.reads_landmarks
     if len(self.parameters) != expected:
       raise ExportedModelError(f"{parameters_path} holds {len(self.parameters)} arrays; {path} reads {expected}.")

@@ -23,9 +23,13 @@ LIMIT = 2_000_000     # bytes: above the astronaut PNG (~0.5 MB)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model(tmp_path_factory):
   needs_dlib()
-  model = hallucinate.load_model(trained_run(tmp_path_factory.mktemp("tiny")), None, None, batch_size=2)
+  return hallucinate.load_model(trained_run(tmp_path_factory.mktemp("tiny")), None, None, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def server(model):
   server = demo.make_server([model], face_detection.Detector(), photos.Options(upscale=1), max_bytes=LIMIT)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
@@ -75,6 +79,18 @@ def test_listens_on_localhost_refuses_non_images_and_large_uploads_and_keeps_not
   status, answer = post(server, png_bytes(skimage_data.astronaut()))
   assert status == 200 and len(answer["faces"]) == 1
   assert os.listdir(work) == [] and os.listdir(temporary) == []
+
+
+def test_a_face_world_model_says_so_in_every_answer(model, monkeypatch):
+  """The page shows the answer's note: a renderer's faces are not to be taken for a real person's."""
+  photo = png_bytes(skimage_data.astronaut())
+  page_demo = demo.Demo([model], face_detection.Detector(), photos.Options(upscale=1), LIMIT, 4096)
+  monkeypatch.setattr(model, "data_source", "celeba_folder")
+  assert "note" not in page_demo.hallucinate(photo, "astronaut.png", 0)
+  monkeypatch.setattr(model, "data_source", "faceworld")
+  note = page_demo.hallucinate(photo, "astronaut.png", 0)["note"]
+  assert "trained only on the synthetic face world" in note and "--config.data.source=celeba_folder" in note
+  assert 'id="note"' in demo.page(["run"], LIMIT, 4096).decode()
 
 
 def chromium_driver():

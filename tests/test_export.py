@@ -71,6 +71,16 @@ def test_exported_model_hallucinates_photos_like_the_run(tmp_path, model):
   assert loaded.compiles == 1
 
 
+def test_an_exported_face_world_model_still_says_what_it_learned_from(tmp_path, model, monkeypatch):
+  from hallujax import exported
+  monkeypatch.setattr(model, "data_source", "faceworld")
+  path = str(tmp_path / "model.hlo")
+  export.export_model(model, path, platforms=("cpu",))
+  loaded = exported.load(path, batch_size=4)
+  assert loaded.data_source == "faceworld"
+  assert "trained only on the synthetic face world" in hallucinate.face_world_note(loaded)
+
+
 def test_export_command_one_line_errors(tmp_path):
   done = subprocess.run([sys.executable, "-m", "hallujax.export", f"--workdir={tmp_path / 'none'}",
                          f"--output={tmp_path / 'm.hlo'}"], cwd=REPO, capture_output=True, text=True, timeout=120,
