@@ -37,6 +37,9 @@ checkpoint) or, with none given, stay random and the log says so.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import flax
 import flax.linen as nn
 import jax
@@ -129,214 +132,294 @@ def gradient_penalty(critic_fn, real: jax.Array, fake: jax.Array, rng) -> jax.Ar
   return jnp.mean(jnp.square(norms - 1.0))
 
 
-def make(config, context: MakeContext = MakeContext()) -> Method:
-  """FH-GAN built once: networks, optimizers and loss weights are closed over."""
-  nets, opts = networks(config), optimizers(config)
-  w, d, t = config.loss, config.data, config.train
-  spec = batch_spec(config)
-  vgg_path, arcface_path = config.weights.vgg19, config.weights.arcface
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """config.loss, read once: Eq. 10's λ1..λ4, the WGAN-GP coefficient (Eq. 6), VGG's layer, ArcFace's s and m."""
+  pixel: float
+  perceptual: float
+  wgan: float
+  identity: float
+  gradient_penalty: float
+  perceptual_layer: str
+  arcface_scale: float
+  arcface_margin: float
+
+  @classmethod
+  def of(cls, loss_config) -> "LossWeights":
+    return cls(**{field.name: loss_config[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+  """What `make` builds once from the config; every function below is a pure function of it."""
+  nets: dict                  # {network: Flax module}: TRAINED and the frozen "perceptual" VGG-19
+  optimizers: dict            # {network: optax transformation}, one per TRAINED network
+  loss: LossWeights
+  n_critic: int               # WGAN-GP critic updates per step
+  spec: dict                  # batch_spec(config)
+  embedding_dim: int          # ArcFace's embedding length (the margin head's input)
+  target_size: int
+  vgg_path: str               # config.weights.vgg19
+  arcface_path: str           # config.weights.arcface
+
+
+def build(config) -> Built:
+  """The networks, optimizers and loss weights of `config`, checked."""
+  t = config.train
   n_critic = int(t.n_critic)
   if n_critic < 1:
     raise ValueError(f"config.train.n_critic={n_critic}; expected at least 1 critic update per step.")
-  if t.arcface_steps > 0 and arcface_path:
+  if t.arcface_steps > 0 and config.weights.arcface:
     logging.warning("config.weights.arcface is given and config.train.arcface_steps=%d: the loaded ArcFace is "
                     "trained further for that many steps (set arcface_steps=0 to skip).", t.arcface_steps)
+  return Built(nets=networks(config), optimizers=optimizers(config), loss=LossWeights.of(config.loss),
+               n_critic=n_critic, spec=batch_spec(config), embedding_dim=config.model.embedding_dim,
+               target_size=config.data.target_size, vgg_path=config.weights.vgg19,
+               arcface_path=config.weights.arcface)
 
-  def init(rng) -> FHGANState:
-    keys = dict(zip(TRAINED, jax.random.split(rng, len(TRAINED))))
-    lr = jnp.zeros((1, *spec["input"].shape))
-    hr = jnp.zeros((1, *spec["target"].shape))
-    recognizer_variables = init_variables(nets["recognizer"], keys["recognizer"], hr, train=False)
-    params = dict(
-        generator=init_variables(nets["generator"], keys["generator"], lr)["params"],
-        critic=init_variables(nets["critic"], keys["critic"], hr)["params"],
-        recognizer=recognizer_variables["params"],
-        margin_head=init_variables(nets["margin_head"], keys["margin_head"],
-                                   jnp.zeros((1, config.model.embedding_dim)))["params"],
-    )
-    opt_state = {name: opts[name].init(params[name]) for name in TRAINED}
-    return FHGANState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=dict(recognizer=recognizer_variables["batch_stats"]), opt_state=opt_state)
 
-  def init_frozen(rng) -> dict:
-    hr = jnp.zeros((1, *spec["target"].shape))
-    return dict(perceptual=init_variables(nets["perceptual"], rng, hr)["params"])
+# ----------------------------------------------------------------------------- init and weights
 
-  def load_frozen(frozen: dict) -> dict:
-    if not vgg_path:
-      logging.warning("config.weights.vgg19 is empty: the perceptual loss (paper 003 Eq. 5) uses a RANDOMLY "
-                      "INITIALIZED VGG-19. Give torchvision's vgg19 checkpoint with --config.weights.vgg19=PATH.")
-      return frozen
-    from hallujax.convert.torchvision import load_vgg19
-    logging.info("Perceptual network: VGG-19 weights from %s", vgg_path)
-    return dict(frozen, perceptual=load_vgg19(vgg_path))
 
-  def load_pretrained(state: FHGANState) -> FHGANState:
-    if not arcface_path:
-      logging.warning("config.weights.arcface is empty: ArcFace starts from random weights and is trained on "
-                      "the HR faces during DSNet pretraining.")
-      return state
-    from hallujax.convert.arcface import load_arcface
-    variables = load_arcface(arcface_path, nets["recognizer"], d.target_size)
-    logging.info("Recognizer: ArcFace weights from %s", arcface_path)
-    return state.replace(params=dict(state.params, recognizer=variables["params"]),
-                         batch_stats=dict(recognizer=variables["batch_stats"]))
+def init(built: Built, rng) -> FHGANState:
+  nets, spec = built.nets, built.spec
+  keys = dict(zip(TRAINED, jax.random.split(rng, len(TRAINED))))
+  lr = jnp.zeros((1, *spec["input"].shape))
+  hr = jnp.zeros((1, *spec["target"].shape))
+  recognizer_variables = init_variables(nets["recognizer"], keys["recognizer"], hr, train=False)
+  params = dict(
+      generator=init_variables(nets["generator"], keys["generator"], lr)["params"],
+      critic=init_variables(nets["critic"], keys["critic"], hr)["params"],
+      recognizer=recognizer_variables["params"],
+      margin_head=init_variables(nets["margin_head"], keys["margin_head"],
+                                 jnp.zeros((1, built.embedding_dim)))["params"],
+  )
+  opt_state = {name: built.optimizers[name].init(params[name]) for name in TRAINED}
+  return FHGANState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=dict(recognizer=recognizer_variables["batch_stats"]), opt_state=opt_state)
 
-  # --------------------------------------------------------------------------- losses
 
-  def critic_loss(critic_params, real, fake, rng):
-    critic_fn = lambda x: nets["critic"].apply({"params": critic_params}, x)
-    wasserstein = jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real))
-    penalty = gradient_penalty(critic_fn, real, fake, rng)
-    return wasserstein + w.gradient_penalty * penalty, (wasserstein, penalty)
+def init_frozen(built: Built, rng) -> dict:
+  hr = jnp.zeros((1, *built.spec["target"].shape))
+  return dict(perceptual=init_variables(built.nets["perceptual"], rng, hr)["params"])
 
-  def generator_loss(generator_params, state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
-    """Eq. 10: pixel (Eq. 4), + perceptual and WGAN terms (GAN phases), + identity (joint phase)."""
-    lr, hr = batch["input"], batch["target"]
-    sr = nets["generator"].apply({"params": generator_params}, lr)
-    pixel = mean_squared_error(sr, hr)
-    if not adversarial_terms:
-      return pixel, dict(loss_pixel=pixel)
-    features = nets["perceptual"].apply({"params": frozen["perceptual"]},
-                                        jnp.concatenate([sr, hr]))[w.perceptual_layer]
-    sr_features, hr_features = jnp.split(features, 2)
-    perceptual = mean_squared_error(sr_features, jax.lax.stop_gradient(hr_features))
-    adversarial = -jnp.mean(nets["critic"].apply({"params": state.params["critic"]}, sr))
-    total = w.pixel * pixel + w.perceptual * perceptual + w.wgan * adversarial
-    terms = dict(loss_pixel=pixel, loss_perceptual=perceptual, loss_adversarial=adversarial)
-    if identity:
-      terms["loss_identity"] = mean_squared_error(
-          recognizer_features(nets, state.params, state.batch_stats, sr),
-          jax.lax.stop_gradient(recognizer_features(nets, state.params, state.batch_stats, hr)))
-      total = total + w.identity * terms["loss_identity"]
-    return total, terms
 
-  def recognizer_loss(trainable, batch_stats, images, labels):
-    """ArcFace's additive angular margin loss (Eqs. 7-8)."""
-    embeddings, updates = nets["recognizer"].apply(
-        {"params": trainable["recognizer"], "batch_stats": batch_stats}, images, train=True,
-        mutable=["batch_stats"])
-    cosines = nets["margin_head"].apply({"params": trainable["margin_head"]}, embeddings)
-    logits = additive_angular_margin_from_cosines(cosines, labels, w.arcface_scale, w.arcface_margin)
-    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    accuracy = jnp.mean(jnp.argmax(cosines, axis=-1) == labels)
-    return loss, (updates["batch_stats"], accuracy)
+def load_frozen(built: Built, frozen: dict) -> dict:
+  if not built.vgg_path:
+    logging.warning("config.weights.vgg19 is empty: the perceptual loss (paper 003 Eq. 5) uses a RANDOMLY "
+                    "INITIALIZED VGG-19. Give torchvision's vgg19 checkpoint with --config.weights.vgg19=PATH.")
+    return frozen
+  from hallujax.convert.torchvision import load_vgg19   # pylint: disable=import-outside-toplevel
+  logging.info("Perceptual network: VGG-19 weights from %s", built.vgg_path)
+  return dict(frozen, perceptual=load_vgg19(built.vgg_path))
 
-  # --------------------------------------------------------------------------- updates
 
-  def update_recognizer(state: FHGANState, images, labels):
-    trainable = {name: state.params[name] for name in ("recognizer", "margin_head")}
-    (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(recognizer_loss, has_aux=True)(
-        trainable, state.batch_stats["recognizer"], images, labels)
-    state = with_updates(state, opts, {name: grads[name] for name in trainable})
-    state = state.replace(batch_stats=dict(recognizer=batch_stats))
-    return state, dict(loss_recognizer=loss, recognizer_accuracy=accuracy)
+def load_pretrained(built: Built, state: FHGANState) -> FHGANState:
+  if not built.arcface_path:
+    logging.warning("config.weights.arcface is empty: ArcFace starts from random weights and is trained on "
+                    "the HR faces during DSNet pretraining.")
+    return state
+  from hallujax.convert.arcface import load_arcface   # pylint: disable=import-outside-toplevel
+  variables = load_arcface(built.arcface_path, built.nets["recognizer"], built.target_size)
+  logging.info("Recognizer: ArcFace weights from %s", built.arcface_path)
+  return state.replace(params=dict(state.params, recognizer=variables["params"]),
+                       batch_stats=dict(recognizer=variables["batch_stats"]))
 
-  def update_generator(state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
-    (loss, terms), grads = jax.value_and_grad(generator_loss, has_aux=True)(
-        state.params["generator"], state, frozen, batch, adversarial_terms, identity)
-    return with_updates(state, opts, {"generator": grads}), dict(terms, loss_generator=loss)
 
-  def update_critic(state: FHGANState, real, fake, rng):
-    """`n_critic` WGAN-GP updates (Eq. 6), one compiled loop; metrics of the last one."""
-    fake = non_paired(fake, 1)
+# ----------------------------------------------------------------------------- the losses of a step
 
-    def one_update(carry, key):
-      params, opt_state = carry
-      (total, (wasserstein, penalty)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-          params, real, fake, key)
-      params, opt_state = optim.apply_update(opts["critic"], params, opt_state, grads)
-      return (params, opt_state), (total, wasserstein, penalty)
 
-    (params, opt_state), (total, wasserstein, penalty) = jax.lax.scan(
-        one_update, (state.params["critic"], state.opt_state["critic"]), jax.random.split(rng, n_critic))
-    state = state.replace(params=dict(state.params, critic=params), opt_state=dict(state.opt_state, critic=opt_state))
-    # Eq. 6 reads E[D(fake)] - E[D(real)]: its negative estimates the Wasserstein distance.
-    return state, dict(loss_critic=total[-1], wasserstein_distance=-wasserstein[-1], gradient_penalty=penalty[-1])
+def critic_loss(built: Built, critic_params, real, fake, rng):
+  """Eq. 6: E[D(fake)] − E[D(real)] + λ·penalty; (total, (Wasserstein term, penalty))."""
+  critic_fn = lambda x: built.nets["critic"].apply({"params": critic_params}, x)
+  wasserstein = jnp.mean(critic_fn(fake)) - jnp.mean(critic_fn(real))
+  penalty = gradient_penalty(critic_fn, real, fake, rng)
+  return wasserstein + built.loss.gradient_penalty * penalty, (wasserstein, penalty)
 
-  def super_resolved(state: FHGANState, batch) -> jax.Array:
-    return jax.lax.stop_gradient(nets["generator"].apply({"params": state.params["generator"]}, batch["input"]))
 
-  def arcface_step(state: FHGANState, frozen, batch, rng):
-    """§4.1: ArcFace pretrained alone on the HR faces and their identities."""
-    del frozen, rng
-    state, metrics = update_recognizer(state, batch["target"], batch["identity"])
-    return state.replace(step=state.step + 1), metrics
+def generator_loss(built: Built, generator_params, state: FHGANState, frozen, batch, adversarial_terms: bool,
+                   identity: bool):
+  """Eq. 10: pixel (Eq. 4), + perceptual and WGAN terms (GAN phases), + identity (joint phase)."""
+  nets, w = built.nets, built.loss
+  lr, hr = batch["input"], batch["target"]
+  sr = nets["generator"].apply({"params": generator_params}, lr)
+  pixel = mean_squared_error(sr, hr)
+  if not adversarial_terms:
+    return pixel, dict(loss_pixel=pixel)
+  features = nets["perceptual"].apply({"params": frozen["perceptual"]},
+                                      jnp.concatenate([sr, hr]))[w.perceptual_layer]
+  sr_features, hr_features = jnp.split(features, 2)
+  perceptual = mean_squared_error(sr_features, jax.lax.stop_gradient(hr_features))
+  adversarial = -jnp.mean(nets["critic"].apply({"params": state.params["critic"]}, sr))
+  total = w.pixel * pixel + w.perceptual * perceptual + w.wgan * adversarial
+  terms = dict(loss_pixel=pixel, loss_perceptual=perceptual, loss_adversarial=adversarial)
+  if identity:
+    terms["loss_identity"] = mean_squared_error(
+        recognizer_features(nets, state.params, state.batch_stats, sr),
+        jax.lax.stop_gradient(recognizer_features(nets, state.params, state.batch_stats, hr)))
+    total = total + w.identity * terms["loss_identity"]
+  return total, terms
 
-  def pretrain_step(state: FHGANState, frozen, batch, rng):
-    """The pixel loss alone (Eq. 4); ArcFace learns the HR faces alongside (train.pretrain_adversarial=False)."""
-    del rng
-    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=False, identity=False)
-    state, recognizer_metrics = update_recognizer(state, batch["target"], batch["identity"])
-    return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics)
 
-  def gan_step(state: FHGANState, frozen, batch, rng):
-    """§4.1 GAN-based DSNet: n_critic critic updates, one generator update on pixel + perceptual + WGAN."""
-    state, critic_metrics = update_critic(state, batch["target"], super_resolved(state, batch), rng)
-    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=True, identity=False)
-    return state.replace(step=state.step + 1), dict(generator_metrics, **critic_metrics)
+def recognizer_loss(built: Built, trainable, batch_stats, images, labels):
+  """ArcFace's additive angular margin loss (Eqs. 7-8)."""
+  nets = built.nets
+  embeddings, updates = nets["recognizer"].apply(
+      {"params": trainable["recognizer"], "batch_stats": batch_stats}, images, train=True,
+      mutable=["batch_stats"])
+  cosines = nets["margin_head"].apply({"params": trainable["margin_head"]}, embeddings)
+  logits = additive_angular_margin_from_cosines(cosines, labels, built.loss.arcface_scale, built.loss.arcface_margin)
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  accuracy = jnp.mean(jnp.argmax(cosines, axis=-1) == labels)
+  return loss, (updates["batch_stats"], accuracy)
 
-  def joint_step(state: FHGANState, frozen, batch, rng):
-    """n_critic critic updates (Eq. 6), the generator (Eq. 10), ArcFace on non-paired HR and SR (Eq. 8)."""
-    hr = batch["target"]
-    state, critic_metrics = update_critic(state, hr, super_resolved(state, batch), rng)
-    state, generator_metrics = update_generator(state, frozen, batch, adversarial_terms=True, identity=True)
-    half = hr.shape[0] // 2
-    sr = non_paired(super_resolved(state, batch), half)
-    labels = jnp.concatenate([batch["identity"], non_paired(batch["identity"], half)])
-    state, recognizer_metrics = update_recognizer(state, jnp.concatenate([hr, sr]), labels)
-    return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics, **critic_metrics)
 
-  # --------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- updates
 
-  def super_resolve(state: FHGANState, low_resolution) -> jax.Array:
-    return jnp.clip(nets["generator"].apply({"params": state.params["generator"]}, low_resolution), -1.0, 1.0)
 
-  def bicubic(low_resolution) -> jax.Array:
-    return jnp.clip(upsample_bicubic(low_resolution, d.target_size), -1.0, 1.0)
+def update_recognizer(built: Built, state: FHGANState, images, labels):
+  trainable = {name: state.params[name] for name in ("recognizer", "margin_head")}
+  (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(
+      functools.partial(recognizer_loss, built), has_aux=True)(trainable, state.batch_stats["recognizer"],
+                                                              images, labels)
+  state = with_updates(state, built.optimizers, {name: grads[name] for name in trainable})
+  state = state.replace(batch_stats=dict(recognizer=batch_stats))
+  return state, dict(loss_recognizer=loss, recognizer_accuracy=accuracy)
 
-  def bilinear(low_resolution) -> jax.Array:
-    """The paper's baseline (Tables 2-3: "Bilinear upsample")."""
-    return jnp.clip(upsample_bilinear(low_resolution, d.target_size), -1.0, 1.0)
 
-  def eval_step(state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
-    """PSNR / SSIM (0-255, RGB) and identity cosine of DSNet, bilinear and bicubic upsampling, per example."""
-    hr = batch["target"]
-    hr_features = recognizer_features(nets, state.params, state.batch_stats, hr)
-    values = {}
-    for name, images in (("", super_resolve(state, batch["input"])), ("_bilinear", bilinear(batch["input"])),
-                         ("_bicubic", bicubic(batch["input"]))):
-      values["psnr" + name] = image_quality.psnr_from_unit_range(images, hr)
-      values["ssim" + name] = image_quality.ssim_from_unit_range(images, hr)
-      features = recognizer_features(nets, state.params, state.batch_stats, images)
-      values["identity_cosine" + name] = optax.cosine_similarity(features, hr_features)
-    values["identity_loss_share"] = jnp.full(hr.shape[:1], identity_loss_share(state, frozen, batch))
-    return values
+def update_generator(built: Built, state: FHGANState, frozen, batch, adversarial_terms: bool, identity: bool):
+  (loss, terms), grads = jax.value_and_grad(generator_loss, argnums=1, has_aux=True)(
+      built, state.params["generator"], state, frozen, batch, adversarial_terms, identity)
+  return with_updates(state, built.optimizers, {"generator": grads}), dict(terms, loss_generator=loss)
 
-  def identity_loss_share(state: FHGANState, frozen, batch) -> jax.Array:
-    """λ4·L_id over the joint phase's generator loss (Eq. 10) on a held-out batch, 0..1.
 
-    The denominator sums the weighted terms' magnitudes: the WGAN term −E D(SR) has no sign of its
-    own (a plain sum could be near 0 or below λ4·L_id), so the share is of the loss's total size.
-    Measured whatever the phase, with the joint phase's terms (λ4 = 0 gives 0).
-    """
-    _, terms = generator_loss(state.params["generator"], state, frozen, batch, adversarial_terms=True,
-                              identity=True)
-    weighted = {"pixel": w.pixel * terms["loss_pixel"], "perceptual": w.perceptual * terms["loss_perceptual"],
-                "wgan": w.wgan * terms["loss_adversarial"], "identity": w.identity * terms["loss_identity"]}
-    return jnp.abs(weighted["identity"]) / (sum(jnp.abs(value) for value in weighted.values()) + 1e-12)
+def update_critic(built: Built, state: FHGANState, real, fake, rng):
+  """`n_critic` WGAN-GP updates (Eq. 6), one compiled loop; metrics of the last one."""
+  fake = non_paired(fake, 1)
+  optimizer = built.optimizers["critic"]
 
-  def hallucinate(state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
-    return {"lr": batch["input"], "bilinear": bilinear(batch["input"]), "bicubic": bicubic(batch["input"]),
-            "output": super_resolve(state, batch["input"]), "target": batch["target"]}
+  def one_update(carry, key):
+    params, opt_state = carry
+    (total, (wasserstein, penalty)), grads = jax.value_and_grad(critic_loss, argnums=1, has_aux=True)(
+        built, params, real, fake, key)
+    params, opt_state = optim.apply_update(optimizer, params, opt_state, grads)
+    return (params, opt_state), (total, wasserstein, penalty)
 
+  (params, opt_state), (total, wasserstein, penalty) = jax.lax.scan(
+      one_update, (state.params["critic"], state.opt_state["critic"]), jax.random.split(rng, built.n_critic))
+  state = state.replace(params=dict(state.params, critic=params), opt_state=dict(state.opt_state, critic=opt_state))
+  # Eq. 6 reads E[D(fake)] - E[D(real)]: its negative estimates the Wasserstein distance.
+  return state, dict(loss_critic=total[-1], wasserstein_distance=-wasserstein[-1], gradient_penalty=penalty[-1])
+
+
+def super_resolved(built: Built, state: FHGANState, batch) -> jax.Array:
+  return jax.lax.stop_gradient(built.nets["generator"].apply({"params": state.params["generator"]}, batch["input"]))
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def arcface_step(built: Built, state: FHGANState, frozen, batch, rng):
+  """§4.1: ArcFace pretrained alone on the HR faces and their identities."""
+  del frozen, rng
+  state, metrics = update_recognizer(built, state, batch["target"], batch["identity"])
+  return state.replace(step=state.step + 1), metrics
+
+
+def pretrain_step(built: Built, state: FHGANState, frozen, batch, rng):
+  """The pixel loss alone (Eq. 4); ArcFace learns the HR faces alongside (train.pretrain_adversarial=False)."""
+  del rng
+  state, generator_metrics = update_generator(built, state, frozen, batch, adversarial_terms=False, identity=False)
+  state, recognizer_metrics = update_recognizer(built, state, batch["target"], batch["identity"])
+  return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics)
+
+
+def gan_step(built: Built, state: FHGANState, frozen, batch, rng):
+  """§4.1 GAN-based DSNet: n_critic critic updates, one generator update on pixel + perceptual + WGAN."""
+  state, critic_metrics = update_critic(built, state, batch["target"], super_resolved(built, state, batch), rng)
+  state, generator_metrics = update_generator(built, state, frozen, batch, adversarial_terms=True, identity=False)
+  return state.replace(step=state.step + 1), dict(generator_metrics, **critic_metrics)
+
+
+def joint_step(built: Built, state: FHGANState, frozen, batch, rng):
+  """n_critic critic updates (Eq. 6), the generator (Eq. 10), ArcFace on non-paired HR and SR (Eq. 8)."""
+  hr = batch["target"]
+  state, critic_metrics = update_critic(built, state, hr, super_resolved(built, state, batch), rng)
+  state, generator_metrics = update_generator(built, state, frozen, batch, adversarial_terms=True, identity=True)
+  half = hr.shape[0] // 2
+  sr = non_paired(super_resolved(built, state, batch), half)
+  labels = jnp.concatenate([batch["identity"], non_paired(batch["identity"], half)])
+  state, recognizer_metrics = update_recognizer(built, state, jnp.concatenate([hr, sr]), labels)
+  return state.replace(step=state.step + 1), dict(generator_metrics, **recognizer_metrics, **critic_metrics)
+
+
+STEPS = {"arcface": arcface_step, "pretrain": pretrain_step, "gan": gan_step, "joint": joint_step}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def super_resolve(built: Built, state: FHGANState, low_resolution) -> jax.Array:
+  return jnp.clip(built.nets["generator"].apply({"params": state.params["generator"]}, low_resolution), -1.0, 1.0)
+
+
+def bicubic(built: Built, low_resolution) -> jax.Array:
+  return jnp.clip(upsample_bicubic(low_resolution, built.target_size), -1.0, 1.0)
+
+
+def bilinear(built: Built, low_resolution) -> jax.Array:
+  """The paper's baseline (Tables 2-3: "Bilinear upsample")."""
+  return jnp.clip(upsample_bilinear(low_resolution, built.target_size), -1.0, 1.0)
+
+
+def identity_loss_share(built: Built, state: FHGANState, frozen, batch) -> jax.Array:
+  """λ4·L_id over the joint phase's generator loss (Eq. 10) on a held-out batch, 0..1.
+
+  The denominator sums the weighted terms' magnitudes: the WGAN term −E D(SR) has no sign of its
+  own (a plain sum could be near 0 or below λ4·L_id), so the share is of the loss's total size.
+  Measured whatever the phase, with the joint phase's terms (λ4 = 0 gives 0).
+  """
+  w = built.loss
+  _, terms = generator_loss(built, state.params["generator"], state, frozen, batch, adversarial_terms=True,
+                            identity=True)
+  weighted = {"pixel": w.pixel * terms["loss_pixel"], "perceptual": w.perceptual * terms["loss_perceptual"],
+              "wgan": w.wgan * terms["loss_adversarial"], "identity": w.identity * terms["loss_identity"]}
+  return jnp.abs(weighted["identity"]) / (sum(jnp.abs(value) for value in weighted.values()) + 1e-12)
+
+
+def eval_step(built: Built, state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
+  """PSNR / SSIM (0-255, RGB) and identity cosine of DSNet, bilinear and bicubic upsampling, per example."""
+  nets, hr = built.nets, batch["target"]
+  hr_features = recognizer_features(nets, state.params, state.batch_stats, hr)
+  values = {}
+  for name, images in (("", super_resolve(built, state, batch["input"])),
+                       ("_bilinear", bilinear(built, batch["input"])), ("_bicubic", bicubic(built, batch["input"]))):
+    values["psnr" + name] = image_quality.psnr_from_unit_range(images, hr)
+    values["ssim" + name] = image_quality.ssim_from_unit_range(images, hr)
+    features = recognizer_features(nets, state.params, state.batch_stats, images)
+    values["identity_cosine" + name] = optax.cosine_similarity(features, hr_features)
+  values["identity_loss_share"] = jnp.full(hr.shape[:1], identity_loss_share(built, state, frozen, batch))
+  return values
+
+
+def hallucinate(built: Built, state: FHGANState, frozen, batch) -> dict[str, jax.Array]:
+  del frozen
+  low_resolution = batch["input"]
+  return {"lr": low_resolution, "bilinear": bilinear(built, low_resolution), "bicubic": bicubic(built, low_resolution),
+          "output": super_resolve(built, state, low_resolution), "target": batch["target"]}
+
+
+def make(config, context: MakeContext = MakeContext()) -> Method:
+  """FH-GAN built once; its phases (arcface, pretrain or gan, joint) by step number."""
+  del context   # FH-GAN reads no earlier run
+  built, t = build(config), config.train
   second = "gan" if t.pretrain_adversarial else "pretrain"
-  phase = lambda step: phase_at((t.arcface_steps, t.arcface_steps + t.pretrain_steps),
-                                ("arcface", second, "joint"), step)
-  every_step = {"arcface": arcface_step, "pretrain": pretrain_step, "gan": gan_step, "joint": joint_step}
+  phase = functools.partial(phase_at, (t.arcface_steps, t.arcface_steps + t.pretrain_steps),
+                            ("arcface", second, "joint"))
   lengths = {"arcface": t.arcface_steps, second: t.pretrain_steps,
              "joint": t.steps - t.arcface_steps - t.pretrain_steps}
-  steps = {name: every_step[name] for name in ("arcface", second, "joint") if lengths[name] > 0}
-  return Method(batch_spec=spec, init=init, init_frozen=init_frozen, load_frozen=load_frozen,
-                load_pretrained=load_pretrained, steps=steps, schedule=phase, phase=phase,
-                eval_step=eval_step, hallucinate=hallucinate)
+  steps = {name: functools.partial(STEPS[name], built) for name in ("arcface", second, "joint") if lengths[name] > 0}
+  return Method(batch_spec=built.spec, init=functools.partial(init, built),
+                init_frozen=functools.partial(init_frozen, built), load_frozen=functools.partial(load_frozen, built),
+                load_pretrained=functools.partial(load_pretrained, built), steps=steps, schedule=phase, phase=phase,
+                eval_step=functools.partial(eval_step, built), hallucinate=functools.partial(hallucinate, built))
