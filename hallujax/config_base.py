@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
       symmetric_frontal=False, # face world: every view lit from straight ahead, background untilted, gaze centred,
                                # so frontal targets are mirror-symmetric (VividGAN's L_sys; faceworld.SYMMETRIC_SCENE)
       plain_background=False,  # face world: one flat grey background behind visible views (faceworld.PLAIN_BACKGROUND)
+      uniform_appearance=False,  # face world: one scene, skin, hair, eye and shirt colour for every face: what a
+                               # thermal image cannot show (faceworld.UNIFORM_APPEARANCE)
       local_degradation="",    # face world, same_view: "" | "occlusion" | "blur" | "shade" discs at random places of
       local_degradation_count=3,      # the input (faceworld.LocalDegradation): how many discs,
       local_degradation_radius=0.12,  # and their radius as a fraction of the side

@@ -59,6 +59,11 @@ untilted and without waves, gaze centred (SYMMETRIC_SCENE), so frontal targets
 are mirror-symmetric scenes (VividGAN's L_sys);
 plain_background (False): one flat mid-grey background behind every visible
 view (PLAIN_BACKGROUND), for NIR → visible targets a NIR image can predict;
+uniform_appearance (False): every face in one scene and one set of colours
+(UNIFORM_APPEARANCE: the plain background, one light, one shirt, one skin
+tone, hair, eye and lip colour), everything of a visible face that a thermal
+image cannot show, so thermal → visible targets are set by what the thermal
+input does show (shape, pose, expression);
 local_degradation ("": off; "occlusion" | "blur" | "shade"), with
 local_degradation_count (3) and local_degradation_radius (0.12 of the side):
 discs at random places of the same_view input (LocalDegradation; host only).
@@ -160,6 +165,7 @@ class FaceWorldSource:
       raise ValueError(f"config.data.identity_split={identity_split!r}; expected 'shared' or 'disjoint'.")
     self.symmetric_frontal = bool(data_config.symmetric_frontal)
     self.plain_background = bool(data_config.plain_background)
+    self.uniform_appearance = bool(data_config.uniform_appearance)
     self.local_degradation = LocalDegradation.of(data_config, self.pairing)
     self.sensors = tuple(params_lib.thermal_sensor(name) for name in data_config.thermal_sensors)
     if (self.local_degradation is not None) and data_config.render_on == "device":
@@ -201,6 +207,10 @@ class FaceWorldSource:
       same_view = source is target
       target = dict(target, **PLAIN_BACKGROUND)
       source = target if same_view else dict(source, **PLAIN_BACKGROUND)
+    if self.uniform_appearance:   # after every draw too: identities, shapes, poses and thermal inputs unchanged
+      same_view = source is target
+      target = dict(target, **UNIFORM_APPEARANCE)
+      source = target if same_view else dict(source, **UNIFORM_APPEARANCE)
     return identity, target, source
 
   def site(self, index: int) -> int:
@@ -285,6 +295,27 @@ SYMMETRIC_SCENE = dict(light_azimuth=np.float32(0), background_angle=np.float32(
 # pulled toward the mean (issue 33). Not from a paper: an option for PCFH's face-world runs.
 PLAIN_BACKGROUND = dict(background_top=np.full(3, 0.5, np.float32), background_bottom=np.full(3, 0.5, np.float32),
                         background_waves=np.float32(0))
+# data.uniform_appearance: what a thermal camera cannot see, the same for every face. A long-wave infrared
+# camera images emitted heat, not reflected light: skin emits at ε ≈ 0.98 whatever its pigment, so skin tone,
+# hair, eye and lip colour, the colours of clothes and background and the visible illumination leave no trace in
+# a thermal frame (the face world's thermal render reads none of them). With them drawn at random, predictors
+# that read the 16² thermal input reach only 0.25-0.40 of the 64² visible targets' diversity (ridge regression,
+# nearest-neighbour medians; 0.40-0.50 with the plain background alone; docs/vpgan.md), so no thermal → visible
+# model can pass a collapse check. Paper 000 assumes the thermal face determines the visible one (its prior
+# supplies "face geometry, color and texture", §3.1), and its ARL-VTF pairs vary "only in expressions" (§4).
+# With this option the face's shape, pose and expression, which the thermal
+# image shows, set the visible target. The values are mid-range draws of faceworld_params (skin tone 2 of 6,
+# dark-brown hair, brown eyes; the light at the middle of view_parameters' ranges, frontal). Not from a paper:
+# an option for VPGAN's and VPFL's face-world tables (issue 32).
+UNIFORM_SKIN = np.array([0.80, 0.60, 0.46], np.float32)
+UNIFORM_APPEARANCE = dict(
+    PLAIN_BACKGROUND,
+    skin_colour=UNIFORM_SKIN, hair_colour=np.array([0.16, 0.10, 0.06], np.float32),
+    iris_colour=np.array([0.35, 0.22, 0.10], np.float32),
+    lip_colour=UNIFORM_SKIN * np.array([0.85, 0.55, 0.55], np.float32) * np.float32(0.95),
+    cloth_colour=np.array([0.35, 0.38, 0.45], np.float32),
+    light_azimuth=np.float32(0), light_elevation=np.float32(25), light_strength=np.float32(0.72),
+    ambient=np.float32(0.47), light_colour=np.ones(3, np.float32))
 LOCAL_DEGRADATIONS = ("", "occlusion", "blur", "shade")
 
 
