@@ -42,7 +42,7 @@ LAYERS = (
              "hallujax.benchmarking", "hallujax.exported", "hallujax.federated.flower")),
     ("commands", ("hallujax.cli", "hallujax.train", "hallujax.evaluate", "hallujax.sample", "hallujax.benchmark",
                   "hallujax.export", "hallujax.hallucinate", "hallujax.demo", "hallujax.experiments",
-                  "hallujax.tools", "hallujax.tools.*", "hallujax.federated.*")),
+                  "hallujax.results", "hallujax.results.*", "hallujax.tools", "hallujax.tools.*", "hallujax.federated.*")),
 )
 FLOOR_NAMES = ("ground", "foundations", "data", "models", "metrics", "convert", "methods", "run", "commands")
 

@@ -1,0 +1,207 @@
+"""A results table's validity checks: the conditions under which its comparison means something.
+
+Each check reads what the runs measured (:class:`hallujax.results.report.Figures`) and gives one
+:class:`CheckResult` per subject; a failed one (or one "not measured") makes the comparisons it concerns
+"invalid: <check>, <value>", never "within noise".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+
+from hallujax import cli
+from hallujax import run_files
+from hallujax.results.table import HIGHER_IS_BETTER, Table, run_for
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+  """One check on one subject. A failure (or "not measured") invalidates the comparisons involving `rows`
+  (every comparison of the table when `rows` is empty)."""
+  requirement: str   # what must hold, e.g. "outputs vary (diversity ≥ 0.5 of the targets') on VPGAN"
+  failure: str       # the verdict's words when it does not, e.g. "outputs collapsed"
+  value: str         # what was measured
+  passed: bool
+  rows: tuple[str, ...] = ()
+
+
+def checked_labels(table: Table, rows: tuple[str, ...]) -> tuple[str, ...]:
+  """The rows a per-row check looks at: those named, else the rows of the paper's ordering (else all)."""
+  return rows or table.order or tuple(row.label for row in table.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputsVary:
+  min_ratio: float
+  max_nearest_share: float
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    results = []
+    eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
+    for label in checked_labels(table, self.rows):
+      if label in eval_step_rows:   # the method's own figures: evaluate has no images of this row
+        continue
+      requirement = (f"outputs vary on {label}: diversity ≥ {self.min_ratio:g} of the targets' and ≤ "
+                     f"{self.max_nearest_share:.0%} of outputs nearest one target (worst seed)")
+      measured = [entry for entry in figures.entries[label] if entry and "output_diversity" in entry]
+      if not measured:
+        results.append(CheckResult(requirement, "outputs collapsed", "not measured", False, (label,)))
+        continue
+      ratio = min(entry["output_diversity"] for entry in measured)
+      share = max(entry["nearest_target_share"] for entry in measured)
+      passed = ratio >= self.min_ratio and share <= self.max_nearest_share
+      value = f"diversity {ratio:.2f} of the targets', {share:.0%} nearest one target ({len(measured)} seeds)"
+      results.append(CheckResult(requirement, "outputs collapsed", value, passed, (label,)))
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalStepBound:
+  key: str
+  bound: float
+  at_least: bool
+  meaning: str
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    results = []
+    relation = "≥" if self.at_least else "≤"
+    for label in checked_labels(table, self.rows):
+      requirement = f"{self.meaning} on {label}: eval_step's {self.key} {relation} {self.bound:g} (mean over seeds)"
+      reports = [values for values in figures.eval_steps[label] if values is not None]
+      if not reports or any(self.key not in values for values in reports):
+        results.append(CheckResult(requirement, self.meaning, f"{self.key} not measured", False, (label,)))
+        continue
+      mean = float(np.mean([values[self.key] for values in reports]))
+      passed = mean >= self.bound if self.at_least else mean <= self.bound
+      results.append(CheckResult(requirement, self.meaning, f"{self.key} = {mean:.3g} on {label} "
+                                 f"({len(reports)} seeds)", passed, (label,)))
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class RowGap:
+  better: str
+  worse: str
+  metric: str
+  minimum: float
+  meaning: str
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    requirement = f"{self.meaning}: {self.better} − {self.worse} ≥ {self.minimum:g} on {self.metric} (mean over seeds)"
+    pairs = [(a, b) for a, b in zip(figures.values[self.better].get(self.metric, []),
+                                    figures.values[self.worse].get(self.metric, [])) if a is not None and b is not None]
+    if not pairs:
+      return [CheckResult(requirement, self.meaning, f"{self.metric} not measured", False)]
+    sign = 1.0 if HIGHER_IS_BETTER.get(self.metric, True) else -1.0
+    gap = float(np.mean([sign * (a - b) for a, b in pairs]))
+    return [CheckResult(requirement, self.meaning, f"{self.better} − {self.worse} = {gap:+.3g} on {self.metric} "
+                        f"({len(pairs)} seeds)", gap >= self.minimum)]
+
+
+def enlarged(image: np.ndarray, size: int) -> np.ndarray:
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+def face_detection_rate(images: np.ndarray, size: int = 256) -> float:
+  """Share of uint8 RGB images in which dlib's HOG frontal detector (one upsampling, as face_recognition and
+  hallujax.tools.realism run it) finds a face, each enlarged to `size`² first (HOG needs faces of ~80 px)."""
+  import dlib  # pylint: disable=import-outside-toplevel
+  detector = dlib.get_frontal_face_detector()
+  return float(np.mean([len(detector(enlarged(image, size), 1)) > 0 for image in images]))
+
+
+def prior_face_rates(workdir: str, count: int) -> tuple[float, float]:
+  """(detection rate on `count` samples of the StyleGAN2 run in `workdir`, detection rate on as many of the
+  held-out faces it was trained to draw), cached in workdir/prior_faces.json per checkpoint step."""
+  step = run_files.finished_step(workdir)
+  if step is None:
+    raise FileNotFoundError(f"{workdir} has no finished checkpoint")
+  cache = os.path.join(workdir, "prior_faces.json")
+  if os.path.isfile(cache):
+    saved = json.load(open(cache))
+    if saved.get("step") == step and saved.get("count") == count:
+      return saved["prior"], saved["renders"]
+  from hallujax import generator_samples  # pylint: disable=import-outside-toplevel
+  from hallujax import images  # pylint: disable=import-outside-toplevel
+  from hallujax.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = run_files.read_run_config(workdir)
+  generator, variables = generator_samples.generator_from_run(config, workdir, step)
+  samples = images.to_uint8(generator_samples.sample(generator, variables, count, truncation=1.0, seed=0))
+  batches = math.ceil(count / config.train.batch_size)
+  renders = np.concatenate([images.to_uint8(batch["target"])
+                            for batch in pipeline.eval_batches(config, "test", batches=batches)])
+  rates = face_detection_rate(samples), face_detection_rate(renders[:count])
+  with open(cache, "w") as f:
+    json.dump({"step": step, "count": count, "prior": rates[0], "renders": rates[1]}, f)
+  return rates
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorDrawsFaces:
+  prerequisite: str
+  min_detection_ratio: float
+  count: int
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    requirement = (f"the prior `{{{self.prerequisite}}}` draws faces: dlib finds faces in {self.count} of its samples "
+                   f"at ≥ {self.min_detection_ratio:g} × its rate on as many held-out faces of the prior's data")
+    failure = "the prior draws no faces"
+    specs = dict(table.prerequisites)
+    if self.prerequisite not in specs:
+      return [CheckResult(requirement, failure, f"not measured: no prerequisite {self.prerequisite!r}", False,
+                          self.rows)]
+    try:
+      prior, renders = prior_face_rates(run_for(figures.root, specs[self.prerequisite], 0).workdir, self.count)
+    except (ImportError, OSError, ValueError) as error:
+      return [CheckResult(requirement, failure, f"not measured ({cli.first_line(error)})", False, self.rows)]
+    ratio = prior / renders if renders > 0 else float("nan")
+    return [CheckResult(requirement, failure, f"faces in {prior:.0%} of samples, {renders:.0%} of the data's faces "
+                        f"(ratio {ratio:.2f})", bool(ratio >= self.min_detection_ratio), self.rows)]
+
+
+Check = OutputsVary | EvalStepBound | RowGap | PriorDrawsFaces
+
+
+def outputs_vary(min_ratio: float = 0.5, max_nearest_share: float = 0.5, rows: tuple[str, ...] = ()) -> OutputsVary:
+  """Outputs differ across inputs: evaluate's output_diversity (mean pairwise distance of outputs / of their
+  targets) ≥ `min_ratio` and nearest_target_share ≤ `max_nearest_share` in every seed of each row."""
+  return OutputsVary(min_ratio, max_nearest_share, tuple(rows))
+
+
+def eval_step_at_least(key: str, minimum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
+  """The compared component is alive: the method's eval_step `key` (mean over seeds) ≥ `minimum`; a run
+  without the key fails as "not measured"."""
+  return EvalStepBound(key, minimum, True, meaning, tuple(rows))
+
+
+def eval_step_at_most(key: str, maximum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
+  """As eval_step_at_least, for figures that must stay below a bound (a policy's entropy under uniform)."""
+  return EvalStepBound(key, maximum, False, meaning, tuple(rows))
+
+
+def row_gap_at_least(better: str, worse: str, metric: str, minimum: float,
+                     meaning: str = "headroom under the ceiling") -> RowGap:
+  """A ceiling above the rows: `better` − `worse` on `metric` ≥ `minimum` (e.g. an oracle above the coarse
+  face); when it fails, no comparison of the table can show a method winning."""
+  return RowGap(better, worse, metric, minimum, meaning)
+
+
+def prior_draws_faces(min_detection_ratio: float = 0.8, prerequisite: str = "prior", count: int = 64,
+                      rows: tuple[str, ...] = ()) -> PriorDrawsFaces:
+  """The StyleGAN2 prior (the table's prerequisite run `prerequisite`) draws faces: dlib detects a face in its
+  samples at ≥ `min_detection_ratio` × the rate on the held-out faces of the data it was trained on."""
+  return PriorDrawsFaces(prerequisite, min_detection_ratio, count, tuple(rows))
+
+
+def check_table(table: Table, figures: Figures) -> list[CheckResult]:
+  return [result for check in table.checks for result in check.results(table, figures)]
+
