@@ -184,150 +184,238 @@ def train(config, workdir, *, devices=None) -> TrainResult:
     return _train_locked(run, workdir, process_index, process_count, SummaryWriter, interrupts)
 
 
-def _train_locked(run: run_setup.Run, workdir, process_index, process_count, SummaryWriter,
-                  interrupts: Interrupts) -> TrainResult:
-  config, method, mesh = run.config, run.method, run.mesh
-  train_rng = run.keys[2]
-  # A global (replicated) array: multi-host checkpoints can only save global arrays.
-  rng_data = run_setup.put_global(jax.random.key_data(train_rng), sharding.replicated(mesh))
-  checkpointer = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
-  state, state_shardings = run.init_state(), run.state_shardings
-  data = pipeline.IteratorStateRecorder(iter(pipeline.train_dataset(
-      config, process_index=process_index, process_count=process_count)))
+@dataclasses.dataclass
+class Session:
+  """What a training session holds while its steps run: the run's parts and where the loop stands."""
+  run: run_setup.Run
+  workdir: epath.Path
+  process_index: int
+  process_count: int
+  checkpointer: checkpoint_lib.Checkpointer
+  data: pipeline.IteratorStateRecorder
+  state: Any                       # the train state (device arrays)
+  rng_data: jax.Array              # the run's base key data, a global array
+  last_good_step: int | None       # the newest checkpoint known good (None: none written or restored)
+  frozen: Any = None
+  steps: dict = dataclasses.field(default_factory=dict)   # {name: jitted step}
+  eval_step: Any = None
+  feed: Any = None                 # host batches -> device batches (hallujax.data.feed)
+  eval_batches: list = dataclasses.field(default_factory=list)
+  hallucinate: Any = None          # run_setup.GridColumns
+  writer: Any = None               # SummaryWriter
+  progress: Any = None             # ProgressLine
+  step: int = 0                    # steps dispatched so far
+  consumed: int = 0                # batches this session's steps consumed
+  pending: list = dataclasses.field(default_factory=list)    # (step, metrics) not yet logged
+  history: list = dataclasses.field(default_factory=list)    # one dict per logged window
+  evaluation: dict = dataclasses.field(default_factory=dict)
+  skipped_in_a_row: int = 0
 
-  resumed = checkpointer.restore_latest_good(
-      state, rng_data, config.train.resume_step or None)
+  @property
+  def config(self):
+    return self.run.config
+
+
+def restore_or_start(run: run_setup.Run, checkpointer: checkpoint_lib.Checkpointer,
+                     data: pipeline.IteratorStateRecorder, state, rng_data, process_index: int):
+  """(state, rng_data, last good step) of the workdir's newest good checkpoint (the data iterator restored to
+  its position), or of a new run: `state` (the method's `init`) with the method's pretrained weights."""
+  config, method = run.config, run.method
+  resumed = checkpointer.restore_latest_good(state, rng_data, config.train.resume_step or None)
   if resumed is None:
     state = method.load_pretrained(state)
-    state = run_setup.put_global(state, state_shardings)
-    last_good_step = None
-  else:
-    state, rng_data, data_state, last_good_step = resumed
-    data.restore(data_state)
-    if process_index == 0:
-      print(f"Resuming from {checkpointer.path(last_good_step)} (step {last_good_step}).", flush=True)
-  frozen, frozen_shardings = run.frozen_networks()
-  if resumed is not None and jax.tree.leaves(frozen) and process_index == 0:
+    return run_setup.put_global(state, run.state_shardings), rng_data, None
+  state, rng_data, data_state, last_good_step = resumed
+  data.restore(data_state)
+  if process_index == 0:
+    print(f"Resuming from {checkpointer.path(last_good_step)} (step {last_good_step}).", flush=True)
+  return state, rng_data, last_good_step
+
+
+def open_session(run: run_setup.Run, workdir, process_index: int, process_count: int, SummaryWriter) -> Session:
+  """The state (restored or new), frozen networks, compiled programs, evaluation batches and writer of a run."""
+  config = run.config
+  # A global (replicated) array: multi-host checkpoints can only save global arrays.
+  rng_data = run_setup.put_global(jax.random.key_data(run.keys[2]), sharding.replicated(run.mesh))
+  checkpointer = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
+  state = run.init_state()
+  data = pipeline.IteratorStateRecorder(iter(pipeline.train_dataset(
+      config, process_index=process_index, process_count=process_count)))
+  state, rng_data, last_good_step = restore_or_start(run, checkpointer, data, state, rng_data, process_index)
+  session = Session(run=run, workdir=workdir, process_index=process_index, process_count=process_count,
+                    checkpointer=checkpointer, data=data, state=state, rng_data=rng_data,
+                    last_good_step=last_good_step)
+  session.frozen, frozen_shardings = run.frozen_networks()
+  if last_good_step is not None and jax.tree.leaves(session.frozen) and process_index == 0:
     print("Frozen networks reloaded from config.weights (they are never checkpointed).", flush=True)
   write_run_config(config, workdir)
 
-  steps = run.steps(frozen_shardings)
-  eval_step = run.eval_step(frozen_shardings)
-  feed = run.feed()
-  eval_batches = [feed(b) for b in pipeline.eval_batches(config, process_index=process_index,
-                                                          process_count=process_count)]
-  hallucinate = run.grid_columns(frozen_shardings)
+  session.steps = run.steps(frozen_shardings)
+  session.eval_step = run.eval_step(frozen_shardings)
+  session.feed = feed = run.feed()
+  session.eval_batches = [feed(b) for b in pipeline.eval_batches(config, process_index=process_index,
+                                                                  process_count=process_count)]
+  session.hallucinate = run.grid_columns(frozen_shardings)
+  session.writer = SummaryWriter(workdir, enabled=process_index == 0)
+  session.writer.write_hparams(_flatten(config.to_dict()))
+  session.step = int(jax.device_get(state.step))
+  return session
 
-  writer = SummaryWriter(workdir, enabled=process_index == 0)
-  writer.write_hparams(_flatten(config.to_dict()))
-  step = int(jax.device_get(state.step))
-  first_step, started = step, time.perf_counter()
-  interrupts.finished_step = interrupts.dispatched_step = step
+
+def check_finite(session: Session, metric_step: int, metrics: dict) -> None:
+  """Raises NonFiniteError for a non-finite step under on_nonfinite="stop", or for more skipped steps in a row
+  than train.max_skipped_steps."""
+  config, checkpointer, last_good_step = session.config, session.checkpointer, session.last_good_step
+  if metrics["nonfinite"] > 0 and config.train.on_nonfinite == "stop":
+    checkpointer.wait()
+    terms = {t: float(metrics[t]) for t in run_setup.loss_terms(metrics) if not np.isfinite(metrics[t])}
+    leaves = nonfinite_leaves(session.state)
+    where = (f"{checkpointer.path(last_good_step)} (step {last_good_step})"
+             if last_good_step is not None else "none (no checkpoint was written yet)")
+    raise NonFiniteError(
+        f"Non-finite values at step {metric_step}: "
+        + (", ".join(f"{t}={v}" for t, v in terms.items()) or "the loss terms are finite")
+        + ("; state leaves " + ", ".join(leaves) if leaves else "")
+        + f". Training stopped without saving; the last good checkpoint is {where}. "
+        f"Lower the learning rate, or set --config.train.on_nonfinite=skip to skip such steps.")
+  session.skipped_in_a_row = session.skipped_in_a_row + 1 if metrics["nonfinite"] > 0 else 0
+  if session.skipped_in_a_row > config.train.max_skipped_steps:
+    raise NonFiniteError(
+        f"{session.skipped_in_a_row} steps in a row up to step {metric_step} were non-finite and skipped "
+        f"(config.train.max_skipped_steps={config.train.max_skipped_steps}): the run is not training. "
+        f"Lower the learning rate; the last good checkpoint is "
+        f"{checkpointer.path(last_good_step) if last_good_step is not None else 'none'}.")
+
+
+def flush(session: Session) -> None:
+  """Fetch pending metrics, stop on a non-finite step, log the window's means."""
+  pending = session.pending
+  if not pending:
+    return
+  values = jax.device_get([metrics for _, metrics in pending])
+  for (metric_step, _), metrics in zip(pending, values):
+    check_finite(session, metric_step, metrics)
+  means = window_means(values)
+  skipped = means.pop("nonfinite") * len(values)
+  if session.config.train.on_nonfinite == "skip":
+    means["skipped_steps"] = skipped
+  last_step = pending[-1][0]
+  means.update(session.progress(last_step, means))
+  session.writer.write_scalars(last_step, means)
+  session.history.append(dict(means, step=last_step))
+  pending.clear()
+
+
+def dispatch_step(session: Session, batches, interrupts: Interrupts, profile_from: int | None) -> dict:
+  """Runs the scheduled named step on the next batch (tracing the profile of `train.profile_steps` steps from
+  step `profile_from`); its metrics, still on the devices."""
+  config, method, progress, step = session.config, session.run.method, session.progress, session.step
+  waiting_since = time.perf_counter()
+  batch = next(batches)
+  progress.waited(time.perf_counter() - waiting_since)
+  progress.compiling(method.step_name(step), session.steps)
+  if step == profile_from:
+    jax.profiler.start_trace(str(session.workdir / "profile"))
+  interrupts.dispatched_step = step + 1
+  session.state, metrics = session.steps[method.step_name(step)](session.state, session.frozen, batch,
+                                                                 session.rng_data)
+  if profile_from is not None and step == profile_from + config.train.profile_steps - 1:
+    jax.block_until_ready(session.state)
+    jax.profiler.stop_trace()
+    progress.say(f"Wrote a profile of steps {profile_from + 1}-{step + 1} to {session.workdir / 'profile'} "
+                 f"(tensorboard --logdir {session.workdir}, Profile tab; or ui.perfetto.dev).")
+  session.step += 1
+  session.consumed += 1
+  session.pending.append((session.step, metrics))
+  return metrics
+
+
+def wait_for_the_devices(in_flight: collections.deque, interrupts: Interrupts) -> None:
+  """Bounds the host's lead over the devices to STEPS_IN_FLIGHT - 1 steps."""
+  while len(in_flight) > STEPS_IN_FLIGHT - 1:
+    finished, finished_metrics = in_flight.popleft()
+    jax.block_until_ready(finished_metrics)
+    interrupts.finished_step = finished
+
+
+def evaluate_now(session: Session) -> None:
+  """Evaluation on the held-out batches, written to the events and the progress line."""
+  session.evaluation = run_setup.run_evaluation(session.eval_step, session.state, session.frozen,
+                                                session.eval_batches)
+  session.writer.write_scalars(session.step, {f"eval/{name}": value for name, value in session.evaluation.items()})
+  session.progress.evaluation(session.step, session.evaluation)
+
+
+def write_images(session: Session) -> None:
+  """The method's image grid of the first held-out batch, as a PNG and in the events."""
+  step = session.step
+  columns = session.hallucinate(session.state, session.frozen, session.eval_batches[0])   # every process (SPMD)
+  if session.process_index == 0:
+    grid = images_lib.image_grid(columns)
+    path = images_lib.write_grid(session.workdir / "images" / f"step_{step:07d}.png", grid)
+    session.writer.write_images(step, {"hallucinations": grid})
+    logging.info("Wrote %s (columns: %s)", path, " | ".join(columns))
+
+
+def close(session: Session) -> None:
+  """Writes the last events and checkpoint and stops grain's worker processes (their shared memory is released)."""
+  session.writer.close()
+  session.checkpointer.close()
+  session.data.close()
+
+
+def after_step(session: Session, interrupts: Interrupts) -> None:
+  """What runs after a step: logging, evaluation, images, a checkpoint, and a stop when one is asked for."""
+  config, step = session.config, session.step
+  is_last = step == config.train.steps
+  checkpoint_now = step % config.train.checkpoint_every == 0 or is_last
+  eval_now = step % config.train.eval_every == 0 or is_last
+  images_now = step % config.train.image_every == 0 or is_last
+  if step % config.train.log_every == 0 or checkpoint_now or eval_now or images_now:
+    flush(session)
+  if eval_now:
+    evaluate_now(session)
+  if images_now:
+    write_images(session)
+  stop_now = (interrupts.requested if session.process_count == 1
+              else session.checkpointer.manager.reached_preemption(step))
+  if stop_now and not checkpoint_now:
+    flush(session)
+  if checkpoint_now or stop_now:
+    session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
+    session.last_good_step = step
+  if stop_now:
+    session.checkpointer.close()
+    session.writer.close()
+    session.data.close()
+    raise Interrupted(f"Stopped at step {step}: saved {session.checkpointer.path(step)}; run the same command to "
+                      f"resume.")
+
+
+def _train_locked(run: run_setup.Run, workdir, process_index, process_count, SummaryWriter,
+                  interrupts: Interrupts) -> TrainResult:
+  config = run.config
+  session = open_session(run, workdir, process_index, process_count, SummaryWriter)
+  first_step, started = session.step, time.perf_counter()
+  interrupts.finished_step = interrupts.dispatched_step = session.step
   in_flight: collections.deque = collections.deque()   # (step, metrics) dispatched, not yet known finished
-  total = config.train.steps
-  batches = feed.prefetch(data, config.data.prefetch)
-  progress = ProgressLine(total, step, method.phase, input_hint(config.data), enabled=process_index == 0)
-  pending: list[tuple[int, dict]] = []
-  history: list[dict] = []
-  evaluation: dict = {}
-  consumed = 0
-  skipped_in_a_row = 0
-  profile_from = step + 2 if config.train.profile_steps > 0 else None   # after warm-up
+  batches = session.feed.prefetch(session.data, config.data.prefetch)
+  session.progress = ProgressLine(config.train.steps, session.step, run.method.phase, input_hint(config.data),
+                                  enabled=process_index == 0)
+  profile_from = session.step + 2 if config.train.profile_steps > 0 else None   # after warm-up
 
-  def flush() -> None:
-    """Fetch pending metrics, stop on a non-finite step, log the window's means."""
-    nonlocal skipped_in_a_row
-    if not pending:
-      return
-    values = jax.device_get([metrics for _, metrics in pending])
-    for (metric_step, _), metrics in zip(pending, values):
-      if metrics["nonfinite"] > 0 and config.train.on_nonfinite == "stop":
-        checkpointer.wait()
-        terms = {t: float(metrics[t]) for t in run_setup.loss_terms(metrics) if not np.isfinite(metrics[t])}
-        leaves = nonfinite_leaves(state)
-        where = (f"{checkpointer.path(last_good_step)} (step {last_good_step})"
-                 if last_good_step is not None else "none (no checkpoint was written yet)")
-        raise NonFiniteError(
-            f"Non-finite values at step {metric_step}: "
-            + (", ".join(f"{t}={v}" for t, v in terms.items()) or "the loss terms are finite")
-            + ("; state leaves " + ", ".join(leaves) if leaves else "")
-            + f". Training stopped without saving; the last good checkpoint is {where}. "
-            f"Lower the learning rate, or set --config.train.on_nonfinite=skip to skip such steps.")
-      skipped_in_a_row = skipped_in_a_row + 1 if metrics["nonfinite"] > 0 else 0
-      if skipped_in_a_row > config.train.max_skipped_steps:
-        raise NonFiniteError(
-            f"{skipped_in_a_row} steps in a row up to step {metric_step} were non-finite and skipped "
-            f"(config.train.max_skipped_steps={config.train.max_skipped_steps}): the run is not training. "
-            f"Lower the learning rate; the last good checkpoint is "
-            f"{checkpointer.path(last_good_step) if last_good_step is not None else 'none'}.")
-    means = window_means(values)
-    skipped = means.pop("nonfinite") * len(values)
-    if config.train.on_nonfinite == "skip":
-      means["skipped_steps"] = skipped
-    last_step = pending[-1][0]
-    means.update(progress(last_step, means))
-    writer.write_scalars(last_step, means)
-    history.append(dict(means, step=last_step))
-    pending.clear()
+  while session.step < config.train.steps:
+    metrics = dispatch_step(session, batches, interrupts, profile_from)
+    in_flight.append((session.step, metrics))
+    wait_for_the_devices(in_flight, interrupts)
+    after_step(session, interrupts)
 
-  while step < total:
-    waiting_since = time.perf_counter()
-    batch = next(batches)
-    progress.waited(time.perf_counter() - waiting_since)
-    progress.compiling(method.step_name(step), steps)
-    if step == profile_from:
-      jax.profiler.start_trace(str(workdir / "profile"))
-    interrupts.dispatched_step = step + 1
-    state, metrics = steps[method.step_name(step)](state, frozen, batch, rng_data)
-    if profile_from is not None and step == profile_from + config.train.profile_steps - 1:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      progress.say(f"Wrote a profile of steps {profile_from + 1}-{step + 1} to {workdir / 'profile'} "
-                   f"(tensorboard --logdir {workdir}, Profile tab; or ui.perfetto.dev).")
-    step += 1
-    consumed += 1
-    pending.append((step, metrics))
-    in_flight.append((step, metrics))
-    while len(in_flight) > STEPS_IN_FLIGHT - 1:   # bound the host's lead (see STEPS_IN_FLIGHT)
-      finished, finished_metrics = in_flight.popleft()
-      jax.block_until_ready(finished_metrics)
-      interrupts.finished_step = finished
-    is_last = step == total
-    checkpoint_now = step % config.train.checkpoint_every == 0 or is_last
-    eval_now = step % config.train.eval_every == 0 or is_last
-    images_now = step % config.train.image_every == 0 or is_last
-    if step % config.train.log_every == 0 or checkpoint_now or eval_now or images_now:
-      flush()
-    if eval_now:
-      evaluation = run_setup.run_evaluation(eval_step, state, frozen, eval_batches)
-      writer.write_scalars(step, {f"eval/{name}": value for name, value in evaluation.items()})
-      progress.evaluation(step, evaluation)
-    if images_now:
-      columns = hallucinate(state, frozen, eval_batches[0])   # every process runs it (SPMD)
-      if process_index == 0:
-        grid = images_lib.image_grid(columns)
-        path = images_lib.write_grid(workdir / "images" / f"step_{step:07d}.png", grid)
-        writer.write_images(step, {"hallucinations": grid})
-        logging.info("Wrote %s (columns: %s)", path, " | ".join(columns))
-    stop_now = interrupts.requested if process_count == 1 else checkpointer.manager.reached_preemption(step)
-    if stop_now and not checkpoint_now:
-      flush()
-    if checkpoint_now or stop_now:
-      checkpointer.save(step, state, rng_data, data.state_after(consumed))
-      last_good_step = step
-    if stop_now:
-      checkpointer.close()
-      writer.close()
-      data.close()
-      raise Interrupted(f"Stopped at step {step}: saved {checkpointer.path(step)}; run the same command to resume.")
-
-  flush()
-  writer.close()
-  checkpointer.close()
-  data.close()   # stops grain's worker processes (their shared memory is released)
+  flush(session)
+  close(session)
   if process_index == 0:
-    print(run_summary(first_step, step, time.perf_counter() - started, evaluation, workdir), flush=True)
-  return TrainResult(state=state, history=history, evaluation=evaluation)
+    print(run_summary(first_step, session.step, time.perf_counter() - started, session.evaluation, workdir),
+          flush=True)
+  return TrainResult(state=session.state, history=session.history, evaluation=session.evaluation)
 
 
 def run_summary(first_step: int, last_step: int, seconds: float, evaluation: dict, workdir) -> str:
