@@ -108,6 +108,19 @@ def test_spec_names_keep_the_variant_grammar():
   assert experiments.slug("configs/pcfh.py:smoke,ablation=wo_mic") == "pcfh.smoke.ablation=wo_mic"
 
 
+def test_a_long_spec_gets_a_directory_the_file_system_accepts(tmp_path):
+  """IPFH's learning recipe is a 300-character spec: its directory name (and the runner's log beside it) must fit
+  the 255-byte limit, and specs that differ only past the cut must not share a run."""
+  from hallujax.results import table as results_table
+  options = ",".join(f"policy.option_{number}=True" for number in range(20))
+  long_spec, other = f"configs/ipfh.py:table7_local,{options}", f"configs/ipfh.py:table7_local,{options},seed_offset=1"
+  name = experiments.slug(long_spec)
+  assert len(name) <= results_table.SLUG_MAX and name.startswith("ipfh.table7_local.policy.option_0=True")
+  assert name != experiments.slug(other)
+  (tmp_path / name / "seed_0").mkdir(parents=True)
+  (tmp_path / f"{name}.evaluate.log").write_text("")
+
+
 def test_a_table_runs_once_resumes_without_rework_and_reports(toy):
   root, fake = toy
   table = experiments.load_table("toy")

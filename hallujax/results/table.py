@@ -8,6 +8,7 @@ A table file (``configs/tables/TABLE.py``) builds a :class:`Table` of :class:`Ro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 
@@ -70,10 +71,18 @@ HIGHER_IS_BETTER = {"lpips": False, "fid": False, "l1": False}
 
 
 
+SLUG_MAX = 160   # characters: a run directory's name and its ".evaluate.log" sibling stay under 255 bytes
+
+
 def slug(spec: str) -> str:
-  """configs/pcfh.py:smoke,ablation=wo_mic -> pcfh.smoke.ablation=wo_mic (a directory name)."""
+  """configs/pcfh.py:smoke,ablation=wo_mic -> pcfh.smoke.ablation=wo_mic (a directory name). A longer spec (IPFH's
+  learning recipe is 300 characters) keeps its first characters and gets a hash of the whole spec, so two specs
+  never share a directory."""
   text = re.sub(r"^configs/", "", spec).replace(".py", "")
-  return re.sub(r"[^A-Za-z0-9_.=-]+", ".", text).strip(".")
+  name = re.sub(r"[^A-Za-z0-9_.=-]+", ".", text).strip(".")
+  if len(name) <= SLUG_MAX:
+    return name
+  return f"{name[:SLUG_MAX - 11]}.{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
 
 def with_options(spec: str, **options) -> str:
