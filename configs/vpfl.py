@@ -13,6 +13,9 @@ Variants (the one grammar: ``configs/vpfl.py:NAME[,key=value,...]``):
                 thermal sensor), P = 40 local steps per round, 3 rounds; evaluation after every round
   "tiny"        tests: 8² → 32², 2 clients at 2 sites, P = 2
 
+Table 6 (configs/tables/vpfl_table6.py) runs "drift" with ``data.uniform_appearance=True`` and Table 5's prior, as
+configs/vpgan.py's docstring says why.
+
 Option ``strategy=vpfl|fedavg|fedprox|local_only|fused|centralized`` sets the strategy of any variant
 (``configs/vpfl.py:smoke,strategy=fedprox``); other options are dotted config fields.
 

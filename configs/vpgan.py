@@ -10,6 +10,13 @@ Variants (the one grammar: ``configs/vpgan.py:NAME[,key=value,...]``):
                not a VPGAN run: configs/stylegan2.py's method at the 64² architecture that
                "smoke" expects as its prior (train it, then --config.weights.prior=RUN_DIR)
 
+On the face world, Tables 5 and 6 (configs/tables/vpgan_table5.py, vpfl_table6.py) run "smoke" and "prior_smoke"
+with ``data.uniform_appearance=True``: one light, grey background, shirt, skin, hair, eye and lip colour for every
+face, the parts of a visible face that a thermal (LWIR) image cannot show. Paper 000 assumes the thermal face
+determines the visible one; on the default face world it does not (thermal-reading predictors reach 0.25-0.40 of
+the targets' diversity, 0.70-0.86 with the option; docs/vpgan.md). Not the default: tests and other runs keep the
+face world's full variety.
+
 Option ``ablation=wo_vp|wo_msca`` applies an ablation to any variant, e.g.
 ``configs/vpgan.py:smoke,ablation=wo_msca``; other options are dotted config
 fields (``configs/vpgan.py:smoke,train.steps=50``).

@@ -6,18 +6,19 @@ only: non-IID), and the unprefixed columns average both. Local Only is shown for
 their models on both sites' test sets), Fused is the mean output of the local models. PSNR columns come
 from the method's own evaluation; Rank-1 / identity cosine from the independent recognizer, where the
 run's evaluate rows have them (the models that make one image per input).
-Budget: the drift variant (16² → 64², 2 clients × 120 steps of batch 4, rounds of P = 40 local steps), chosen
+Budget: the drift variant (16² → 64², 2 clients × 120 steps of batch 4, rounds of P = 40 local steps) on Table 5's
+face world (data.uniform_appearance) with Table 5's prior, chosen
 so that clients drift apart within a round (issue 32: with 8 IID-ish clients and P = 10 MPR carried under 0.6% of
 the loss and the federated rows agreed to 0.001 dB). One seed measured (docs/vpfl.md): client_drift 0.42-0.54
 with MPR and 0.8-3.9 without, MPR's share 1.6-2.2% of the loss at the paper's λd.
 """
 
 from configs.tables import RECOGNIZER_64
-from configs.tables.vpgan_table5 import PREREQUISITES, WEIGHTS
+from configs.tables.vpgan_table5 import PREREQUISITES, WEIGHTS, WORLD
 from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, prior_draws_faces, row_gap_at_least
 
 SITES = ("psnr", "site0_psnr", "site1_psnr")
-BASE = f"configs/vpfl.py:drift,{WEIGHTS}"
+BASE = f"configs/vpfl.py:drift,{WORLD},{WEIGHTS}"   # Table 5's face world (data.uniform_appearance) and prior
 
 
 def eval_step(prefix: str) -> tuple[tuple[str, str], ...]:
@@ -65,8 +66,8 @@ def table() -> Table:
              "client_drift is relative: the distance of the clients' codes from the round's global codes divided by "
              "the global codes' size, measured on the clients just before Eq. 8 averages them (VPFL's eval_step); "
              "Local Only, Fused and Centralized have no round and report neither it nor mpr_loss_share.",
-             "outputs_vary: the face world's thermal image does not show the visible background colour, hair or "
-             "skin tone, so even predictors that read it reach a diversity of only 0.19-0.38 of the targets' "
-             "(ridge regression, nearest-neighbour medians; docs/vpgan.md): the check is expected to fail until "
-             "the face world gives thermal inputs that determine more of the visible face."),
+             "data.uniform_appearance (as Table 5): what a thermal image cannot show (light, background, shirt, skin, "
+             "hair, eye and lip colour) is the same for every face, so the thermal input determines the visible "
+             "target; on the default face world predictors that read the thermal input reach only 0.25-0.40 of the "
+             "targets' diversity and every row failed outputs_vary by construction (docs/vpgan.md)."),
   )
