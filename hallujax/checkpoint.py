@@ -20,6 +20,7 @@ newest is tried. A lock file in the workdir keeps a second run off it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,10 @@ from hallujax.data.pipeline import SavedIteratorState
 FORMAT = 2
 FORMAT_FILE = "format.json"
 LOCK_FILE = run_files.LOCK_FILE
+# Train-state fields renamed after checkpoints were written under the old name, {old name: name now}. Such a
+# checkpoint is restored under its old name and handed back under the new one, so earlier runs keep loading
+# (issue 27: IPFH's `optimizer_states` is `opt_state`, the name every method uses).
+RENAMED_STATE_FIELDS = {"optimizer_states": "opt_state"}
 
 
 def checkpoint_directory(workdir) -> epath.Path:
@@ -146,12 +151,10 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, rng_data: jax.Array):
     """(state, rng_data, data_state) of `step`, laid out like `abstract_state`'s shardings."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        rng=ocp.args.StandardRestore({"key": rng_data}),
-        data=grain.checkpoint.CheckpointRestore(SavedIteratorState()),
-    ))
-    return restored.state, restored.rng["key"], restored.data.get_state()
+    state, restored = restore_step(self.manager, self.directory / str(step), step, abstract_state,
+                                   rng=ocp.args.StandardRestore({"key": rng_data}),
+                                   data=grain.checkpoint.CheckpointRestore(SavedIteratorState()))
+    return state, restored.rng["key"], restored.data.get_state()
 
   def set_aside(self, step: int) -> epath.Path:
     """Renames a checkpoint that does not restore out of orbax's sight (never deletes it)."""
@@ -194,6 +197,36 @@ class Checkpointer:
     self.manager.close()
 
 
+def saved_state_fields(step_directory: epath.Path) -> set[str]:
+  """The top-level names of the train state saved in a checkpoint's step directory."""
+  metadata = ocp.StandardCheckpointHandler().metadata(step_directory / "state")
+  return set(getattr(metadata, "tree", metadata))
+
+
+def restore_target(abstract_state, saved_fields: set[str]):
+  """(the tree to restore a checkpoint's state into, the function that makes the restored tree a train state
+  laid out like `abstract_state`): `abstract_state` itself, or, for a checkpoint that holds a field under its
+  old name (RENAMED_STATE_FIELDS), a dict of the state's fields under the names the checkpoint has."""
+  fields = [field.name for field in dataclasses.fields(abstract_state)] if dataclasses.is_dataclass(
+      abstract_state) else []
+  old_names = {new: old for old, new in RENAMED_STATE_FIELDS.items()
+               if new in fields and new not in saved_fields and old in saved_fields}
+  if not old_names:
+    return abstract_state, lambda state: state
+  target = {old_names.get(name, name): getattr(abstract_state, name) for name in fields}
+  return target, lambda restored: abstract_state.replace(
+      **{name: restored[old_names.get(name, name)] for name in fields})
+
+
+def restore_step(manager: ocp.CheckpointManager, step_directory: epath.Path, step: int, abstract_state,
+                 **other_items):
+  """(train state laid out like `abstract_state`, the other items restored by their `other_items` args) of
+  checkpoint `step`, whose state fields may still have their old names (restore_target)."""
+  target, as_state = restore_target(abstract_state, saved_state_fields(step_directory))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), **other_items))
+  return as_state(restored.state), restored
+
+
 class ReadOnlyNotices(logging.Filter):
   """orbax's notice that a read-only manager's directory is read only: asked for, so not news to the user."""
 
@@ -229,7 +262,6 @@ def restore_state(workdir, abstract_state, step: int | None = None):
     raise FileNotFoundError(f"--step={step}: no checkpoint of step {step} under {directory}; the steps that "
                             f"exist are {', '.join(map(str, steps))}.")
   step = steps[-1] if step is None else step
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state))).state
+  state, _ = restore_step(manager, directory / str(step), step, abstract_state)
   manager.close()
   return state, step

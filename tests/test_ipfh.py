@@ -4,6 +4,7 @@ import functools
 import itertools
 
 import chex
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +84,7 @@ def test_ipfh_is_registered_and_follows_the_method_contract():
   method = ipfh.make(tiny_config())
   assert isinstance(method, Method) and set(method.steps) == set(ipfh.STAGES)
   shapes = jax.eval_shape(method.init, jax.random.key(0))   # pure: no file read, nothing computed
-  assert shapes.params["coarse"] and set(shapes.optimizer_states) == set(ipfh.TRAINED)
+  assert shapes.params["coarse"] and set(shapes.opt_state) == set(ipfh.TRAINED)
   assert {name: spec.shape for name, spec in method.batch_spec.items()} == {
       "input": (4, 4, 3), "target": (32, 32, 3), "identity": ()}
 
@@ -369,10 +370,39 @@ def test_a_policy_run_starts_from_the_earlier_stages_checkpoints(tiny_state, tmp
   for group in ("coarse", "dual", "cognition", "restoration"):
     chex.assert_trees_all_equal(loaded.params[group], trained.params[group])
   chex.assert_trees_all_equal(loaded.params["policy"], state.params["policy"])
-  chex.assert_trees_all_equal(loaded.optimizer_states, state.optimizer_states)
+  chex.assert_trees_all_equal(loaded.opt_state, state.opt_state)
   config.weights.coarse = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
     ipfh.make(config, run_setup.make_context()).load_pretrained(state)
+
+
+@flax.struct.dataclass
+class StateBeforeIssue27:
+  """IPFH's train state as checkpoints written before issue 27 hold it: `optimizer_states`, not `opt_state`."""
+  step: jax.Array
+  params: dict
+  optimizer_states: dict
+
+
+def test_a_checkpoint_written_with_the_old_optimizer_states_name_resumes_and_restores(tiny_state, tmp_path):
+  from hallujax.checkpoint import Checkpointer
+  config, _, state = tiny_state
+  moved = jax.tree.map(lambda leaf: leaf + 1, state)   # every parameter and optimizer leaf differs from init's
+  old = StateBeforeIssue27(step=jnp.asarray(7, jnp.int32), params=moved.params, optimizer_states=moved.opt_state)
+  rng_data = jax.random.key_data(jax.random.key(0))
+  checkpointer = Checkpointer(tmp_path / "run", keep=1)
+  checkpointer.save(7, old, rng_data, b"{}")
+  checkpointer.close()
+  run = run_setup.build(config)
+  checkpointer = Checkpointer(tmp_path / "run", keep=1)
+  resumed = checkpointer.restore_latest_good(run.abstract, rng_data)   # the training loop's resume
+  checkpointer.close()
+  assert resumed is not None and resumed[3] == 7
+  restored, step = run.restore(tmp_path / "run")                       # evaluation's and later stages' restore
+  for loaded in (resumed[0], restored):
+    assert isinstance(loaded, ipfh.IPFHState) and int(loaded.step) == 7
+    chex.assert_trees_all_equal(loaded.params, moved.params)
+    chex.assert_trees_all_equal(loaded.opt_state, moved.opt_state)
 
 
 def test_configuration_errors_name_the_field():

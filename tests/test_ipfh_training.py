@@ -43,7 +43,7 @@ def test_each_stage_trains_its_networks_and_freezes_the_others(tiny_state):
     for network in ipfh.TRAINED:
       trained = network in ipfh.STAGE_NETWORKS[stage]
       assert _changed(before.params[network], state.params[network]) == trained, (stage, network)
-      assert _changed(before.optimizer_states[network], state.optimizer_states[network]) == trained, (
+      assert _changed(before.opt_state[network], state.opt_state[network]) == trained, (
           stage, network)
   assert float(metrics["loss_policy"]) != 0.0 and float(metrics["loss_restoration"]) > 0.0
   # The stage is chosen on the host: no conditional (lax.cond / lax.switch) in the program.

@@ -79,6 +79,7 @@ from absl import logging
 from hallujax import optim
 from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods import ipfh_rollout as rollout_lib
+from hallujax.methods.train_state import with_updates
 from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord,
                                            dual_domain_loss, lr_reference, mean_squared_error)
 from hallujax.methods.ipfh_losses import (Objective, identified, image_level_terms, image_loss_of,
@@ -105,7 +106,7 @@ HEADS = ("dense", "conv")                      # config.policy.head
 class IPFHState:
   step: jax.Array
   params: dict            # coarse, dual, cognition {backbone, class_weights}, policy, restoration
-  optimizer_states: dict  # one per trained network, keyed like `params`
+  opt_state: dict        # one optax state per trained network, keyed like `params`
 
 
 # ----------------------------------------------------------------------------- built once
@@ -300,8 +301,8 @@ def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, 
       "restoration": networks.restoration.init(keys[5], hr_images[0],
                                                hr_images[0, :patch, :patch])["params"],
   }
-  optimizer_states = {name: optimizers[name].init(params[name]) for name in TRAINED}
-  return IPFHState(step=jnp.zeros((), jnp.int32), params=params, optimizer_states=optimizer_states)
+  opt_state = {name: optimizers[name].init(params[name]) for name in TRAINED}
+  return IPFHState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
 def restore_parameters(config, restore: Callable, workdir: str) -> tuple[dict, int]:
@@ -356,21 +357,6 @@ def _warn(message: str) -> None:
   print("WARNING: " + message, flush=True)
 
 
-def updated(state: IPFHState, optimizers: dict, gradients: dict, start: dict | None = None) -> IPFHState:
-  """One optimizer update of each network in `gradients` ({network: gradient}); step + 1.
-
-  `start` ({network: (params, optimizer state)}) replaces the state's for the networks it names
-  (R after its per-step updates inside the rollout).
-  """
-  params, optimizer_states = dict(state.params), dict(state.optimizer_states)
-  start = start or {}
-  for name, gradient in gradients.items():
-    current, optimizer_state = start.get(name, (state.params[name], state.optimizer_states[name]))
-    params[name], optimizer_states[name] = optim.apply_update(
-        optimizers[name], current, optimizer_state, gradient)
-  return state.replace(step=state.step + 1, params=params, optimizer_states=optimizer_states)
-
-
 def _networks_of(params: dict, stage: str) -> dict:
   return {name: params[name] for name in STAGE_NETWORKS[stage]}
 
@@ -404,7 +390,7 @@ def coarse_step(networks: Networks, optimizers: dict, state: IPFHState, frozen: 
                                      "psnr_coarse": psnr}
 
   gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "coarse"))
-  return updated(state, optimizers, gradients), metrics
+  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
 
 
 def cognition_step(networks: Networks, optimizers: dict, margin: float, state: IPFHState,
@@ -426,7 +412,7 @@ def cognition_step(networks: Networks, optimizers: dict, margin: float, state: I
     return loss, {"loss_identity": loss, "identity_accuracy": accuracy.astype(jnp.float32)}
 
   gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "cognition"))
-  return updated(state, optimizers, gradients), metrics
+  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
 
 
 def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: int, count: int,
@@ -475,7 +461,7 @@ def restoration_step(networks: Networks, optimizers: dict, objective: Objective,
 
   gradients, metrics = jax.grad(loss_fn, has_aux=True)(state.params["restoration"])
   metrics["patch_mse_coarse"] = jnp.mean(mean_squared_error(pairs["patch"], pairs["target_patch"]))
-  return updated(state, optimizers, {"restoration": gradients}), metrics
+  return with_updates(state, optimizers, {"restoration": gradients}).replace(step=state.step + 1), metrics
 
 
 def _flat(x: jax.Array) -> jax.Array:
@@ -568,7 +554,7 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
   update = rollout_lib.RestorationUpdate(optimizers["restoration"], optim.apply_update)
   images, records, (restoration, restoration_optimizer) = rollout_lib.rollout(
       fixed, networks, settings, examples, keys, actions, update,
-      state.optimizer_states["restoration"])
+      state.opt_state["restoration"])
   final_reward = long_term_reward(image_level_terms(fixed, networks, images, batch, objective), objective)
   final_reward = jax.lax.stop_gradient(final_reward)
 
@@ -584,7 +570,9 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
 
   restoration_gradients, image_loss = jax.grad(restoration_loss, has_aux=True)(restoration)
   gradients = {"restoration": restoration_gradients}
-  start = {"restoration": (restoration, restoration_optimizer)} if per_step else {}
+  if per_step:   # R's update of L_im starts from R after its per-step updates inside the rollout
+    state = state.replace(params=dict(state.params, restoration=restoration),
+                          opt_state=dict(state.opt_state, restoration=restoration_optimizer))
 
   if objective.reward == "improvement":
     last_reward, example_baselines = final_reward - coarse_reward, None
@@ -615,7 +603,7 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
       "psnr_rollout": jnp.mean(image_quality.psnr_from_unit_range(images, batch["target"])),
       "psnr_coarse": jnp.mean(image_quality.psnr_from_unit_range(coarse, batch["target"])),
   })
-  return updated(state, optimizers, gradients, start), metrics
+  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
 
 
 # ----------------------------------------------------------------------------- evaluation
