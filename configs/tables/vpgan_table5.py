@@ -63,7 +63,9 @@ def table() -> Table:
              "data.uniform_appearance: one light, grey background, shirt, skin, hair, eye and lip colour for every "
              "face, the parts of a visible face a thermal (LWIR) image cannot show. Measured once (seed 0, 256 test "
              "faces, docs/vpgan.md): predictors that read the thermal input reach 0.70-0.86 of the targets' "
-             "diversity (0.25-0.40 on the default face world); VPGAN's outputs 0.85 with 2% of them nearest one target (300 steps, the 1,200-step prior); the ground truth's Rank-1 0.73 against bicubic's 0.02.",
+             "diversity (0.25-0.40 on the default face world); at 300 steps with the 1,200-step prior, VPGAN's "
+             "outputs 0.85 with 2% of them nearest one target, w/o VP's 0.69 and 8%; the ground truth's Rank-1 0.73 "
+             "against bicubic's 0.02.",
              "VPGAN w/o VP starts its discriminator from the same prior file as VPGAN, so the rows differ in the "
              "generator only."),
   )
