@@ -66,5 +66,13 @@ def table() -> Table:
              "value late in training can therefore mean a minimised MI, not a dead estimator; at this table's 100 "
              "steps it measures the estimator's reach.",
              "Recognizer on raw NIR is the floor and ground truth (ceiling) the ceiling: the same recognizer and "
-             "gallery on the NIR input and on the visible ground truth."),
+             "gallery on the NIR input and on the visible ground truth.",
+             "outputs_vary on this face world (docs/pcfh.md, issue 33 third round): a NIR image predicts no skin, hair "
+             "or clothing colour, and the check does not need colour. Mean colours with each target's own luminance "
+             "score 0.97 / 2% nearest one target. It does need the input's structure (pose, shape, shading). An "
+             "L1-best regressor that shrinks toward the mean face fails it. At this budget no PCFH setting measured "
+             "passed: no cycle, no critic, the paper's critic weight 1, attention warm-up, a 4x rate, or 200 steps. "
+             "CycleGAN passed (0.56 / 33%), because its outputs follow the input's pose. pix2pix fails at 100 and "
+             "300 steps, because its L1 to an unaligned target gives the mean pose (the paper's §4.3 account of "
+             "pix2pix)."),
   )
