@@ -324,8 +324,11 @@ def load_pretrained(built: Built, state: VPFLState) -> VPFLState:
   if loaded is single:
     return state
   params = aggregation.broadcast(loaded.params, built.models)
+  # last_round gets copies: the step donates the state, and one buffer in two of its leaves is donated twice
+  # (a run with config.weights.prior failed at its first step: "Attempt to donate the same buffer twice").
+  last_round = jax.tree.map(jnp.copy, dict(params=params, global_params=loaded.params))
   return state.replace(params=params, opt_state=aggregation.broadcast(loaded.opt_state, built.models),
-                       global_params=loaded.params, last_round=dict(params=params, global_params=loaded.params))
+                       global_params=loaded.params, last_round=last_round)
 
 
 def run_clients(built: Built, params, opt_state, global_params, frozen, batch, *, r1: bool):
