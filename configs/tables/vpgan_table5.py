@@ -3,7 +3,7 @@
 The paper (VIS-TH, 128² → 512²): VPGAN > w/o MSCA > w/o VP on Rank-1 and Deg. (the cosine between
 recognition features of output and ground truth; "identity_cosine" here). Budget: the smoke
 variant — 16² thermal → 64² visible, a 64² StyleGAN2 prior trained in-project on the face world's
-visible faces (configs/vpgan.py:prior_smoke, 1,200 steps of batch 8), 300 steps of batch 4.
+visible faces (configs/vpgan.py:prior_smoke, PRIOR_STEPS = 6,000 steps of batch 8), 300 steps of batch 4.
 
 The face world: data.uniform_appearance (hallujax/data/faceworld.py: UNIFORM_APPEARANCE), one scene and one set of
 colours for every face, so that the thermal input determines the visible face as paper 000 assumes (its prior
@@ -20,7 +20,10 @@ from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, p
 # identity columns use a different recognizer (Table.recognizer) that no VPGAN run saw. VPFL's table shares them.
 # The prior draws the faces the targets show: it trains on the same face world (data.uniform_appearance).
 WORLD = "data.uniform_appearance=True"
-PRIOR_STEPS = 1200
+# Measured once (docs/vpgan.md): dlib finds faces in 0/200 of the 1,200-step prior's samples, 40/200 at 6,000 steps,
+# against 120/200 of the renders (ratio 0.33; the check asks 0.8, so it still fails). It trained in 849 s wall to
+# step 1,200 and 2,730 s more to 6,000 (about 60 min in all, 2 cores at load average 7-15 beside other runs).
+PRIOR_STEPS = 6000
 PREREQUISITES = (("prior", f"configs/vpgan.py:prior_smoke,train.steps={PRIOR_STEPS},{WORLD}"), ARCFACE_LOSS_NETWORK)
 WEIGHTS = "weights.prior={prior},weights.arcface={arcface}"
 BASE = f"configs/vpgan.py:smoke,{WORLD},{WEIGHTS}"
@@ -63,9 +66,9 @@ def table() -> Table:
              "data.uniform_appearance: one light, grey background, shirt, skin, hair, eye and lip colour for every "
              "face, the parts of a visible face a thermal (LWIR) image cannot show. Measured once (seed 0, 256 test "
              "faces, docs/vpgan.md): predictors that read the thermal input reach 0.70-0.86 of the targets' "
-             "diversity (0.25-0.40 on the default face world); at 300 steps with the 1,200-step prior, VPGAN's "
-             "outputs 0.85 with 2% of them nearest one target, w/o VP's 0.69 and 8%; the ground truth's Rank-1 0.73 "
-             "against bicubic's 0.02.",
+             "diversity (0.25-0.40 on the default face world); at 300 steps, VPGAN's outputs 0.85 with 3% of them "
+             "nearest one target (0.85 and 2% with the 1,200-step prior), w/o VP's 0.69 and 8% (1,200-step prior's "
+             "discriminator); the ground truth's Rank-1 0.73 against bicubic's 0.02.",
              "VPGAN w/o VP starts its discriminator from the same prior file as VPGAN, so the rows differ in the "
              "generator only."),
   )
