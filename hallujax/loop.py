@@ -58,7 +58,7 @@ def input_hint(data_config, platform: str | None = None) -> str:
     return ("Render the face world on the devices: --config.data.render_on=device "
             "(python -m hallujax.tools.faceworld_benchmark --pipeline compares the two).")
   return ("Decode and resize in worker processes: raise --config.data.worker_count, or convert the "
-          "dataset once to array_record shards (python -m hallujax.data.prepare).")
+          "dataset once to array_record shards (python -m hallujax.prepare).")
 
 
 def window_means(values: list[dict]) -> dict[str, float]:

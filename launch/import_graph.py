@@ -26,7 +26,6 @@ LAYERS = (
     ("foundations", ("hallujax.images", "hallujax.config_base", "hallujax.optim", "hallujax.progress",
                      "hallujax.sharding", "hallujax.summary_writer", "hallujax.hlo_text", "hallujax.nn",
                      "hallujax.nn.*")),
-    ("commands", ("hallujax.data.prepare", "hallujax.data.pipeline_benchmark")),   # commands inside data/
     ("data", ("hallujax.data", "hallujax.data.*", "hallujax.photos")),
     ("models", ("hallujax.models", "hallujax.models.*")),
     # metrics above models: LPIPS is defined on a network's features (VGG-16), so the metric reads the network.
@@ -40,8 +39,9 @@ LAYERS = (
              "hallujax.loop", "hallujax.evaluation", "hallujax.scoring", "hallujax.sampling",
              "hallujax.generator_samples", "hallujax.performance",
              "hallujax.benchmarking", "hallujax.exported", "hallujax.federated.flower")),
-    ("commands", ("hallujax.cli", "hallujax.train", "hallujax.evaluate", "hallujax.sample", "hallujax.benchmark",
-                  "hallujax.export", "hallujax.hallucinate", "hallujax.demo", "hallujax.experiments",
+    ("commands", ("hallujax.cli", "hallujax.prepare", "hallujax.train", "hallujax.evaluate", "hallujax.sample",
+                  "hallujax.benchmark", "hallujax.export", "hallujax.hallucinate", "hallujax.demo",
+                  "hallujax.experiments",
                   "hallujax.results", "hallujax.results.*", "hallujax.tools", "hallujax.tools.*", "hallujax.federated.*")),
 )
 FLOOR_NAMES = ("ground", "foundations", "data", "models", "metrics", "convert", "methods", "run", "commands")

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from hallujax.config_base import data_section
-from hallujax.data import folders, prepare
+from hallujax import prepare
+from hallujax.data import folders
 from hallujax.data.sources import make_source
 
 
@@ -74,7 +75,7 @@ def test_small_images_are_rejected_with_their_name(tmp_path):
 
 
 def test_missing_directory_says_how_to_prepare(tmp_path):
-  with pytest.raises(FileNotFoundError, match="python -m hallujax.data.prepare --source celeba_folder"):
+  with pytest.raises(FileNotFoundError, match="python -m hallujax.prepare --source celeba_folder"):
     make_source(data_config(source="celeba_folder", data_dir=str(tmp_path / "nowhere")), "train")
   with pytest.raises(FileNotFoundError, match="no train-\\*.array_record shards"):
     make_source(data_config(source="prepared", data_dir=str(tmp_path)), "train")

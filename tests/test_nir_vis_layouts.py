@@ -19,6 +19,7 @@ from hallujax import photos
 from hallujax.config_base import base_config
 from hallujax.data import alignment, nir_vis, pipeline
 from hallujax.data.sources import make_source
+from hallujax.tools import nir_vis_landmarks
 from hallujax.tools import nir_vis_protocol as protocol
 from tests.test_nir_vis_protocol import pooled_features   # the same toy recognizer
 
@@ -236,7 +237,8 @@ def test_missing_landmarks_name_the_command_for_the_layout(buaa, tmp_path):
     os.symlink(os.path.join(buaa, name), copy / name)
   config = base_config()
   config.data.update(source="buaa_vis_nir", data_dir=str(copy), pairing="nir_unaligned", target_size=SIZE)
-  with pytest.raises(FileNotFoundError, match=r"python -m hallujax.data.nir_vis --data_dir \S+ --layout buaa\.$"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"python -m hallujax.tools.nir_vis_landmarks --data_dir \S+ --layout buaa\.$"):
     make_source(config.data, "train")
 
 
@@ -247,13 +249,13 @@ def test_the_cache_command_detects_each_protocol_image_once(buaa, tmp_path, monk
     os.symlink(os.path.join(buaa, name), copy / name)
   detected = []
   monkeypatch.setattr(nir_vis, "_detect", lambda path: detected.append(path) or template_landmarks())
-  nir_vis.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
+  nir_vis_landmarks.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
   assert len(detected) == len(set(detected)) == 150 * 4   # every image of the protocol's 150 subjects
   assert len(json.load(open(copy / nir_vis.CACHE_NAME))) == 150 * 4
-  nir_vis.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
+  nir_vis_landmarks.main(["--data_dir", str(copy), "--layout", "buaa", "--workers", "1"])
   assert len(detected) == 150 * 4                          # nothing new to detect
   with pytest.raises(SystemExit) as exit_:
-    nir_vis.main(["--data_dir", str(tmp_path / "nowhere"), "--layout", "buaa"])
+    nir_vis_landmarks.main(["--data_dir", str(tmp_path / "nowhere"), "--layout", "buaa"])
   assert exit_.value.code == 2
   error = capsys.readouterr().err.strip()
   assert error.startswith("error: config.data.data_dir=") and "\n" not in error and "no NIR/ or VIS/" in error

@@ -83,7 +83,7 @@ def test_missing_or_incomplete_landmarks_say_which_command_makes_them(casia, tmp
   os.makedirs(copy)
   os.symlink(os.path.join(casia, "s1"), copy / "s1")
   os.symlink(os.path.join(casia, "protocols"), copy / "protocols")
-  with pytest.raises(FileNotFoundError, match="python -m hallujax.data.nir_vis --data_dir"):
+  with pytest.raises(FileNotFoundError, match="python -m hallujax.tools.nir_vis_landmarks --data_dir"):
     nir_vis.CasiaNirVisFolder(casia_config(str(copy)).data, "train")
   cache = json.load(open(os.path.join(casia, "landmarks.json")))
   first_training_image = open(os.path.join(casia, "protocols", "nir_train_1.txt")).readline().strip()

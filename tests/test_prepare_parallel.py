@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hallujax import prepare
 from hallujax.config_base import base_config, data_section
-from hallujax.data import folders, pipeline, prepare, records
+from hallujax.data import folders, pipeline, record_writing, records
 from hallujax.data.sources import make_source
 
 # A source that stops the prepare mid-shard (a Ctrl-C) when INTERRUPT_AT is set.
@@ -60,7 +61,7 @@ def celeba_folder(root, count=12):
 
 def run_prepare(source, data_dir, out_dir, *extra):
   arguments = prepare.parse(["--source", source, "--data_dir", data_dir, "--out_dir", str(out_dir), *extra])
-  return prepare.prepare(arguments, log=lambda line: None)
+  return record_writing.prepare(arguments, log=lambda line: None)
 
 
 def all_records(out_dir):
@@ -76,7 +77,7 @@ def all_records(out_dir):
 def test_a_record_holds_the_picture_once_and_decodes_to_the_source_pixels(tmp_path):
   source = make_source(data_section(source="celeba_folder", data_dir=celeba_folder(tmp_path), target_size=0), "train")
   example = source.load(2)
-  originals = prepare.original_bytes(source, 2, example, "auto")
+  originals = record_writing.original_bytes(source, 2, example, "auto")
   assert set(originals) == {"target"}                             # the JPEG file itself, with its crop box
   for record in (records.encode(example, originals), records.encode(example)):   # original JPEG, PNG
     decoded = records.decode(record)
@@ -139,14 +140,14 @@ def test_verify_reports_a_corrupted_record(tmp_path, capsys):
   data = image_folder(tmp_path / "raw", corrupt=())
   out = tmp_path / "out"
   run_prepare("image_folder", data, out, "--splits", "train", "--shards", "2", "--workers", "1")
-  assert prepare.verify(prepare.parse(["--out_dir", str(out), "--verify", "--workers", "1"]), log=print) == []
+  assert record_writing.verify(prepare.parse(["--out_dir", str(out), "--verify", "--workers", "1"]), log=print) == []
   shard = out / "train-00001-of-00002.array_record"
   content = bytearray(shard.read_bytes())
   record = all_records(out)[15 + 4]                               # record 4 of the second shard
   middle = content.index(record[-300:-240]) + 30                   # inside its JPEG scan data
   content[middle] ^= 0xFF
   shard.write_bytes(bytes(content))
-  problems = prepare.verify(prepare.parse(["--out_dir", str(out), "--verify", "--workers", "2"]), log=print)
+  problems = record_writing.verify(prepare.parse(["--out_dir", str(out), "--verify", "--workers", "2"]), log=print)
   assert len(problems) == 1 and problems[0].startswith("train-00001-of-00002 record 4:"), problems
   with pytest.raises(SystemExit) as exit_code:
     prepare.main(["--out_dir", str(out), "--verify", "--workers", "1"])
@@ -164,7 +165,7 @@ def test_records_of_another_format_version_are_refused_with_the_command_that_rew
     make_source(data_section(source="prepared", data_dir=str(out)), "train")
   old = io.BytesIO()
   np.savez(old, target=np.zeros((4, 4, 3), np.uint8))               # a version-1 record
-  with pytest.raises(records.RecordVersionError, match="python -m hallujax.data.prepare"):
+  with pytest.raises(records.RecordVersionError, match="python -m hallujax.prepare"):
     records.decode(old.getvalue())
   with pytest.raises(records.CorruptRecordError, match="checksum"):
     good = bytearray(all_records(out)[0])
@@ -254,7 +255,7 @@ def test_resize_keeps_landmarks_on_the_same_features():
   image = np.zeros((64, 64, 3), np.uint8)
   image[20:24, 40:44] = 255                                         # a bright 4×4 feature centred at (41.5, 21.5)
   example = {"input": image, "target": image, "landmarks5": np.array([[41.5, 21.5]] * 5, np.float32)}
-  resized = prepare.resize_example(example, 32)
+  resized = record_writing.resize_example(example, 32)
   assert resized["input"] is resized["target"]
   peak = np.unravel_index(np.argmax(resized["target"][..., 0].astype(float)), (32, 32))
   x, y = resized["landmarks5"][0]

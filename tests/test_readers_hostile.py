@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hallujax import photos
+from hallujax import photos, prepare
 from hallujax.config_base import data_section
-from hallujax.data import folders, prepare
+from hallujax.data import folders, record_writing
 from hallujax.data.sources import make_source
 
 
@@ -87,7 +87,7 @@ def test_prepare_leaves_bombs_out_and_a_strict_failure_leaves_no_partial_shard(t
   root = hostile_folder(tmp_path / "raw")
   arguments = prepare.parse(["--source", "image_folder", "--data_dir", str(root), "--out_dir", str(tmp_path / "out"),
                              "--splits", "train", "--workers", "1"])
-  info = prepare.prepare(arguments, log=lambda line: None)["info"]
+  info = record_writing.prepare(arguments, log=lambda line: None)["info"]
   assert info["splits"] == {"train": 4} and info["unusable"] == 2
   strict_out = tmp_path / "strict"
   capsys.readouterr()
@@ -114,7 +114,7 @@ def test_a_file_name_with_a_newline_cannot_forge_lines_of_unusable_txt(tmp_path)
   (train / "bad\nforged.png: all is fine.png").write_bytes(b"not an image")
   arguments = prepare.parse(["--source", "image_folder", "--data_dir", str(tmp_path / "raw"),
                              "--out_dir", str(tmp_path / "out"), "--splits", "train", "--workers", "1"])
-  info = prepare.prepare(arguments, log=lambda line: None)["info"]
+  info = record_writing.prepare(arguments, log=lambda line: None)["info"]
   lines = (tmp_path / "out" / "unusable.txt").read_text().splitlines()
   assert info["unusable"] == 1 and len(lines) == 1
   assert "bad\\nforged.png" in lines[0]

@@ -242,7 +242,7 @@ def missing_directory(path: str, source: str, layout: str) -> FileNotFoundError:
   return FileNotFoundError(
       f"config.data.data_dir={path!r} does not hold the {source} dataset. Expected layout: {layout}. "
       f"Download the dataset yourself (its licence forbids redistribution), unpack it there, or "
-      f"convert it once to array_record shards with `python -m hallujax.data.prepare --source {source} "
+      f"convert it once to array_record shards with `python -m hallujax.prepare --source {source} "
       f"--data_dir DIR --out_dir SHARDS` and read those with data.source='prepared'.")
 
 
@@ -340,7 +340,7 @@ class _FolderSource(abc.ABC):
   def original(self, index: int) -> tuple[str, tuple[int, int, int, int] | None] | None:
     """(file, crop box) whose decoded pixels, cut by the box (`cut`), are example `index`'s "target"
     (and "input": same-view layouts); None where the example is not one file's crop.
-    hallujax.data.prepare stores such files' original bytes instead of re-encoding them."""
+    hallujax.data.record_writing stores such files' original bytes instead of re-encoding them."""
     return None
 
 

@@ -59,9 +59,9 @@ Either database's subjects can be named instead in ``<data_dir>/protocols/train_
 Landmarks. PCFH needs 68 landmarks of both images of a pair (its local paths and the IDW warp read them).
 They are computed once, by dlib (the "eval" extra), for every image the protocol uses::
 
-    python -m hallujax.data.nir_vis --data_dir NIR-VIS-2.0 [--workers 8]
-    python -m hallujax.data.nir_vis --data_dir BUAA-VisNir --layout buaa
-    python -m hallujax.data.nir_vis --data_dir OriginalImg --layout oulu [--illumination Strong]
+    python -m hallujax.tools.nir_vis_landmarks --data_dir NIR-VIS-2.0 [--workers 8]
+    python -m hallujax.tools.nir_vis_landmarks --data_dir BUAA-VisNir --layout buaa
+    python -m hallujax.tools.nir_vis_landmarks --data_dir OriginalImg --layout oulu [--illumination Strong]
 
 which writes ``<data_dir>/landmarks.json`` ({relative path: 68 × (x, y), or null where no face was
 found}); rerunning it detects only the images not yet in the file. The sources then read it:
@@ -350,8 +350,8 @@ def protocol_images(data_dir: str, layout: str, illumination: str = "Strong") ->
 
 def cache_command(data_dir: str, layout: str) -> str:
   """The command that computes a layout's landmark cache."""
-  return f"python -m hallujax.data.nir_vis --data_dir {data_dir}" + ("" if layout == "casia" else
-                                                                     f" --layout {layout}")
+  layout_flag = "" if layout == "casia" else f" --layout {layout}"
+  return f"python -m hallujax.tools.nir_vis_landmarks --data_dir {data_dir}{layout_flag}"
 
 
 # ----------------------------------------------------------------------------- the landmark cache
@@ -492,28 +492,3 @@ class BuaaVisNirFolder(NirVisFolder):
 class OuluCasiaNirVisFolder(NirVisFolder):
   """Oulu-CASIA NIR-VIS's unaligned NIR → VIS pairs, one illumination (20 train / 20 test subjects)."""
   source_name, layout, LAYOUT = "oulu_casia_nir_vis", "oulu", OULU_LAYOUT
-
-
-def main(argv=None) -> None:
-  import argparse
-  parser = argparse.ArgumentParser(description="Detect 68 landmarks once for a NIR-VIS database (landmarks.json).")
-  parser.add_argument("--data_dir", required=True, help="The database's root (module docstring: the layouts).")
-  parser.add_argument("--layout", default="casia", choices=LAYOUTS,
-                      help="casia: CASIA NIR-VIS 2.0 (s1..s4/ and protocols/); buaa: BUAA-VisNir (NIR/, VIS/); "
-                           "oulu: Oulu-CASIA NIR-VIS (OriginalImg/: NI/, VL/).")
-  parser.add_argument("--illumination", default="Strong", help="oulu: which illumination's sequences.")
-  parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Detection processes.")
-  arguments = parser.parse_args(argv)
-  try:
-    if arguments.layout == "casia":
-      protocol_folds(arguments.data_dir)   # the layout is checked before any detection starts
-    cache = build_cache(arguments.data_dir, arguments.workers, layout=arguments.layout,
-                        illumination=arguments.illumination)
-  except (FileNotFoundError, ValueError) as error:
-    parser.exit(2, f"error: {error}\n")
-  print(f"{os.path.join(arguments.data_dir, CACHE_NAME)}: {len(cache)} images, "
-        f"{sum(v is None for v in cache.values())} without a face.")
-
-
-if __name__ == "__main__":
-  main()

@@ -1,4 +1,4 @@
-"""The compact record format of prepared datasets (``python -m hallujax.data.prepare``), version 2.
+"""The compact record format of prepared datasets (``python -m hallujax.prepare``), version 2.
 
 One record is one example:
 
@@ -49,7 +49,7 @@ class CorruptRecordError(ValueError):
 
 def version_message(found, where: str) -> str:
   return (f"{where} holds hallujax records of format version {found}; this hallujax reads version "
-          f"{FORMAT_VERSION}. Prepare the dataset again with this version: python -m hallujax.data.prepare "
+          f"{FORMAT_VERSION}. Prepare the dataset again with this version: python -m hallujax.prepare "
           f"--source SOURCE --data_dir RAW_DIR --out_dir NEW_DIR (see docs/data.md).")
 
 

@@ -35,7 +35,7 @@ SOURCES = {
     "casia_nir_vis": "hallujax.data.nir_vis:CasiaNirVisFolder",
     "buaa_vis_nir": "hallujax.data.nir_vis:BuaaVisNirFolder",
     "oulu_casia_nir_vis": "hallujax.data.nir_vis:OuluCasiaNirVisFolder",
-    "prepared": "hallujax.data.prepare:PreparedSource",
+    "prepared": "hallujax.data.record_writing:PreparedSource",
 }
 
 

@@ -12,7 +12,7 @@ Building celeb_a fetches five files from Google Drive, which often refuses
 img_align_celeba.zip, list_eval_partition.txt, list_attr_celeba.txt,
 list_landmarks_align_celeba.txt, identity_CelebA.txt, and add
 ``--manual_dir=THAT_DIR`` (docs/data.md). For training at scale, convert the
-result once into compact records: ``python -m hallujax.data.prepare --source
+result once into compact records: ``python -m hallujax.prepare --source
 celeb_a --data_dir=DIR --out_dir=RECORDS``.
 
 Examples are same-view pairs ("input" = "target" = the image; the pipeline

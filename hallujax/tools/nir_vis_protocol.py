@@ -22,7 +22,7 @@ Faces: ``--faces detect`` (default) finds the largest face with dlib and aligns 
 template, with dlib's 68 landmarks (PCFH's local paths read them); ``--faces aligned`` takes images
 that are already face crops (e.g. the community 128×128 crops) and places the 68 points with dlib's
 predictor on the whole image. Landmarks come from the dataset's ``landmarks.json`` when
-``python -m hallujax.data.nir_vis`` has made it, else they are detected here and cached in
+``python -m hallujax.tools.nir_vis_landmarks`` has made it, else they are detected here and cached in
 ``RUN/eval/nir_vis_faces.json``, so a second run (or fold) detects nothing again. Images where no face is
 found are counted as misses for probes, and listed; a gallery image without a face is an error
 (the subject could not be matched at all).
@@ -115,7 +115,7 @@ class Faces:
     from hallujax import photos
     self.photos, self.model, self.mode, self.cache_path = photos, model, mode, cache_path
     self.cache = json.load(open(cache_path)) if os.path.isfile(cache_path) else {}
-    if data_dir and mode == "detect":   # the dataset's own landmark cache (python -m hallujax.data.nir_vis)
+    if data_dir and mode == "detect":   # the dataset's own landmark cache (python -m hallujax.tools.nir_vis_landmarks)
       self.cache.update({os.path.join(data_dir, path): points for path, points in read_cache(data_dir).items()})
     self.missing: list[str] = []
 

@@ -1,10 +1,6 @@
 """Convert a dataset into compact array_record shards, in parallel and resumably; read them back.
 
-    python -m hallujax.data.prepare --source celeba_folder --data_dir ~/celeba --out_dir ~/celeba_records
-    python -m hallujax.data.prepare --source vggface2_folder --data_dir ~/vggface2 --out_dir ~/vgg_records \\
-        --num_hosts 8 --host_index $HOST          # one job per host, each writing its own range of shards
-    python -m hallujax.data.prepare --out_dir ~/celeba_records --verify    # re-read every record
-
+The command is ``python -m hallujax.prepare`` (hallujax/prepare.py: its flags). It
 writes ``OUT/<split>-<k>-of-<n>.array_record`` for train, validation and test,
 ``OUT/plan.json`` (what is being prepared), ``OUT/manifest/`` (one entry per
 finished shard) and, once every shard is done, ``OUT/info.json`` (counts,
@@ -44,7 +40,6 @@ and ``unusable.txt``), or stop the run with ``--strict``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import json
@@ -459,7 +454,7 @@ def verify(arguments, log=print) -> list[str]:
 
 
 class PreparedSource:
-  """Examples written by ``python -m hallujax.data.prepare`` (data.data_dir = its --out_dir)."""
+  """Examples written by ``python -m hallujax.prepare`` (data.data_dir = its --out_dir)."""
 
   def __init__(self, data_config, split: str):
     import grain
@@ -469,7 +464,7 @@ class PreparedSource:
     if not self.paths:
       raise FileNotFoundError(
           f"config.data.data_dir={data_dir!r} holds no {split}-*.array_record shards. Make them once with "
-          f"`python -m hallujax.data.prepare --source SOURCE --data_dir RAW_DIR --out_dir {data_dir or 'OUT'}`.")
+          f"`python -m hallujax.prepare --source SOURCE --data_dir RAW_DIR --out_dir {data_dir or 'OUT'}`.")
     if not os.path.isfile(info_path):
       raise FileNotFoundError(
           f"{data_dir} has no info.json: its prepare has not finished. Run the same prepare command again "
@@ -487,56 +482,3 @@ class PreparedSource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     return records.decode(self.records[int(index)], where=f"{self.split} record {index}")
-
-
-def parse(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--source", default="", help="a name from hallujax.data.sources.SOURCES")
-  parser.add_argument("--data_dir", default="")
-  parser.add_argument("--out_dir", required=True)
-  parser.add_argument("--splits", default=",".join(SPLITS))
-  parser.add_argument("--shards", type=int, default=0, help="shards per split (0: from --examples_per_shard)")
-  parser.add_argument("--examples_per_shard", type=int, default=8192)
-  parser.add_argument("--target_size", type=int, default=0, help="resize images to this size (0: keep)")
-  parser.add_argument("--encoding", default="auto", choices=ENCODINGS)
-  parser.add_argument("--pairing", default="same_view")
-  parser.add_argument("--workers", type=int, default=0, help="worker processes (0: every core available)")
-  parser.add_argument("--num_hosts", type=int, default=1, help="jobs preparing OUT together, one per host")
-  parser.add_argument("--host_index", type=int, default=0, help="this job's index among --num_hosts")
-  parser.add_argument("--strict", action="store_true", help="fail on the first unreadable image")
-  parser.add_argument("--max_pixels", type=int, default=None,
-                      help="leave out images of more pixels, read from the header (default: config.data.max_pixels)")
-  parser.add_argument("--verify", action="store_true", help="re-read every record of OUT and list unreadable ones")
-  arguments = parser.parse_args(argv)
-  if not arguments.verify and not arguments.source:
-    parser.error("--source is required (a name from hallujax.data.sources.SOURCES) unless --verify.")
-  if arguments.encoding == "jpeg" and arguments.target_size:
-    parser.error("--encoding jpeg keeps the original files, which --target_size would resize; use auto or png.")
-  return arguments
-
-
-def _interrupt(signal_number, frame):
-  raise KeyboardInterrupt   # a scheduler's SIGTERM (preemption) stops the workers like Ctrl-C does
-
-
-def main(argv=None):
-  import signal
-  arguments = parse(argv)
-  signal.signal(signal.SIGTERM, _interrupt)
-  try:
-    if arguments.verify:
-      if verify(arguments):
-        sys.exit(1)
-      return
-    prepare(arguments)
-  except (ValueError, FileNotFoundError) as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
-  except KeyboardInterrupt:
-    print(f"\ninterrupted: finished shards are kept in {arguments.out_dir}; run the same command again to "
-          f"resume.", file=sys.stderr)
-    sys.exit(130)
-
-
-if __name__ == "__main__":
-  main()

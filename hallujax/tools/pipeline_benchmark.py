@@ -1,13 +1,13 @@
-"""How fast one host prepares and feeds CelebA-like data: ``python -m hallujax.data.pipeline_benchmark``.
+"""How fast one host prepares and feeds CelebA-like data: ``python -m hallujax.tools.pipeline_benchmark``.
 
-    python -m hallujax.data.pipeline_benchmark                      # 100k images (the default --count)
-    python -m hallujax.data.pipeline_benchmark --count 20000 --out docs/pipeline_benchmark.md
+    python -m hallujax.tools.pipeline_benchmark                      # 100k images (the default --count)
+    python -m hallujax.tools.pipeline_benchmark --count 20000 --out docs/pipeline_benchmark.md
 
 1. Makes ``--count`` CelebA-like images locally (no download): face-world faces
    rendered at 178², placed in 178×218 frames as in img_align_celeba, with
    mild sensor noise, saved as JPEG (quality 90), plus list_eval_partition.txt,
    identity_CelebA.txt and list_landmarks_align_celeba.txt. Reused if present.
-2. Prepares them with ``python -m hallujax.data.prepare``'s defaults (every
+2. Prepares them with ``python -m hallujax.prepare``'s defaults (every
    core; records with the original JPEG bytes) and reports images/s, images/s
    per core (over the workers' CPU time) and bytes per example, next to the
    bytes per example of version 1's .npz records and of PNG records at 178²,
@@ -120,13 +120,14 @@ def make_celeba_like(directory: str, count: int, workers: int, log=print) -> dic
 
 def prepare_timed(raw_dir: str, out_dir: str, workers: int, log=print) -> dict:
   """Prepares raw_dir into out_dir with prepare's defaults; wall time and the workers' CPU time."""
-  from hallujax.data import prepare
+  from hallujax import prepare
+  from hallujax.data import record_writing
   shutil.rmtree(out_dir, ignore_errors=True)
   arguments = prepare.parse(["--source", "celeba_folder", "--data_dir", raw_dir, "--out_dir", out_dir,
                              "--workers", str(workers)])
   before = resource.getrusage(resource.RUSAGE_CHILDREN)
   started = time.time()
-  result = prepare.prepare(arguments, log=log)
+  result = record_writing.prepare(arguments, log=log)
   wall = time.time() - started
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -150,7 +151,7 @@ def legacy_npz_bytes(example: dict) -> int:
 def bytes_per_example_sample(raw_dir: str, sample: int) -> dict[str, float]:
   """Mean record bytes over `sample` examples: version 1 (.npz), and version 2 with PNG at 178², 128², 112²."""
   from hallujax.config_base import data_section
-  from hallujax.data import prepare, records
+  from hallujax.data import record_writing, records
   from hallujax.data.sources import make_source
   source = make_source(data_section(source="celeba_folder", data_dir=raw_dir, pairing="same_view", target_size=0),
                        "train")
@@ -160,10 +161,11 @@ def bytes_per_example_sample(raw_dir: str, sample: int) -> dict[str, float]:
   for index in indices:
     example = source.load(int(index))
     sizes["v1 npz 178²"].append(legacy_npz_bytes(example))
-    sizes["v2 jpeg (original)"].append(len(records.encode(example, prepare.original_bytes(source, int(index), example, "jpeg"))))
+    original = record_writing.original_bytes(source, int(index), example, "jpeg")
+    sizes["v2 jpeg (original)"].append(len(records.encode(example, original)))
     sizes["v2 png 178²"].append(len(records.encode(example)))
     for size in (128, 112):
-      resized = prepare.resize_example(example, size)
+      resized = record_writing.resize_example(example, size)
       if size == 128:
         sizes["v1 npz 128²"].append(legacy_npz_bytes({**resized, "input": resized["target"].copy()}))
       sizes[f"v2 png {size}²"].append(len(records.encode(resized)))
@@ -227,13 +229,14 @@ def per_core_rate(config, examples: int, split: str = "train") -> float:
 def per_core_by_format(records_dir: str, raw_dir: str, work_dir: str, examples: int) -> list[tuple]:
   """One core's examples/s on the validation split: original-JPEG records (no resize at prepare) against
   PNG records prepared at the method's target size (--target_size), with and without degradations."""
-  from hallujax.data import prepare
+  from hallujax import prepare
+  from hallujax.data import record_writing
   rows = []
   for name, input_size, target_size, downsample, batch_size in PAPER_PIPELINES:
     resized = os.path.join(work_dir, f"records_png{target_size}")
     if not os.path.isfile(os.path.join(resized, "info.json")):
       shutil.rmtree(resized, ignore_errors=True)
-      prepare.prepare(prepare.parse(["--source", "celeba_folder", "--data_dir", raw_dir, "--out_dir", resized,
+      record_writing.prepare(prepare.parse(["--source", "celeba_folder", "--data_dir", raw_dir, "--out_dir", resized,
                                      "--splits", "validation", "--target_size", str(target_size)]), log=lambda line: None)
     for label, directory in ((f"original JPEG 178²", records_dir), (f"PNG {target_size}² (--target_size)", resized)):
       for degradation in (DEGRADATION, None):
@@ -309,7 +312,7 @@ def main(argv=None) -> str:
   load = os.getloadavg()[0]
   lines = [
       f"## Input pipeline benchmark ({arguments.count} CelebA-like images)", "",
-      f"`python -m hallujax.data.pipeline_benchmark {' '.join(argv if argv is not None else sys.argv[1:])}`, "
+      f"`python -m hallujax.tools.pipeline_benchmark {' '.join(argv if argv is not None else sys.argv[1:])}`, "
       f"{cores} cores, jax {jax.__version__} ({jax.default_backend()}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
       f"load average {load:.1f} at the end, {time.time() - started:.0f} s in all.", "",
       f"Source: {raw['count']} JPEGs, {raw['jpeg_bytes_per_image']:.0f} bytes each on average (made in {raw['seconds']} s).", "",
