@@ -251,9 +251,39 @@ def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] |
     for spec in specs:
       run = run_for(root, spec, seed, table)
       print(f"{table.name}: {spec} seed {seed}", flush=True)
+      refuse_other_prerequisites(run, spec, table, root)
       if not (train(run) and evaluate(run, table, recognizer)):
         failures.append(f"{spec} seed {seed}")
   return failures
+
+
+def refuse_other_prerequisites(run: Run, spec: str, table: Table, root: str) -> None:
+  """A row's directory is named after its spec as written (``weights.prior={prior}``), so when a table's
+  prerequisite changes (a prior trained longer), rows trained with the old one sit under the same name and would be
+  reused as if current. Refuses such a row: the option's value in its saved config.json must name the prerequisite
+  run the table names now (compared by its directory and seed, wherever the root was)."""
+  path = os.path.join(run.workdir, "config.json")
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  prerequisites = dict(table.prerequisites)
+  for option in spec.partition(":")[2].split(","):
+    key, _, value = option.partition("=")
+    if not (value.startswith("{") and value.endswith("}")) or value[1:-1] not in prerequisites:
+      continue
+    expected = run_for(root, prerequisites[value[1:-1]], 0).workdir
+    found = saved
+    for part in key.split("."):
+      found = found.get(part, {}) if isinstance(found, dict) else {}
+    if not isinstance(found, str) or run_name(found) != run_name(expected):
+      raise cli.UserError(f"{run.workdir} was trained with {key}={found!r}, but {table.name} now names "
+                          f"{expected!r} there: move that run away (or delete it) so the row is trained again.")
+
+
+def run_name(workdir: str) -> tuple[str, ...]:
+  """A run directory's last two parts (the spec's slug and the seed): the run, whatever root it was under."""
+  return tuple(os.path.normpath(workdir).split(os.sep)[-2:])
 
 
 def undecided_rows(table: Table, figures: Figures, max_seeds: int) -> tuple[Row, ...]:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hallujax import experiments, run_files
+from hallujax import cli, experiments, run_files
 from hallujax.metrics import diversity
 
 SPEC = "configs/arcface.py:smoke,train.steps=3"
@@ -361,6 +361,17 @@ def table():
   assert f"data.data_dir={prerequisite_workdir}" in second[second.index("--config") + 1]
   # The row's run directory is named after the spec as written, not after where the prerequisite lives.
   assert second[second.index("--workdir") + 1].endswith("data.data_dir=.prior/seed_0")
+
+  # A row trained with another prerequisite run (the table's prior changed) is refused, not reused.
+  row_workdir = second[second.index("--workdir") + 1]
+  os.makedirs(row_workdir, exist_ok=True)
+  with open(os.path.join(row_workdir, "config.json"), "w") as f:
+    json.dump({"data": {"data_dir": prerequisite_workdir}}, f)
+  experiments.run_table(table, [0], str(tmp_path / "root"))
+  with open(os.path.join(row_workdir, "config.json"), "w") as f:
+    json.dump({"data": {"data_dir": str(tmp_path / "root" / "runs" / "an.older.prior" / "seed_0")}}, f)
+  with pytest.raises(cli.UserError, match="an.older.prior.*move that run away"):
+    experiments.run_table(table, [0], str(tmp_path / "root"))
 
 
 def test_dlib_finds_face_world_faces_and_not_noise():
