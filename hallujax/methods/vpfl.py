@@ -425,7 +425,9 @@ def last_round_values(built: Built, state: VPFLState, frozen, batch) -> dict:
     return drift, mpr / (generator_loss + mpr)
 
   drift, share = jax.lax.map(one_client, state.last_round["params"])
-  return {"client_drift": jnp.mean(drift, axis=0), "mpr_loss_share": jnp.mean(share)}
+  # Per example, as every eval_step value (evaluate concatenates batches; a 0-d share failed it).
+  client_drift = jnp.mean(drift, axis=0)
+  return {"client_drift": client_drift, "mpr_loss_share": jnp.broadcast_to(jnp.mean(share), client_drift.shape)}
 
 
 def eval_step(built: Built, state: VPFLState, frozen, batch) -> dict:
