@@ -8,6 +8,7 @@ fills in its paper's fields; every field can be overridden on the command line
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 import ml_collections
 
@@ -211,3 +212,9 @@ def saved_run_config(saved: dict) -> ml_collections.ConfigDict:
     if saved.get("method") == method and isinstance(model, dict) and model.get(field) == value:
       config.method = renamed
   return fill_missing(config, declared_config(str(config.get("method") or "")))
+
+
+def read_section(record_type, section):
+  """A frozen dataclass of `record_type` from the config `section`'s fields of the same names (a loss section read
+  once into typed weights, e.g. a method's LossWeights); a missing field is the config's KeyError."""
+  return record_type(**{field.name: section[field.name] for field in dataclasses.fields(record_type)})

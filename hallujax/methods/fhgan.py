@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from hallujax import optim
+from hallujax import config_base, optim
 from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods.train_state import with_updates
 from hallujax.metrics import image_quality
@@ -144,10 +144,6 @@ class LossWeights:
   arcface_scale: float
   arcface_margin: float
 
-  @classmethod
-  def of(cls, loss_config) -> "LossWeights":
-    return cls(**{field.name: loss_config[field.name] for field in dataclasses.fields(cls)})
-
 
 @dataclasses.dataclass(frozen=True)
 class Built:
@@ -172,8 +168,8 @@ def build(config) -> Built:
   if t.arcface_steps > 0 and config.weights.arcface:
     logging.warning("config.weights.arcface is given and config.train.arcface_steps=%d: the loaded ArcFace is "
                     "trained further for that many steps (set arcface_steps=0 to skip).", t.arcface_steps)
-  return Built(nets=networks(config), optimizers=optimizers(config), loss=LossWeights.of(config.loss),
-               n_critic=n_critic, spec=batch_spec(config), embedding_dim=config.model.embedding_dim,
+  return Built(nets=networks(config), optimizers=optimizers(config),
+               loss=config_base.read_section(LossWeights, config.loss), n_critic=n_critic, spec=batch_spec(config), embedding_dim=config.model.embedding_dim,
                target_size=config.data.target_size, vgg_path=config.weights.vgg19,
                arcface_path=config.weights.arcface)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hallujax import optim
+from hallujax import config_base, optim
 from hallujax.run_files import read_run_config
 from hallujax.methods import MakeContext, Method
 from hallujax.methods.train_state import TrainState, with_updates
@@ -195,10 +195,6 @@ class LossWeights:
   r1_gamma: float
   r1_every: int
 
-  @classmethod
-  def of(cls, loss_config) -> "LossWeights":
-    return cls(**{field.name: loss_config[field.name] for field in dataclasses.fields(cls)})
-
 
 @dataclasses.dataclass(frozen=True)
 class Built:
@@ -227,7 +223,8 @@ def build(config) -> Built:
   check_config(config)
   d = config.data
   return Built(nets=networks(config), optimizers=optim.make_all(config.optim, TRAINED),
-               loss=LossWeights.of(config.loss), perceptual_layers=tuple(config.model.perceptual_layers),
+               loss=config_base.read_section(LossWeights, config.loss),
+               perceptual_layers=tuple(config.model.perceptual_layers),
                identity_size=config.model.arcface.image_size, input_size=d.input_size, output_size=d.target_size,
                input_channels=d.input_channels, prior_path=config.weights.prior, vgg19_path=config.weights.vgg19,
                arcface_path=config.weights.arcface)
