@@ -92,6 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
       max_skipped_steps=100,   # with "skip": more non-finite steps than this in a row stop the run
       resume_step=0,           # resume from this checkpoint step (0 = the newest that restores)
       profile_steps=0,         # > 0: a jax.profiler trace of this many steps after warm-up, in <workdir>/profile
+      compile_ahead=True,      # compile the named steps the run will reach in a background thread once the
+                               # first step's program is compiled (run_setup.StepsCompiledAhead), so a later
+                               # phase does not stop the run for its compile; False: each on first use
   ))
   c.mesh = ml_collections.ConfigDict(dict(
       clients=1,               # devices on the clients axis (federated methods; 1 otherwise)

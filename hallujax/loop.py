@@ -198,6 +198,7 @@ class Session:
   last_good_step: int | None       # the newest checkpoint known good (None: none written or restored)
   frozen: Any = None
   steps: dict = dataclasses.field(default_factory=dict)   # {name: jitted step}
+  compiled_ahead: Any = None       # run_setup.StepsCompiledAhead once started (train.compile_ahead)
   eval_step: Any = None
   feed: Any = None                 # host batches -> device batches (hallujax.data.feed)
   eval_batches: list = dataclasses.field(default_factory=list)
@@ -207,6 +208,7 @@ class Session:
   step: int = 0                    # steps dispatched so far
   consumed: int = 0                # batches this session's steps consumed
   pending: list = dataclasses.field(default_factory=list)    # (step, metrics) not yet logged
+  ran: set = dataclasses.field(default_factory=set)          # names of the steps this session dispatched
   history: list = dataclasses.field(default_factory=list)    # one dict per logged window
   evaluation: dict = dataclasses.field(default_factory=dict)
   skipped_in_a_row: int = 0
@@ -306,19 +308,52 @@ def flush(session: Session) -> None:
   pending.clear()
 
 
-def dispatch_step(session: Session, batches, interrupts: Interrupts, profile_from: int | None) -> dict:
+def step_program(session: Session, name: str, interrupts: Interrupts):
+  """The program of the named step `name`: compiled ahead (waiting for it if its background compile still
+  runs) or the jitted step (compiled on first use); None when Ctrl-C came while waiting for a compile."""
+  progress, ahead = session.progress, session.compiled_ahead
+  if ahead is None:
+    progress.compiling(name, session.steps)
+    return session.steps[name]
+  ahead.raise_if_failed()
+  for finished, seconds in ahead.newly_finished():
+    progress.say(f"compiled the {finished!r} step in the background ({seconds:.0f} s)")
+  if ahead.compiling(name):
+    progress.say(f"waiting for the {name!r} step's compile (running in the background)")
+  # Only a single-process run stops on Ctrl-C here; processes of a multi-process run stop together, at a
+  # step boundary (after_step).
+  program = ahead.program(name, lambda: interrupts.requested and session.process_count == 1)
+  if program is session.steps.get(name):   # not compiled ahead: the first step's, compiled on first use
+    progress.compiling(name, session.steps)
+  return program
+
+
+def start_compiling_ahead(session: Session, batch) -> None:
+  """After the first step's program is compiled: the other named steps of the run (Method.step_names over the
+  remaining steps) compile in a background thread for the arguments the next steps will get."""
+  config, method = session.config, session.run.method
+  names = [name for name in method.step_names(session.step, config.train.steps) if name not in session.ran]
+  if names:
+    session.compiled_ahead = run_setup.StepsCompiledAhead(
+        session.steps, names, (session.state, session.frozen, batch, session.rng_data))
+
+
+def dispatch_step(session: Session, batches, interrupts: Interrupts, profile_from: int | None) -> dict | None:
   """Runs the scheduled named step on the next batch (tracing the profile of `train.profile_steps` steps from
-  step `profile_from`); its metrics, still on the devices."""
+  step `profile_from`); its metrics, still on the devices. None when Ctrl-C came while the step's program
+  was compiling in the background (no step ran)."""
   config, method, progress, step = session.config, session.run.method, session.progress, session.step
+  name = method.step_name(step)
+  program = step_program(session, name, interrupts)
+  if program is None:
+    return None
   waiting_since = time.perf_counter()
   batch = next(batches)
   progress.waited(time.perf_counter() - waiting_since)
-  progress.compiling(method.step_name(step), session.steps)
   if step == profile_from:
     jax.profiler.start_trace(str(session.workdir / "profile"))
   interrupts.dispatched_step = step + 1
-  session.state, metrics = session.steps[method.step_name(step)](session.state, session.frozen, batch,
-                                                                 session.rng_data)
+  session.state, metrics = program(session.state, session.frozen, batch, session.rng_data)
   if profile_from is not None and step == profile_from + config.train.profile_steps - 1:
     jax.block_until_ready(session.state)
     jax.profiler.stop_trace()
@@ -327,6 +362,9 @@ def dispatch_step(session: Session, batches, interrupts: Interrupts, profile_fro
   session.step += 1
   session.consumed += 1
   session.pending.append((session.step, metrics))
+  session.ran.add(name)
+  if config.train.compile_ahead and session.consumed == 1:   # the session's first step
+    start_compiling_ahead(session, batch)
   return metrics
 
 
@@ -385,11 +423,22 @@ def after_step(session: Session, interrupts: Interrupts) -> None:
     session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
     session.last_good_step = step
   if stop_now:
-    session.checkpointer.close()
-    session.writer.close()
-    session.data.close()
+    close(session)
     raise Interrupted(f"Stopped at step {step}: saved {session.checkpointer.path(step)}; run the same command to "
                       f"resume.")
+
+
+def stop_while_compiling(session: Session) -> None:
+  """Ctrl-C while the next step's program compiled in the background: save the state of the last step (unless
+  it is saved already) and stop, without waiting for the compile."""
+  flush(session)
+  step = session.step
+  if session.last_good_step != step:
+    session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
+    session.last_good_step = step
+  close(session)
+  raise Interrupted(f"Stopped at step {step} while the next step's program compiled: saved "
+                    f"{session.checkpointer.path(step)}; run the same command to resume.")
 
 
 def _train_locked(run: run_setup.Run, workdir, process_index, process_count, SummaryWriter,
@@ -406,6 +455,8 @@ def _train_locked(run: run_setup.Run, workdir, process_index, process_count, Sum
 
   while session.step < config.train.steps:
     metrics = dispatch_step(session, batches, interrupts, profile_from)
+    if metrics is None:
+      stop_while_compiling(session)
     in_flight.append((session.step, metrics))
     wait_for_the_devices(in_flight, interrupts)
     after_step(session, interrupts)

@@ -16,9 +16,12 @@ LightCNN, ArcFace or StyleGAN2 run) gets :func:`restore_state` as
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import functools
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +105,98 @@ def jit_steps(method: Method, config, mesh, state_shardings, frozen_shardings) -
                         out_shardings=(state_shardings, sharding.replicated(mesh)),
                         donate_argnums=(0,))
           for name, fn in method.steps.items()}
+
+
+def abstract_arguments(tree):
+  """ShapeDtypeStructs of `tree`'s arrays (shape, dtype, weak type): what a jitted call specializes on.
+
+  Shardings are left to the program's own `in_shardings`, so lowering these gives the program a call with
+  the arrays themselves would build.
+  """
+  return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                        weak_type=bool(getattr(leaf, "weak_type", False))), tree)
+
+
+class CompileAheadError(RuntimeError):
+  """A named step's ahead-of-time compile failed in the background thread (the cause is chained)."""
+
+
+class StepsCompiledAhead:
+  """Named steps compiled ahead of time, one after another, in a background thread.
+
+  The loop compiles its first step's program the usual way (on first use, so
+  that step is not slowed), then starts this with that step's arguments: every
+  other named step the run will use (`names`, in order of first use) is
+  lowered for the same abstract arguments with the same jitted function
+  (`jax.jit(...).lower(...).compile()`: the same donation and shardings, so the
+  same program; the persistent compilation cache is read and written as for a
+  call) while the first phase trains. ``program(name)`` returns a step's
+  compiled program, waiting for its compile if it is still running (a program
+  is compiled once: the jitted function is not called for these names). A
+  compile that fails is raised in the main thread by ``program`` or
+  ``raise_if_failed`` as one CompileAheadError naming the step.
+
+  The thread is a daemon: a run stopped with Ctrl-C exits without waiting for
+  a compile nobody needs.
+  """
+
+  def __init__(self, jitted: dict, names: list[str], arguments: tuple):
+    self.jitted = jitted
+    self.names = list(names)
+    self.compiled: dict = {}                 # name -> jax.stages.Compiled
+    self.seconds: dict[str, float] = {}      # name -> seconds its compile took in the background
+    self.failure: tuple[str, BaseException] | None = None
+    self.finished = {name: threading.Event() for name in self.names}
+    self.announced: set[str] = set()
+    abstract = abstract_arguments(arguments)
+    context = contextvars.copy_context()     # the main thread's context variables, as a call there would see
+    self.thread = threading.Thread(target=context.run, args=(self.compile_all, abstract), daemon=True,
+                                   name="hallujax-compile-ahead")
+    self.thread.start()
+
+  def compile_all(self, abstract: tuple) -> None:
+    for name in self.names:
+      started = time.perf_counter()
+      try:
+        self.compiled[name] = self.jitted[name].lower(*abstract).compile()
+        self.seconds[name] = time.perf_counter() - started
+      except BaseException as error:   # noqa: BLE001 - handed to the main thread, which raises it
+        self.failure = (name, error)
+        for event in self.finished.values():
+          event.set()
+        return
+      finally:
+        self.finished[name].set()
+
+  def raise_if_failed(self) -> None:
+    if self.failure is not None:
+      name, error = self.failure
+      first_line = (str(error).strip().splitlines() or [""])[0]
+      raise CompileAheadError(
+          f"Compiling the {name!r} step ahead of time failed: {type(error).__name__}: {first_line} "
+          f"(--config.train.compile_ahead=False compiles each step on first use instead).") from error
+
+  def compiling(self, name: str) -> bool:
+    """Whether `name` is compiled here and its compile has not finished."""
+    return name in self.finished and not self.finished[name].is_set()
+
+  def program(self, name: str, stop_waiting: Callable[[], bool] = lambda: False):
+    """The compiled program of `name` (waiting for its compile), the jitted function for a step not compiled
+    here, or None when `stop_waiting()` turned true while waiting (e.g. Ctrl-C)."""
+    if name not in self.finished:
+      return self.jitted[name]
+    while not self.finished[name].wait(timeout=0.2):
+      if stop_waiting():
+        return None
+    self.raise_if_failed()
+    return self.compiled[name]
+
+  def newly_finished(self) -> list[tuple[str, float]]:
+    """(name, compile seconds) of the compiles finished since the last call, in order."""
+    done = [(name, self.seconds[name]) for name in self.names
+            if name in self.seconds and name not in self.announced]
+    self.announced.update(name for name, _ in done)
+    return done
 
 
 def jit_eval_step(method: Method, mesh, state_shardings, frozen_shardings):

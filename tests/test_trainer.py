@@ -269,6 +269,7 @@ def test_ctrl_c_saves_within_two_steps_of_the_signal(tmp_path, capsys, monkeypat
   config = tiny_config()
   config.method = "tests.test_trainer"
   config.train.update(steps=400, log_every=1000, eval_every=1000, image_every=1000, checkpoint_every=1000)
+  config.train.compile_ahead = False   # programs compiled ahead would run instead of the signalling wrappers
   with pytest.raises(loop.Interrupted, match="run the same command to resume"):
     loop.train(config, tmp_path, devices=jax.devices()[:1])
   saved = [int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit()]

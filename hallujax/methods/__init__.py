@@ -49,7 +49,10 @@ on a string: the trainer chooses which named step to run, on the host.
                 that reported it. Names starting with ``loss`` are loss terms.
 ``schedule(step) -> name``
                 Which named step runs step number ``step`` (a host int from 0).
-                The trainer compiles one program per name, on first use.
+                The trainer compiles one program per name: the first step's on
+                first use, the others the run will reach (``Method.step_names``
+                over its steps) ahead of time in the background while the
+                first phase runs (``train.compile_ahead``).
                 Choosing on the host beats ``lax.cond`` on ``state.step``:
                 XLA:CPU runs gradients inside a conditional up to 10× slower
                 (cf. jax-ml/jax#12868), and a conditional's FLOP count
@@ -163,6 +166,11 @@ class Method:
     """Whether the batch has a 68-point landmark field (LANDMARK_FIELDS) that a photo's detected points fill."""
     return any(name in self.batch_spec and tuple(self.batch_spec[name].shape) == (68, 2)
                for name in LANDMARK_FIELDS)
+
+  def step_names(self, start: int, stop: int) -> list[str]:
+    """The named steps that steps `start` ... `stop` - 1 run, each once, in order of first use (from
+    `schedule`: the one place that says which programs a run needs)."""
+    return list(dict.fromkeys(self.step_name(step) for step in range(start, stop)))
 
   def step_name(self, step: int) -> str:
     """The named step that runs step number `step`, checked against `steps`."""
