@@ -15,7 +15,10 @@ the same spec share runs, also across tables: runs live under
 
 Resumable: a run whose checkpoint is complete is not retrained (``hallujax.train``
 answers at once) and a run whose evaluation exists is not re-evaluated, so an
-interrupted table picks up where it stopped. Each run is a subprocess of
+interrupted table picks up where it stopped. An evaluation that lacks a figure the
+validity checks read (written before evaluate measured it) is redone, and
+``--reevaluate`` redoes every evaluation of the selected rows and seeds, without
+retraining. Each run is a subprocess of
 ``python -m hallujax.train`` / ``python -m hallujax.evaluate``, one at a time:
 exactly the commands a user would type, logged next to the run (RUN.train.log, RUN.evaluate.log).
 
@@ -60,10 +63,10 @@ from absl import flags
 from hallujax import run_files
 from hallujax import cli
 # Re-exported for the table files and the tests (`from hallujax.experiments import Row, Table, outputs_vary`).
-from hallujax.results.checks import (Check, CheckResult, EvalStepBound, OutputsVary, PriorDrawsFaces,  # noqa: F401
-                                     RowGap, check_table, eval_step_at_least, eval_step_at_most,
-                                     face_detection_rate, outputs_vary, prior_draws_faces, prior_face_rates,
-                                     row_gap_at_least)
+from hallujax.results.checks import (Check, CheckResult, EvalStepBound, OutputsFollowInputs,  # noqa: F401
+                                     OutputsVary, PriorDrawsFaces, RowGap, check_table, eval_step_at_least,
+                                     eval_step_at_most, face_detection_rate, outputs_follow_inputs, outputs_vary,
+                                     prior_draws_faces, prior_face_rates, row_gap_at_least)
 from hallujax.results.report import (Comparison, Figures, collect, comparison_line, comparisons,  # noqa: F401
                                      ordering, row_values, seeds_needed, summary_statistics, t_quantile, verdict,
                                      write_report)
@@ -202,17 +205,19 @@ def train(run: Run) -> bool:
   return execute(run, "train", train_command(run))
 
 
-def evaluate(run: Run, table: Table, recognizer: Run | None) -> bool:
-  if evaluation_path(run) is not None and evaluation_current(run, recognizer):
+def evaluate(run: Run, table: Table, recognizer: Run | None, again: bool = False) -> bool:
+  """Evaluates `run` unless its evaluation is current (`evaluation_current`); `again`: evaluate it in any case."""
+  if not again and evaluation_path(run) is not None and evaluation_current(run, recognizer):
     return True
   return execute(run, "evaluate", evaluate_command(run, table, recognizer))
 
 
 def evaluation_current(run: Run, recognizer: Run | None) -> bool:
-  """An existing evaluation counts only if it has output diversity (what the validity checks read) and, for a
-  table with a recognizer, identity columns from that same recognizer run."""
+  """An existing evaluation counts only if it has the image figures the validity checks read (output diversity
+  and the own-target share, which evaluations written before it lack) and, for a table with a recognizer,
+  identity columns from that same recognizer run."""
   report = json.load(open(evaluation_path(run)))
-  if not any("output_diversity" in entry for entry in report["rows"].values()):
+  if not any({"output_diversity", "own_target_share"} <= set(entry) for entry in report["rows"].values()):
     return False
   if recognizer is None:
     return True
@@ -237,8 +242,11 @@ def selected_rows(table: Table, labels: list[str]) -> tuple[Row, ...]:
   return tuple(row for row in table.rows if row.label in labels)
 
 
-def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] | None = None) -> list[str]:
-  """Trains and evaluates every (row config, seed) of `rows` (default: all) once; returns the failures."""
+def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] | None = None,
+              reevaluate: bool = False) -> list[str]:
+  """Trains and evaluates every (row config, seed) of `rows` (default: all) once; returns the failures.
+  `reevaluate`: evaluate every such run again, even where its evaluation is current (a finished run is not
+  retrained either way)."""
   recognizer = run_for(root, table.recognizer, 0) if table.recognizer else None
   for name, spec in (("recognizer", table.recognizer),) * bool(table.recognizer) + table.prerequisites:
     prerequisite = run_for(root, spec, 0)
@@ -252,7 +260,7 @@ def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] |
       run = run_for(root, spec, seed, table)
       print(f"{table.name}: {spec} seed {seed}", flush=True)
       refuse_other_prerequisites(run, spec, table, root)
-      if not (train(run) and evaluate(run, table, recognizer)):
+      if not (train(run) and evaluate(run, table, recognizer, again=reevaluate)):
         failures.append(f"{spec} seed {seed}")
   return failures
 
@@ -331,6 +339,9 @@ def define_flags() -> None:
   flags.DEFINE_list("rows", [], "Train and evaluate only these rows (labels, comma-separated), e.g. more seeds "
                     "for the rows a claim is about; the report shows every row with the seeds it has.")
   flags.DEFINE_bool("report_only", False, "Write the report from the runs that exist; train nothing.")
+  flags.DEFINE_bool("reevaluate", False, "Evaluate the --seeds runs of the rows again (all, or --rows) even where "
+                    "their evaluation is current, e.g. after evaluate gained a figure; finished runs are not "
+                    "retrained. (An evaluation without a figure the checks read is redone anyway.)")
   flags.DEFINE_bool("until_decided", False, "After the --seeds runs, add seeds (one at a time) to the rows of "
                     "every valid comparison whose 95% interval still includes zero, until it excludes zero or the "
                     "rows have --max_seeds seeds.")
@@ -359,7 +370,9 @@ def main(argv):
     raise cli.UserError(f"--max_seeds={FLAGS.max_seeds} is below --seeds={FLAGS.seeds}; give at least as many.")
   stop_on_signals()
   rows = selected_rows(table, FLAGS.rows)
-  failures = [] if FLAGS.report_only else run_table(table, seeds, root, rows)
+  if FLAGS.reevaluate and FLAGS.report_only:
+    raise cli.UserError("--reevaluate evaluates runs and --report_only evaluates none: give one of them.")
+  failures = [] if FLAGS.report_only else run_table(table, seeds, root, rows, reevaluate=FLAGS.reevaluate)
   if FLAGS.until_decided and not FLAGS.report_only:
     seeds, more_failures = run_until_decided(table, seeds, root, FLAGS.max_seeds)
     failures += more_failures
@@ -371,6 +384,8 @@ def main(argv):
     invocation += f" --first_seed {FLAGS.first_seed}"
   if FLAGS.rows:
     invocation += f" --rows '{','.join(FLAGS.rows)}'"
+  if FLAGS.reevaluate:
+    invocation += " --reevaluate"
   if FLAGS.until_decided:
     invocation += f" --until_decided --max_seeds {FLAGS.max_seeds}"
   print(write_report(table, seeds, root, FLAGS.output_dir, invocation, recognizer))

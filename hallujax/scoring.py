@@ -308,7 +308,8 @@ def column_of(row_name: str, run_name: str) -> str | None:
 
 def image_figures(summary: dict[str, dict], kept: dict[str, np.ndarray], run_name: str,
                   diversity_examples: int = 256, niqe_examples: int = 32) -> None:
-  """Adds, per row of `summary`, output diversity against the targets (hallujax.metrics.diversity) and NIQE
+  """Adds, per row of `summary`, output diversity, nearest- and own-target shares against the targets
+  (hallujax.metrics.diversity) and NIQE
   (hallujax.metrics.niqe, over the first `niqe_examples` images; the target row gets NIQE only)."""
   targets = kept["target"]
   for name, entry in summary.items():
@@ -337,7 +338,7 @@ def save_strips(directory: epath.Path, kept: dict[str, np.ndarray], count: int =
 
 def markdown_table(summary: dict[str, dict], title: str, notes: list[str]) -> str:
   columns = ["psnr", "ssim", "psnr_y", "ssim_y", "lpips", "niqe", "output_diversity", "nearest_target_share",
-             "identity_cosine", "verification_auc", "vr_at_far_1e-2",
+             "own_target_share", "identity_cosine", "verification_auc", "vr_at_far_1e-2",
              "vr_at_far_1e-3", "verification_accuracy", "rank1", "rank5", "rank1_fused"]
   present = [c for c in columns if any(c in entry for entry in summary.values())]
   lines = [f"# {title}", "", "| row | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
@@ -397,7 +398,9 @@ def evaluate(config, workdir: str, *, step: int | None = None, split: str = "tes
            f"{jax.devices()[0].platform}."]
   notes.append("output_diversity: mean pairwise distance between a column's images over the same for the ground "
                "truths (first 256 examples; 0 = one image for every input); nearest_target_share: share of its images "
-               "whose nearest ground truth is the most common one. niqe: NIQE over the first 32 images, enlarged to "
+               "whose nearest ground truth is the most common one; own_target_share: share of its images whose "
+               "best-matching ground truth (correlation of what varies across examples) is their own, chance 1 / "
+               "diversity_examples (hallujax/metrics/diversity.py). niqe: NIQE over the first 32 images, enlarged to "
                "192² when smaller (hallujax/metrics/niqe.py); lower is more natural, read against the target row's.")
   if recognizer is None:
     notes.append("No recognizer given (--recognizer_workdir or --arcface_weights): identity metrics not computed.")

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import ndimage, stats
 
 from hallujax import cli, experiments, run_files
 from hallujax.metrics import diversity
@@ -24,6 +24,8 @@ from hallujax.metrics import diversity
 SPEC = "configs/arcface.py:smoke,train.steps=3"
 OTHER = "configs/arcface.py:smoke,train.steps=3,loss.margin=0.3"
 COLLAPSED = "configs/arcface.py:smoke,train.steps=3,loss.scale=32.0"   # FakeCommands: output ignores input
+NOISY = "configs/arcface.py:smoke,train.steps=3,loss.scale=16.0"       # FakeCommands: noise of the targets' statistics
+BLURRED = "configs/arcface.py:smoke,train.steps=3,loss.scale=8.0"      # FakeCommands: each target blurred
 
 
 def write_table_file(directory, order=("A", "B")):
@@ -39,7 +41,26 @@ def table():
 
 
 B_DEFICIT = (1.0, 0.1, 0.1, 0.5, 0.6, 0.4, 0.5, 0.5)   # B's PSNR below A's, per seed
-TARGETS = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+
+
+def smooth_images(count, side, seed=0):
+  """uint8 random images whose neighbouring pixels are correlated, as in faces (white noise blurred, σ 1.5)."""
+  fields = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((count, side, side, 3)), (0, 1.5, 1.5, 0))
+  return np.round((fields - fields.min()) / (fields.max() - fields.min()) * 255).astype(np.uint8)
+
+
+TARGETS = smooth_images(16, 8)
+
+
+def noise_like(targets, seed):
+  """Per-pixel Gaussian noise with the targets' per-pixel mean and spread: as varied as they are, about nothing."""
+  values = targets.astype(np.float64)
+  noise = np.mean(values, axis=0) + np.std(values, axis=0) * np.random.default_rng(seed).standard_normal(values.shape)
+  return np.round(np.clip(noise, 0, 255)).astype(np.uint8)
+
+
+def blurred(targets):
+  return np.round(ndimage.gaussian_filter(targets.astype(np.float64), (0, 1.0, 1.0, 0))).astype(np.uint8)
 
 
 def figures_of(outputs):
@@ -51,7 +72,8 @@ class FakeCommands:
   """Stands in for the train / evaluate subprocesses; PSNR is 20 + seed for A, less B_DEFICIT[seed] for B.
 
   The COLLAPSED config stands for a method whose output ignores its input: every output is
-  the same face, and its diversity figures are those evaluate computes for such outputs.
+  the same face, and its diversity figures are those evaluate computes for such outputs. NOISY's outputs are
+  noise with the targets' per-pixel statistics (another draw per seed), BLURRED's the targets blurred.
   """
 
   def __init__(self, fail: set[str] = frozenset()):
@@ -67,7 +89,9 @@ class FakeCommands:
     else:
       seed = int(workdir.rsplit("_", 1)[1])
       psnr = 20.0 + seed - (B_DEFICIT[seed] if "margin" in workdir else 0.0)
-      outputs = np.broadcast_to(TARGETS[:1], TARGETS.shape) if experiments.slug(COLLAPSED) in workdir else TARGETS
+      outputs = (np.broadcast_to(TARGETS[:1], TARGETS.shape) if experiments.slug(COLLAPSED) in workdir else
+                 noise_like(TARGETS, seed + 1) if experiments.slug(NOISY) in workdir else
+                 blurred(TARGETS) if experiments.slug(BLURRED) in workdir else TARGETS)
       report = {"workdir": workdir, "eval_step": {"rank1": 0.5, "own_psnr": 30.0 + seed},
                 "rows": {f"seed_{seed}": {"psnr": psnr, **figures_of(outputs)},
                          "bicubic": {"psnr": 10.0, **figures_of(TARGETS)}}}
@@ -209,7 +233,7 @@ def test_seeds_needed_from_the_observed_effect_and_spread():
 
 def write_checked_table(directory, checks, specs=(SPEC, OTHER)):
   (directory / "checked.py").write_text(f'''
-from hallujax.experiments import Row, Table, outputs_vary, eval_step_at_least, row_gap_at_least
+from hallujax.experiments import Row, Table, outputs_follow_inputs, outputs_vary, eval_step_at_least, row_gap_at_least
 def table():
   return Table(name="checked", title="t", paper="none", budget="b", recognizer="",
                rows=(Row("A", "{specs[0]}"), Row("B", "{specs[1]}"), Row("bicubic", "{specs[0]}", column="bicubic")),
@@ -227,6 +251,72 @@ def test_a_method_whose_output_ignores_its_input_is_invalid_not_within_noise(toy
           "(3 seeds)") in markdown
   assert "within noise" not in markdown and "reversed" not in markdown
   assert "- FAILS: outputs vary on A" in markdown and "- passes: outputs vary on B" in markdown
+
+
+def test_noise_passes_outputs_vary_but_not_outputs_follow_inputs(toy):
+  root, _ = toy
+  (root / "tables" / "follow.py").write_text(f'''
+from hallujax.experiments import Row, Table, outputs_follow_inputs, outputs_vary
+def table():
+  return Table(name="follow", title="t", paper="none", budget="b", recognizer="",
+               rows=(Row("noise", "{NOISY}"), Row("blurred", "{BLURRED}"), Row("one face", "{COLLAPSED}"),
+                     Row("bicubic", "{BLURRED}", column="bicubic"), Row("own", "{BLURRED}", from_eval_step=(("psnr", "own_psnr"),))),
+               metrics=("psnr",), order=("noise", "blurred"), checks=(outputs_vary(0.5), outputs_follow_inputs()))
+''')
+  table = experiments.load_table("follow")
+  experiments.run_table(table, [0, 1, 2], str(root / "runs_root"))
+  markdown = experiments.write_report(table, [0, 1, 2], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  # Noise is as varied as the targets, so the diversity check alone lets it through ...
+  assert "- passes: outputs vary on noise" in markdown and "- passes: outputs vary on blurred" in markdown
+  # ... and it matches its own target no more often than chance (1 in 16): at most 3 of 16 in every seed.
+  assert "- FAILS: outputs follow their inputs on noise" in markdown
+  assert "noise > blurred on psnr: invalid: outputs do not follow their inputs, " in markdown
+  assert "× chance (1/16; 3 seeds)" in markdown
+  assert "- passes: outputs follow their inputs on blurred: " in markdown and "100.0% of outputs match" in markdown
+  # Every method row is checked, not only the ordering's; the bicubic row (not a method row, not ordered) and the
+  # eval_step row (no images) are not.
+  assert "- FAILS: outputs follow their inputs on one face: " in markdown
+  assert "0.0% of outputs match their own target best, 0.0 × chance" in markdown
+  assert "inputs on bicubic" not in markdown and "inputs on own" not in markdown
+  assert "outputs vary on one face" not in markdown   # outputs_vary reads the ordering's rows only
+
+
+def test_a_run_without_the_own_target_share_fails_as_not_measured_and_is_reevaluated(toy):
+  root, fake = toy
+  write_checked_table(root / "tables", "outputs_follow_inputs(rows=('A',))")
+  table = experiments.load_table("checked")
+  experiments.run_table(table, [0], str(root / "runs_root"))
+  path = experiments.evaluation_path(experiments.run_for(str(root / "runs_root"), SPEC, 0))
+  report = json.load(open(path))
+  for entry in report["rows"].values():   # an evaluation written before evaluate measured the share
+    entry.pop("own_target_share", None)
+  json.dump(report, open(path, "w"))
+  markdown = experiments.write_report(table, [0], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "- FAILS: outputs follow their inputs on A" in markdown and "own_target_share not measured" in markdown
+  assert "A > B on psnr: invalid: outputs do not follow their inputs, own_target_share not measured" in markdown
+  trained = lambda: [c for c in fake.commands if "hallujax.train" in c]
+  evaluated = lambda: [c for c in fake.commands if "hallujax.evaluate" in c]
+  before = len(trained()), len(evaluated())
+  experiments.run_table(table, [0], str(root / "runs_root"))   # the old evaluation is stale: evaluated again only
+  assert len(trained()) == before[0] and len(evaluated()) == before[1] + 1
+  markdown = experiments.write_report(table, [0], str(root / "runs_root"), str(root / "out"), "cmd", None)
+  assert "- passes: outputs follow their inputs on A" in markdown
+
+
+def test_reevaluate_evaluates_finished_runs_again_without_training(toy):
+  root, fake = toy
+  table = experiments.load_table("toy")
+  experiments.run_table(table, [0, 1], str(root / "runs_root"))
+  trained = lambda: [c for c in fake.commands if "hallujax.train" in c]
+  evaluated = lambda: [c for c in fake.commands if "hallujax.evaluate" in c]
+  assert (len(trained()), len(evaluated())) == (4, 4)   # two configs × two seeds
+  experiments.run_table(table, [0, 1], str(root / "runs_root"))
+  assert (len(trained()), len(evaluated())) == (4, 4)   # current evaluations are kept
+  experiments.run_table(table, [0, 1], str(root / "runs_root"), experiments.selected_rows(table, ["B"]),
+                        reevaluate=True)
+  assert len(evaluated()) == 6 and all(experiments.slug(OTHER) in " ".join(c) for c in evaluated()[4:])
+  # train() answers from the finished checkpoint without starting a training; the fake records only what starts
+  assert len(trained()) == 4
 
 
 def test_eval_step_and_headroom_checks_print_their_values_and_fail_when_not_measured(toy):

@@ -61,6 +61,40 @@ class OutputsVary:
     return results
 
 
+def method_rows(table: Table) -> tuple[str, ...]:
+  """A table's rows of a method's result (column "output") and of its ordering, in the table's order: the rows
+  whose images a check of the outputs reads (evaluate has no images of a row of eval_step figures)."""
+  return tuple(row.label for row in table.rows if not row.from_eval_step and (
+      row.column == "output" or row.label in table.order))
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputsFollowInputs:
+  min_times_chance: float
+  rows: tuple[str, ...]
+
+  def results(self, table: Table, figures: Figures) -> list[CheckResult]:
+    results = []
+    eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
+    for label in self.rows or method_rows(table):
+      if label in eval_step_rows:   # the method's own figures: evaluate has no images of this row
+        continue
+      requirement = (f"outputs follow their inputs on {label}: the share of outputs whose best-matching target is "
+                     f"their own ≥ {self.min_times_chance:g} × chance (1 / examples; worst seed)")
+      failure = "outputs do not follow their inputs"
+      measured = [entry for entry in figures.entries[label] if entry and "own_target_share" in entry]
+      if not measured:
+        results.append(CheckResult(requirement, failure, "own_target_share not measured", False, (label,)))
+        continue
+      times = [entry["own_target_share"] * entry["diversity_examples"] for entry in measured]
+      worst = measured[int(np.argmin(times))]
+      passed = min(times) >= min(self.min_times_chance, worst["diversity_examples"])
+      value = (f"{worst['own_target_share']:.1%} of outputs match their own target best, {min(times):.1f} × chance "
+               f"(1/{worst['diversity_examples']}; {len(measured)} seeds)")
+      results.append(CheckResult(requirement, failure, value, passed, (label,)))
+    return results
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalStepBound:
   key: str
@@ -168,13 +202,28 @@ class PriorDrawsFaces:
                         f"(ratio {ratio:.2f})", bool(ratio >= self.min_detection_ratio), self.rows)]
 
 
-Check = OutputsVary | EvalStepBound | RowGap | PriorDrawsFaces
+Check = OutputsVary | OutputsFollowInputs | EvalStepBound | RowGap | PriorDrawsFaces
 
 
 def outputs_vary(min_ratio: float = 0.5, max_nearest_share: float = 0.5, rows: tuple[str, ...] = ()) -> OutputsVary:
   """Outputs differ across inputs: evaluate's output_diversity (mean pairwise distance of outputs / of their
   targets) ≥ `min_ratio` and nearest_target_share ≤ `max_nearest_share` in every seed of each row."""
   return OutputsVary(min_ratio, max_nearest_share, tuple(rows))
+
+
+def outputs_follow_inputs(min_times_chance: float = 10.0, rows: tuple[str, ...] = ()) -> OutputsFollowInputs:
+  """Each output follows its own input: evaluate's own_target_share (the share of outputs whose best-matching
+  target, by the correlation of what varies across examples, is their own; hallujax.metrics.diversity) ≥
+  `min_times_chance` × its chance level 1/N in every seed of each row (default: every method row and every row of
+  the ordering, `method_rows`). A row without the figure fails as "not measured".
+
+  Why 10 × chance: an output that does not read its input (noise, one face for every input) finds its own target
+  as often as any other, about once in N (Poisson(1) hits); 10 or more hits then has probability ~1e-7, so noise
+  cannot pass by luck, while an output that reads its input is far above (measured on the tables' runs: 20 to
+  255 × chance; docs/results.md). Noise passes outputs_vary (it is as varied as the targets); the conditional
+  mean (a blurred face shrunk toward the mean face) fails outputs_vary and passes this one.
+  """
+  return OutputsFollowInputs(min_times_chance, tuple(rows))
 
 
 def eval_step_at_least(key: str, minimum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
