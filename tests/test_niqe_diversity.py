@@ -58,7 +58,8 @@ def test_own_target_share_tells_outputs_that_read_their_input_from_noise_and_fro
   # ... while outputs that read their input match their own, however much they shrink toward the mean face
   # (by RMS distance, a shrunk output is nearest the target nearest the mean face, not its own).
   assert figures["blurred"]["own_target_share"] == 1.0
-  assert figures["conditional mean"]["output_diversity"] < 0.25 and figures["conditional mean"]["own_target_share"] == 1.0
+  shrunk = figures["conditional mean"]
+  assert shrunk["output_diversity"] < 0.25 and shrunk["own_target_share"] == 1.0
   assert figures["one face"]["own_target_share"] == 0.0
 
 

@@ -9,7 +9,8 @@ Budget: the smoke_joint variant (16² → 64², 900 steps of batch 8: 450 pixel-
 """
 
 from configs.tables import RECOGNIZER_64, VISIBLE_LOSS_SHARE
-from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, row_gap_at_least
+from hallujax.experiments import (Row, Table, eval_step_at_least, outputs_follow_inputs,
+                                 outputs_vary, row_gap_at_least)
 
 BASE = "configs/fhgan.py:smoke_joint"
 
@@ -36,6 +37,7 @@ def table() -> Table:
       recognizer=RECOGNIZER_64,
       checks=(
           outputs_vary(min_ratio=0.5),   # not one face for every probe
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           # L_id is alive: λ·L_id's share of the generator's loss on held-out batches (keys: FH-GAN's eval_step).
           eval_step_at_least("identity_loss_share", VISIBLE_LOSS_SHARE, "the identity loss carries a visible share",
                              rows=("FH-GAN",)),

@@ -15,7 +15,8 @@ distinct_patches (of T per face) and identity_accuracy (the cognition network's 
 identification of the ground truth, the same in every row of one seed).
 """
 
-from hallujax.experiments import Row, Table, eval_step_at_least, eval_step_at_most, outputs_vary, row_gap_at_least
+from hallujax.experiments import (Row, Table, eval_step_at_least, eval_step_at_most,
+                                 outputs_follow_inputs, outputs_vary, row_gap_at_least)
 
 # table7 with local degradations (shaded discs in the LR input) and a wider, longer-pretrained R: on table7 the
 # oracle was only +0.14 dB over ỹ, so no choice of locations could matter; here it is +0.79 dB over ỹ and
@@ -64,6 +65,7 @@ def table() -> Table:
       eval_step_metrics=("policy_entropy", "distinct_patches", "identity_accuracy"),
       checks=(
           outputs_vary(min_ratio=0.5),
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           # The RL row is a learned policy, not the arg-max of a near-uniform one (issue 26: 99.5% of uniform).
           eval_step_at_most("policy_entropy_fraction", 0.9, "the policy left uniform",
                             rows=("RL", "RL + learnability options")),

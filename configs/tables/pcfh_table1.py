@@ -13,7 +13,8 @@ L1 model towards the mean (issue 33; measured in docs/pcfh.md).
 """
 
 from configs.tables import RECOGNIZER_64
-from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, row_gap_at_least
+from hallujax.experiments import (Row, Table, eval_step_at_least, outputs_follow_inputs,
+                                 outputs_vary, row_gap_at_least)
 
 # L_ID's LightCNN: NIR + visible images of the training identities at 32², 600 steps (cross-spectral Rank-1 0.238
 # against chance 0.082 on 256 held-out probes, one seed, docs/pcfh.md).
@@ -47,6 +48,7 @@ def table() -> Table:
       recognizer=RECOGNIZER_64,
       checks=(
           outputs_vary(min_ratio=0.5),
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           # The MIC is alive: the MI estimator's Donsker–Varadhan estimate of I(G_A(I_N); I_N) on held-out pairs.
           # At 0.001 nats λ5's term is ~1e-4 and "PCFH vs PCFH w/o MIC" compares a model with itself.
           eval_step_at_least("mi_output_nir", 0.05, "the MI estimate is above zero", rows=("PCFH",)),

@@ -8,7 +8,7 @@ bicubic-of-LR are rows too.
 """
 
 from configs.tables import ARCFACE_LOSS_NETWORK
-from hallujax.experiments import Row, Table, outputs_vary, row_gap_at_least
+from hallujax.experiments import Row, Table, outputs_follow_inputs, outputs_vary, row_gap_at_least
 
 # Φ of L_id (Eq. 5) is an in-project ArcFace trained once on the face world (no ImageNet ResNet-50 can be
 # downloaded here); the tiny targets are mirror-symmetric scenes (configs/vividgan.py: data.symmetric_frontal).
@@ -40,6 +40,7 @@ def table() -> Table:
       prerequisites=(ARCFACE_LOSS_NETWORK,),
       checks=(
           outputs_vary(min_ratio=0.5),   # frontal faces of different people, not one mean frontal face
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           # The ceiling (V+GT: the ground truth's components as the prior) above the floor (bicubic): a prior can
           # matter at this budget only if the best possible one does.
           row_gap_at_least("V+GT (ground-truth prior)", "bicubic", "psnr", 0.5, "headroom above bicubic"),

@@ -8,7 +8,7 @@ stages in one run) with config.loss.terms set, for training and evaluation alike
 """
 
 from configs.tables import ARCFACE_LOSS_NETWORK
-from hallujax.experiments import Row, Table, outputs_vary, row_gap_at_least
+from hallujax.experiments import Row, Table, outputs_follow_inputs, outputs_vary, row_gap_at_least
 
 # Φ of L_id (Eq. 5) is an in-project ArcFace trained once on the face world (no ImageNet ResNet-50 can be
 # downloaded here); the tiny targets are mirror-symmetric scenes (configs/vividgan.py: data.symmetric_frontal).
@@ -40,6 +40,7 @@ def table() -> Table:
       eval_step_metrics=("landmark_error_coarse",),
       checks=(
           outputs_vary(min_ratio=0.5),
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           row_gap_at_least("L_G (+ L^f_adv)", "bicubic (floor)", "psnr", 0.5, "the full model above the floor"),
       ),
       notes=("L_id's Φ is the `{arcface}` prerequisite's embedding network (an in-project ArcFace on the face "

@@ -18,7 +18,8 @@ target): just under outputs_vary's 0.5.
 
 from configs.tables import RECOGNIZER_64
 from configs.tables.vpgan_table5 import PREREQUISITES, WEIGHTS, WORLD
-from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, prior_draws_faces, row_gap_at_least
+from hallujax.experiments import (Row, Table, eval_step_at_least, outputs_follow_inputs,
+                                 outputs_vary, prior_draws_faces, row_gap_at_least)
 
 SITES = ("psnr", "site0_psnr", "site1_psnr")
 BASE = f"configs/vpfl.py:drift,{WORLD},{WEIGHTS}"   # Table 5's face world (data.uniform_appearance) and prior
@@ -55,6 +56,7 @@ def table() -> Table:
       eval_step_metrics=("site0_psnr", "site1_psnr"),
       checks=(
           outputs_vary(min_ratio=0.5),   # 8 of 9 federated runs at exactly 17/1024 Rank-1 was one face (issue 26)
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           # MPR is alive: its share of a client's generator loss; below 5% "VPFL vs VPFL w/o MPR" compares
           # one model with itself.
           eval_step_at_least("mpr_loss_share", 0.05, "MPR carries a visible share of the loss", rows=("VPFL",)),

@@ -14,7 +14,8 @@ docs/vpgan.md), so every row failed outputs_vary by construction.
 """
 
 from configs.tables import ARCFACE_LOSS_NETWORK, RECOGNIZER_64, VISIBLE_LOSS_SHARE
-from hallujax.experiments import Row, Table, eval_step_at_least, outputs_vary, prior_draws_faces, row_gap_at_least
+from hallujax.experiments import (Row, Table, eval_step_at_least, outputs_follow_inputs,
+                                 outputs_vary, prior_draws_faces, row_gap_at_least)
 
 # The prior and the identity loss's ArcFace (λc, Eq. 6) are training inputs, trained once; the table's
 # identity columns use a different recognizer (Table.recognizer) that no VPGAN run saw. VPFL's table shares them.
@@ -52,6 +53,7 @@ def table() -> Table:
       checks=(
           # Rank-1 of exactly 12/1000 in every seed was one face for every probe (issue 26).
           outputs_vary(min_ratio=0.5),
+          outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           eval_step_at_least("identity_loss_share", VISIBLE_LOSS_SHARE, "the identity loss carries a visible share",
                              rows=("VPGAN",)),
           # The visual prior is only worth comparing against its absence if it draws faces: the comparison

@@ -61,11 +61,15 @@ class OutputsVary:
     return results
 
 
+NOT_METHOD_COLUMNS = ("target", "bicubic", "bilinear", "lr")   # the ground truth, the input's interpolations
+
+
 def method_rows(table: Table) -> tuple[str, ...]:
-  """A table's rows of a method's result (column "output") and of its ordering, in the table's order: the rows
-  whose images a check of the outputs reads (evaluate has no images of a row of eval_step figures)."""
+  """A table's rows of images a method made (its output, or another of its columns such as a coarse stage) and
+  the rows of its ordering, in the table's order; not the rows of eval_step figures (evaluate has no images of
+  them)."""
   return tuple(row.label for row in table.rows if not row.from_eval_step and (
-      row.column == "output" or row.label in table.order))
+      row.column not in NOT_METHOD_COLUMNS or row.label in table.order))
 
 
 @dataclasses.dataclass(frozen=True)
