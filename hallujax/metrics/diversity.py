@@ -23,7 +23,7 @@ It matches by the cosine between an output's deviation from the outputs' mean an
 the targets' mean (the correlation of what varies across inputs), not by RMS distance, for two measured
 reasons (docs/results.md, "outputs follow their inputs"): the nearest target by RMS distance is the one
 nearest the mean face for any output pulled toward the mean, so the L1-best predictor of an uncertain target
-(the conditional mean: blurred, shrunk toward the mean face) scored 0.01 by RMS and 0.99 by correlation; and
+(the conditional mean: blurred, shrunk toward the mean face) scored 0.01 by RMS and 1.00 by correlation; and
 an offset shared by every output (a cross-spectral input's other brightness, a colour cast) moves every
 output toward the same target by RMS but cancels in its own mean. The two shares centre differently on
 purpose: ``nearest_target_share`` asks where the outputs sit among the targets (a collapsed face sits at one
