@@ -276,9 +276,20 @@ def table():
   # Every method row is checked, not only the ordering's; the bicubic row (not a method row, not ordered) and the
   # eval_step row (no images) are not.
   assert "- FAILS: outputs follow their inputs on one face: " in markdown
-  assert "0.0% of outputs match their own target best, 0.0 × chance" in markdown
+  assert "0.0% of outputs match their own target best, 0 × chance" in markdown
   assert "inputs on bicubic" not in markdown and "inputs on own" not in markdown
   assert "outputs vary on one face" not in markdown   # outputs_vary reads the ordering's rows only
+
+
+def test_outputs_follow_inputs_asks_ten_own_target_matches_in_every_seed():
+  table = experiments.Table(name="t", title="t", paper="p", budget="b", rows=(experiments.Row("A", SPEC),))
+  def passes(matches, examples=256):   # per seed: how many of `examples` outputs match their own target
+    entries = [{"own_target_share": count / examples, "diversity_examples": examples} for count in matches]
+    figures = experiments.Figures(list(range(len(matches))), {}, {"A": entries}, {}, [], [])
+    [result] = experiments.outputs_follow_inputs().results(table, figures)
+    return result.passed
+  assert passes([10, 200]) and not passes([9, 200])   # 10 × chance (1/256), in the worst seed
+  assert passes([8], examples=8) and not passes([7], examples=8)   # fewer than 10 examples: every one
 
 
 def test_a_run_without_the_own_target_share_fails_as_not_measured_and_is_reevaluated(toy):

@@ -90,10 +90,11 @@ class OutputsFollowInputs:
       if not measured:
         results.append(CheckResult(requirement, failure, "own_target_share not measured", False, (label,)))
         continue
-      times = [entry["own_target_share"] * entry["diversity_examples"] for entry in measured]
+      # share / chance = share × N: the number of outputs that match their own target (a count, so rounded).
+      times = [round(entry["own_target_share"] * entry["diversity_examples"]) for entry in measured]
       worst = measured[int(np.argmin(times))]
       passed = min(times) >= min(self.min_times_chance, worst["diversity_examples"])
-      value = (f"{worst['own_target_share']:.1%} of outputs match their own target best, {min(times):.1f} × chance "
+      value = (f"{worst['own_target_share']:.1%} of outputs match their own target best, {min(times)} × chance "
                f"(1/{worst['diversity_examples']}; {len(measured)} seeds)")
       results.append(CheckResult(requirement, failure, value, passed, (label,)))
     return results
