@@ -16,12 +16,12 @@ is as varied as the targets (diversity ≈ 1). A third figure asks whether each 
 input's:
 
 * ``own_target_share``: the share of outputs whose best-matching target (over the same N examples) is their
-  own. Chance is 1/N (1/256 at evaluate's 256 examples): an output that does not read its input (noise, one
-  face for every input) matches its own target as often as any other; one that reads its input is well above.
+  own. Chance is 1/N (1/256 at evaluate's 256 examples): noise matches its own target as often as any other
+  (about 1/N), one face for every input matches none (0), and an output that reads its input is well above.
 
 It matches by the cosine between an output's deviation from the outputs' mean and a target's deviation from
 the targets' mean (the correlation of what varies across inputs), not by RMS distance, for two measured
-reasons (docs/results.md, "outputs follow their inputs"): the nearest target by RMS distance is the one
+reasons (docs/results.md): the nearest target by RMS distance is the one
 nearest the mean face for any output pulled toward the mean, so the L1-best predictor of an uncertain target
 (the conditional mean: blurred, shrunk toward the mean face) scored 0.01 by RMS and 1.00 by correlation; and
 an offset shared by every output (a cross-spectral input's other brightness, a colour cast) moves every
