@@ -453,13 +453,17 @@ def _train_locked(run: run_setup.Run, workdir, process_index, process_count, Sum
                                   enabled=process_index == 0)
   profile_from = session.step + 2 if config.train.profile_steps > 0 else None   # after warm-up
 
-  while session.step < config.train.steps:
-    metrics = dispatch_step(session, batches, interrupts, profile_from)
-    if metrics is None:
-      stop_while_compiling(session)
-    in_flight.append((session.step, metrics))
-    wait_for_the_devices(in_flight, interrupts)
-    after_step(session, interrupts)
+  try:
+    while session.step < config.train.steps:
+      metrics = dispatch_step(session, batches, interrupts, profile_from)
+      if metrics is None:
+        stop_while_compiling(session)
+      in_flight.append((session.step, metrics))
+      wait_for_the_devices(in_flight, interrupts)
+      after_step(session, interrupts)
+  finally:
+    if session.compiled_ahead is not None:
+      session.compiled_ahead.stop()   # however the loop ended, no further compile starts
 
   flush(session)
   close(session)

@@ -15,10 +15,13 @@ LightCNN, ArcFace or StyleGAN2 run) gets :func:`restore_state` as
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextvars
 import dataclasses
 import functools
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -117,6 +120,25 @@ def abstract_arguments(tree):
                                                         weak_type=bool(getattr(leaf, "weak_type", False))), tree)
 
 
+COMPILE_THREAD_NAME = "hallujax-compile-ahead"
+
+
+def wait_for_background_compiles() -> None:
+  """At exit: waits for a StepsCompiledAhead compile still running (see there why); Ctrl-C exits at once."""
+  running = [thread for thread in threading.enumerate() if thread.name == COMPILE_THREAD_NAME and thread.is_alive()]
+  if not running:
+    return
+  print("Waiting for a background compile to end before exiting (XLA cannot stop a compile midway; Ctrl-C "
+        "exits at once) ...", file=sys.stderr, flush=True)
+  try:
+    for thread in running:
+      thread.join()
+  except KeyboardInterrupt:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 class CompileAheadError(RuntimeError):
   """A named step's ahead-of-time compile failed in the background thread (the cause is chained)."""
 
@@ -136,8 +158,13 @@ class StepsCompiledAhead:
   compile that fails is raised in the main thread by ``program`` or
   ``raise_if_failed`` as one CompileAheadError naming the step.
 
-  The thread is a daemon: a run stopped with Ctrl-C exits without waiting for
-  a compile nobody needs.
+  ``stop()`` (the loop calls it when it ends, however it ends) starts no
+  further compile. XLA cannot stop a compile midway, and a process that exits
+  while one runs aborts (the interpreter's shutdown kills the thread inside
+  XLA: "FATAL: exception not rethrown", exit 134, measured with a Ctrl-C
+  during FH-GAN's background `joint` compile). So at exit the process waits
+  for a compile still running, saying so; Ctrl-C then exits at once
+  (`os._exit(130)`, after the checkpoint the loop already wrote).
   """
 
   def __init__(self, jitted: dict, names: list[str], arguments: tuple):
@@ -148,14 +175,27 @@ class StepsCompiledAhead:
     self.failure: tuple[str, BaseException] | None = None
     self.finished = {name: threading.Event() for name in self.names}
     self.announced: set[str] = set()
+    self.stopped = False
     abstract = abstract_arguments(arguments)
     context = contextvars.copy_context()     # the main thread's context variables, as a call there would see
     self.thread = threading.Thread(target=context.run, args=(self.compile_all, abstract), daemon=True,
-                                   name="hallujax-compile-ahead")
+                                   name=COMPILE_THREAD_NAME)
+    # Registered again at each start, so it runs before exit handlers registered since (atexit runs the last
+    # registered first), e.g. those that shut JAX's backends down.
+    atexit.unregister(wait_for_background_compiles)
+    atexit.register(wait_for_background_compiles)
     self.thread.start()
+
+  def stop(self) -> None:
+    """Starts no further compile (the one running ends on its own)."""
+    self.stopped = True
 
   def compile_all(self, abstract: tuple) -> None:
     for name in self.names:
+      if self.stopped:
+        for event in self.finished.values():
+          event.set()
+        return
       started = time.perf_counter()
       try:
         self.compiled[name] = self.jitted[name].lower(*abstract).compile()
