@@ -170,7 +170,12 @@ class Method:
   def step_names(self, start: int, stop: int) -> list[str]:
     """The named steps that steps `start` ... `stop` - 1 run, each once, in order of first use (from
     `schedule`: the one place that says which programs a run needs)."""
-    return list(dict.fromkeys(self.step_name(step) for step in range(start, stop)))
+    names: dict[str, None] = {}
+    for step in range(start, stop):
+      names.setdefault(self.step_name(step))
+      if len(names) == len(self.steps):   # every step seen: a long run's schedule is not read to its end
+        break
+    return list(names)
 
   def step_name(self, step: int) -> str:
     """The named step that runs step number `step`, checked against `steps`."""
