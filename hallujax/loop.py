@@ -308,34 +308,70 @@ def flush(session: Session) -> None:
   pending.clear()
 
 
-def step_program(session: Session, name: str, interrupts: Interrupts):
-  """The program of the named step `name`: compiled ahead (waiting for it if its background compile still
-  runs) or the jitted step (compiled on first use); None when Ctrl-C came while waiting for a compile."""
-  progress, ahead = session.progress, session.compiled_ahead
+# StepsCompiledAhead's labels of the loop's programs other than the named steps (step_label).
+EVALUATION = "the evaluation program"
+IMAGE_GRID = "the image-grid program"
+
+
+def step_label(name: str) -> str:
+  return f"the {name!r} step"
+
+
+def program_for(session: Session, label: str, jitted, interrupts: Interrupts):
+  """The program `label` names: compiled ahead (waiting for it if its background compile still runs) or, when
+  it is not compiled ahead, `jitted` (compiled on first use); None when Ctrl-C came while waiting for it."""
+  ahead = session.compiled_ahead
   if ahead is None:
-    progress.compiling(name, session.steps)
-    return session.steps[name]
+    return jitted
   ahead.raise_if_failed()
   for finished, seconds in ahead.newly_finished():
-    progress.say(f"compiled the {finished!r} step in the background ({seconds:.0f} s)")
-  if ahead.compiling(name):
-    progress.say(f"waiting for the {name!r} step's compile (running in the background)")
+    session.progress.say(f"compiled {finished} in the background ({seconds:.0f} s)")
+  if not ahead.holds(label):
+    return jitted
+  if ahead.compiling(label):
+    session.progress.say(f"waiting for {label}'s compile (running in the background)")
   # Only a single-process run stops on Ctrl-C here; processes of a multi-process run stop together, at a
   # step boundary (after_step).
-  program = ahead.program(name, lambda: interrupts.requested and session.process_count == 1)
-  if program is session.steps.get(name):   # not compiled ahead: the first step's, compiled on first use
-    progress.compiling(name, session.steps)
+  return ahead.program(label, lambda: interrupts.requested and session.process_count == 1)
+
+
+def step_program(session: Session, name: str, interrupts: Interrupts):
+  """The program of the named step `name` (program_for); None when Ctrl-C came while waiting for it."""
+  program = program_for(session, step_label(name), session.steps[name], interrupts)
+  if program is session.steps[name]:   # not compiled ahead (the first step's): compiled on first use
+    session.progress.compiling(name, session.steps)
   return program
 
 
+def first_use(step: int, every: int, last_step: int) -> int:
+  """The first step from `step` on that is a multiple of `every`, or the run's last step if that comes first:
+  where after_step first runs a program it runs every `every` steps and at the end."""
+  return min(-(-step // every) * every, last_step)
+
+
 def start_compiling_ahead(session: Session, batch) -> None:
-  """After the first step's program is compiled: the other named steps of the run (Method.step_names over the
-  remaining steps) compile in a background thread for the arguments the next steps will get."""
-  config, method = session.config, session.run.method
-  names = [name for name in method.step_names(session.step, config.train.steps) if name not in session.ran]
-  if names:
-    session.compiled_ahead = run_setup.StepsCompiledAhead(
-        session.steps, names, (session.state, session.frozen, batch, session.rng_data))
+  """After the first step's program is compiled: the run's other programs compile in a background thread, in
+  order of first use, for the arguments they will get: the other named steps (Method.step_names over the
+  remaining steps; the first step's arguments), the held-out evaluation (first at the first train.eval_every
+  step, else the last) and the image grid (train.image_every likewise), both for the session's first
+  evaluation batch (every evaluation batch has its shape: batches drop their remainder)."""
+  config, method, step = session.config, session.run.method, session.step
+  step_arguments = (session.state, session.frozen, batch, session.rng_data)
+  eval_arguments = (session.state, session.frozen, session.eval_batches[0])
+  # After step n the loop evaluates, then writes images, then dispatches the step of index n.
+  others = sorted([(first_use(step, config.train.eval_every, config.train.steps), 0, EVALUATION,
+                    session.eval_step),
+                   (first_use(step, config.train.image_every, config.train.steps), 1, IMAGE_GRID,
+                    session.hallucinate.jitted)])
+  queued, entries = set(session.ran), []
+  for used_at, _, label, jitted in others + [(config.train.steps, 2, None, None)]:
+    for name in method.step_names(step, used_at):   # the named steps first used before it
+      if name not in queued:
+        queued.add(name)
+        entries.append((step_label(name), session.steps[name], step_arguments))
+    if label is not None:
+      entries.append((label, jitted, eval_arguments))
+  session.compiled_ahead = run_setup.StepsCompiledAhead(entries)
 
 
 def dispatch_step(session: Session, batches, interrupts: Interrupts, profile_from: int | None) -> dict | None:
@@ -376,18 +412,26 @@ def wait_for_the_devices(in_flight: collections.deque, interrupts: Interrupts) -
     interrupts.finished_step = finished
 
 
-def evaluate_now(session: Session) -> None:
-  """Evaluation on the held-out batches, written to the events and the progress line."""
-  session.evaluation = run_setup.run_evaluation(session.eval_step, session.state, session.frozen,
-                                                session.eval_batches)
+def evaluate_now(session: Session, interrupts: Interrupts) -> None:
+  """Evaluation on the held-out batches, written to the events and the progress line (none when Ctrl-C came
+  while its program compiled in the background: after_step then saves and stops)."""
+  program = program_for(session, EVALUATION, session.eval_step, interrupts)
+  if program is None:
+    return
+  session.evaluation = run_setup.run_evaluation(program, session.state, session.frozen, session.eval_batches)
   session.writer.write_scalars(session.step, {f"eval/{name}": value for name, value in session.evaluation.items()})
   session.progress.evaluation(session.step, session.evaluation)
 
 
-def write_images(session: Session) -> None:
-  """The method's image grid of the first held-out batch, as a PNG and in the events."""
+def write_images(session: Session, interrupts: Interrupts) -> None:
+  """The method's image grid of the first held-out batch, as a PNG and in the events (none when Ctrl-C came
+  while its program compiled in the background: after_step then saves and stops)."""
   step = session.step
-  columns = session.hallucinate(session.state, session.frozen, session.eval_batches[0])   # every process (SPMD)
+  program = program_for(session, IMAGE_GRID, session.hallucinate.jitted, interrupts)
+  if program is None:
+    return
+  # Every process runs it (SPMD).
+  columns = session.hallucinate(session.state, session.frozen, session.eval_batches[0], program)
   if session.process_index == 0:
     grid = images_lib.image_grid(columns)
     path = images_lib.write_grid(session.workdir / "images" / f"step_{step:07d}.png", grid)
@@ -412,9 +456,9 @@ def after_step(session: Session, interrupts: Interrupts) -> None:
   if step % config.train.log_every == 0 or checkpoint_now or eval_now or images_now:
     flush(session)
   if eval_now:
-    evaluate_now(session)
+    evaluate_now(session, interrupts)
   if images_now:
-    write_images(session)
+    write_images(session, interrupts)
   stop_now = (interrupts.requested if session.process_count == 1
               else session.checkpointer.manager.reached_preemption(step))
   if stop_now and not checkpoint_now:

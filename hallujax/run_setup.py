@@ -140,23 +140,27 @@ def wait_for_background_compiles() -> None:
 
 
 class CompileAheadError(RuntimeError):
-  """A named step's ahead-of-time compile failed in the background thread (the cause is chained)."""
+  """A program's ahead-of-time compile failed in the background thread (the cause is chained)."""
 
 
 class StepsCompiledAhead:
-  """Named steps compiled ahead of time, one after another, in a background thread.
+  """A run's later programs compiled ahead of time, one after another, in a background thread.
 
   The loop compiles its first step's program the usual way (on first use, so
-  that step is not slowed), then starts this with that step's arguments: every
-  other named step the run will use (`names`, in order of first use) is
-  lowered for the same abstract arguments with the same jitted function
-  (`jax.jit(...).lower(...).compile()`: the same donation and shardings, so the
-  same program; the persistent compilation cache is read and written as for a
-  call) while the first phase trains. ``program(name)`` returns a step's
-  compiled program, waiting for its compile if it is still running (a program
-  is compiled once: the jitted function is not called for these names). A
+  that step is not slowed), then starts this with `entries`: (label, jitted
+  function, arguments) for every other program the run will reach, in order of
+  first use: the other named steps (with the first step's arguments: the
+  state it returned, the frozen tree, its batch, the key), the held-out
+  evaluation and the image grid (with the session's evaluation batch). The
+  label names the program in messages ("the 'joint' step", "the evaluation
+  program"). Each is lowered for its arguments' abstract shapes with the same
+  jitted function (`jax.jit(...).lower(...).compile()`: the same donation and
+  shardings, so the same program; the persistent compilation cache is read
+  and written as for a call). ``program(label)`` returns the compiled
+  program, waiting for its compile if it is still running (a program is
+  compiled once: the jitted function is not called for these labels). A
   compile that fails is raised in the main thread by ``program`` or
-  ``raise_if_failed`` as one CompileAheadError naming the step.
+  ``raise_if_failed`` as one CompileAheadError naming the program.
 
   ``stop()`` (the loop calls it when it ends, however it ends) starts no
   further compile. XLA cannot stop a compile midway, and a process that exits
@@ -167,16 +171,17 @@ class StepsCompiledAhead:
   (`os._exit(130)`, after the checkpoint the loop already wrote).
   """
 
-  def __init__(self, jitted: dict, names: list[str], arguments: tuple):
-    self.jitted = jitted
-    self.names = list(names)
-    self.compiled: dict = {}                 # name -> jax.stages.Compiled
-    self.seconds: dict[str, float] = {}      # name -> seconds its compile took in the background
+  def __init__(self, entries: list[tuple[str, Any, tuple]]):
+    self.jitted = {label: jitted for label, jitted, _ in entries}
+    self.names = [label for label, _, _ in entries]
+    self.compiled: dict = {}                 # label -> jax.stages.Compiled
+    self.seconds: dict[str, float] = {}      # label -> seconds its compile took in the background
     self.failure: tuple[str, BaseException] | None = None
-    self.finished = {name: threading.Event() for name in self.names}
+    self.finished = {label: threading.Event() for label in self.names}
     self.announced: set[str] = set()
     self.stopped = False
-    abstract = abstract_arguments(arguments)
+    # Shapes only, taken now in the main thread: the thread holds no arrays the loop donates or replaces.
+    abstract = {label: abstract_arguments(arguments) for label, _, arguments in entries}
     context = contextvars.copy_context()     # the main thread's context variables, as a call there would see
     self.thread = threading.Thread(target=context.run, args=(self.compile_all, abstract), daemon=True,
                                    name=COMPILE_THREAD_NAME)
@@ -190,52 +195,54 @@ class StepsCompiledAhead:
     """Starts no further compile (the one running ends on its own)."""
     self.stopped = True
 
-  def compile_all(self, abstract: tuple) -> None:
-    for name in self.names:
+  def compile_all(self, abstract: dict) -> None:
+    for label in self.names:
       if self.stopped:
         for event in self.finished.values():
           event.set()
         return
       started = time.perf_counter()
       try:
-        self.compiled[name] = self.jitted[name].lower(*abstract).compile()
-        self.seconds[name] = time.perf_counter() - started
+        self.compiled[label] = self.jitted[label].lower(*abstract[label]).compile()
+        self.seconds[label] = time.perf_counter() - started
       except BaseException as error:   # noqa: BLE001 - handed to the main thread, which raises it
-        self.failure = (name, error)
+        self.failure = (label, error)
         for event in self.finished.values():
           event.set()
         return
       finally:
-        self.finished[name].set()
+        self.finished[label].set()
 
   def raise_if_failed(self) -> None:
     if self.failure is not None:
-      name, error = self.failure
+      label, error = self.failure
       first_line = (str(error).strip().splitlines() or [""])[0]
       raise CompileAheadError(
-          f"Compiling the {name!r} step ahead of time failed: {type(error).__name__}: {first_line} "
-          f"(--config.train.compile_ahead=False compiles each step on first use instead).") from error
+          f"Compiling {label} ahead of time failed: {type(error).__name__}: {first_line} "
+          f"(--config.train.compile_ahead=False compiles each program on first use instead).") from error
 
-  def compiling(self, name: str) -> bool:
-    """Whether `name` is compiled here and its compile has not finished."""
-    return name in self.finished and not self.finished[name].is_set()
+  def holds(self, label: str) -> bool:
+    """Whether `label` is one of the programs compiled here."""
+    return label in self.finished
 
-  def program(self, name: str, stop_waiting: Callable[[], bool] = lambda: False):
-    """The compiled program of `name` (waiting for its compile), the jitted function for a step not compiled
-    here, or None when `stop_waiting()` turned true while waiting (e.g. Ctrl-C)."""
-    if name not in self.finished:
-      return self.jitted[name]
-    while not self.finished[name].wait(timeout=0.2):
+  def compiling(self, label: str) -> bool:
+    """Whether `label` is compiled here and its compile has not finished."""
+    return self.holds(label) and not self.finished[label].is_set()
+
+  def program(self, label: str, stop_waiting: Callable[[], bool] = lambda: False):
+    """The compiled program of `label` (one of the entries; waiting for its compile), or None when
+    `stop_waiting()` turned true while waiting (e.g. Ctrl-C)."""
+    while not self.finished[label].wait(timeout=0.2):
       if stop_waiting():
         return None
     self.raise_if_failed()
-    return self.compiled[name]
+    return self.compiled[label]
 
   def newly_finished(self) -> list[tuple[str, float]]:
-    """(name, compile seconds) of the compiles finished since the last call, in order."""
-    done = [(name, self.seconds[name]) for name in self.names
-            if name in self.seconds and name not in self.announced]
-    self.announced.update(name for name, _ in done)
+    """(label, compile seconds) of the compiles finished since the last call, in order."""
+    done = [(label, self.seconds[label]) for label in self.names
+            if label in self.seconds and label not in self.announced]
+    self.announced.update(label for label, _ in done)
     return done
 
 
@@ -277,8 +284,10 @@ class GridColumns:
                                                  sharding.batch_sharding(mesh, method.batch_axes)),
                           out_shardings=sharding.replicated(mesh))
 
-  def __call__(self, state, frozen, batch) -> dict[str, np.ndarray]:
-    images = jax.device_get(self.jitted(state, frozen, batch))
+  def __call__(self, state, frozen, batch, program=None) -> dict[str, np.ndarray]:
+    """The columns of `batch`; `program` is the jitted function compiled ahead (StepsCompiledAhead), whose
+    lowering traced `columns` and so set `order`."""
+    images = jax.device_get((self.jitted if program is None else program)(state, frozen, batch))
     return {name: images[name] for name in self.order}
 
 

@@ -1,7 +1,8 @@
-"""Named steps compiled ahead of time in the background (train.compile_ahead, issue 30 item 3).
+"""Named steps, the evaluation and the image grid compiled ahead of time in the background (train.compile_ahead,
+issue 30 item 3).
 
 Also the test method of this module (`config.method = "tests.test_loop_compile_ahead"`): the tiny method whose
-"main" step cannot be traced when `config.train.broken_main` is set.
+"main" step cannot be traced when `config.train.broken_main` is set, nor its evaluation with `broken_eval`.
 """
 
 import dataclasses
@@ -25,14 +26,26 @@ def make(config, context=None):
   def broken_main(state, frozen, batch, rng):
     raise ValueError("the main step's shapes do not match")
 
+  def broken_eval(state, frozen, batch):
+    raise ValueError("the evaluation's shapes do not match")
+
   if config.train.get("broken_main", False):
     return dataclasses.replace(method, steps=dict(method.steps, main=broken_main))
+  if config.train.get("broken_eval", False):
+    return dataclasses.replace(method, eval_step=broken_eval)
   return method
 
 
 def two_phase_config():
   config = tiny_config()
   config.train.update(steps=5, warmup_steps=2, checkpoint_every=100)   # warmup for steps 0-1, main for 2-4
+  return config
+
+
+def evaluated_config():
+  """The two phases, evaluated and drawn at step 3 (inside the run) and at the end (step 5)."""
+  config = two_phase_config()
+  config.train.update(eval_every=3, image_every=3)
   return config
 
 
@@ -48,9 +61,35 @@ def recording_jit_steps(monkeypatch) -> list[dict]:
   return built
 
 
-def test_steps_compiled_ahead_train_bitwise_like_steps_compiled_on_first_use(tmp_path, monkeypatch, capsys):
+def recording_eval_and_grid_programs(monkeypatch) -> tuple[list, list, list]:
+  """(jitted evaluation programs, GridColumns, evaluation results) of every run of the test, in order."""
+  evaluations, grids, results = [], [], []
+  jit_eval_step, grid_columns, run_evaluation = (run_setup.jit_eval_step, run_setup.Run.grid_columns,
+                                                 run_setup.run_evaluation)
+
+  def recorded_eval_step(*args):
+    evaluations.append(jit_eval_step(*args))
+    return evaluations[-1]
+
+  def recorded_grid_columns(self, frozen_shardings):
+    grids.append(grid_columns(self, frozen_shardings))
+    return grids[-1]
+
+  def recorded_evaluation(*args):
+    results.append(run_evaluation(*args))
+    return results[-1]
+
+  monkeypatch.setattr(run_setup, "jit_eval_step", recorded_eval_step)
+  monkeypatch.setattr(run_setup.Run, "grid_columns", recorded_grid_columns)
+  monkeypatch.setattr(run_setup, "run_evaluation", recorded_evaluation)
+  return evaluations, grids, results
+
+
+def test_compiled_ahead_train_evaluate_and_draw_bitwise_like_programs_compiled_on_first_use(tmp_path, monkeypatch,
+                                                                                            capsys):
   built = recording_jit_steps(monkeypatch)
-  config = two_phase_config()
+  evaluations, grids, results = recording_eval_and_grid_programs(monkeypatch)
+  config = evaluated_config()
   config.train.compile_ahead = False
   on_first_use = loop.train(config, tmp_path / "on_first_use")
   config.train.compile_ahead = True
@@ -58,13 +97,36 @@ def test_steps_compiled_ahead_train_bitwise_like_steps_compiled_on_first_use(tmp
 
   chex.assert_trees_all_close(jax.device_get(on_first_use.state.params), jax.device_get(ahead.state.params),
                               atol=0, rtol=0)
-  # Each program compiled once: the ahead run never called its jitted "main" (the compiled-ahead program ran),
-  # the first-use run compiled it on its first call.
+  assert len(results) == 4 and results[0] == results[2] and results[1] == results[3]   # steps 3 and 5, exactly
+  assert ahead.evaluation == on_first_use.evaluation
+  for step in (3, 5):
+    png = f"images/step_{step:07d}.png"
+    assert (tmp_path / "ahead" / png).read_bytes() == (tmp_path / "on_first_use" / png).read_bytes()
+  # Each program compiled once: the ahead run never called its jitted "main", evaluation or image grid (the
+  # compiled-ahead programs ran), the first-use run compiled each on its first call.
   assert built[0]["main"]._cache_size() == 1 and built[0]["warmup"]._cache_size() == 1
   assert built[1]["main"]._cache_size() == 0 and built[1]["warmup"]._cache_size() == 1
+  assert evaluations[0]._cache_size() == 1 and grids[0].jitted._cache_size() == 1
+  assert evaluations[1]._cache_size() == 0 and grids[1].jitted._cache_size() == 0
   out = capsys.readouterr().out
-  assert ("compiled the 'main' step in the background" in out
-          or "waiting for the 'main' step's compile (running in the background)" in out), out
+  for label in ("the 'main' step", "the evaluation program", "the image-grid program"):
+    assert (f"compiled {label} in the background" in out
+            or f"waiting for {label}'s compile (running in the background)" in out), (label, out)
+
+
+def test_programs_compile_ahead_in_order_of_first_use(tmp_path, monkeypatch):
+  """An evaluation due before the next phase compiles before that phase's step (the loop would wait for it)."""
+  queues, compiled_ahead = [], run_setup.StepsCompiledAhead
+
+  def recorded(entries):
+    queues.append([label for label, _, _ in entries])
+    return compiled_ahead(entries)
+
+  monkeypatch.setattr(run_setup, "StepsCompiledAhead", recorded)
+  config = two_phase_config()
+  config.train.update(steps=3, eval_every=2, image_every=100)   # warmup 0-1, evaluation at 2 and 3, main at 2
+  loop.train(config, tmp_path)
+  assert queues == [["the evaluation program", "the 'main' step", "the image-grid program"]]
 
 
 def test_step_names_are_read_from_the_schedule_in_order_of_first_use():
@@ -86,10 +148,28 @@ def test_a_failing_background_compile_stops_the_run_with_one_line_naming_the_ste
   assert "--config.train.compile_ahead=False" in message
 
 
-def test_ctrl_c_while_waiting_for_a_background_compile_saves_and_stops_without_waiting(tmp_path, monkeypatch):
-  """The "main" compile is held until the loop waits for it; Ctrl-C then saves step 2 and stops at once."""
+def test_a_failing_background_evaluation_compile_stops_the_run_with_one_line_naming_it(tmp_path):
+  config = evaluated_config()
+  config.method = "tests.test_loop_compile_ahead"
+  config.train.broken_eval = True
+  with pytest.raises(run_setup.CompileAheadError) as error:
+    loop.train(config, tmp_path)
+  message = str(error.value)
+  assert len(message.splitlines()) == 1
+  assert ("Compiling the evaluation program ahead of time failed: ValueError: the evaluation's shapes do not "
+          "match") in message
+
+
+@pytest.mark.parametrize("eval_every, stopped", [
+    (100, "Stopped at step 2 while the next step's program compiled"),   # waiting for the "main" step
+    (2, "Stopped at step 2: saved"),                                      # waiting for the evaluation, due first
+])
+def test_ctrl_c_while_waiting_for_a_background_compile_saves_and_stops_without_waiting(tmp_path, monkeypatch,
+                                                                                       eval_every, stopped):
+  """The compiles are held until the loop waits for one; Ctrl-C then saves step 2 and stops at once."""
   loop_waits, release = threading.Event(), threading.Event()
   compile_all, program = run_setup.StepsCompiledAhead.compile_all, run_setup.StepsCompiledAhead.program
+  _, _, evaluations = recording_eval_and_grid_programs(monkeypatch)
 
   def held_compile(self, abstract):
     loop_waits.wait(timeout=60)
@@ -104,10 +184,13 @@ def test_ctrl_c_while_waiting_for_a_background_compile_saves_and_stops_without_w
 
   monkeypatch.setattr(run_setup.StepsCompiledAhead, "compile_all", held_compile)
   monkeypatch.setattr(run_setup.StepsCompiledAhead, "program", waiting_program)
+  config = two_phase_config()
+  config.train.eval_every = eval_every
   try:
-    with pytest.raises(loop.Interrupted, match="Stopped at step 2 while the next step's program compiled"):
-      loop.train(two_phase_config(), tmp_path)
+    with pytest.raises(loop.Interrupted, match=stopped):
+      loop.train(config, tmp_path)
   finally:
     release.set()
   saved = sorted(int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit())
   assert saved == [2]
+  assert evaluations == []   # the run stopped before evaluating
