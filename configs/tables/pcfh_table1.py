@@ -78,5 +78,10 @@ def table() -> Table:
              "and its outputs were checkerboard noise (SSIM 0.08). "
              "CycleGAN passed (0.56 / 33%), because its outputs follow the input's pose. pix2pix fails at 100 and "
              "300 steps, because its L1 to an unaligned target gives the mean pose (the paper's §4.3 account of "
-             "pix2pix)."),
+             "pix2pix). A fourth round (docs/pcfh.md, 256 pairs, seed 0) made L_AWM the strongest push on G_A "
+             "(λ4 × 16): PSNR 17.5 and SSIM 0.50, the best translation measured, but diversity 0.30, since the L1 "
+             "pull on the warped image regresses to a blurred mean face. Att ≡ 1 and 300 steps did not raise it. "
+             "A strong cycle term reached diversity 0.54 with 63% nearest one target, and L_Y at L_AWM's strength "
+             "reached 32% nearest with diversity 0.41. No setting passed both halves, so BASE is unchanged. Every "
+             "setting passed outputs_follow_inputs (17-52 × chance)."),
   )
