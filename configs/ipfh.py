@@ -145,6 +145,11 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       # one update per batch with Σ_t L_p + L_im (the former default).
       update_every="step",
       pretrain_patches=4,            # random patch pairs per face per pretraining step
+      # §III-C: "We first pre-trained this network on randomly selected patch pairs and fine-tuned it
+      # during hallucinator optimization procedure": True. False (not in the paper): R stays as pretrained
+      # in the policy stage (only P trains; a fixed selection trains nothing), e.g. for an oracle row that
+      # measures the pretrained R's headroom without R training on the oracle's own picks (docs/ipfh.md, issue 28).
+      fine_tune=True,
   ))
   # Weights of L_f and L_id in r_l (Eq. 12) and L_im (Eq. 17); the paper sums them unweighted.
   # lr_reference: what the generated LR is compared with in the LR-domain terms (Eq. 10, 17): "input"

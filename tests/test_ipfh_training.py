@@ -81,6 +81,31 @@ def test_fixed_selections_train_only_the_restoration_network_and_evaluation_logs
     assert set(np.unique(grid[name])) <= {0.0, 1.0}
 
 
+def test_restoration_kept_as_pretrained_trains_only_the_policy_and_leaves_the_oracle_unchanged(tiny_state):
+  """config.restoration.fine_tune False (issue 28; the paper fine-tunes R in the policy stage): the oracle's
+  policy stage changes nothing, so its evaluation after the stage is the pretrained R's headroom, while the
+  paper's default fine-tunes R on the oracle's own picks and changes it; with the policy only P trains."""
+  config, batch, state = tiny_state
+  config = tiny_config("policy")
+  config.policy.selection = "oracle"
+  evaluate = lambda config, state: jax.device_get(jax.jit(ipfh.make(config).eval_step)(state, {}, batch))["psnr"]
+  before = evaluate(config, state)
+  fine_tuned, _ = jax.jit(ipfh.make(config).steps["policy"])(state, {}, batch, jax.random.key(1))
+  assert _changed(state.params["restoration"], fine_tuned.params["restoration"])   # the paper's default
+  config.restoration.fine_tune = False
+  for selection in ("oracle", "policy"):
+    config.policy.selection = selection
+    new_state, metrics = jax.jit(ipfh.make(config).steps["policy"])(state, {}, batch, jax.random.key(1))
+    assert int(new_state.step) == int(state.step) + 1
+    assert {"loss_restoration", "loss_patch", "loss_image", "psnr_rollout"} <= set(metrics)   # still logged
+    assert float(metrics["loss_image"]) > 0.0
+    assert not _changed(state.params["restoration"], new_state.params["restoration"]), selection
+    assert not _changed(state.opt_state["restoration"], new_state.opt_state["restoration"]), selection
+    assert _changed(state.params["policy"], new_state.params["policy"]) == (selection == "policy")
+    if selection == "oracle":
+      np.testing.assert_array_equal(evaluate(config, new_state), before)
+
+
 def blocky_batch(config, batch_size, seed):
   """Faces stand-in: HR images of 8×8-pixel blocks of one random colour each, LR = block means.
 

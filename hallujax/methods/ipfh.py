@@ -142,7 +142,8 @@ def selection_of(config) -> Selection:
                    reward=config.policy.reward, exclude_repaired=config.policy.exclude_repaired,
                    mask_in_training=config.policy.mask_repaired_in_training,
                    action_stride=config.policy.action_stride, oracle_stride=config.policy.oracle_stride,
-                   update_restoration=config.restoration.update_every == "step",
+                   update_restoration=(config.restoration.update_every == "step"
+                                       and bool(config.restoration.fine_tune)),
                    action_history=bool(config.policy.action_history))
 
 
@@ -162,6 +163,7 @@ def objective_of(config) -> Objective:
                    entropy_bonus=config.policy.entropy_bonus, value_weight=config.policy.value_weight,
                    discount=policy_discount(config),
                    restoration_update=config.restoration.update_every,
+                   fine_tune_restoration=bool(config.restoration.fine_tune),
                    pretrain_patches=config.restoration.pretrain_patches)
 
 
@@ -531,7 +533,8 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
   R (update_every "step", the paper): T updates with ∇ L_p inside the rollout, then one
   with ∇ L_im of `replay`'s ŷ (the recorded repairs redone with the updated R);
   "batch": one update with ∇(Σ_t L_p + L_im) of the replay.
-  With selection "grid" / "random" / "oracle" only R trains.
+  With selection "grid" / "random" / "oracle" only R trains. config.restoration.fine_tune False (not in
+  the paper, which fine-tunes R here): R is not updated, only P trains (nothing with a fixed selection).
   REINFORCE baseline (`reinforce_loss`): per example, r_l of the coarse image
   ỹ, which no action changes, then the leave-one-out batch mean; or
   (config.policy.baseline "value") a learned V(s_t).
@@ -568,9 +571,14 @@ def policy_step(networks: Networks, optimizers: dict, objective: Objective, sele
                                     _flat(records.lr_target))
     return image_loss + jnp.sum(patch_losses) / batch_size, image_loss
 
-  restoration_gradients, image_loss = jax.grad(restoration_loss, has_aux=True)(restoration)
-  gradients = {"restoration": restoration_gradients}
-  if per_step:   # R's update of L_im starts from R after its per-step updates inside the rollout
+  if objective.fine_tune_restoration:
+    restoration_gradients, image_loss = jax.grad(restoration_loss, has_aux=True)(restoration)
+    gradients = {"restoration": restoration_gradients}
+  else:   # R kept as pretrained: L_im of ŷ_T only for the log (the rollout did not update R either)
+    image_loss = image_loss_of(image_level_terms(fixed, networks, images, batch, objective), objective)
+    gradients = {}
+  if per_step and objective.fine_tune_restoration:
+    # R's update of L_im starts from R after its per-step updates inside the rollout
     state = state.replace(params=dict(state.params, restoration=restoration),
                           opt_state=dict(state.opt_state, restoration=restoration_optimizer))
 

@@ -34,6 +34,7 @@ class Objective(NamedTuple):
   value_weight: float = 0.5
   discount: float = 1.0         # γ of the returns G_t = Σ_k γ^(k−t) r_k (1: the paper's Σ_t r_t)
   restoration_update: str = "step"   # config.restoration.update_every
+  fine_tune_restoration: bool = True   # config.restoration.fine_tune: R updated in the policy stage
   pretrain_patches: int = 4     # random patch pairs per face in the "restoration" stage
 
 
