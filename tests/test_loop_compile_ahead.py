@@ -136,28 +136,23 @@ def test_step_names_are_read_from_the_schedule_in_order_of_first_use():
   assert method.step_names(3, 5) == ["main"]   # a run resumed in its main phase compiles no warmup step
 
 
-def test_a_failing_background_compile_stops_the_run_with_one_line_naming_the_step(tmp_path):
-  config = two_phase_config()
+@pytest.mark.parametrize("make_config, broken, expected", [
+    (two_phase_config, "broken_main", "Compiling the 'main' step ahead of time failed: ValueError: the main step's "
+                                      "shapes do not match"),
+    (evaluated_config, "broken_eval", "Compiling the evaluation program ahead of time failed: ValueError: the "
+                                      "evaluation's shapes do not match"),
+])
+def test_a_failing_background_compile_stops_the_run_with_one_line_naming_the_program(tmp_path, make_config, broken,
+                                                                                   expected):
+  config = make_config()
   config.method = "tests.test_loop_compile_ahead"
-  config.train.broken_main = True
+  config.train[broken] = True
   with pytest.raises(run_setup.CompileAheadError) as error:
     loop.train(config, tmp_path)
   message = str(error.value)
   assert len(message.splitlines()) == 1
-  assert "'main' step ahead of time failed: ValueError: the main step's shapes do not match" in message
+  assert expected in message
   assert "--config.train.compile_ahead=False" in message
-
-
-def test_a_failing_background_evaluation_compile_stops_the_run_with_one_line_naming_it(tmp_path):
-  config = evaluated_config()
-  config.method = "tests.test_loop_compile_ahead"
-  config.train.broken_eval = True
-  with pytest.raises(run_setup.CompileAheadError) as error:
-    loop.train(config, tmp_path)
-  message = str(error.value)
-  assert len(message.splitlines()) == 1
-  assert ("Compiling the evaluation program ahead of time failed: ValueError: the evaluation's shapes do not "
-          "match") in message
 
 
 @pytest.mark.parametrize("eval_every, stopped", [
