@@ -463,26 +463,33 @@ def after_step(session: Session, interrupts: Interrupts) -> None:
               else session.checkpointer.manager.reached_preemption(step))
   if stop_now and not checkpoint_now:
     flush(session)
-  if checkpoint_now or stop_now:
-    session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
-    session.last_good_step = step
+  if checkpoint_now:
+    save_checkpoint(session)
   if stop_now:
-    close(session)
-    raise Interrupted(f"Stopped at step {step}: saved {session.checkpointer.path(step)}; run the same command to "
-                      f"resume.")
+    save_and_stop(session)
+
+
+def save_checkpoint(session: Session) -> None:
+  step = session.step
+  session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
+  session.last_good_step = step
+
+
+def save_and_stop(session: Session, while_doing: str = "") -> None:
+  """Saves the state of the last step (unless it is saved already), closes the run and stops it."""
+  step = session.step
+  if session.last_good_step != step:
+    save_checkpoint(session)
+  close(session)
+  raise Interrupted(f"Stopped at step {step}{while_doing}: saved {session.checkpointer.path(step)}; run the same "
+                    f"command to resume.")
 
 
 def stop_while_compiling(session: Session) -> None:
-  """Ctrl-C while the next step's program compiled in the background: save the state of the last step (unless
-  it is saved already) and stop, without waiting for the compile."""
+  """Ctrl-C while the next step's program compiled in the background: save and stop, without waiting for the
+  compile."""
   flush(session)
-  step = session.step
-  if session.last_good_step != step:
-    session.checkpointer.save(step, session.state, session.rng_data, session.data.state_after(session.consumed))
-    session.last_good_step = step
-  close(session)
-  raise Interrupted(f"Stopped at step {step} while the next step's program compiled: saved "
-                    f"{session.checkpointer.path(step)}; run the same command to resume.")
+  save_and_stop(session, " while the next step's program compiled")
 
 
 def _train_locked(run: run_setup.Run, workdir, process_index, process_count, SummaryWriter,
