@@ -35,6 +35,15 @@ def checked_labels(table: Table, rows: tuple[str, ...]) -> tuple[str, ...]:
   return rows or table.order or tuple(row.label for row in table.rows)
 
 
+def measured_image_rows(table: Table, figures: Figures, labels: tuple[str, ...],
+                        key: str) -> list[tuple[str, list[dict]]]:
+  """(label, its seeds' evaluate entries that have `key`) for each of `labels` except the rows of eval_step
+  figures (the method's own figures: evaluate has no images of them)."""
+  eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
+  return [(label, [entry for entry in figures.entries[label] if entry and key in entry])
+          for label in labels if label not in eval_step_rows]
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputsVary:
   min_ratio: float
@@ -43,13 +52,9 @@ class OutputsVary:
 
   def results(self, table: Table, figures: Figures) -> list[CheckResult]:
     results = []
-    eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
-    for label in checked_labels(table, self.rows):
-      if label in eval_step_rows:   # the method's own figures: evaluate has no images of this row
-        continue
+    for label, measured in measured_image_rows(table, figures, checked_labels(table, self.rows), "output_diversity"):
       requirement = (f"outputs vary on {label}: diversity ≥ {self.min_ratio:g} of the targets' and ≤ "
                      f"{self.max_nearest_share:.0%} of outputs nearest one target (worst seed)")
-      measured = [entry for entry in figures.entries[label] if entry and "output_diversity" in entry]
       if not measured:
         results.append(CheckResult(requirement, "outputs collapsed", "not measured", False, (label,)))
         continue
@@ -79,14 +84,10 @@ class OutputsFollowInputs:
 
   def results(self, table: Table, figures: Figures) -> list[CheckResult]:
     results = []
-    eval_step_rows = {row.label for row in table.rows if row.from_eval_step}
-    for label in self.rows or method_rows(table):
-      if label in eval_step_rows:   # the method's own figures: evaluate has no images of this row
-        continue
+    for label, measured in measured_image_rows(table, figures, self.rows or method_rows(table), "own_target_share"):
       requirement = (f"outputs follow their inputs on {label}: the share of outputs whose best-matching target is "
                      f"their own ≥ {self.min_times_chance:g} × chance (1 / examples; worst seed)")
       failure = "outputs do not follow their inputs"
-      measured = [entry for entry in figures.entries[label] if entry and "own_target_share" in entry]
       if not measured:
         results.append(CheckResult(requirement, failure, "own_target_share not measured", False, (label,)))
         continue
