@@ -29,6 +29,11 @@ def stamp() -> str:
   return time.strftime("%H:%M:%S")
 
 
+def evaluation_figures(step: int, values: dict) -> str:
+  """"STEP: name value  name value ..." as a log's eval line reads after "eval at step " (results reports quote it)."""
+  return f"{step}: " + "  ".join(f"{name} {value:.4g}" for name, value in sorted(values.items()))
+
+
 class ProgressLine:
   """Progress, compilation notices and the input-starvation hint of one run.
 
@@ -117,4 +122,4 @@ class ProgressLine:
     return {"steps_per_second": steps_per_second, "input_wait_fraction": input_wait}
 
   def evaluation(self, step: int, values: dict) -> None:
-    self.say(f"eval at step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(values.items())))
+    self.say(f"eval at step {evaluation_figures(step, values)}")

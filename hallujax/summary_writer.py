@@ -11,12 +11,15 @@ The trainer, evaluate and benchmark write through ``SummaryWriter``:
 View them with `tensorboard --logdir WORKDIR`. tensorboardX writes the same
 event protocol TensorBoard reads (scalars, PNG images, the hparams plugin's
 summaries), importing in well under a second with no TensorFlow.
+:func:`read_scalars` reads the scalars back, also without TensorFlow.
 """
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import struct
 from typing import Any, Mapping
 
 import numpy as np
@@ -52,6 +55,33 @@ def _hparam_value(value: Any) -> int | float | str | bool:
   if isinstance(value, np.generic):
     return _hparam_value(value.item())
   return str(value)
+
+
+def read_scalars(logdir: str | os.PathLike, prefix: str = "") -> dict[int, dict[str, float]]:
+  """{step: {tag: value}} of the scalars whose tag starts with `prefix` in `logdir`'s event files.
+
+  Event files are TFRecord files (a little-endian uint64 length, its 4-byte CRC, the record, the record's
+  4-byte CRC) of ``Event`` protos; tensorboardX ships the proto, so no TensorFlow is needed. The files are
+  read in name order (their names start with the creation time, so a resumed run's later value of a step
+  wins); a record cut short by a killed writer ends its file. CRCs are not checked.
+  """
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  scalars: dict[int, dict[str, float]] = {}
+  for path in sorted(glob.glob(os.path.join(os.fspath(logdir), "events.out.tfevents.*"))):
+    with open(path, "rb") as file:
+      data = file.read()
+    offset = 0
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      record = data[offset + 12:offset + 12 + length]
+      offset += 12 + length + 4
+      if offset > len(data):
+        break
+      event = event_pb2.Event.FromString(record)
+      for value in event.summary.value:
+        if value.tag.startswith(prefix) and value.WhichOneof("value") == "simple_value":
+          scalars.setdefault(int(event.step), {})[value.tag] = value.simple_value
+  return scalars
 
 
 class SummaryWriter:

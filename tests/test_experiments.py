@@ -206,6 +206,22 @@ def test_rows_read_the_columns_evaluate_writes():
   assert [read(c)["psnr"] for c in ("output", "input", "bicubic", "warped")] == [12.0, 5.0, 7.0, 9.0]
 
 
+def test_the_recognizer_line_reads_a_run_without_a_log_from_its_events(tmp_path):
+  from hallujax.results import report
+  from hallujax.summary_writer import SummaryWriter
+  workdir = tmp_path / "arcface" / "seed_0"   # trained before the runner wrote <run>.train.log
+  with SummaryWriter(workdir, enabled=True) as writer:
+    writer.write_scalars(500, {"eval/class_accuracy": 0.25, "eval/pair_cosine": 0.5, "loss_arcface": 30.0})
+    writer.write_scalars(1500, {"eval/class_accuracy": 0.78515625, "eval/pair_cosine": 0.0037654920015484095,
+                                "loss_arcface": 20.0})
+  line = report.recognizer_quality(experiments.Run("arcface", 0, str(workdir)))
+  assert line.endswith("its own held-out eval at step 1500: class_accuracy 0.7852  pair_cosine 0.003765"), line
+  empty = tmp_path / "other" / "seed_0"
+  empty.mkdir(parents=True)
+  line = report.recognizer_quality(experiments.Run("other", 0, str(empty)))
+  assert line.endswith("; no held-out eval recorded for this run"), line
+
+
 def test_verdicts_separate_direction_from_noise():
   assert experiments.verdict([1.0, 1.1, 0.9]) == "holds"
   assert experiments.verdict([-1.0, -1.1, -0.9]) == "reversed"

@@ -19,6 +19,7 @@ import shutil
 import numpy as np
 from scipy import stats as scipy_stats
 
+from hallujax import progress, summary_writer
 from hallujax.results.checks import CheckResult, check_table
 from hallujax.results.table import HIGHER_IS_BETTER, Row, Run, Table, evaluation_path, run_for
 
@@ -248,14 +249,31 @@ def run_seconds(run: Run) -> float:
 
 
 def recognizer_quality(recognizer: Run | None) -> str:
-  """The recognizer's own held-out figures from its last eval in the training log."""
+  """The recognizer's own held-out figures: its last eval in the training log, else in its TensorBoard events.
+
+  A run trained before the runner wrote logs (`<run>.train.log`) still has the events the loop writes at every
+  eval (``eval/<name>`` scalars in its workdir).
+  """
   if recognizer is None:
     return ""
-  log = recognizer.workdir + ".train.log"
+  where = f"{recognizer.spec} seed {recognizer.seed}, `{os.path.relpath(recognizer.workdir)}`"
+  figures = last_evaluation(recognizer.workdir)
+  if figures is None:
+    return f"{where}; no held-out eval recorded for this run"
+  return f"{where}; its own held-out eval at step {figures}"
+
+
+def last_evaluation(workdir: str) -> str | None:
+  """"STEP: name value ..." of the run's last eval, from its training log or else its event files; None if neither has one."""
+  log = workdir + ".train.log"
   lines = [line for line in open(log).read().splitlines() if " eval at step " in line] if os.path.isfile(log) else []
-  last = lines[-1].split(" eval at step ", 1)[1] if lines else "(no eval line in its log)"
-  return (f"{recognizer.spec} seed {recognizer.seed}, `{os.path.relpath(recognizer.workdir)}`; its own held-out "
-          f"eval at step {last}")
+  if lines:
+    return lines[-1].split(" eval at step ", 1)[1]
+  evaluations = summary_writer.read_scalars(workdir, prefix="eval/") if os.path.isdir(workdir) else {}
+  if not evaluations:
+    return None
+  step = max(evaluations)
+  return progress.evaluation_figures(step, {tag[len("eval/"):]: value for tag, value in evaluations[step].items()})
 
 
 def strip_path(root: str, table: Table, spec: str, seed: int, column: str) -> str | None:
