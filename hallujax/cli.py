@@ -179,7 +179,13 @@ def flag_error_message(argv, error: Exception) -> str:
 
 
 def first_line(error: BaseException) -> str:
-  """The useful line of an exception (absl wraps config errors as 'flag --x=y: <reason>')."""
+  """A command's one line for a user error: its message without the type's name, blank lines skipped.
+
+  Unlike hallujax.errors.first_line it keeps a second line, on purpose: a converter's CheckpointMismatchError (a
+  ValueError, so a user error) heads its list with "Cannot load <what>; nothing was loaded." and the next line
+  names the first problem, which is what the user must fix. (absl's flag errors are one line:
+  "flag --config.train.steps=abc: invalid literal for int() ...".)
+  """
   text = str(error).strip() or type(error).__name__
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   return lines[0] if len(lines) == 1 else " ".join(lines[:2])

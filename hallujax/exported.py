@@ -90,6 +90,7 @@ class ExportedModel:
       self.exported = jax.export.deserialize(bytearray(serialized))
       module_refused = refused_custom_calls(self.exported)
     except Exception as error:   # flatbuffers / MLIR raise many kinds for a damaged or foreign file
+      # The first line spelled out here, not hallujax.errors.first_line: this module imports nothing from hallujax.
       raise ExportedModelError(f"{path} is not a model written by python -m hallujax.export ({type(error).__name__}"
                                f": {str(error).splitlines()[0] if str(error) else 'no detail'}).") from None
     if module_refused:

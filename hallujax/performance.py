@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hallujax import run_setup
+from hallujax.errors import named_first_line
 from hallujax.data import feed as feed_lib
 from hallujax.methods import METHODS
 from hallujax.hlo_text import hlo_op_count
@@ -429,11 +430,6 @@ def load_config(spec: str):
   return run_files.load_config_file(spec)
 
 
-def first_line(error: BaseException) -> str:
-  text = str(error).strip() or type(error).__name__
-  return f"{type(error).__name__}: {text.splitlines()[0][:300]}"
-
-
 def run_entries(entries: list[Entry], dtypes: list[str], *, steps: int, warmup: int, named_steps: str,
                 budget_seconds: float = 0.0, peak_tflops: float = 0.0, log: Callable[[str], None] = print,
                 loader: Callable = load_config) -> tuple[list[Row], list[str]]:
@@ -462,7 +458,7 @@ def run_entries(entries: list[Entry], dtypes: list[str], *, steps: int, warmup: 
           rows.append(run_train_step(prepared, name, steps, warmup, label, peak))
           log(f"{entry.spec} [{dtype}] {line_of(rows[-1])}")
       except Exception as error:   # one failing config (a bug, out of memory) must not end the suite
-        notes.append(f"{entry.spec} [{dtype}]: failed, {first_line(error)}")
+        notes.append(f"{entry.spec} [{dtype}]: failed, {named_first_line(error)}")
         log(notes[-1])
       finally:
         del prepared

@@ -33,6 +33,7 @@ import numpy as np
 from hallujax import checkpoint as checkpoint_lib
 from hallujax import images as images_lib
 from hallujax import sharding
+from hallujax.errors import named_first_line
 from hallujax.data import feed as feed_lib
 from hallujax.methods import MakeContext, Method, make_method
 
@@ -216,9 +217,8 @@ class StepsCompiledAhead:
   def raise_if_failed(self) -> None:
     if self.failure is not None:
       label, error = self.failure
-      first_line = (str(error).strip().splitlines() or [""])[0]
       raise CompileAheadError(
-          f"Compiling {label} ahead of time failed: {type(error).__name__}: {first_line} "
+          f"Compiling {label} ahead of time failed: {named_first_line(error)} "
           f"(--config.train.compile_ahead=False compiles each program on first use instead).") from error
 
   def holds(self, label: str) -> bool:

@@ -39,6 +39,8 @@ import flax
 import jax
 import numpy as np
 
+from hallujax.errors import named_first_line
+
 # Buffers PyTorch keeps that no Flax network here needs.
 ALWAYS_IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -241,9 +243,8 @@ def read_torch_file(path: str | os.PathLike, allow_pickle: bool = False):
     refused = isinstance(error, pickle.UnpicklingError) and "weights only load failed" in str(error).lower()
     found = pickle_globals(path)      # raises TorchFileError for a truncated / damaged pickle
     if not refused:
-      first_line = (str(error).strip().splitlines() or [""])[0][:200]
       raise TorchFileError(f"{path!r} is a truncated or corrupt PyTorch checkpoint ({kind} format): torch.load "
-                           f"failed with {type(error).__name__}: {first_line}") from error
+                           f"failed with {named_first_line(error)}") from error
     beyond = [name for name in found if name not in _tensor_globals(torch)]
     dangerous = code_running_globals(beyond)
     if dangerous:

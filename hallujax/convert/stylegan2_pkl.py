@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from hallujax.convert import common
+from hallujax.errors import named_first_line
 
 NETWORK_NAMES = ("G", "G_ema", "D")
 # Modules whose classes are NVIDIA's network code or torch containers: mapped to plain containers.
@@ -393,8 +394,8 @@ def load_network_pickle(path: str | os.PathLike) -> dict[str, Any]:
     except UnsupportedPickleError:
       raise
     except (pickle.UnpicklingError, EOFError, RuntimeError, TypeError, AttributeError, ValueError) as error:
-      raise common.TorchFileError(f"{path!r} could not be read as an NVIDIA network pickle: {type(error).__name__}: "
-                                  f"{(str(error).strip().splitlines() or [''])[0][:200]}") from error
+      raise common.TorchFileError(f"{path!r} could not be read as an NVIDIA network pickle: "
+                                  f"{named_first_line(error)}") from error
   if not isinstance(data, dict) or not any(name in data for name in NETWORK_NAMES):
     found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
     raise UnsupportedPickleError(f"{path!r} holds {found}; expected NVIDIA's network snapshot dict with "

@@ -54,6 +54,7 @@ import numpy as np
 
 from hallujax.data import records
 from hallujax.data.pipeline import available_cores, scale_points
+from hallujax.errors import first_line
 
 SPLITS = ("train", "validation", "test")
 ENCODINGS = ("auto", "png", "jpeg")
@@ -286,7 +287,7 @@ def read_shard(shard: Shard) -> dict:
     try:
       records.decode(reader.read([index])[0], where=f"{shard.name} record {index}")
     except Exception as error:   # a damaged chunk (array_record) or record (checksum, image decode)
-      bad.append((index, str(error).splitlines()[0]))
+      bad.append((index, first_line(error)))
     if counter is not None:
       with counter.get_lock():
         counter.value += 1

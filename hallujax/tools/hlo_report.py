@@ -38,6 +38,7 @@ import re
 import sys
 from typing import Iterable
 
+from hallujax.errors import named_first_line
 from hallujax.hlo_text import INSTRUCTION, hlo_instructions, program_texts
 
 # Where the project's own frames live: a frame in one of these directories is what --by line reports.
@@ -269,7 +270,7 @@ def suite_table(suite: str, stage: str, log=print) -> list[str]:
         rows.append(f"| {entry.spec} | {step} | {len(ops)} | {line} ({100 * count / len(ops):.0f}%) |")
         log(rows[-1])
     except Exception as error:   # one failing config must not end the table
-      notes.append(f"{entry.spec}: failed, {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+      notes.append(f"{entry.spec}: failed, {named_first_line(error)}")
   for note in notes:
     log(f"- {note}")
   return rows + [""] + [f"- {note}" for note in notes]

@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from hallujax.data.pipeline import available_cores
+from hallujax.errors import first_line
 
 CELEBA_SPLIT = (0.8034, 0.0981)   # CelebA's list_eval_partition: 162,770 / 19,867 / 19,962 of 202,599
 FRAME = (218, 178)                # img_align_celeba's images are 178 wide, 218 high
@@ -307,7 +308,7 @@ def main(argv=None) -> str:
       try:
         flops[name] = paper_step_flops(path, arguments.configs_dir)
       except Exception as error:   # a config that cannot be lowered here becomes a note
-        flops[name] = {"error": str(error).splitlines()[0][:200]}
+        flops[name] = {"error": first_line(error)}
   import jax
   load = os.getloadavg()[0]
   lines = [

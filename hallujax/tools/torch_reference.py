@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Callable
 
+from hallujax import errors
+
 BLUR_TAPS = (1.0, 3.0, 3.0, 1.0)
 
 
@@ -396,7 +398,7 @@ def compare(spec: str = "configs/stylegan2.py:smoke", *, steps: int = 5, warmup:
       compile_seconds["torch_compile"] = timed(contenders["torch_compile"])   # the first call compiles
     except Exception as error:   # no C++ compiler, an unsupported op ...: say so, keep the eager figure
       contenders.pop("torch_compile", None)
-      notes.append(f"torch.compile failed here: {performance.first_line(error)}")
+      notes.append(f"torch.compile failed here: {errors.named_first_line(error)}")
       log(notes[-1])
   for call in contenders.values():
     for _ in range(warmup):
