@@ -24,6 +24,9 @@ builds, and a phase of its schedule:
                    conditional run ~10× slower: F_c's backward 0.25 s plain vs
                    3.1 s in ``lax.cond``; cf. jax-ml/jax#12868).
 
+The three pretraining stages' steps (and the train state) are `hallujax.methods.ipfh_pretraining`, the
+policy stage's `hallujax.methods.ipfh_policy`; this module builds the method around them.
+
 The train state holds every network and one optimizer state per trained
 network (``config.optim.<network>``) whatever the stage, so a checkpoint of
 any stage restores into any other and one checkpoint evaluates on its own.
@@ -70,43 +73,31 @@ import functools
 import math
 from typing import Callable
 
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
 
 from hallujax import optim
 from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods import ipfh_rollout as rollout_lib
-from hallujax.methods.train_state import with_updates
-from hallujax.methods.ipfh_rollout import (LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord,
-                                           dual_domain_loss, lr_reference, mean_squared_error)
-from hallujax.methods.ipfh_losses import (Objective, identified, image_level_terms, image_loss_of,
-                                          leave_one_out_advantages, long_term_reward, reinforce_loss,
-                                          rewards_to_go, value_baseline_loss)
+from hallujax.methods.ipfh_rollout import LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord
+from hallujax.methods.ipfh_losses import Objective, identified
+# The stages' steps and the state they share; imported here too so that `ipfh.<name>` reaches them.
+from hallujax.methods.ipfh_pretraining import (STAGE_NETWORKS, IPFHState, coarse_images,  # noqa: F401
+                                               coarse_step, cognition_step, random_patch_pairs, restoration_step)
+from hallujax.methods.ipfh_policy import policy_loss, policy_outputs, policy_step  # noqa: F401
 from hallujax.metrics import identity as identity_metrics
 from hallujax.metrics import image_quality
 from hallujax.models.ipfh import (CoarseHallucinator, DualConsistency, LocalRestoration, Networks,
                                   PolicyController, SphereFaceTextureFeatures, bicubic_upsample)
-from hallujax.models.recognition import SphereFace, a_softmax_logits, normalized_cosines
+from hallujax.models.recognition import SphereFace
 
 STAGES = ("coarse", "cognition", "restoration", "policy")
-# The networks each stage trains; each has its own optimizer section, config.optim.<network>.
-STAGE_NETWORKS = {"coarse": ("coarse", "dual"), "cognition": ("cognition",),
-                  "restoration": ("restoration",), "policy": ("policy", "restoration")}
 TRAINED = ("coarse", "dual", "cognition", "policy", "restoration")
 BASELINES = ("leave_one_out", "value")        # config.policy.baseline
 RESTORATION_UPDATES = ("step", "batch")   # config.restoration.update_every
 IMAGE_LR = ("bilinear", "dual")                # config.loss.image_lr
 HEADS = ("dense", "conv")                      # config.policy.head
-
-
-@flax.struct.dataclass
-class IPFHState:
-  step: jax.Array
-  params: dict            # coarse, dual, cognition {backbone, class_weights}, policy, restoration
-  opt_state: dict        # one optax state per trained network, keyed like `params`
 
 
 # ----------------------------------------------------------------------------- built once
@@ -357,261 +348,6 @@ def load_previous_stages(stage: str, workdirs: dict, restore: Callable, state: I
 def _warn(message: str) -> None:
   logging.warning(message)
   print("WARNING: " + message, flush=True)
-
-
-def _networks_of(params: dict, stage: str) -> dict:
-  return {name: params[name] for name in STAGE_NETWORKS[stage]}
-
-
-def coarse_images(params: dict, networks: Networks, lr_images: jax.Array) -> jax.Array:
-  return networks.coarse.apply({"params": params["coarse"]}, lr_images)[-1]
-
-
-# ----------------------------------------------------------------------------- stage steps
-
-
-def coarse_step(networks: Networks, optimizers: dict, state: IPFHState, frozen: dict, batch: dict,
-                rng) -> tuple[IPFHState, dict]:
-  """F_c with pixel MSE (Eq. 2) on every stack's output, and D on ground-truth pairs.
-
-  Intermediate supervision of both hourglasses follows the hourglass paper
-  [66]. D must map HR to LR for the LR-domain rewards; the paper does not say
-  how D is trained, so we fit it here to the degradation, D(y) ≈ x on the
-  training pairs ("F(G(x)) ≈ x"), and keep it frozen in the policy stage (a
-  D trained jointly with R could learn to map anything to x).
-  """
-  del frozen, rng
-
-  def loss_fn(trained):
-    outputs = networks.coarse.apply({"params": trained["coarse"]}, batch["input"])
-    loss_coarse = sum(jnp.mean(mean_squared_error(o, batch["target"])) for o in outputs)
-    generated_lr = networks.dual.apply({"params": trained["dual"]}, batch["target"])
-    loss_dual = jnp.mean(mean_squared_error(generated_lr, batch["input"]))
-    psnr = jnp.mean(image_quality.psnr_from_unit_range(outputs[-1], batch["target"]))
-    return loss_coarse + loss_dual, {"loss_coarse": loss_coarse, "loss_dual": loss_dual,
-                                     "psnr_coarse": psnr}
-
-  gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "coarse"))
-  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
-
-
-def cognition_step(networks: Networks, optimizers: dict, margin: float, state: IPFHState,
-                   frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
-  """SphereFace + A-softmax (Eq. 14) on the ground-truth HR faces and their identities."""
-  del frozen, rng
-  known = batch["identity"] >= 0
-
-  def loss_fn(trained):
-    cognition = trained["cognition"]
-    embeddings = networks.cognition.apply({"params": cognition["backbone"]}, batch["target"])
-    labels = jnp.where(known, batch["identity"], 0)
-    logits = a_softmax_logits(embeddings, cognition["class_weights"], labels, margin)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    count = jnp.maximum(jnp.sum(known), 1)
-    loss = jnp.sum(jnp.where(known, losses, 0.0)) / count
-    cosines = normalized_cosines(embeddings, cognition["class_weights"])  # arg-max of cos θ_j = prediction
-    accuracy = jnp.sum(jnp.where(known, jnp.argmax(cosines, -1) == labels, False)) / count
-    return loss, {"loss_identity": loss, "identity_accuracy": accuracy.astype(jnp.float32)}
-
-  gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "cognition"))
-  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
-
-
-def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: int, count: int,
-                       rng) -> dict:
-  """`count` random patch pairs per face: ỹ patch, y patch and the LR input's patch, flattened to (B·count, ...).
-
-  Every corner of the valid range is equally likely (uniform top-left in [0, H − P]).
-  """
-  batch_size, height, width, _ = coarse.shape
-  tops = jax.random.randint(jax.random.fold_in(rng, 0), (batch_size, count), 0, height - patch_size + 1)
-  lefts = jax.random.randint(jax.random.fold_in(rng, 1), (batch_size, count), 0, width - patch_size + 1)
-
-  def cut(image, lr_image, target, top, left):
-    slice_ = lambda x: jax.lax.dynamic_slice(x, (top, left, 0), (patch_size, patch_size, x.shape[-1]))
-    return {"image": image, "patch": slice_(image), "target_patch": slice_(target),
-            "lr_patch": rollout_lib.low_resolution_patch(lr_image, top, left, patch_size, scale)}
-
-  per_patch = jax.vmap(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
-  pairs = per_patch(coarse, batch["input"], batch["target"], tops, lefts)
-  return jax.tree.map(lambda x: x.reshape((batch_size * count,) + x.shape[2:]), pairs)
-
-
-def restoration_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
-                     state: IPFHState, frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
-  """R pretrained on random patch pairs with L_p (Eq. 16) (§III-C: "We first pre-trained this network
-  on randomly selected patch pairs and fine-tuned it during hallucinator optimization").
-
-  A pair is a patch of the coarse image ỹ (R's input, with ỹ as the image
-  state) and the ground truth's patch at the same place; L_p's LR terms
-  compare D(p̂) with the LR input's patch (or D(y_p), `lr_reference`).
-  """
-  del frozen
-  coarse = jax.lax.stop_gradient(coarse_images(state.params, networks, batch["input"]))
-  pairs = random_patch_pairs(coarse, batch, selection.patch_size, selection.scale,
-                             objective.pretrain_patches, rng)
-  fixed = state.params
-  lr_target = jax.vmap(lambda target_patch, lr_patch: lr_reference(
-      fixed, networks, objective.lr_reference, target_patch, lr_patch))(pairs["target_patch"], pairs["lr_patch"])
-
-  def loss_fn(restoration):
-    repaired = networks.restoration.apply({"params": restoration}, pairs["image"], pairs["patch"])
-    losses = dual_domain_loss({**fixed, "restoration": restoration}, networks, repaired,
-                              pairs["target_patch"], lr_target)
-    mse_after = jnp.mean(mean_squared_error(repaired, pairs["target_patch"]))
-    return jnp.mean(losses), {"loss_patch": jnp.mean(losses), "patch_mse": mse_after}
-
-  gradients, metrics = jax.grad(loss_fn, has_aux=True)(state.params["restoration"])
-  metrics["patch_mse_coarse"] = jnp.mean(mean_squared_error(pairs["patch"], pairs["target_patch"]))
-  return with_updates(state, optimizers, {"restoration": gradients}).replace(step=state.step + 1), metrics
-
-
-def _flat(x: jax.Array) -> jax.Array:
-  return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
-
-
-def policy_outputs(networks: Networks, selection: Selection, policy_params: dict,
-                   records: StepRecord) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """(log π(a_t | s_t), entropy, V(s_t), logit spread), each (B, T), of the recorded actions in their
-  recorded states, in one batched call (the same values the rollout's policy computed). The logit
-  spread is the standard deviation of the logits over the actions (before any mask): 0 is uniform."""
-  batch, steps = records.action.shape
-  context = jax.vmap(functools.partial(rollout_lib.action_context, stride=selection.action_stride,
-                                       history=selection.action_history))(
-      _flat(records.last_action), _flat(records.covered))
-  logits, values = networks.policy.apply(
-      {"params": policy_params}, _flat(records.image), _flat(records.last_patch), context)
-  spread = jnp.std(logits, axis=-1)
-  if selection.mask_in_training:
-    logits = jax.vmap(rollout_lib.masked_logits, in_axes=(0, 0, None))(
-        logits, _flat(records.covered), selection.action_stride)
-  log_probs = jax.nn.log_softmax(logits)
-  chosen = jnp.take_along_axis(log_probs, _flat(records.action)[:, None], axis=1)[:, 0]
-  entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-  shape = (batch, steps)
-  return chosen.reshape(shape), entropy.reshape(shape), values.reshape(shape), spread.reshape(shape)
-
-
-def policy_loss(networks: Networks, selection: Selection, objective: Objective, policy_params: dict,
-                records: StepRecord, rewards: jax.Array, example_baselines: jax.Array | None
-                ) -> tuple[jax.Array, dict]:
-  """P's loss on recorded episodes: REINFORCE surrogate (+ value loss) − entropy_bonus · H(π).
-
-  rewards (B, T) with r_T the long-term reward; baseline: `reinforce_loss`
-  (leave-one-out, the default) or `value_baseline_loss` (config.policy.baseline "value").
-  """
-  log_probs, entropy, values, spread = policy_outputs(networks, selection, policy_params, records)
-  if objective.baseline == "value":
-    surrogate, value_loss = value_baseline_loss(log_probs, values, rewards, example_baselines,
-                                                objective.normalize_advantages, objective.value_weight,
-                                                objective.discount, objective.normalize_per_step)
-    advantages = rewards_to_go(rewards, objective.discount) - values
-    if example_baselines is not None:
-      advantages = advantages - example_baselines[:, None]
-  else:
-    surrogate = reinforce_loss(log_probs, rewards, example_baselines, objective.normalize_advantages,
-                               objective.discount, objective.normalize_per_step)
-    advantages = leave_one_out_advantages(rewards, example_baselines, objective.discount)
-    value_loss = jnp.zeros(())
-  bonus = objective.entropy_bonus * jnp.mean(entropy)
-  # Diagnostics (issue 28): the advantages' scale before any normalization, at the steps t < T (short-term
-  # rewards) and at T (the long-term reward), and how far the logits are from uniform.
-  advantages = jax.lax.stop_gradient(advantages)
-  return surrogate + value_loss - bonus, {
-      "loss_policy": surrogate, "loss_value": value_loss,
-      "advantage_std_short": jnp.std(advantages[:, :-1]), "advantage_std_final": jnp.std(advantages[:, -1]),
-      "logit_spread": jnp.mean(jax.lax.stop_gradient(spread))}
-
-
-def policy_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
-                state: IPFHState, frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
-  """One batch of episodes: the rollout (R updated with L_p after every step, update_every "step"), then
-  REINFORCE on P and L_im (Eq. 17) on R.
-
-  Rewards (Eq. 9): r_t = r_s = −L_p(t) for t < T (Eq. 10) and
-  r_T = r_l = −(L_f + L_id + L_v) (Eq. 12) of the rollout's ŷ_T.
-  R (update_every "step", the paper): T updates with ∇ L_p inside the rollout, then one
-  with ∇ L_im of `replay`'s ŷ (the recorded repairs redone with the updated R);
-  "batch": one update with ∇(Σ_t L_p + L_im) of the replay.
-  With selection "grid" / "random" / "oracle" only R trains. config.restoration.fine_tune False (not in
-  the paper, which fine-tunes R here): R is not updated, only P trains (nothing with a fixed selection).
-  REINFORCE baseline (`reinforce_loss`): per example, r_l of the coarse image
-  ỹ, which no action changes, then the leave-one-out batch mean; or
-  (config.policy.baseline "value") a learned V(s_t).
-
-  config.policy.reward "improvement" (`ipfh_rollout.rollout_step`): r_s = L_p
-  before − after the repair, and r_T = r_l(ŷ_T) − r_l(ỹ). Every return-to-go
-  contains r_T, so subtracting r_l(ỹ) from it is exactly the "paper"
-  estimator's per-example baseline: only the short-term rewards differ.
-  """
-  del frozen
-  batch_size = batch["input"].shape[0]
-  plan_key, rollout_key = jax.random.split(rng)
-  steps, settings, actions = rollout_lib.selection_plan(selection, batch_size, plan_key)
-  keys = jax.random.split(rollout_key, (batch_size, steps))
-  fixed = state.params   # F_c, D and C: "We fixed the parameters of coarse visual hallucinator ..."
-  coarse = jax.lax.stop_gradient(coarse_images(fixed, networks, batch["input"]))
-  examples = {"coarse": coarse, "target": batch["target"], "input": batch["input"]}
-  coarse_reward = long_term_reward(image_level_terms(fixed, networks, coarse, batch, objective), objective)
-  per_step = objective.restoration_update == "step"
-  update = rollout_lib.RestorationUpdate(optimizers["restoration"], optim.apply_update)
-  images, records, (restoration, restoration_optimizer) = rollout_lib.rollout(
-      fixed, networks, settings, examples, keys, actions, update,
-      state.opt_state["restoration"])
-  final_reward = long_term_reward(image_level_terms(fixed, networks, images, batch, objective), objective)
-  final_reward = jax.lax.stop_gradient(final_reward)
-
-  def restoration_loss(restoration):
-    replayed, repaired = rollout_lib.replay(restoration, networks, coarse, records)
-    params = {**fixed, "restoration": restoration}
-    image_loss = image_loss_of(image_level_terms(params, networks, replayed, batch, objective), objective)
-    if per_step:
-      return image_loss, image_loss
-    patch_losses = dual_domain_loss(params, networks, _flat(repaired), _flat(records.target_patch),
-                                    _flat(records.lr_target))
-    return image_loss + jnp.sum(patch_losses) / batch_size, image_loss
-
-  if objective.fine_tune_restoration:
-    restoration_gradients, image_loss = jax.grad(restoration_loss, has_aux=True)(restoration)
-    gradients = {"restoration": restoration_gradients}
-  else:   # R kept as pretrained: L_im of ŷ_T only for the log (the rollout did not update R either)
-    image_loss = image_loss_of(image_level_terms(fixed, networks, images, batch, objective), objective)
-    gradients = {}
-  if per_step and objective.fine_tune_restoration:
-    # R's update of L_im starts from R after its per-step updates inside the rollout
-    state = state.replace(params=dict(state.params, restoration=restoration),
-                          opt_state=dict(state.opt_state, restoration=restoration_optimizer))
-
-  if objective.reward == "improvement":
-    last_reward, example_baselines = final_reward - coarse_reward, None
-  else:
-    last_reward, example_baselines = final_reward, coarse_reward
-  rewards = records.reward.at[:, -1].set(last_reward)   # Eq. 9: r_t = r_s for t < T, r_T = r_l
-  metrics = {}
-  if settings.use_policy:
-    gradients["policy"], policy_metrics = jax.grad(policy_loss, argnums=3, has_aux=True)(
-        networks, selection, objective, state.params["policy"], records, rewards, example_baselines)
-    metrics.update(policy_metrics)
-    # Diagnostics (issue 28): reward scales and the size of P's update relative to P.
-    metrics.update(reward_short_std=jnp.std(rewards[:, :-1]), reward_final_std=jnp.std(rewards[:, -1]),
-                   policy_gradient_norm=optax.tree.norm(gradients["policy"]),
-                   policy_parameter_norm=optax.tree.norm(state.params["policy"]))
-  else:
-    metrics.update(loss_policy=jnp.zeros(()), loss_value=jnp.zeros(()))
-  patch_loss = jnp.mean(jnp.sum(records.patch_loss, axis=1))
-  metrics.update({
-      "loss_restoration": patch_loss + image_loss,
-      "loss_patch": patch_loss,
-      "loss_image": image_loss,
-      "return": jnp.mean(jnp.sum(rewards, axis=1)),
-      "reward_final": jnp.mean(final_reward),
-      "reward_final_gain": jnp.mean(final_reward - coarse_reward),   # r_l(ŷ) − r_l(ỹ)
-      "policy_entropy": jnp.mean(records.entropy),
-      "distinct_patches": jnp.mean(rollout_lib.distinct_patches(records.corner)),
-      "psnr_rollout": jnp.mean(image_quality.psnr_from_unit_range(images, batch["target"])),
-      "psnr_coarse": jnp.mean(image_quality.psnr_from_unit_range(coarse, batch["target"])),
-  })
-  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -1,0 +1,139 @@
+"""IPFH's train state and the steps of its three pretraining stages (paper 004, §III-C).
+
+``coarse_step`` trains F_c and D, ``cognition_step`` C, ``restoration_step`` R on random patch pairs. The
+policy stage that follows is `hallujax.methods.ipfh_policy`; `hallujax.methods.ipfh` builds the method
+around both (config, networks, schedule, init, evaluation) and says what each stage does.
+"""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from hallujax.methods import ipfh_rollout as rollout_lib
+from hallujax.methods.ipfh_losses import Objective
+from hallujax.methods.ipfh_rollout import Selection, dual_domain_loss, lr_reference, mean_squared_error
+from hallujax.methods.train_state import with_updates
+from hallujax.metrics import image_quality
+from hallujax.models.ipfh import Networks
+from hallujax.models.recognition import a_softmax_logits, normalized_cosines
+
+# The networks each stage trains; each has its own optimizer section, config.optim.<network>.
+STAGE_NETWORKS = {"coarse": ("coarse", "dual"), "cognition": ("cognition",),
+                  "restoration": ("restoration",), "policy": ("policy", "restoration")}
+
+
+@flax.struct.dataclass
+class IPFHState:
+  step: jax.Array
+  params: dict            # coarse, dual, cognition {backbone, class_weights}, policy, restoration
+  opt_state: dict        # one optax state per trained network, keyed like `params`
+
+
+def _networks_of(params: dict, stage: str) -> dict:
+  return {name: params[name] for name in STAGE_NETWORKS[stage]}
+
+
+def coarse_images(params: dict, networks: Networks, lr_images: jax.Array) -> jax.Array:
+  return networks.coarse.apply({"params": params["coarse"]}, lr_images)[-1]
+
+
+# ----------------------------------------------------------------------------- stage steps
+
+
+def coarse_step(networks: Networks, optimizers: dict, state: IPFHState, frozen: dict, batch: dict,
+                rng) -> tuple[IPFHState, dict]:
+  """F_c with pixel MSE (Eq. 2) on every stack's output, and D on ground-truth pairs.
+
+  Intermediate supervision of both hourglasses follows the hourglass paper
+  [66]. D must map HR to LR for the LR-domain rewards; the paper does not say
+  how D is trained, so we fit it here to the degradation, D(y) ≈ x on the
+  training pairs ("F(G(x)) ≈ x"), and keep it frozen in the policy stage (a
+  D trained jointly with R could learn to map anything to x).
+  """
+  del frozen, rng
+
+  def loss_fn(trained):
+    outputs = networks.coarse.apply({"params": trained["coarse"]}, batch["input"])
+    loss_coarse = sum(jnp.mean(mean_squared_error(o, batch["target"])) for o in outputs)
+    generated_lr = networks.dual.apply({"params": trained["dual"]}, batch["target"])
+    loss_dual = jnp.mean(mean_squared_error(generated_lr, batch["input"]))
+    psnr = jnp.mean(image_quality.psnr_from_unit_range(outputs[-1], batch["target"]))
+    return loss_coarse + loss_dual, {"loss_coarse": loss_coarse, "loss_dual": loss_dual,
+                                     "psnr_coarse": psnr}
+
+  gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "coarse"))
+  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
+
+
+def cognition_step(networks: Networks, optimizers: dict, margin: float, state: IPFHState,
+                   frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
+  """SphereFace + A-softmax (Eq. 14) on the ground-truth HR faces and their identities."""
+  del frozen, rng
+  known = batch["identity"] >= 0
+
+  def loss_fn(trained):
+    cognition = trained["cognition"]
+    embeddings = networks.cognition.apply({"params": cognition["backbone"]}, batch["target"])
+    labels = jnp.where(known, batch["identity"], 0)
+    logits = a_softmax_logits(embeddings, cognition["class_weights"], labels, margin)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    count = jnp.maximum(jnp.sum(known), 1)
+    loss = jnp.sum(jnp.where(known, losses, 0.0)) / count
+    cosines = normalized_cosines(embeddings, cognition["class_weights"])  # arg-max of cos θ_j = prediction
+    accuracy = jnp.sum(jnp.where(known, jnp.argmax(cosines, -1) == labels, False)) / count
+    return loss, {"loss_identity": loss, "identity_accuracy": accuracy.astype(jnp.float32)}
+
+  gradients, metrics = jax.grad(loss_fn, has_aux=True)(_networks_of(state.params, "cognition"))
+  return with_updates(state, optimizers, gradients).replace(step=state.step + 1), metrics
+
+
+def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: int, count: int,
+                       rng) -> dict:
+  """`count` random patch pairs per face: ỹ patch, y patch and the LR input's patch, flattened to (B·count, ...).
+
+  Every corner of the valid range is equally likely (uniform top-left in [0, H − P]).
+  """
+  batch_size, height, width, _ = coarse.shape
+  tops = jax.random.randint(jax.random.fold_in(rng, 0), (batch_size, count), 0, height - patch_size + 1)
+  lefts = jax.random.randint(jax.random.fold_in(rng, 1), (batch_size, count), 0, width - patch_size + 1)
+
+  def cut(image, lr_image, target, top, left):
+    slice_ = lambda x: jax.lax.dynamic_slice(x, (top, left, 0), (patch_size, patch_size, x.shape[-1]))
+    return {"image": image, "patch": slice_(image), "target_patch": slice_(target),
+            "lr_patch": rollout_lib.low_resolution_patch(lr_image, top, left, patch_size, scale)}
+
+  per_patch = jax.vmap(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
+  pairs = per_patch(coarse, batch["input"], batch["target"], tops, lefts)
+  return jax.tree.map(lambda x: x.reshape((batch_size * count,) + x.shape[2:]), pairs)
+
+
+def restoration_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
+                     state: IPFHState, frozen: dict, batch: dict, rng) -> tuple[IPFHState, dict]:
+  """R pretrained on random patch pairs with L_p (Eq. 16) (§III-C: "We first pre-trained this network
+  on randomly selected patch pairs and fine-tuned it during hallucinator optimization").
+
+  A pair is a patch of the coarse image ỹ (R's input, with ỹ as the image
+  state) and the ground truth's patch at the same place; L_p's LR terms
+  compare D(p̂) with the LR input's patch (or D(y_p), `lr_reference`).
+  """
+  del frozen
+  coarse = jax.lax.stop_gradient(coarse_images(state.params, networks, batch["input"]))
+  pairs = random_patch_pairs(coarse, batch, selection.patch_size, selection.scale,
+                             objective.pretrain_patches, rng)
+  fixed = state.params
+  lr_target = jax.vmap(lambda target_patch, lr_patch: lr_reference(
+      fixed, networks, objective.lr_reference, target_patch, lr_patch))(pairs["target_patch"], pairs["lr_patch"])
+
+  def loss_fn(restoration):
+    repaired = networks.restoration.apply({"params": restoration}, pairs["image"], pairs["patch"])
+    losses = dual_domain_loss({**fixed, "restoration": restoration}, networks, repaired,
+                              pairs["target_patch"], lr_target)
+    mse_after = jnp.mean(mean_squared_error(repaired, pairs["target_patch"]))
+    return jnp.mean(losses), {"loss_patch": jnp.mean(losses), "patch_mse": mse_after}
+
+  gradients, metrics = jax.grad(loss_fn, has_aux=True)(state.params["restoration"])
+  metrics["patch_mse_coarse"] = jnp.mean(mean_squared_error(pairs["patch"], pairs["target_patch"]))
+  return with_updates(state, optimizers, {"restoration": gradients}).replace(step=state.step + 1), metrics
