@@ -178,10 +178,12 @@ def test_eval_reports_the_identity_terms_share_of_the_generator_loss(tiny):
   assert np.all(share == share[0]) and 0.0 < share[0] < 1.0, share
 
 
-def test_smoke_joint_trains_half_its_steps_jointly_with_a_larger_identity_weight():
-  """configs/fhgan.py:smoke_joint (Table 1's identity comparison): as many joint steps as pretraining ones."""
-  config = fhgan_config.get_config("smoke_joint")
+def test_table1_keeps_the_papers_factor_and_trains_jointly_twice_as_long_with_a_larger_identity_weight():
+  """configs/fhgan.py:table1 (Table 1's identity comparison): ×4 as §4.1, twice as many joint steps as
+  pretraining ones, λ4 above the smoke run's."""
+  config = fhgan_config.get_config("table1")
+  assert config.data.target_size == 4 * config.data.input_size
   method = fhgan.make(config)
   phases = [method.schedule(step) for step in range(config.train.steps)]
-  assert phases.count("pretrain") == phases.count("joint") == config.train.steps // 2
+  assert phases.count("joint") == 2 * phases.count("pretrain") > 0
   assert config.loss.identity > fhgan_config.get_config("smoke").loss.identity
