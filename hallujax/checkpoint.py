@@ -122,17 +122,16 @@ class Checkpointer:
   def __init__(self, workdir, keep: int):
     self.directory = checkpoint_directory(workdir)
     check_format(self.directory)
+    self.keep = keep
     self.manager = self._manager()
     if jax.process_index() == 0:
       self.directory.mkdir(parents=True, exist_ok=True)
       (self.directory / FORMAT_FILE).write_text(json.dumps({"format": FORMAT}) + "\n")
-    self.keep = keep
 
-  def _manager(self, keep: int | None = None):
+  def _manager(self):
     return ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep if keep is not None else getattr(self, "keep", 3),
-                                             enable_async_checkpointing=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=True),
         item_names=("state", "rng", "data"),
     )
 

@@ -301,3 +301,14 @@ def test_the_device_rendering_hint_is_given_only_when_the_devices_are_not_the_cp
   data.source = "faceworld"
   assert "render_on=device" in loop.input_hint(data, "gpu")
   assert "render_on=device" not in loop.input_hint(data, "cpu") and "worker_count" in loop.input_hint(data, "cpu")
+
+
+def test_checkpointer_keeps_as_many_checkpoints_as_asked(tmp_path):
+  # train.keep_checkpoints=5 must keep 5, not orbax's or the class's default (it once kept 3 whatever was asked).
+  state = {"weights": jnp.arange(4.0)}
+  rng_data = jax.random.key_data(jax.random.key(0))
+  checkpointer = checkpoint.Checkpointer(tmp_path / "run", keep=5)
+  for step in range(1, 8):
+    checkpointer.save(step, state, rng_data, b"{}")
+  checkpointer.close()
+  assert checkpoint.Checkpointer(tmp_path / "run", keep=5).all_steps() == [3, 4, 5, 6, 7]
