@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from configs import fhgan as fhgan_config
+from hallujax import optim
 from hallujax.methods import fhgan
 from hallujax.models import dsnet
 
@@ -187,3 +188,22 @@ def test_table1_keeps_the_papers_factor_and_trains_jointly_twice_as_long_with_a_
   phases = [method.schedule(step) for step in range(config.train.steps)]
   assert phases.count("joint") == 2 * phases.count("pretrain") > 0
   assert config.loss.identity > fhgan_config.get_config("smoke").loss.identity
+
+
+def test_table1_arcface_trains_arcface_alone_for_twenty_epochs_then_runs_table1():
+  """configs/fhgan.py:table1_arcface: §4.1's ArcFace-only phase (20 epochs, lr 0.01 ÷10 after epochs 15 and 18)
+  before table1's pretraining and joint phases, which keep their lengths and DSNet's schedule."""
+  table1, config = fhgan_config.get_config("table1"), fhgan_config.get_config("table1_arcface")
+  steps_per_epoch = config.data.train_size // config.train.batch_size
+  schedule = fhgan.make(config).schedule
+  phases = [schedule(step) for step in range(config.train.steps)]
+  assert phases.count("arcface") == 20 * steps_per_epoch
+  assert phases[:phases.count("arcface")] == ["arcface"] * (20 * steps_per_epoch)
+  schedule = fhgan.make(table1).schedule
+  table1_phases = [schedule(step) for step in range(table1.train.steps)]
+  assert phases[phases.count("arcface"):] == table1_phases
+  recognizer_rate = optim.learning_rate_schedule(config.optim.recognizer)
+  rates = recognizer_rate(np.array([0, 14, 15, 17, 18, 19, 20, 22]) * steps_per_epoch)   # at these epochs
+  np.testing.assert_allclose(rates, [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-4], rtol=1e-6)
+  assert config.optim.generator.to_dict() == table1.optim.generator.to_dict()
+  assert config.loss.to_dict() == table1.loss.to_dict() and config.data.to_dict() == table1.data.to_dict()
