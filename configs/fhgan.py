@@ -104,6 +104,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     # after its phase (table1's: 0.296); held-out L_id under that ArcFace after the joint phase 0.015 (λ4 = 1.0) vs
     # 0.027 (λ4 = 0); verification 0.894 vs 0.878 without L_id (table1: 0.870 vs 0.876); PSNR 23.64 vs 24.41 dB.
     arcface_steps = 10_240
-    c.train.update(arcface_steps=arcface_steps, steps=arcface_steps + 1_350)
+    c.train.update(arcface_steps=arcface_steps, steps=arcface_steps + c.train.steps)   # then table1's 1,350
     c.optim.recognizer.update(boundaries=(int(0.75 * arcface_steps), int(0.9 * arcface_steps)), rates=(1e-3, 1e-4))
   return apply_variant_options(c, options)

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from hallujax import cli
 from hallujax import run_files
+from hallujax.errors import first_line
 from hallujax.results.table import HIGHER_IS_BETTER, Table, run_for
 
 
@@ -202,7 +202,7 @@ class PriorDrawsFaces:
     try:
       prior, renders = prior_face_rates(run_for(figures.root, specs[self.prerequisite], 0).workdir, self.count)
     except (ImportError, OSError, ValueError) as error:
-      return [CheckResult(requirement, failure, f"not measured ({cli.first_line(error)})", False, self.rows)]
+      return [CheckResult(requirement, failure, f"not measured ({first_line(error)})", False, self.rows)]
     ratio = prior / renders if renders > 0 else float("nan")
     return [CheckResult(requirement, failure, f"faces in {prior:.0%} of samples, {renders:.0%} of the data's faces "
                         f"(ratio {ratio:.2f})", bool(ratio >= self.min_detection_ratio), self.rows)]
