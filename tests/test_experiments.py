@@ -513,14 +513,64 @@ def table():
   experiments.run_table(table, [0, 1], str(root / "runs_root"))
   prior = experiments.run_for(str(root / "runs_root"), OTHER, 0).workdir
   # What prior_face_rates caches for the prior's finished checkpoint: dlib found faces in 10% of its samples.
+  count = table.checks[0].count
   with open(os.path.join(prior, "prior_faces.json"), "w") as f:
-    json.dump({"step": 3, "count": 64, "prior": 0.1, "renders": 0.9}, f)
+    json.dump({"step": 3, "sample_count": count, "render_count": count, "prior": 0.1, "renders": 0.9}, f)
   markdown = experiments.write_report(table, [0, 1], str(root / "runs_root"), str(root / "out"), "cmd", None)
   assert ("A > B on psnr: invalid: the prior draws no faces, faces in 10% of samples, 90% of the data's faces "
           "(ratio 0.11)") in markdown
   with pytest.raises(experiments.cli.UserError, match=r"a check names \['C'\]"):
     (root / "tables" / "prior.py").write_text((root / "tables" / "prior.py").read_text().replace('("B",)', '("C",)'))
     experiments.load_table("prior")
+
+
+def test_the_prior_check_compares_as_many_held_out_faces_as_samples(tmp_path, monkeypatch):
+  """prior_face_rates(workdir, count) scores `count` samples against `count` held-out faces, even when the prior's
+  config holds fewer test faces (it used to compare 24 samples with the 8 faces of the split), and records both
+  counts so an entry cached under the old rule is measured again."""
+  from hallujax import generator_samples, images
+  from hallujax.data import pipeline
+  from hallujax.results import checks
+  from configs import vpgan
+  config = vpgan.get_config("prior_smoke")
+  config.data.update(eval_size=8, uniform_appearance=True)   # one test batch of the prior's batch size (8)
+  workdir = tmp_path / "prior"
+  (workdir / "checkpoints" / "3").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+  # An entry of the old rule for 24 "samples", made from the split's 8 faces: not to be reused.
+  (workdir / "prior_faces.json").write_text(json.dumps({"step": 3, "count": 24, "prior": 0.9, "renders": 0.1}))
+  monkeypatch.setattr(generator_samples, "generator_from_run", lambda config, workdir, step: (None, None))
+  monkeypatch.setattr(generator_samples, "sample",
+                      lambda generator, variables, num, truncation, seed: np.zeros((num, 64, 64, 3), np.float32))
+  scored = []
+  def detection_rate(faces):
+    scored.append(faces)
+    return 0.5
+  monkeypatch.setattr(checks, "face_detection_rate", detection_rate)
+  assert checks.prior_face_rates(str(workdir), 24) == (0.5, 0.5)
+  assert [len(faces) for faces in scored] == [24, 24]
+  # The held-out faces start with the split's own 8, in order.
+  first_batch = pipeline.eval_batches(config, "test", batches=1)[0]["target"]
+  np.testing.assert_array_equal(scored[1][:8], images.to_uint8(first_batch))
+  assert len({image.tobytes() for image in scored[1]}) == 24
+  saved = json.loads((workdir / "prior_faces.json").read_text())
+  assert (saved["sample_count"], saved["render_count"]) == (24, 24)
+  checks.prior_face_rates(str(workdir), 24)   # now cached
+  assert len(scored) == 2
+
+
+def test_the_prior_check_refuses_a_test_split_smaller_than_its_count(tmp_path):
+  from hallujax.results import checks
+  from PIL import Image
+  from configs import vpgan
+  (tmp_path / "faces" / "test").mkdir(parents=True)
+  for index in range(3):
+    Image.new("RGB", (64, 64), (index, 0, 0)).save(tmp_path / "faces" / "test" / f"{index}.png")
+  config = vpgan.get_config("prior_smoke")
+  config.data.update(source="image_folder", data_dir=str(tmp_path / "faces"))
+  assert checks.held_out_faces(config, 3).shape == (3, 64, 64, 3)
+  with pytest.raises(ValueError, match="has 3 test faces, fewer than the 4 the prior check compares"):
+    checks.held_out_faces(config, 4)
 
 
 def test_evaluations_are_redone_for_another_recognizer_or_without_diversity(tmp_path, monkeypatch):
