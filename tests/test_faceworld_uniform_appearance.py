@@ -56,3 +56,26 @@ def test_every_visible_target_has_the_same_grey_background_and_the_same_colours(
   assert np.std(default_corners.astype(np.float32), axis=0).max() > 40   # the default's random colours
   skins = {tuple(uniform.parameters(i)[1]["skin_colour"]) for i in range(6)}
   assert len(skins) == 1 and len({tuple(default.parameters(i)[1]["skin_colour"]) for i in range(6)}) > 1
+
+
+def test_nir_unaligned_pairs_stay_unaligned_with_both_visible_views_uniform():
+  """PCFH's pairing (issue 33): the NIR input is that of the option off, both visible views (the other-pose
+  target and the input's own-pose aligned_target) get the one background and skin colour, and the target stays
+  a view in another pose than the input."""
+  def nir_source(**options):
+    fields = dict(pairing="nir_unaligned", input_size=SIZE, input_channels=1, target_size=SIZE, train_size=8)
+    return make_source(test_faceworld.data_config(**fields, **options), "train")
+
+  default, uniform = nir_source(), nir_source(uniform_appearance=True)
+  for index in range(4):
+    before, after = default[index], uniform[index]
+    for name in ("input", "identity", "landmarks", "input_landmarks"):
+      np.testing.assert_array_equal(after[name], before[name])
+    for view in ("target", "aligned_target"):
+      assert not np.array_equal(after[view], before[view])
+      assert np.all(np.abs(after[view][:2, :2].astype(int) - 128) <= 1)   # the flat grey background
+    assert np.abs(after["landmarks"] - after["input_landmarks"]).mean() > 0.5   # another pose: unaligned
+    _, target_view, input_view = uniform.parameters(index)
+    np.testing.assert_array_equal(target_view["skin_colour"], faceworld.UNIFORM_SKIN)
+    np.testing.assert_array_equal(input_view["skin_colour"], faceworld.UNIFORM_SKIN)
+    assert target_view["yaw"] != input_view["yaw"]
