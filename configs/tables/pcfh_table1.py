@@ -90,5 +90,6 @@ def table() -> Table:
              "On data.uniform_appearance, predictors reading the NIR input reach 0.66-0.90 of the targets' diversity "
              "(ridge regression), and at seed 0 PCFH scored 0.79 / 20% nearest one target, w/o MIC 0.77 / 26%, w/o "
              "AWM 1.07 / 33% (its outputs are mostly colour speckle over the head outline: SSIM 0.11, against 0.46 "
-             "for PCFH), raw NIR 0.74 / 41%; own-target shares 119, 116, 24 and 139 × chance."),
+             "for PCFH), raw NIR 0.74 / 41%; own-target shares 119, 116, 24 and 139 × chance. At seed 1 w/o AWM's "
+             "nearest share was 49.6% (one output under the check's edge; PCFH 0.71 / 28%, w/o MIC 0.75 / 21%)."),
   )
