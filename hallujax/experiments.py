@@ -259,34 +259,43 @@ def run_table(table: Table, seeds: list[int], root: str, rows: tuple[Row, ...] |
     for spec in specs:
       run = run_for(root, spec, seed, table)
       print(f"{table.name}: {spec} seed {seed}", flush=True)
-      refuse_other_prerequisites(run, spec, table, root)
+      refuse_other_prerequisites(run, table, root)
       if not (train(run) and evaluate(run, table, recognizer, again=reevaluate)):
         failures.append(f"{spec} seed {seed}")
   return failures
 
 
-def refuse_other_prerequisites(run: Run, spec: str, table: Table, root: str) -> None:
+def refuse_other_prerequisites(run: Run, table: Table, root: str) -> None:
   """A row's directory is named after its spec as written (``weights.prior={prior}``), so when a table's
   prerequisite changes (a prior trained longer), rows trained with the old one sit under the same name and would be
-  reused as if current. Refuses such a row: the option's value in its saved config.json must name the prerequisite
-  run the table names now (compared by its directory and seed, wherever the root was)."""
+  reused as if current. Refuses such a row: wherever the row's config resolved now holds a prerequisite's run
+  directory (a config field, or one a variant option such as PCFH's ``lightcnn=`` sets), its saved config.json must
+  name the same run (compared by its directory and seed, wherever the root was)."""
   path = os.path.join(run.workdir, "config.json")
   if not os.path.isfile(path):
     return
   with open(path) as f:
     saved = json.load(f)
-  prerequisites = dict(table.prerequisites)
-  for option in spec.partition(":")[2].split(","):
-    key, _, value = option.partition("=")
-    if not (value.startswith("{") and value.endswith("}")) or value[1:-1] not in prerequisites:
+  expected = {run_for(root, spec, 0).workdir for _, spec in table.prerequisites}
+  resolved = run_files.load_config_file(run.train_spec).to_dict()
+  for keys, value in string_fields(resolved):
+    if value not in expected:
       continue
-    expected = run_for(root, prerequisites[value[1:-1]], 0).workdir
     found = saved
-    for part in key.split("."):
-      found = found.get(part, {}) if isinstance(found, dict) else {}
-    if not isinstance(found, str) or run_name(found) != run_name(expected):
-      raise cli.UserError(f"{run.workdir} was trained with {key}={found!r}, but {table.name} now names "
-                          f"{expected!r} there: move that run away (or delete it) so the row is trained again.")
+    for key in keys:
+      found = found.get(key, {}) if isinstance(found, dict) else {}
+    if not isinstance(found, str) or run_name(found) != run_name(value):
+      raise cli.UserError(f"{run.workdir} was trained with {'.'.join(keys)}={found!r}, but {table.name} now names "
+                          f"{value!r} there: move that run away (or delete it) so the row is trained again.")
+
+
+def string_fields(tree: dict, keys: tuple[str, ...] = ()):
+  """(path of keys, value) for every string in a nested dict."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from string_fields(value, keys + (key,))
+    elif isinstance(value, str):
+      yield keys + (key,), value
 
 
 def run_name(workdir: str) -> tuple[str, ...]:

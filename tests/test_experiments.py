@@ -491,6 +491,34 @@ def table():
     experiments.run_table(table, [0], str(tmp_path / "root"))
 
 
+def test_a_row_trained_with_the_current_prerequisite_through_a_variant_option_is_reused(tmp_path, monkeypatch):
+  """PCFH's ``lightcnn={lightcnn}`` is a variant option that sets weights.lightcnn: the saved config holds the
+  prerequisite there, not under the option's name."""
+  tables = tmp_path / "tables"
+  tables.mkdir()
+  (tables / "variant.py").write_text(f'''
+from hallujax.experiments import Row, Table
+def table():
+  return Table(name="variant", title="t", paper="none", budget="b", recognizer="",
+               prerequisites=(("lightcnn", "{OTHER}"),), rows=(Row("A", "configs/pcfh.py:smoke,lightcnn={{lightcnn}}"),))
+''')
+  monkeypatch.setattr(experiments, "TABLES_DIRECTORY", str(tables))
+  fake = FakeCommands()
+  monkeypatch.setattr(experiments, "run_logged", fake)
+  table = experiments.load_table("variant")
+  root = str(tmp_path / "root")
+  prerequisite_workdir = experiments.run_for(root, OTHER, 0).workdir
+  row_workdir = experiments.run_for(root, table.rows[0].config, 0, table).workdir
+  os.makedirs(row_workdir)
+  with open(os.path.join(row_workdir, "config.json"), "w") as f:
+    json.dump({"weights": {"lightcnn": prerequisite_workdir}}, f)
+  experiments.run_table(table, [0], root)   # the current LightCNN: no refusal
+  with open(os.path.join(row_workdir, "config.json"), "w") as f:
+    json.dump({"weights": {"lightcnn": os.path.join(root, "runs", "an.older.lightcnn", "seed_0")}}, f)
+  with pytest.raises(cli.UserError, match="weights.lightcnn=.*an.older.lightcnn.*move that run away"):
+    experiments.run_table(table, [0], root)
+
+
 def test_dlib_finds_face_world_faces_and_not_noise():
   pytest.importorskip("dlib")
   from hallujax.tools import realism
