@@ -430,7 +430,8 @@ def test_configuration_errors_name_the_field():
                                  ("policy.head", "mlp", "dense, conv"),
                                  ("restoration.update_every", "epoch", "step, batch"),
                                  ("loss.image_lr", "bicubic", "bilinear, dual"),
-                                 ("policy.action_stride", 3, "power of two")):
+                                 ("policy.action_stride", 3, "power of two"),
+                                 ("restoration.pretrain_repairs", -1, "integer ≥ 0")):
     config = tiny_config()
     section, name = field.split(".")
     config[section][name] = value

@@ -120,7 +120,8 @@ def build_networks(config) -> Networks:
       restoration=LocalRestoration(patch_size=config.policy.patch_size,
                                    features=config.restoration.features,
                                    patch_layers=config.restoration.patch_layers,
-                                   decoder_layers=config.restoration.decoder_layers),
+                                   decoder_layers=config.restoration.decoder_layers,
+                                   sees_repaired=bool(config.restoration.sees_repaired)),
   )
 
 
@@ -155,7 +156,8 @@ def objective_of(config) -> Objective:
                    discount=policy_discount(config),
                    restoration_update=config.restoration.update_every,
                    fine_tune_restoration=bool(config.restoration.fine_tune),
-                   pretrain_patches=config.restoration.pretrain_patches)
+                   pretrain_patches=config.restoration.pretrain_patches,
+                   pretrain_repairs=config.restoration.pretrain_repairs)
 
 
 def _one_of(value, known, field: str) -> None:
@@ -190,6 +192,10 @@ def check_config(config) -> None:
   discount = policy_discount(config)
   if not 0.0 <= discount <= 1.0:
     raise ValueError(f"config.policy.discount={discount} must be in [0, 1] (1: the paper's undiscounted return).")
+  repairs = config.restoration.pretrain_repairs
+  if not isinstance(repairs, int) or repairs < 0:
+    raise ValueError(f"config.restoration.pretrain_repairs={repairs!r} must be an integer ≥ 0 (0: R's pretraining "
+                     f"pairs are cut from ỹ, the paper).")
   if not 0 < config.loss.image_lr_size <= size:
     raise ValueError(f"config.loss.image_lr_size={config.loss.image_lr_size} must be in (0, {size}] "
                      f"(paper: 32 for 128² faces).")
@@ -291,8 +297,8 @@ def init(networks: Networks, optimizers: dict, spec: dict, num_identities: int, 
       },
       "policy": networks.policy.init(keys[4], hr_images[0], hr_images[0, :patch, :patch],
                                      jnp.zeros(((size // action_stride) ** 2,)))["params"],
-      "restoration": networks.restoration.init(keys[5], hr_images[0],
-                                               hr_images[0, :patch, :patch])["params"],
+      "restoration": networks.restoration.init(keys[5], hr_images[0], hr_images[0, :patch, :patch],
+                                               jnp.zeros((patch, patch), bool))["params"],
   }
   opt_state = {name: optimizers[name].init(params[name]) for name in TRAINED}
   return IPFHState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)

@@ -36,6 +36,7 @@ class Objective(NamedTuple):
   restoration_update: str = "step"   # config.restoration.update_every
   fine_tune_restoration: bool = True   # config.restoration.fine_tune: R updated in the policy stage
   pretrain_patches: int = 4     # random patch pairs per face in the "restoration" stage
+  pretrain_repairs: int = 0     # ... cut from ỹ after up to this many random repairs by R (0: from ỹ, the paper)
 
 
 def resize_bilinear(images: jax.Array, size: int) -> jax.Array:

@@ -91,23 +91,68 @@ def cognition_step(networks: Networks, optimizers: dict, margin: float, state: I
 
 
 def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: int, count: int,
-                       rng) -> dict:
+                       rng, states: tuple[jax.Array, jax.Array] | None = None) -> dict:
   """`count` random patch pairs per face: ỹ patch, y patch and the LR input's patch, flattened to (B·count, ...).
 
-  Every corner of the valid range is equally likely (uniform top-left in [0, H − P]).
+  Every corner of the valid range is equally likely (uniform top-left in [0, H − P]). With `states`
+  (`random_repair_states`: images (B, S, H, W, 3) and their repaired pixels (B, S, H, W)) each pair is cut
+  from one of a face's S image states, each equally likely, and that state is R's image input; without,
+  from ỹ. "repaired" is the patch's map of pixels repaired before (all False on ỹ).
   """
   batch_size, height, width, _ = coarse.shape
   tops = jax.random.randint(jax.random.fold_in(rng, 0), (batch_size, count), 0, height - patch_size + 1)
   lefts = jax.random.randint(jax.random.fold_in(rng, 1), (batch_size, count), 0, width - patch_size + 1)
+  if states is None:
+    images = jnp.broadcast_to(coarse[:, None], (batch_size, count) + coarse.shape[1:])
+    covered = jnp.zeros(images.shape[:-1], bool)
+  else:
+    picks = jax.random.randint(jax.random.fold_in(rng, 2), (batch_size, count), 0, states[0].shape[1])
+    images, covered = (x[jnp.arange(batch_size)[:, None], picks] for x in states)
 
-  def cut(image, lr_image, target, top, left):
+  def cut(image, covered, lr_image, target, top, left):
     slice_ = lambda x: jax.lax.dynamic_slice(x, (top, left, 0), (patch_size, patch_size, x.shape[-1]))
     return {"image": image, "patch": slice_(image), "target_patch": slice_(target),
+            "repaired": rollout_lib.patch_repaired(covered, (top, left), patch_size),
             "lr_patch": rollout_lib.low_resolution_patch(lr_image, top, left, patch_size, scale)}
 
-  per_patch = jax.vmap(jax.vmap(cut, in_axes=(None, None, None, 0, 0)))
-  pairs = per_patch(coarse, batch["input"], batch["target"], tops, lefts)
+  per_patch = jax.vmap(jax.vmap(cut, in_axes=(0, 0, None, None, 0, 0)))
+  pairs = per_patch(images, covered, batch["input"], batch["target"], tops, lefts)
   return jax.tree.map(lambda x: x.reshape((batch_size * count,) + x.shape[2:]), pairs)
+
+
+def random_repair_states(restoration_params: dict, networks: Networks, coarse: jax.Array, patch_size: int,
+                         repairs: int, rng) -> tuple[jax.Array, jax.Array]:
+  """(images (B, repairs + 1, H, W, 3), repaired pixels (B, repairs + 1, H, W) bool): ỹ and the image state
+  after each of `repairs` repairs by R (these parameters, no gradient) of patches at uniformly random
+  corners, each written into the image in turn as the hallucinator's rollout does (ŷ_t, Eq. 4), so later
+  repairs overlap earlier ones.
+
+  Not in the paper (config.restoration.pretrain_repairs, docs/ipfh.md "R alive"): the states R repairs
+  after the first step hold its own earlier repairs; pretrained on ỹ alone, R overshoots there.
+  """
+  batch_size, height, width, _ = coarse.shape
+  tops = jax.random.randint(jax.random.fold_in(rng, 3), (repairs, batch_size), 0, height - patch_size + 1)
+  lefts = jax.random.randint(jax.random.fold_in(rng, 4), (repairs, batch_size), 0, width - patch_size + 1)
+  size = (patch_size, patch_size, coarse.shape[-1])
+  cut = jax.vmap(lambda image, top, left: jax.lax.dynamic_slice(image, (top, left, 0), size))
+  cut_mask = jax.vmap(lambda covered, top, left: rollout_lib.patch_repaired(covered, (top, left), patch_size))
+  write = jax.vmap(lambda image, patch, top, left: jax.lax.dynamic_update_slice(image, patch, (top, left, 0)))
+  mark = jax.vmap(lambda covered, top, left: jax.lax.dynamic_update_slice(
+      covered, jnp.ones((patch_size, patch_size), bool), (top, left)))
+
+  def repair(state, corner):
+    images, covered = state
+    top, left = corner
+    repaired = networks.restoration.apply({"params": restoration_params}, images, cut(images, top, left),
+                                          cut_mask(covered, top, left))
+    state = (write(images, repaired, top, left), mark(covered, top, left))
+    return state, state
+
+  start = (coarse, jnp.zeros(coarse.shape[:-1], bool))
+  _, later = jax.lax.scan(repair, start, (tops, lefts))
+  images, covered = (jnp.concatenate([first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
+                     for first, rest in zip(start, later))
+  return jax.lax.stop_gradient(images), covered
 
 
 def restoration_step(networks: Networks, optimizers: dict, objective: Objective, selection: Selection,
@@ -117,18 +162,27 @@ def restoration_step(networks: Networks, optimizers: dict, objective: Objective,
 
   A pair is a patch of the coarse image ỹ (R's input, with ỹ as the image
   state) and the ground truth's patch at the same place; L_p's LR terms
-  compare D(p̂) with the LR input's patch (or D(y_p), `lr_reference`).
+  compare D(p̂) with the LR input's patch (or D(y_p), `lr_reference`). With
+  config.restoration.pretrain_repairs = n > 0 (not in the paper) the patch is
+  cut from ỹ or from ỹ after k ≤ n of R's own repairs at random places
+  (`random_repair_states`), so R also learns the states it meets after the
+  first step of a rollout.
   """
   del frozen
   coarse = jax.lax.stop_gradient(coarse_images(state.params, networks, batch["input"]))
+  states = None
+  if objective.pretrain_repairs:
+    states = random_repair_states(state.params["restoration"], networks, coarse, selection.patch_size,
+                                  objective.pretrain_repairs, rng)
   pairs = random_patch_pairs(coarse, batch, selection.patch_size, selection.scale,
-                             objective.pretrain_patches, rng)
+                             objective.pretrain_patches, rng, states)
   fixed = state.params
   lr_target = jax.vmap(lambda target_patch, lr_patch: lr_reference(
       fixed, networks, objective.lr_reference, target_patch, lr_patch))(pairs["target_patch"], pairs["lr_patch"])
 
   def loss_fn(restoration):
-    repaired = networks.restoration.apply({"params": restoration}, pairs["image"], pairs["patch"])
+    repaired = networks.restoration.apply({"params": restoration}, pairs["image"], pairs["patch"],
+                                          pairs["repaired"])
     losses = dual_domain_loss({**fixed, "restoration": restoration}, networks, repaired,
                               pairs["target_patch"], lr_target)
     mse_after = jnp.mean(mean_squared_error(repaired, pairs["target_patch"]))

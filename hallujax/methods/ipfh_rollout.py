@@ -290,6 +290,12 @@ def _slice_patch(image, top, left, size):
   return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, image.shape[-1]))
 
 
+def patch_repaired(covered: jax.Array, corner: jax.Array, size: int) -> jax.Array:
+  """(P, P) bool: which of the patch's pixels at `corner` were repaired before (R's fourth input channel
+  with config.restoration.sees_repaired)."""
+  return jax.lax.dynamic_slice(covered, (corner[0], corner[1]), (size, size))
+
+
 def candidate_corners(height: int, width: int, patch_size: int, stride: int) -> jax.Array:
   """(K, 2) top-left corners every `stride` pixels, the last flush with the border (the oracle's choices)."""
   def positions(extent):
@@ -302,12 +308,15 @@ def candidate_corners(height: int, width: int, patch_size: int, stride: int) -> 
 
 
 def oracle_corner(params: dict, networks: Networks, settings: RolloutSettings, image: jax.Array,
-                  target: jax.Array) -> jax.Array:
+                  target: jax.Array, covered: jax.Array | None = None) -> jax.Array:
   """The candidate patch whose repair by R lowers the squared error to the ground truth most (greedy).
 
   Not in the paper: an upper bound for Table VII's rows (a selection that knows
   y). Only the chosen patch changes, so the patch's error change is the image's.
+  `covered` (H, W) bool: the pixels repaired at earlier steps (None: none yet).
   """
+  if covered is None:
+    covered = jnp.zeros(image.shape[:2], bool)
   size = settings.patch_size
   corners = candidate_corners(image.shape[0], image.shape[1], size,
                               settings.oracle_stride or max(size // 2, 1))
@@ -315,8 +324,9 @@ def oracle_corner(params: dict, networks: Networks, settings: RolloutSettings, i
   feature = networks.restoration.apply(restoration, image, method="encode_image")
   patches = jax.vmap(lambda c: _slice_patch(image, c[0], c[1], size))(corners)
   targets = jax.vmap(lambda c: _slice_patch(target, c[0], c[1], size))(corners)
+  masks = jax.vmap(lambda c: patch_repaired(covered, c, size))(corners)
   repaired = networks.restoration.apply(restoration, jnp.broadcast_to(feature, (len(corners),) + feature.shape),
-                                        patches, method="repair")
+                                        patches, masks, method="repair")
   gains = (jnp.sum(jnp.square(patches - targets), axis=(1, 2, 3))
            - jnp.sum(jnp.square(repaired - targets), axis=(1, 2, 3)))
   return corners[jnp.argmax(gains)]
@@ -339,7 +349,7 @@ def choose(params: dict, networks: Networks, settings: RolloutSettings, example:
     entropy = -jnp.sum(jnp.exp(log_probs) * log_probs)
     return action, jnp.stack([top, left]), log_probs[action], entropy, value
   if settings.chooser == "oracle":
-    corner = oracle_corner(params, networks, settings, image, example["target"])
+    corner = oracle_corner(params, networks, settings, image, example["target"], repaired_pixels)
     action = ((corner[0] + size // 2) * width + corner[1] + size // 2).astype(jnp.int32)
     return action, corner, zero, zero, zero
   top, left = patch_corner(forced_action, height, width, size)
@@ -367,7 +377,8 @@ def rollout_step(params: dict, networks: Networks, settings: RolloutSettings, ex
                  reduction instead of minus the total patch loss.
   """
   record = _choose_and_cut(params, networks, settings, example, carry, step_input)
-  repaired = networks.restoration.apply({"params": params["restoration"]}, record.image, record.patch)
+  repaired = networks.restoration.apply({"params": params["restoration"]}, record.image, record.patch,
+                                        patch_repaired(record.covered, record.corner, settings.patch_size))
   record = _scored(params, networks, settings, record, repaired)
   return _next_carry(carry, record, settings.patch_size), record
 
@@ -446,7 +457,9 @@ def rollout(params: dict, networks: Networks, settings: RolloutSettings, example
     record = choose_and_cut(now, examples, carry, step_input)
 
     def patch_loss(restoration_params):
-      repaired = restoration.apply({"params": restoration_params}, record.image, record.patch)
+      repaired = restoration.apply({"params": restoration_params}, record.image, record.patch,
+                                   jax.vmap(patch_repaired, in_axes=(0, 0, None))(
+                                       record.covered, record.corner, settings.patch_size))
       scored_record = scored({**now, "restoration": restoration_params}, record, repaired)
       return jnp.mean(scored_record.patch_loss), scored_record
 
@@ -478,9 +491,11 @@ def replay(restoration_params, networks: Networks, coarse: jax.Array, records: S
   """
   batch, steps = records.action.shape
   flat = lambda x: x.reshape((batch * steps,) + x.shape[2:])
+  size = records.patch.shape[-2]
+  masks = jax.vmap(patch_repaired, in_axes=(0, 0, None))(flat(records.covered), flat(records.corner), size)
   repaired = networks.restoration.apply({"params": restoration_params},
                                         jax.lax.stop_gradient(flat(records.image)),
-                                        jax.lax.stop_gradient(flat(records.patch)))
+                                        jax.lax.stop_gradient(flat(records.patch)), masks)
   repaired = repaired.reshape((batch, steps) + repaired.shape[1:])
   write = jax.vmap(lambda image, patch, corner: jax.lax.dynamic_update_slice(
       image, patch, (corner[0], corner[1], 0)))

@@ -180,12 +180,19 @@ class LocalRestoration(nn.Module):
   place) and `repair` (patch branch + decoder) split `__call__` so the oracle
   selection can score many candidate patches of one image state at the cost of
   one image branch.
+
+  `sees_repaired` (config.restoration.sees_repaired; not in the paper, whose
+  R sees only the image and the patch): the patch branch also reads a fourth
+  channel, 1 on the patch's pixels that an earlier step already repaired, so R
+  can tell a patch it repaired from one it did not (without it, an R that
+  improves fresh patches overshoots on repaired ones; docs/ipfh.md "R alive").
   """
 
   patch_size: int = 32
   features: int = 128
   patch_layers: int = 3
   decoder_layers: int = 3
+  sees_repaired: bool = False
 
   def setup(self):
     # Names as the former compact module's: image_down_i, image_out, patch_i, decoder_i, decoder_out.
@@ -203,11 +210,16 @@ class LocalRestoration(nn.Module):
       feature = nn.relu(self.image_down[index](feature))
     return nn.relu(self.image_out(feature))
 
-  def repair(self, image_feature: jax.Array, patch: jax.Array) -> jax.Array:
-    """Patch branch and decoder: the repaired patch p̂ = p + residual."""
+  def repair(self, image_feature: jax.Array, patch: jax.Array, repaired: jax.Array | None = None) -> jax.Array:
+    """Patch branch and decoder: the repaired patch p̂ = p + residual. `repaired` (P, P) bool: the patch's
+    pixels repaired before this step, read only with `sees_repaired`."""
     if patch.shape[-1] != 3:
       raise ValueError(f"LocalRestoration repairs 3-channel patches; got {patch.shape[-1]} channels.")
     patch_feature = patch
+    if self.sees_repaired:
+      if repaired is None:
+        raise ValueError("LocalRestoration(sees_repaired=True) needs the patch's map of repaired pixels.")
+      patch_feature = jnp.concatenate([patch, repaired.astype(patch.dtype)[..., None]], axis=-1)
     for layer in self.patch:
       patch_feature = nn.relu(layer(patch_feature))
     fused = jnp.concatenate([image_feature, patch_feature], axis=-1)
@@ -215,8 +227,8 @@ class LocalRestoration(nn.Module):
       fused = nn.relu(layer(fused))
     return patch + self.decoder_out(fused)
 
-  def __call__(self, image: jax.Array, patch: jax.Array) -> jax.Array:
-    return self.repair(self.encode_image(image), patch)
+  def __call__(self, image: jax.Array, patch: jax.Array, repaired: jax.Array | None = None) -> jax.Array:
+    return self.repair(self.encode_image(image), patch, repaired)
 
 
 class DualConsistency(nn.Module):

@@ -164,7 +164,7 @@ def gain_map(config, workdir: str, batches: int) -> dict[str, np.ndarray]:
     lr_targets = jax.vmap(lambda t, x: rollout_lib.lr_reference(params, networks, config.loss.lr_reference, t, x))(
         targets, lr_patches)
     repaired = networks.restoration.apply(restoration, jnp.broadcast_to(feature, (cells,) + feature.shape),
-                                          patches, method="repair")
+                                          patches, jnp.zeros(patches.shape[:-1], bool), method="repair")
     pixel = (jnp.sum(jnp.square(patches - targets), (1, 2, 3)) - jnp.sum(jnp.square(repaired - targets), (1, 2, 3)))
     improvement = (rollout_lib.dual_domain_loss(params, networks, patches, targets, lr_targets)
                    - rollout_lib.dual_domain_loss(params, networks, repaired, targets, lr_targets))
