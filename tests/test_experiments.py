@@ -458,19 +458,24 @@ def test_unknown_tables_and_orders_are_refused(toy):
     experiments.load_table("toy")
 
 
-def test_prerequisite_runs_are_trained_first_and_named_in_row_configs(tmp_path, monkeypatch):
+def table_with_prerequisite(tmp_path, monkeypatch, name: str, row_spec: str):
+  """(a one-row table whose prerequisite `name` is OTHER's run, the fake that records its commands)."""
   tables = tmp_path / "tables"
   tables.mkdir()
   (tables / "needs.py").write_text(f'''
 from hallujax.experiments import Row, Table
 def table():
   return Table(name="needs", title="t", paper="none", budget="b", recognizer="",
-               prerequisites=(("prior", "{OTHER}"),), rows=(Row("A", "{SPEC},data.data_dir={{prior}}"),))
+               prerequisites=(({name!r}, {OTHER!r}),), rows=(Row("A", {row_spec!r}),))
 ''')
   monkeypatch.setattr(experiments, "TABLES_DIRECTORY", str(tables))
   fake = FakeCommands()
   monkeypatch.setattr(experiments, "run_logged", fake)
-  table = experiments.load_table("needs")
+  return experiments.load_table("needs"), fake
+
+
+def test_prerequisite_runs_are_trained_first_and_named_in_row_configs(tmp_path, monkeypatch):
+  table, fake = table_with_prerequisite(tmp_path, monkeypatch, "prior", f"{SPEC},data.data_dir={{prior}}")
   experiments.run_table(table, [0], str(tmp_path / "root"))
   prerequisite_workdir = str(tmp_path / "root" / "runs" / experiments.slug(OTHER) / "seed_0")
   first, second = fake.commands[0], fake.commands[1]
@@ -494,18 +499,7 @@ def table():
 def test_a_row_trained_with_the_current_prerequisite_through_a_variant_option_is_reused(tmp_path, monkeypatch):
   """PCFH's ``lightcnn={lightcnn}`` is a variant option that sets weights.lightcnn: the saved config holds the
   prerequisite there, not under the option's name."""
-  tables = tmp_path / "tables"
-  tables.mkdir()
-  (tables / "variant.py").write_text(f'''
-from hallujax.experiments import Row, Table
-def table():
-  return Table(name="variant", title="t", paper="none", budget="b", recognizer="",
-               prerequisites=(("lightcnn", "{OTHER}"),), rows=(Row("A", "configs/pcfh.py:smoke,lightcnn={{lightcnn}}"),))
-''')
-  monkeypatch.setattr(experiments, "TABLES_DIRECTORY", str(tables))
-  fake = FakeCommands()
-  monkeypatch.setattr(experiments, "run_logged", fake)
-  table = experiments.load_table("variant")
+  table, _ = table_with_prerequisite(tmp_path, monkeypatch, "lightcnn", "configs/pcfh.py:smoke,lightcnn={lightcnn}")
   root = str(tmp_path / "root")
   prerequisite_workdir = experiments.run_for(root, OTHER, 0).workdir
   row_workdir = experiments.run_for(root, table.rows[0].config, 0, table).workdir
