@@ -143,6 +143,23 @@ def test_variants_build_the_networks_they_name():
   assert get_method("vividgan") is vividgan
 
 
+def test_fig8_rows_differ_only_in_the_prior_and_get_the_longer_joint_stage():
+  """Fig. 8's rows (configs/tables/vividgan_fig8.py) train the same coarse and joint steps; stage (ii) is
+  VividGAN's alone, and the joint stage is the fig8 variant's longer one, not tiny's."""
+  def phase_counts(variant):
+    config = vividgan_config.get_config(variant)
+    method = vividgan.make(config)
+    phases = [method.schedule(step) for step in range(config.train.steps)]
+    return {phase: phases.count(phase) for phase in vividgan.STAGES}
+
+  estimated = phase_counts("fig8")
+  assert estimated["touching_up"] > 0
+  for prior in ("none", "ground_truth"):
+    assert phase_counts(f"fig8,model.prior={prior}") == dict(estimated, touching_up=0)
+  assert estimated["joint"] > phase_counts("tiny")["joint"]
+  assert estimated["coarse"] == phase_counts("tiny")["coarse"]
+
+
 def test_paper_config_matches_the_paper():
   config = vividgan_config.get_config("")
   assert (config.data.input_size, config.data.target_size, config.data.pairing) == (16, 128, "frontalize")
