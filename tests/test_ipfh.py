@@ -486,6 +486,9 @@ def test_paper_config_matches_the_paper():
   assert local.train.steps == table.train.steps + 300 - table.stage_steps.restoration
   assert (local.policy.steps, local.data.target_size) == (table.policy.steps, table.data.target_size)
   assert table.data.local_degradation == ""   # off unless asked for
+  # Table VII's setting: table7_alive's R and data, the discs occluded instead of shaded (docs/ipfh.md)
+  occluded = load_config("table7_occlusion")
+  assert occluded.to_json() == load_config("table7_alive,data.local_degradation=occlusion").to_json()
   assert load_config("coarse").train.batch_size == 128   # §III-C; smoke keeps its batch
   with pytest.raises(ValueError, match="smoke,stage=policy"):
     load_config("smoke+policy")
