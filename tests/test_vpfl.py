@@ -148,10 +148,18 @@ def tiny_config(strategy="vpfl"):
 
 
 @pytest.fixture(scope="module")
-def setup():
+def initial():
+  """The tiny VPFL method and its state from key 0, initialized once for the module by one compiled program (op
+  by op, the initialization took two of the evaluation test's five minutes under load)."""
+  method = vpfl.make(tiny_config())
+  return method, jax.jit(method.init)(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def setup(initial):
   config = tiny_config()
   local = vpfl.local_update(config)
-  params = jax.jit(local.init_params)(jax.random.key(0))
+  params = initial[1].global_params     # Θ^0, VPGAN's init_params of key 0: every client starts from it
   frozen = jax.jit(local.vpgan.init_frozen)(jax.random.key(1))
   batches = pipeline.train_dataset(config)
   batch = {name: jnp.asarray(value) for name, value in next(iter(batches)).items()
@@ -188,20 +196,20 @@ def test_at_the_round_start_a_vpfl_local_step_is_vpgans_step(setup):
   np.testing.assert_allclose(metrics["loss_generator"], their_metrics["loss_generator"], rtol=1e-5)
 
 
-def test_evaluation_reports_the_last_rounds_client_drift_and_mpr_share(setup):
+def test_evaluation_reports_the_last_rounds_client_drift_and_mpr_share(setup, initial):
   """client_drift and mpr_loss_share (the tables' "clients drift" and "MPR alive" checks) read the clients as
   they were just before Eq. 8's mean: 0 before any round; after a round, the clients' codes
   have left the round's global model's and MPR carries a share of each client's generator loss."""
   _, _, _, frozen, batch, _ = setup
-  method = vpfl.make(tiny_config())
-  state = method.init(jax.random.key(0))
+  method, initial_state = initial
+  state = initial_state
   evaluate = jax.jit(method.eval_step)
   before = jax.device_get(evaluate(state, frozen, batch))
   # 0 up to rounding: the clients' codes come from a loop over the stacked clients, the global's from one call.
   assert float(np.mean(before["client_drift"])) < 1e-6 and float(np.mean(before["mpr_loss_share"])) < 1e-6
   # One aggregating step: a round of one local step (one compiled program instead of two).
   state, _ = jax.jit(method.steps["local_aggregate"])(state, frozen, batch, jax.random.key(0))
-  chex.assert_trees_all_equal(state.last_round["global_params"], method.init(jax.random.key(0)).global_params)
+  chex.assert_trees_all_equal(state.last_round["global_params"], initial_state.global_params)
   after = jax.device_get(evaluate(state, frozen, batch))
   assert float(np.mean(after["client_drift"])) > 1e-4
   assert 0.0 < float(np.mean(after["mpr_loss_share"])) < 1.0
@@ -209,10 +217,9 @@ def test_evaluation_reports_the_last_rounds_client_drift_and_mpr_share(setup):
 
 
 @pytest.mark.slow
-def test_vmapped_round_equals_clients_run_one_after_another(setup):
+def test_vmapped_round_equals_clients_run_one_after_another(setup, initial):
   config, local, params, frozen, batch, step = setup
-  method = vpfl.make(config)
-  state = method.init(jax.random.key(0))
+  method, state = initial
   assert method.schedule(0) == "local" and method.schedule(1) == "local_aggregate"
   new_state, _ = jax.jit(method.steps["local_aggregate"])(state, frozen, batch, jax.random.key(0))
 
@@ -263,13 +270,12 @@ def test_centralized_trains_one_model_on_both_sites_and_reports_each_site():
 
 
 @pytest.mark.slow
-def test_clients_split_over_a_mesh_axis_give_the_same_round(setup):
+def test_clients_split_over_a_mesh_axis_give_the_same_round(setup, initial):
   """mesh.clients = 2 of 8 devices (each device group steps one client, its batch over 4 data devices) gives the
   round and the evaluation of the unsharded program. The SPMD partitioner alone rejected this program
   (docs/vpfl.md); the local steps now run under shard_map over the clients axis."""
   _, _, _, frozen, batch, _ = setup
-  method = vpfl.make(tiny_config())
-  state = method.init(jax.random.key(0))
+  method, state = initial
   expected = jax.jit(method.steps["local_aggregate"])(state, frozen, batch, jax.random.key(0))
   expected_evaluation = jax.jit(method.eval_step)(expected[0], frozen, batch)
 
