@@ -299,8 +299,8 @@ def table7_occlusion(c) -> None:
   each pixel once, got most of what choosing could (oracle − grid +0.28 dB). An occluded disc hides the face
   under it: R gains there and loses a little on patches with nothing hidden, so a selection that finds the discs
   beats one that repairs everywhere. Measured on the no-policy prefix, 64 test faces (docs/ipfh.md has the
-  commands, seed 1 and the candidates that failed: blur, and the shaded discs): grid − ỹ +0.44, random − ỹ
-  +0.40, oracle − ỹ +0.99, oracle − grid +0.55 dB at seed 0."""
+  commands and the candidates that failed: blur, and the shaded discs): grid − ỹ +0.44 / +1.02, random − ỹ
+  +0.40 / +0.82, oracle − ỹ +0.99 / +1.65, oracle − grid +0.55 / +0.64 dB at seeds 0 / 1."""
   c.data.local_degradation = "occlusion"
 
 
