@@ -23,8 +23,8 @@ from hallujax.experiments import (Row, Table, eval_step_at_least, eval_step_at_m
 # "Room for choosing where"). On table7 the oracle was only +0.14 dB over ỹ, so no choice of locations could matter;
 # on table7_local (shaded discs) R was dead (random −0.52 dB under ỹ); on table7_alive (shaded discs, R alive) the
 # grid got most of the headroom (oracle − grid +0.28 dB). With the discs occluded, R gains where the face is hidden
-# and not elsewhere: on the seed-0 prefix grid +0.44, random +0.40, oracle +0.99 dB over ỹ, oracle − grid +0.55 dB
-# (docs/ipfh.md). Not the paper's data: the paper's faces are CelebA at ×8, with no occluders.
+# and not elsewhere: on the seed-0 / seed-1 prefixes grid +0.44 / +1.02, random +0.40 / +0.82, oracle +0.99 / +1.65 dB
+# over ỹ, oracle − grid +0.55 / +0.64 dB (docs/ipfh.md "Room for choosing where"). Not the paper's data: the paper's faces are CelebA at ×8, with no occluders.
 BASE = "configs/ipfh.py:table7_occlusion"
 # The recipe with which the policy learned on table7_local (issue #28, docs/ipfh.md "A policy that learns"; none of
 # it is the paper's default): a 64-cell action grid and a convolutional score head; r_s = L_p before − after the
