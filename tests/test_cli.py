@@ -40,8 +40,11 @@ def run(module, *args, cwd=REPO, **environment):
 
 
 def test_train_writes_everything_and_resumes_after_exit(tmp_path):
-  # A relative --workdir, as a user types it (orbax itself wants absolute paths).
-  first = run("hallujax.train", *TINY_FHGAN, "--workdir=run", "--config.train.steps=2", cwd=tmp_path)
+  # A relative --workdir, as a user types it (orbax itself wants absolute paths). Both pretraining steps in the
+  # first run and the joint phase in the resumed one: each run compiles one named step, and the resume crosses
+  # the phase boundary.
+  pretrain_both = "--config.train.pretrain_steps=2"
+  first = run("hallujax.train", *TINY_FHGAN, pretrain_both, "--workdir=run", "--config.train.steps=2", cwd=tmp_path)
   workdir = tmp_path / "run"
   assert first.returncode == 0, first.stderr[-3000:]
   assert "step 2/2" in first.stdout and "/s wait" in first.stdout and "ETA" in first.stdout
@@ -55,10 +58,10 @@ def test_train_writes_everything_and_resumes_after_exit(tmp_path):
   assert (workdir / "images" / "step_0000002.png").exists()
   assert (workdir / "checkpoints" / "2").is_dir()
 
-  second = run("hallujax.train", *TINY_FHGAN, f"--workdir={workdir}", "--config.train.steps=4")
+  second = run("hallujax.train", *TINY_FHGAN, pretrain_both, f"--workdir={workdir}", "--config.train.steps=4")
   assert second.returncode == 0, second.stderr[-3000:]
   assert f"Resuming from {workdir / 'checkpoints' / '2'} (step 2)" in second.stdout
-  assert "step 3/4" in second.stdout and "step 1/4" not in second.stdout
+  assert "step 3/4 joint" in second.stdout and "step 1/4" not in second.stdout
   assert (workdir / "checkpoints" / "4").is_dir()
 
 
