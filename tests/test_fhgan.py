@@ -12,6 +12,7 @@ from configs import fhgan as fhgan_config
 from hallujax import optim
 from hallujax.methods import fhgan
 from hallujax.models import dsnet
+from hallujax.nn.initialization import fast_key
 
 
 def test_exponential_offsets_follow_eq3():
@@ -82,6 +83,12 @@ PRETRAIN_STEPS = 1000   # long enough that the learning-rate decay stays mild ov
 LEARNING_STEPS = 250
 
 
+def frozen_key():
+  """An rbg key for the frozen tree, a randomly initialized VGG-19 (no weights in the tests): its 20M parameters
+  drawn with a threefry key took 42 s to compile here (load 15); no test depends on its particular values."""
+  return fast_key(jax.random.key(1))
+
+
 @pytest.fixture(scope="module")
 def tiny():
   """A tiny FH-GAN, its first state and frozen tree, its two phase steps and evaluation, compiled once."""
@@ -89,7 +96,7 @@ def tiny():
   config.optim.generator.learning_rate = 3e-3
   method = fhgan.make(config)
   state = jax.jit(method.init)(jax.random.key(0))
-  frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+  frozen = jax.jit(method.init_frozen)(frozen_key())
   steps = {name: jax.jit(functools.partial(step, frozen=frozen)) for name, step in method.steps.items()}
   evaluate = jax.jit(functools.partial(method.eval_step, frozen=frozen))
   return config, method, state, steps, evaluate
@@ -134,7 +141,7 @@ def test_paper_phases_run_arcface_then_gan_based_dsnet_then_joint_with_n_critic_
   method = fhgan.make(config)
   assert [method.schedule(step) for step in range(6)] == ["arcface"] * 2 + ["gan"] * 2 + ["joint"] * 2
   state = jax.jit(method.init)(jax.random.key(0))
-  frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+  frozen = jax.jit(method.init_frozen)(frozen_key())
   batch = tiny_batch(config)
   after_arcface, arcface_metrics = jax.jit(method.steps["arcface"])(state, frozen, batch, jax.random.key(2))
   assert changed_networks(state, after_arcface) == {"recognizer", "margin_head"}
