@@ -17,8 +17,11 @@ target): just under outputs_vary's 0.5. With the 6,000-step prior (docs/results/
 check passes on seeds 0-1 (diversity 0.65-0.67, MPR 5.5% of the loss, client_drift 0.96 without MPR); at seeds 0-4
 of the MPR comparison's rows, seed 3 fails outputs_vary in both (diversity 0.49) and outputs_follow_inputs in VPFL
 (7 × chance), so that comparison is invalid at this budget. Table 5's prior is now the 30,000-step one (issue 32: the
-6,000-step prior fails the prior check on 512 samples, 0.38; the 30,000-step passes, 0.94; docs/vpgan.md); these rows
-were not yet measured with it.
+6,000-step prior fails the prior check on 512 samples, 0.38; the 30,000-step passes, 0.94; docs/vpgan.md). With it
+(seed 0, docs/results/vpfl_table6.md) every federated comparison is invalid: VPFL's outputs reach 0.48 of the
+targets' diversity and follow their inputs at 9 × chance, FedProx's at 7 × (the check asks 10 ×), while Centralized,
+one model on both sites for the same 120 steps, passes (0.58, 22 ×) and MPR (6.6% of the loss) and the drift (0.86)
+are alive. Each client here trains 120 steps of batch 4 where Table 5's VPGAN rows train 300: the next budget to try.
 """
 
 from configs.tables import RECOGNIZER_64
