@@ -59,10 +59,11 @@ import ml_collections
 
 from hallujax.config_base import apply_variant_options, base_config, parse_variant
 
-VARIANTS = ("", "coarse", "cognition", "restoration", "policy", "smoke", "ablation", "table7", "table7_local",
-            "table7_alive", "table7_occlusion")
+# Table VII's variants, each the one before it plus its own change (the functions of the same names).
+TABLE7_VARIANTS = ("table7", "table7_local", "table7_alive", "table7_occlusion")
+VARIANTS = ("", "coarse", "cognition", "restoration", "policy", "smoke", "ablation", *TABLE7_VARIANTS)
 STAGES = ("coarse", "cognition", "restoration", "policy", "all")
-SMALL = ("smoke", "ablation", "table7", "table7_local", "table7_alive", "table7_occlusion")
+SMALL = ("smoke", "ablation", *TABLE7_VARIANTS)
 
 
 def adam_decay(learning_rate: float, final_learning_rate: float, steps) -> ml_collections.ConfigDict:
@@ -223,14 +224,15 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       c.data.update(eval_size=128)   # 16 batches of 8 test faces
       c.train.update(eval_every=510, image_every=510, checkpoint_every=510, eval_batches=16)
       c.policy.update(steps=20, random_patches=30)   # paper: T = 20, 30 random patches
-    if name in ("table7", "table7_local", "table7_alive", "table7_occlusion"):
+    if name in TABLE7_VARIANTS:
+      layers = TABLE7_VARIANTS[:TABLE7_VARIANTS.index(name) + 1]   # the named variant and those it builds on
       table7(c, coarse_steps, cognition_steps, restoration_steps, policy_steps)
-    if name in ("table7_local", "table7_alive", "table7_occlusion"):
-      table7_local(c, restoration_steps)
-    if name in ("table7_alive", "table7_occlusion"):
-      table7_alive(c, restoration_steps)
-    if name == "table7_occlusion":
-      table7_occlusion(c)
+      if "table7_local" in layers:
+        table7_local(c, restoration_steps)
+      if "table7_alive" in layers:
+        table7_alive(c, restoration_steps)
+      if "table7_occlusion" in layers:
+        table7_occlusion(c)
   elif name in ("coarse", "cognition", "restoration", "policy"):
     options = {"stage": name, **options}
 
