@@ -112,12 +112,16 @@ def jit_steps(method: Method, config, mesh, state_shardings, frozen_shardings) -
 
 
 def abstract_arguments(tree):
-  """ShapeDtypeStructs of `tree`'s arrays (shape, dtype, weak type): what a jitted call specializes on.
+  """ShapeDtypeStructs of `tree`'s arrays (shape, dtype, sharding, weak type): what a jitted call specializes on.
 
-  Shardings are left to the program's own `in_shardings`, so lowering these gives the program a call with
-  the arrays themselves would build.
+  The arrays' own shardings are kept, not left to the program's `in_shardings`: an array's abstract value
+  carries its mesh, and tracing with or without it gives different programs (with it, JAX adds `reshard`
+  ops and `out_sharding`s), so a structure without it lowered to another module than a call with the arrays
+  does. The two then had different persistent-cache keys, and a resumed run compiled again a step its first
+  run had compiled ahead (issue 30, item 3).
   """
   return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                        sharding=getattr(leaf, "sharding", None),
                                                         weak_type=bool(getattr(leaf, "weak_type", False))), tree)
 
 
@@ -154,10 +158,12 @@ class StepsCompiledAhead:
   state it returned, the frozen tree, its batch, the key), the held-out
   evaluation and the image grid (with the session's evaluation batch). The
   label names the program in messages ("the 'joint' step", "the evaluation
-  program"). Each is lowered for its arguments' abstract shapes with the same
-  jitted function (`jax.jit(...).lower(...).compile()`: the same donation and
+  program"). Each is lowered for its arguments' abstract values (shapes,
+  dtypes, shardings, weak types: `abstract_arguments`) with the same jitted
+  function (`jax.jit(...).lower(...).compile()`: the same donation and
   shardings, so the same program; the persistent compilation cache is read
-  and written as for a call). ``program(label)`` returns the compiled
+  and written as for a call, and a later process that calls the step finds it
+  there). ``program(label)`` returns the compiled
   program, waiting for its compile if it is still running (a program is
   compiled once: the jitted function is not called for these labels). A
   compile that fails is raised in the main thread by ``program`` or

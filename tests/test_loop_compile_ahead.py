@@ -7,7 +7,10 @@ Also the test method of this module (`config.method = "tests.test_loop_compile_a
 
 import dataclasses
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 import threading
 
 import chex
@@ -18,6 +21,8 @@ from etils import epath
 from hallujax import loop, run_setup
 from tests import tiny
 from tests.tiny import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make(config, context=None):
@@ -189,3 +194,37 @@ def test_ctrl_c_while_waiting_for_a_background_compile_saves_and_stops_without_w
   saved = sorted(int(p.name) for p in (epath.Path(tmp_path) / "checkpoints").iterdir() if p.name.isdigit())
   assert saved == [2]
   assert evaluations == []   # the run stopped before evaluating
+
+
+def train_command(*arguments, **environment) -> subprocess.CompletedProcess:
+  """`python -m hallujax.train` in a new process (one device, as on a laptop)."""
+  env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **environment)
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run([sys.executable, "-m", "hallujax.train", *arguments], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_a_resumed_process_loads_the_step_its_first_run_compiled_ahead_from_the_compilation_cache(tmp_path):
+  """The first process trains warmup (steps 0-1) and main (step 2, compiled ahead in the background); the
+  second resumes at step 3 and calls main's jitted step, compiled on first use. JAX's persistent cache key is
+  the lowered program's, so the second process finds main there only if the ahead-of-time lowering is the
+  one a call builds: with arguments that lacked the arrays' shardings it was not, and the resumed process
+  compiled main again, writing a second `jit_step` entry."""
+  cache = tmp_path / "cache"
+  arguments = ["--config=tests/tiny.py", f"--workdir={tmp_path / 'run'}", "--config.train.warmup_steps=2",
+               "--config.train.checkpoint_every=100", "--config.train.eval_every=100",
+               "--config.train.image_every=100", f"--compilation_cache={cache}"]
+  every_program = dict(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")   # tiny programs compile in < 1 s
+  step_entries = lambda: sorted(path.name for path in cache.glob("jit_step-*"))
+
+  first = train_command(*arguments, "--config.train.steps=3", **every_program)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert ("compiled the 'main' step in the background" in first.stdout
+          or "waiting for the 'main' step's compile (running in the background)" in first.stdout), first.stdout
+  written = step_entries()
+  assert len(written) == 2, written   # warmup (on first use) and main (ahead)
+
+  second = train_command(*arguments, "--config.train.steps=5", **every_program)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "(step 3)" in second.stdout and "compiling the 'main' step" in second.stdout, second.stdout
+  assert step_entries() == written
