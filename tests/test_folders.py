@@ -9,7 +9,7 @@ from PIL import Image
 
 from hallujax.config_base import data_section
 from hallujax import prepare
-from hallujax.data import folders
+from hallujax.data import folders, image_files
 from hallujax.data.sources import make_source
 
 
@@ -62,7 +62,7 @@ def test_celeba_folder_partition_identities_landmarks_and_bad_files(celeba, capl
       source[index]
   assert "skipped 1 unusable image files" in caplog.text
   strict = make_source(data_config(source="celeba_folder", data_dir=celeba, strict=True), "train")
-  with pytest.raises(folders.BadImageError, match="000005.jpg: unreadable"):
+  with pytest.raises(image_files.BadImageError, match="000005.jpg: unreadable"):
     strict[3]
 
 
@@ -70,7 +70,7 @@ def test_small_images_are_rejected_with_their_name(tmp_path):
   save(str(tmp_path / "imgs" / "big.png"), colour(10, (40, 40)))
   save(str(tmp_path / "imgs" / "tiny.png"), colour(10, (20, 40)))
   strict = folders.ImageFolder(data_config(data_dir=str(tmp_path / "imgs"), strict=True), "train")
-  with pytest.raises(folders.BadImageError, match=r"tiny.png: image is 40×20, smaller than the requested 32×32"):
+  with pytest.raises(image_files.BadImageError, match=r"tiny.png: image is 40×20, smaller than the requested 32×32"):
     [strict[i] for i in range(len(strict))]
 
 
@@ -183,10 +183,10 @@ def test_16bit_thermal_images_are_scaled_per_image_not_clipped(tmp_path, extensi
   write_16bit(path, raw)
   with Image.open(path) as opened:
     assert opened.mode.startswith("I;16")
-  folders._announced_rules.clear()
+  image_files._announced_rules.clear()
   with caplog.at_level(logging.INFO):
-    grey = folders.read_image(path, mode="L")
-    rgb = folders.read_image(path)
+    grey = image_files.read_image(path, mode="L")
+    rgb = image_files.read_image(path)
   assert grey.shape == (48, 40, 1) and grey.dtype == np.uint8 and rgb.shape == (48, 40, 3)
   assert_spans_range_and_monotone(grey[0, :, 0])
   np.testing.assert_array_equal(rgb[..., 1], grey[..., 0])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from hallujax import photos, prepare
 from hallujax.config_base import data_section
-from hallujax.data import folders, record_writing
+from hallujax.data import image_files, record_writing
 from hallujax.data.sources import make_source
 
 
@@ -28,7 +28,7 @@ def jpeg_with_orientation(width: int, height: int, orientation: int) -> bytes:
   pixels = np.full((height, width, 3), 30, np.uint8)
   pixels[:, width // 2:] = 220
   exif = Image.Exif()
-  exif[folders.EXIF_ORIENTATION] = orientation
+  exif[image_files.EXIF_ORIENTATION] = orientation
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
   return buffer.getvalue()
@@ -58,16 +58,16 @@ def test_images_over_the_pixel_limit_are_refused_from_the_header(tmp_path, width
   path = tmp_path / "claim.png"
   path.write_bytes(png_claiming(width, height))
   assert path.stat().st_size < 200
-  with pytest.raises(folders.BadImageError, match=r"(max_pixels|unreadable image).*") as error:
-    folders.read_image(str(path))
+  with pytest.raises(image_files.BadImageError, match=r"(max_pixels|unreadable image).*") as error:
+    image_files.read_image(str(path))
   assert str(path) in str(error.value)
 
 
 def test_a_limit_option_refuses_smaller_images_too(tmp_path):
   Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "a.png")
-  assert folders.read_image(str(tmp_path / "a.png")).shape == (40, 50, 3)
-  with pytest.raises(folders.BadImageError, match=r"50×40 pixels .*max_pixels=1999"):
-    folders.read_image(str(tmp_path / "a.png"), max_pixels=1999)
+  assert image_files.read_image(str(tmp_path / "a.png")).shape == (40, 50, 3)
+  with pytest.raises(image_files.BadImageError, match=r"50×40 pixels .*max_pixels=1999"):
+    image_files.read_image(str(tmp_path / "a.png"), max_pixels=1999)
 
 
 def test_training_source_skips_and_counts_bombs_or_fails_with_strict(tmp_path):
@@ -79,7 +79,7 @@ def test_training_source_skips_and_counts_bombs_or_fails_with_strict(tmp_path):
   assert sorted(name.rsplit("/", 1)[-1] for name in source.bad_files) == ["bomb.png", "huge.png"]
   strict = make_source(folder_config(root, strict=True), "train")
   names = [path.rsplit("/", 1)[-1] for path in strict.items]
-  with pytest.raises(folders.BadImageError):
+  with pytest.raises(image_files.BadImageError):
     strict[names.index("bomb.png")]
 
 
@@ -124,9 +124,9 @@ def test_a_file_name_with_a_newline_cannot_forge_lines_of_unusable_txt(tmp_path)
 def test_training_reader_and_photos_turn_exif_orientation_alike(tmp_path, orientation):
   path = tmp_path / "camera.jpg"
   path.write_bytes(jpeg_with_orientation(96, 64, orientation))
-  training = folders.read_image(str(path))
+  training = image_files.read_image(str(path))
   photo = photos.read_photo(str(path))
   expected = (96, 64) if orientation in (6, 8) else (64, 96)   # 6 and 8: the camera was held upright
   assert training.shape[:2] == photo.shape[:2] == expected
-  assert folders.image_size(str(path)) == expected
+  assert image_files.image_size(str(path)) == expected
   np.testing.assert_array_equal(training, photo)

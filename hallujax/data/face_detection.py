@@ -11,7 +11,7 @@ import os
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hallujax.data import folders
+from hallujax.data import image_files
 
 DETECTORS = ("hog", "cnn")
 EXTRAS_MESSAGE = "pip install dlib-bin face-recognition-models (the project's 'eval' extra)"
@@ -33,7 +33,7 @@ def read_photo(source, name: str | None = None) -> np.ndarray:
   name = name or str(source)
   try:
     with Image.open(source) as image:
-      image = folders.upright(image)   # the one EXIF rule of every reader (training data too)
+      image = image_files.upright(image)   # the one EXIF rule of every reader (training data too)
       if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         data = np.asarray(image, np.float64)
         span = max(float(data.max() - data.min()), 1.0)

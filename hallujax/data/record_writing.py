@@ -222,7 +222,7 @@ def _source(split: str):
 def write_shard(shard: Shard) -> dict:
   """Writes one shard (into a temporary file, renamed when complete) and its manifest entry."""
   from array_record.python.array_record_module import ArrayRecordWriter
-  from hallujax.data.folders import BadImageError
+  from hallujax.data.image_files import BadImageError
   settings, counter = _worker["settings"], _worker["counter"]
   out_dir = settings["out_dir"]
   source = _source(shard.split)

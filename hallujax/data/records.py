@@ -31,7 +31,7 @@ import zlib
 import msgpack
 import numpy as np
 
-from hallujax.data import folders
+from hallujax.data import image_files
 
 FORMAT_VERSION = 2
 MAGIC = b"HJX"
@@ -77,11 +77,11 @@ def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
 def decode_image(entry: dict) -> np.ndarray:
   """An "images" entry -> uint8 (H, W, channels), cropped by its box."""
   mode = "L" if entry["channels"] == 1 else "RGB"
-  image = folders.read_image(io.BytesIO(entry["data"]), mode)
+  image = image_files.read_image(io.BytesIO(entry["data"]), mode)
   if image.ndim == 2:
     image = image[..., None]
   if entry.get("box") is not None:
-    image = folders.cut(image, entry["box"])
+    image = image_files.cut(image, entry["box"])
   return image
 
 
@@ -138,6 +138,6 @@ def decode(record: bytes, where: str = "this record") -> dict[str, np.ndarray]:
         example[name] = decode_image(entry)
     for name, other in references.items():
       example[name] = example[other]
-  except (folders.BadImageError, ValueError, KeyError, TypeError) as error:
+  except (image_files.BadImageError, ValueError, KeyError, TypeError) as error:
     raise CorruptRecordError(f"{where}: does not decode ({error}).") from error
   return example

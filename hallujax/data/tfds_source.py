@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from hallujax.data import folders
+from hallujax.data import image_files
 
 _CELEBA_LANDMARKS = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
 _SPLIT_SLICES = {"train": "train[:90%]", "validation": "train[90%:95%]", "test": "train[95%:]"}
@@ -82,7 +82,7 @@ class TfdsSource:
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray]:
     record = self.records[int(index)]
-    image = folders.to_rgb(np.asarray(record["image"]), name=f"{self.name}[{index}]")
+    image = image_files.to_rgb(np.asarray(record["image"]), name=f"{self.name}[{index}]")
     identity = -1
     for key in ("identity", "label"):
       if key in record:
@@ -105,9 +105,9 @@ class TfdsSource:
       elif all(k in landmarks for k in _CELEBA_LANDMARKS):            # older: lefteye = (x, y)
         example["landmarks5"] = np.stack([np.asarray(landmarks[k], np.float32) for k in _CELEBA_LANDMARKS])
     if self.crop:
-      image, offset = folders.centre_crop(image, self.crop, name=f"{self.name}[{index}]")
+      image, offset = image_files.centre_crop(image, self.crop, name=f"{self.name}[{index}]")
       if "landmarks5" in example:
         example["landmarks5"] = example["landmarks5"] - np.asarray(offset[::-1], np.float32)
-    folders.check_size(image, self.minimum_size, f"{self.name}[{index}]")
+    image_files.check_size(image, self.minimum_size, f"{self.name}[{index}]")
     example.update(input=image, target=image, identity=np.int32(identity))
     return example
