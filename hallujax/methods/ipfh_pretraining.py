@@ -110,8 +110,8 @@ def random_patch_pairs(coarse: jax.Array, batch: dict, patch_size: int, scale: i
     images, covered = (x[jnp.arange(batch_size)[:, None], picks] for x in states)
 
   def cut(image, covered, lr_image, target, top, left):
-    slice_ = lambda x: jax.lax.dynamic_slice(x, (top, left, 0), (patch_size, patch_size, x.shape[-1]))
-    return {"image": image, "patch": slice_(image), "target_patch": slice_(target),
+    return {"image": image, "patch": rollout_lib.slice_patch(image, top, left, patch_size),
+            "target_patch": rollout_lib.slice_patch(target, top, left, patch_size),
             "repaired": rollout_lib.patch_repaired(covered, (top, left), patch_size),
             "lr_patch": rollout_lib.low_resolution_patch(lr_image, top, left, patch_size, scale)}
 
@@ -133,8 +133,7 @@ def random_repair_states(restoration_params: dict, networks: Networks, coarse: j
   batch_size, height, width, _ = coarse.shape
   tops = jax.random.randint(jax.random.fold_in(rng, 3), (repairs, batch_size), 0, height - patch_size + 1)
   lefts = jax.random.randint(jax.random.fold_in(rng, 4), (repairs, batch_size), 0, width - patch_size + 1)
-  size = (patch_size, patch_size, coarse.shape[-1])
-  cut = jax.vmap(lambda image, top, left: jax.lax.dynamic_slice(image, (top, left, 0), size))
+  cut = jax.vmap(lambda image, top, left: rollout_lib.slice_patch(image, top, left, patch_size))
   cut_mask = jax.vmap(lambda covered, top, left: rollout_lib.patch_repaired(covered, (top, left), patch_size))
   write = jax.vmap(lambda image, patch, top, left: jax.lax.dynamic_update_slice(image, patch, (top, left, 0)))
   mark = jax.vmap(lambda covered, top, left: jax.lax.dynamic_update_slice(

@@ -286,7 +286,9 @@ def masked_logits(logits: jax.Array, repaired_pixels: jax.Array, stride: int = 1
   return jnp.where(jnp.all(covered), logits, jnp.where(covered, MASKED, logits))
 
 
-def _slice_patch(image, top, left, size):
+def slice_patch(image: jax.Array, top: jax.Array, left: jax.Array, size: int) -> jax.Array:
+  """The (size, size, C) patch of an (H, W, C) image whose top-left pixel is (top, left): the patch p_t that
+  R repairs, in the rollout and in R's pretraining (hallujax.methods.ipfh_pretraining)."""
   return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, image.shape[-1]))
 
 
@@ -322,8 +324,8 @@ def oracle_corner(params: dict, networks: Networks, settings: RolloutSettings, i
                               settings.oracle_stride or max(size // 2, 1))
   restoration = {"params": params["restoration"]}
   feature = networks.restoration.apply(restoration, image, method="encode_image")
-  patches = jax.vmap(lambda c: _slice_patch(image, c[0], c[1], size))(corners)
-  targets = jax.vmap(lambda c: _slice_patch(target, c[0], c[1], size))(corners)
+  patches = jax.vmap(lambda c: slice_patch(image, c[0], c[1], size))(corners)
+  targets = jax.vmap(lambda c: slice_patch(target, c[0], c[1], size))(corners)
   masks = jax.vmap(lambda c: patch_repaired(covered, c, size))(corners)
   repaired = networks.restoration.apply(restoration, jnp.broadcast_to(feature, (len(corners),) + feature.shape),
                                         patches, masks, method="repair")
@@ -391,8 +393,8 @@ def _choose_and_cut(params, networks, settings, example, carry, step_input) -> S
       params, networks, settings, example, (image, last_patch, last_action, repaired_pixels), key,
       forced_action)
   top, left = corner[0], corner[1]
-  patch = _slice_patch(image, top, left, size)
-  target_patch = _slice_patch(example["target"], top, left, size)
+  patch = slice_patch(image, top, left, size)
+  target_patch = slice_patch(example["target"], top, left, size)
   lr_patch = low_resolution_patch(example["input"], top, left, size, settings.scale)
   lr_target = lr_reference(params, networks, settings.lr_reference, target_patch, lr_patch)
   del channels
