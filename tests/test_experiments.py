@@ -360,6 +360,29 @@ def test_eval_step_and_headroom_checks_print_their_values_and_fail_when_not_meas
   assert "A > B on psnr: invalid: MI estimate alive, mi_output_nir not measured" in markdown
 
 
+def test_a_dead_added_component_invalidates_only_the_comparison_of_the_row_that_adds_it():
+  """An ablation where each row adds one loss (VividGAN Table III): C < B < A. B's added loss is dead, so B vs C
+  says nothing about it; A vs B (about A's own addition) stays valid and is decided by its figures."""
+  table = experiments.Table(name="ablation", title="t", paper="none", budget="b", recognizer="",
+                            rows=(experiments.Row("A", SPEC), experiments.Row("B", OTHER), experiments.Row("C", SPEC)),
+                            metrics=("psnr",), order=("A", "B", "C"))
+  dead = experiments.eval_step_at_least("b_share", 0.05, "B's loss alive", rows=("B",), against="C")
+  per_seed = {"A": {"psnr": [22.0, 23.0, 24.0]}, "B": {"psnr": [21.0, 22.1, 22.9]}, "C": {"psnr": [20.0, 21.0, 22.0]}}
+  shares = [{"b_share": 0.004}] * 3
+  figures = experiments.Figures([0, 1, 2], per_seed, {}, {"A": shares, "B": shares, "C": shares}, [], [])
+  results = dead.results(table, figures)
+  assert [result.passed for result in results] == [False]
+  verdicts = {(c.better, c.worse): c for c in experiments.comparisons(table, per_seed, results)}
+  assert verdicts["B", "C"].invalid and not verdicts["A", "B"].invalid
+  assert verdicts["A", "B"].decided
+  assert "invalid: B's loss alive, b_share = 0.004 on B (3 seeds)" == verdicts["B", "C"].verdict()
+  # Without `against`, the same failure concerns every comparison of row B (the default).
+  anywhere = experiments.eval_step_at_least("b_share", 0.05, "B's loss alive", rows=("B",)).results(table, figures)
+  assert all(c.invalid for c in experiments.comparisons(table, per_seed, anywhere))
+  with pytest.raises(ValueError, match="name the one row that adds the component"):
+    experiments.eval_step_at_least("b_share", 0.05, "B's loss alive", against="C")
+
+
 def test_a_metric_missing_from_the_independent_evaluation_is_an_error(toy):
   root, _ = toy
   write_table_file(root / "tables")

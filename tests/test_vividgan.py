@@ -227,6 +227,26 @@ def test_stages_train_their_networks_and_a_short_run_beats_bicubic_on_held_out_f
   assert all(columns[name].shape == (16, 32, 32, 3) for name in order if name != "lr")
 
 
+def test_eval_step_reports_the_share_of_each_added_loss_for_the_rows_that_train_it():
+  """Table III's "component alive" figures: a row's added losses have a share of L_G, the losses it leaves
+  out have none, and a loss's share grows with its weight."""
+  def shares(variant):
+    config = vividgan_config.get_config(variant)
+    method = vividgan.make(config)
+    state = jax.jit(method.init)(jax.random.key(0))
+    frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+    values = jax.jit(method.eval_step)(state, frozen, faces(config, "validation", 8))
+    return {loss: float(np.mean(values[f"{loss}_loss_share"])) for loss in vividgan.ADDED_LOSSES}
+
+  symmetry = shares("tiny,loss.terms=symmetry")
+  assert symmetry["identity"] > 0 and symmetry["symmetry"] > 0
+  assert symmetry["coarse_adversarial"] == symmetry["fine_adversarial"] == 0
+  full = shares("tiny")
+  assert all(0 < share < 1 for share in full.values()), full
+  assert sum(full.values()) < 1   # L_mse, L_h and L_T carry the rest
+  assert shares("tiny,loss.symmetry=10.0")["symmetry"] > full["symmetry"]
+
+
 def test_identity_features_come_from_an_in_project_arcface_run(tmp_path):
   from configs import arcface as arcface_config
   from hallujax import checkpoint, loop

@@ -12,8 +12,9 @@ dB over the coarse face), so the rows compared untrained fine stages; at tiny L_
 500 joint steps are Fig. 8's budget (configs/tables/vividgan_fig8.py), where the fine stage uses its prior.
 """
 
-from configs.tables import ARCFACE_LOSS_NETWORK
-from hallujax.experiments import Row, Table, outputs_follow_inputs, outputs_vary, row_gap_at_least
+from configs.tables import ARCFACE_LOSS_NETWORK, VISIBLE_LOSS_SHARE
+from hallujax.experiments import (Row, Table, eval_step_at_least, outputs_follow_inputs, outputs_vary,
+                                 row_gap_at_least)
 
 # Φ of L_id (Eq. 5) is an in-project ArcFace trained once on the face world (no ImageNet ResNet-50 can be
 # downloaded here); the tiny (and fig8) targets are mirror-symmetric scenes (configs/vividgan.py: data.symmetric_frontal).
@@ -36,20 +37,36 @@ def table() -> Table:
           Row("L_G (+ L^f_adv)", BASE),
           Row("bicubic (floor)", BASE, column="bicubic"),
       ),
-      metrics=("psnr", "ssim", "landmark_error_coarse"),
+      metrics=("psnr", "ssim", "landmark_error_coarse", "identity_loss_share", "symmetry_loss_share",
+               "coarse_adversarial_loss_share", "fine_adversarial_loss_share"),
       order=("L_G (+ L^f_adv)", "L⋆_G (+ L^c_adv)", "L‡_G (+ L_sys)", "L†_G (+ L_id)", "L⁻_G (L_mse, L_h)"),
       order_metric="psnr",
       eval_examples=512,
       recognizer="",
       prerequisites=(ARCFACE_LOSS_NETWORK,),
-      eval_step_metrics=("landmark_error_coarse",),
+      eval_step_metrics=("landmark_error_coarse", "identity_loss_share", "symmetry_loss_share",
+                         "coarse_adversarial_loss_share", "fine_adversarial_loss_share"),
       checks=(
           outputs_vary(min_ratio=0.5),
           outputs_follow_inputs(),   # each output follows its own input, not noise: every method row
           row_gap_at_least("L_G (+ L^f_adv)", "bicubic (floor)", "psnr", 0.5, "the full model above the floor"),
+          # Each row's added loss is alive: its weighted share of L_G (Eq. 12) on held-out batches (VividGAN's
+          # eval_step, loss_shares). A dead loss makes only its own row's comparison with the row before
+          # meaningless ("against"), not the next row's, which is about another loss.
+          *(eval_step_at_least(f"{loss}_loss_share", VISIBLE_LOSS_SHARE, f"{name} carries a visible share of L_G",
+                               rows=(row,), against=previous)
+            for loss, name, row, previous in (
+                ("identity", "L_id", "L†_G (+ L_id)", "L⁻_G (L_mse, L_h)"),
+                ("symmetry", "L_sys", "L‡_G (+ L_sys)", "L†_G (+ L_id)"),
+                ("coarse_adversarial", "L^c_adv", "L⋆_G (+ L^c_adv)", "L‡_G (+ L_sys)"),
+                ("fine_adversarial", "L^f_adv", "L_G (+ L^f_adv)", "L⋆_G (+ L^c_adv)"))),
       ),
       notes=("L_id's Φ is the `{arcface}` prerequisite's embedding network (an in-project ArcFace on the face "
              "world's identities, frozen): no ImageNet ResNet-50 weights can be downloaded here.",
+             "*_loss_share: the row's added loss, weighted as in Eq. 9 / 11 (λ = 0.01 for L_id and both L_adv, 1 for "
+             "L_sys: the paper's), over L_G = L_C + L_T + L_F on held-out batches. Every term is a mean over its "
+             "elements (the paper's squared Frobenius norms, scaled), so L_id's share depends on Φ's feature "
+             "scale: the paper's λ = 0.01 was set for ResNet-50's 2,048 average-pooled features, not for this Φ.",
              "L_sys assumes a symmetric frontal face: the tiny and fig8 configs render mirror-symmetric frontal targets "
              "(data.symmetric_frontal; their own L_sys is 0.0008 against 0.058 without it, docs/vividgan.md).",
              "landmark_error_coarse: the landmark estimator's mean error on the coarse face, in pixels of 32².",

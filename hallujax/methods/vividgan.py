@@ -491,16 +491,47 @@ def joint_step(built: Built, state, frozen, batch, rng):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def forward_for_evaluation(built: Built, state, frozen, batch):
-  out = forward(built, state.params, frozen, batch, training=False)
+def clipped_outputs(out):
+  """`forward`'s images clipped to the data range [-1, 1], as evaluation and hallucinate show them."""
   return {name: (jnp.clip(out[name], -1.0, 1.0) if name in ("coarse", "fine", "prior") and out[name] is not None
                  else out[name]) for name in out}
 
 
+def forward_for_evaluation(built: Built, state, frozen, batch):
+  return clipped_outputs(forward(built, state.params, frozen, batch, training=False))
+
+
+# The losses Table III adds one by one, each with the terms of L_G (Eq. 12) that carry it.
+ADDED_LOSSES = dict(identity=("coarse_identity", "fine_identity"), symmetry=("coarse_symmetry",),
+                    coarse_adversarial=("coarse_adversarial",), fine_adversarial=("fine_adversarial",))
+
+
+def loss_shares(built: Built, params, frozen, out, batch) -> dict[str, jax.Array]:
+  """Each of Table III's added losses' share of the generator loss L_G = L_C + L_T + L_F (Eq. 12) on a
+  held-out batch, 0..1 (0 where the run's loss.terms leaves it out): whether a row's added loss is alive,
+  i.e. large enough beside L_mse to steer training. Every term is non-negative (MSE, feature distance, BCE)."""
+  target = batch["target"]
+  heatmaps = networks.gaussian_heatmaps(batch["landmarks"], built.image_size, built.fine_heatmap_size,
+                                        built.heatmap_sigma)
+  weights = {f"coarse_{name}": value for name, value in built.coarse_weights.items()}
+  weights.update({f"fine_{name}": value for name, value in built.fine_weights.items()})
+  terms = dict(coarse_terms(built, params, frozen, out["coarse"], target),
+               **fine_terms(built, params, frozen, out, target, heatmaps))
+  contributions = {name: weights[name] * value for name, value in terms.items()}
+  total = sum(contributions.values())
+  if out["touching"] is not None:
+    total = total + built.touching_weight * touching_up_loss(*out["touching"])
+  zero = jnp.zeros((), jnp.float32)
+  return {f"{loss}_loss_share": sum((contributions.get(name, zero) for name in names), zero) / (total + 1e-12)
+          for loss, names in ADDED_LOSSES.items()}
+
+
 def eval_step(built: Built, state, frozen, batch):
   """Per-example PSNR / SSIM against the frontal target of the output, the coarse face (VividGAN†) and
-  bicubic-of-LR; landmark errors in pixels; the input's yaw (for per-yaw buckets, Table II)."""
-  out = forward_for_evaluation(built, state, frozen, batch)
+  bicubic-of-LR; landmark errors in pixels; the input's yaw (for per-yaw buckets, Table II); and each added
+  loss's share of L_G on this batch (`loss_shares`, the same value for every example)."""
+  raw = forward(built, state.params, frozen, batch, training=False)
+  out = clipped_outputs(raw)
   target = batch["target"]
   bicubic = jnp.clip(upsample_bicubic(batch["input"], built.image_size), -1.0, 1.0)
   values = {}
@@ -512,6 +543,8 @@ def eval_step(built: Built, state, frozen, batch):
   values["landmark_error_fine"] = distance(
       networks.landmarks_from_heatmaps(out["fine_heatmaps"][-1], built.image_size), batch["landmarks"])
   values["yaw"] = batch["yaw"].astype(jnp.float32)
+  for name, share in loss_shares(built, state.params, frozen, raw, batch).items():
+    values[name] = jnp.full(target.shape[:1], share)
   return values
 
 

@@ -21,12 +21,20 @@ from hallujax.results.table import HIGHER_IS_BETTER, Table, run_for
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
   """One check on one subject. A failure (or "not measured") invalidates the comparisons involving `rows`
-  (every comparison of the table when `rows` is empty)."""
+  (every comparison of the table when `rows` is empty), or, when `pair` is given, only the comparison of those
+  two rows (a component that one row adds to the other: dead, it makes only that comparison meaningless)."""
   requirement: str   # what must hold, e.g. "outputs vary (diversity ≥ 0.5 of the targets') on VPGAN"
   failure: str       # the verdict's words when it does not, e.g. "outputs collapsed"
   value: str         # what was measured
   passed: bool
   rows: tuple[str, ...] = ()
+  pair: tuple[str, ...] = ()
+
+  def concerns(self, better: str, worse: str) -> bool:
+    """Whether the comparison of `better` with `worse` depends on this check."""
+    if self.pair:
+      return {better, worse} == set(self.pair)
+    return not self.rows or bool({better, worse} & set(self.rows))
 
 
 def checked_labels(table: Table, rows: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,20 +115,22 @@ class EvalStepBound:
   at_least: bool
   meaning: str
   rows: tuple[str, ...]
+  against: str = ""
 
   def results(self, table: Table, figures: Figures) -> list[CheckResult]:
     results = []
     relation = "≥" if self.at_least else "≤"
     for label in checked_labels(table, self.rows):
       requirement = f"{self.meaning} on {label}: eval_step's {self.key} {relation} {self.bound:g} (mean over seeds)"
+      pair = (label, self.against) if self.against else ()
       reports = [values for values in figures.eval_steps[label] if values is not None]
       if not reports or any(self.key not in values for values in reports):
-        results.append(CheckResult(requirement, self.meaning, f"{self.key} not measured", False, (label,)))
+        results.append(CheckResult(requirement, self.meaning, f"{self.key} not measured", False, (label,), pair))
         continue
       mean = float(np.mean([values[self.key] for values in reports]))
       passed = mean >= self.bound if self.at_least else mean <= self.bound
       results.append(CheckResult(requirement, self.meaning, f"{self.key} = {mean:.3g} on {label} "
-                                 f"({len(reports)} seeds)", passed, (label,)))
+                                 f"({len(reports)} seeds)", passed, (label,), pair))
     return results
 
 
@@ -254,10 +264,16 @@ def outputs_follow_inputs(min_times_chance: float = 10.0, rows: tuple[str, ...] 
   return OutputsFollowInputs(min_times_chance, tuple(rows))
 
 
-def eval_step_at_least(key: str, minimum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:
+def eval_step_at_least(key: str, minimum: float, meaning: str, rows: tuple[str, ...] = (),
+                       against: str = "") -> EvalStepBound:
   """The compared component is alive: the method's eval_step `key` (mean over seeds) ≥ `minimum`; a run
-  without the key fails as "not measured"."""
-  return EvalStepBound(key, minimum, True, meaning, tuple(rows))
+  without the key fails as "not measured". With `against` (a row without the component; `rows` then names the
+  one row that adds it), a failure invalidates only the comparison of those two rows, e.g. an ablation table
+  whose rows add one loss each: a dead loss says nothing about the next row's."""
+  if against and len(rows) != 1:
+    raise ValueError(f"eval_step_at_least({key!r}, against={against!r}): name the one row that adds the "
+                     f"component in rows=(...), got {rows!r}.")
+  return EvalStepBound(key, minimum, True, meaning, tuple(rows), against)
 
 
 def eval_step_at_most(key: str, maximum: float, meaning: str, rows: tuple[str, ...] = ()) -> EvalStepBound:

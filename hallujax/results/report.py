@@ -194,7 +194,7 @@ def comparisons(table: Table, per_seed: dict[str, dict[str, list]], results: lis
     for better, worse in zip(table.order, table.order[1:]):
       first, second = per_seed[better].get(metric, []), per_seed[worse].get(metric, [])
       differences = tuple(sign * (a - b) for a, b in zip(first, second) if a is not None and b is not None)
-      invalid = tuple(result for result in failed if not result.rows or {better, worse} & set(result.rows))
+      invalid = tuple(result for result in failed if result.concerns(better, worse))
       found.append(Comparison(better, worse, metric, differences, invalid))
   return found
 
