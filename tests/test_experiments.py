@@ -230,6 +230,12 @@ def test_verdicts_separate_direction_from_noise():
   assert experiments.verdict([-0.2]) == "one seed: the other way"   # no spread, no verdict
   # "mixed" only when seeds go both ways: ties do not make a direction mixed.
   assert experiments.verdict([0.5, 0.0, 0.1]) == "holds in 2 seeds, 1 tied, within noise"
+  # Decided (the 95% interval excludes zero) although one seed goes the other way: a result, not "mixed", as the
+  # runner's --until_decided reads it (it adds no seeds to a decided comparison).
+  against = [-0.3, -0.25, -0.4, 0.05, -0.35, -0.3, -0.2]
+  assert experiments.verdict(against) == "reversed (6 of 7 seeds)"
+  assert experiments.Comparison("A", "B", "psnr", tuple(against), ()).decided
+  assert experiments.verdict([0.4, 0.5, 0.0, 0.45, 0.5, 0.4]) == "holds (5 of 6 seeds)"
   assert experiments.verdict([0.0, 0.0]) == "tied in every seed"
 
 

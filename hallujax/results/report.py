@@ -148,16 +148,17 @@ def verdict(differences: list[float]) -> str:
   tied = len(differences) - up - down
   if len(differences) == 1:   # no spread: a direction, not a result
     return "one seed: " + ("the paper's way" if up else "the other way" if down else "tied")
-  if up and down:
-    return f"mixed ({up} seeds the paper's way, {down} the other, {tied} tied)"
   if not up and not down:
     return "tied in every seed"
   stats = summary_statistics(differences)
-  separated = abs(stats["mean"]) > stats["ci95"]
+  if abs(stats["mean"]) > stats["ci95"]:   # decided (Comparison.decided): the 95% interval excludes zero
+    direction = "holds" if stats["mean"] > 0 else "reversed"
+    agreeing = up if stats["mean"] > 0 else down
+    return direction if agreeing == len(differences) else f"{direction} ({agreeing} of {len(differences)} seeds)"
+  if up and down:
+    return f"mixed ({up} seeds the paper's way, {down} the other, {tied} tied)"
   direction = "holds" if up else "reversed"
   seeds = "in every seed" if not tied else f"in {max(up, down)} seeds, {tied} tied"
-  if separated:
-    return direction if not tied else f"{direction} ({seeds})"
   return f"{direction} {seeds}, within noise"
 
 
@@ -209,7 +210,7 @@ def comparison_line(comparison: Comparison) -> str:
   agree = sum(d > 0 for d in differences)
   line = (f"{head}: {comparison.verdict()} — {agree}/{len(differences)} seeds, mean paired difference "
           f"{stats['mean']:+.3f}{interval}")
-  if len(differences) > 1 and not comparison.invalid:
+  if len(differences) > 1 and not comparison.invalid and not comparison.decided:
     needed = seeds_needed(differences)
     line += ("; no difference observed, no number of seeds decides it" if needed is None else
              f"; the observed effect and spread would need {needed} seeds")
