@@ -103,7 +103,8 @@ def load_table(name: str) -> Table:
     raise cli.UserError(f"{path}: order names {unknown}, which are not row labels ({labels}).")
   for check in table.checks:
     named = [label for label in (*getattr(check, "rows", ()), getattr(check, "better", None),
-                                 getattr(check, "worse", None)) if label is not None and label not in labels]
+                                 getattr(check, "worse", None), getattr(check, "against", None) or None)
+             if label is not None and label not in labels]
     if named:
       raise cli.UserError(f"{path}: a check names {named}, which are not row labels ({labels}).")
   return table

@@ -389,6 +389,13 @@ def test_a_dead_added_component_invalidates_only_the_comparison_of_the_row_that_
     experiments.eval_step_at_least("b_share", 0.05, "B's loss alive", against="C")
 
 
+def test_a_check_against_a_row_the_table_lacks_is_refused(toy):
+  root, _ = toy
+  write_checked_table(root / "tables", "eval_step_at_least('x_share', 0.05, 'x alive', rows=('A',), against='Z')")
+  with pytest.raises(experiments.cli.UserError, match=r"a check names \['Z'\]"):
+    experiments.load_table("checked")
+
+
 def test_a_metric_missing_from_the_independent_evaluation_is_an_error(toy):
   root, _ = toy
   write_table_file(root / "tables")
