@@ -67,6 +67,11 @@ input does show (shape, pose, expression);
 local_degradation ("": off; "occlusion" | "blur" | "shade"), with
 local_degradation_count (3) and local_degradation_radius (0.12 of the side):
 discs at random places of the same_view input (LocalDegradation; host only).
+With it every example also has "degraded" float32 (S, S, 1) in [0, 1]: the
+share of each input pixel that the discs replaced (1 inside, the one-pixel soft
+edge in between, 0 outside), at the input's resolution (the pipeline resizes it
+with "input": `gives_degraded_region`). Methods may evaluate where they repair
+against it; nothing trains on it.
 """
 
 from __future__ import annotations
@@ -258,17 +263,18 @@ class FaceWorldSource:
     rendered = _render_one(target, self.size, modalities)
     source_rendered = rendered if source is target else _render_one(source, self.size, modalities)
     image = source_rendered[modality]
-    sensor_fields = {}
+    optional_fields = {}
     if self.local_degradation is not None:
       blobs = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index), 7])
-      image = self.local_degradation.apply(image, blobs)
+      image, region = self.local_degradation.apply_with_region(image, blobs)
+      optional_fields[DEGRADED] = region
     if self.sensors:
       site = self.site(int(index))
-      sensor_fields["site"] = np.int32(site)
+      optional_fields["site"] = np.int32(site)
       if modality != "visible":
         noise = np.random.default_rng([self.world_seed, SPLITS[self.split], int(index), 5])
         image = apply_thermal_sensor(image, self.sensors[site], noise)
-    return sensor_fields | {
+    return optional_fields | {
         "input": _channels(image, self.input_channels),
         "target": rendered["visible"],
         "identity": np.int32(identity),
@@ -317,6 +323,13 @@ UNIFORM_APPEARANCE = dict(
     light_azimuth=np.float32(0), light_elevation=np.float32(25), light_strength=np.float32(0.72),
     ambient=np.float32(0.47), light_colour=np.ones(3, np.float32))
 LOCAL_DEGRADATIONS = ("", "occlusion", "blur", "shade")
+DEGRADED = "degraded"   # the example field of data.local_degradation's region (LocalDegradation.apply_with_region)
+
+
+def gives_degraded_region(data_config) -> bool:
+  """Whether batches of this data config carry DEGRADED: face-world examples with data.local_degradation on.
+  In a batch it is float32 (input_size, input_size, 1), resized with "input" (pipeline.PrepareExample)."""
+  return data_config.source == "faceworld" and bool(data_config.local_degradation)
 
 
 class LocalDegradation:
@@ -348,10 +361,20 @@ class LocalDegradation:
     return cls(kind, count, radius)
 
   def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return self.apply_with_region(image, rng)[0]
+
+  def apply_with_region(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(the degraded image, its region: float32 (S, S, 1) in [0, 1]).
+
+    Each disc blends its degraded content in with weight `inside` (a one-pixel soft edge), so after all
+    discs the share of a pixel that is still the clean image is Π(1 − inside_k); the region is one minus
+    that, the union of the discs with the same soft edge. Computing it draws nothing from `rng`.
+    """
     size = image.shape[0]
     x = image.astype(np.float32)
     rows, columns = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     radius = self.radius * size
+    clean = np.ones((size, size, 1), np.float32)
     for _ in range(self.count):
       centre = rng.uniform(0, size, 2)
       distance = np.hypot(rows - centre[0], columns - centre[1])
@@ -363,7 +386,8 @@ class LocalDegradation:
       else:
         degraded = box_blur(x, max(1, int(round(radius))))
       x = inside * degraded + (1.0 - inside) * x
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+      clean = clean * (1.0 - inside)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), (1.0 - clean).astype(np.float32)
 
 
 def box_blur(x: np.ndarray, width: int) -> np.ndarray:

@@ -39,7 +39,7 @@ import numpy as np
 import threadpoolctl
 
 from hallujax.data import degradations, device_render
-from hallujax.data.faceworld import FaceWorldSource
+from hallujax.data.faceworld import DEGRADED, FaceWorldSource
 from hallujax.data.sources import make_source
 from hallujax.images import to_uint8, to_unit_range
 
@@ -64,6 +64,18 @@ def scale_points(points: np.ndarray, factor: float) -> np.ndarray:
   return ((np.asarray(points, np.float32) + 0.5) * factor - 0.5).astype(np.float32)
 
 
+def resize_region(region: np.ndarray, size: int) -> np.ndarray:
+  """A float32 (S, S, 1) share of each pixel (e.g. the face world's degraded region) at size²: the mean over
+  each output pixel's block when S is a multiple of `size` (the share of its area; a bicubic kernel would
+  overshoot [0, 1] at the discs' edges), else the antialiased bilinear resize (non-negative weights)."""
+  region = np.asarray(region, np.float32)
+  side = region.shape[0]
+  if side % size == 0 and region.shape[1] == side:
+    factor = side // size
+    return region.reshape(size, factor, size, factor, -1).mean(axis=(1, 3)).astype(np.float32)
+  return np.clip(degradations.resize(region, size, "bilinear"), 0.0, 1.0).astype(np.float32)
+
+
 class PrepareExample(grain.transforms.Map):
   """Resizes "input" to input_size² and "target" to target_size², scales to [-1, 1].
 
@@ -71,6 +83,8 @@ class PrepareExample(grain.transforms.Map):
   bilinear ×4, paper 003 §4.1); "target" with bicubic, only if the source's
   native size differs. Landmarks follow the target; "input_landmarks" (face
   world) follow "input", and "aligned_target" is prepared like "target".
+  The face world's "degraded" region (data.local_degradation) follows "input"
+  too, by area (`resize_region`), and stays a [0, 1] share, not an image.
   """
 
   def __init__(self, data_config):
@@ -102,6 +116,8 @@ class PrepareExample(grain.transforms.Map):
         aligned = degradations.resize(aligned, self.target_size, "bicubic")
       example["aligned_target"] = to_unit_range(aligned)
     if source_image.shape[0] != self.input_size or source_image.shape[1] != self.input_size:
+      if DEGRADED in example:
+        example[DEGRADED] = resize_region(example[DEGRADED], self.input_size)
       if "input_landmarks" in example:
         example["input_landmarks"] = scale_points(example["input_landmarks"],
                                                   self.input_size / source_image.shape[1])
