@@ -628,3 +628,55 @@ def test_the_action_history_marks_every_repaired_cell_and_the_default_only_the_l
   last = rollout_lib.action_context(jnp.int32(9), repaired, stride=8, history=False)
   np.testing.assert_array_equal(np.flatnonzero(last), [9])
   assert not np.any(rollout_lib.action_context(jnp.int32(-1), jnp.zeros((32, 32), bool), 8, False))
+
+
+def test_degraded_area_and_repairs_on_it_read_corners_as_top_left_rows_then_columns():
+  """Hand-built: a degraded 8² block at rows 0-7, columns 8-15 of a 32² image, patches of 8². Only the patch at
+  corner (0, 8) holds it: the transposed corner (8, 0), the next patch (0, 16) and the one below (8, 8) do not;
+  one pixel off, 7 of its 8 columns."""
+  degraded = np.zeros((1, 32, 32), np.float32)
+  degraded[0, 0:8, 8:16] = 1.0
+  area = lambda *corners: float(rollout_lib.degraded_area_repaired(jnp.array([corners]), degraded, 8)[0])
+  on = lambda *corners: float(rollout_lib.repairs_on_degradation(jnp.array([corners]), degraded, 8)[0])
+  assert area((0, 8)) == 1.0 and on((0, 8)) == 1.0
+  for wrong in ((8, 0), (0, 16), (8, 8), (0, 0)):
+    assert area(wrong) == 0.0 and on(wrong) == 0.0, wrong
+  assert area((0, 9)) == 7 / 8 and area((0, 9), (0, 1)) == 1.0   # two patches cover it together
+  # A patch spans P rows and P columns, no more: with the block's neighbours below and to the right degraded too,
+  # the patch at (0, 8) holds a third of the area.
+  wider = degraded.copy()
+  wider[0, 8:16, 8:16] = wider[0, 0:8, 16:24] = 1.0
+  assert float(rollout_lib.degraded_area_repaired(jnp.array([[(0, 8)]]), wider, 8)[0]) == pytest.approx(1 / 3)
+  # A share of the T repairs, each repair counted (a patch repaired twice counts twice).
+  assert on((0, 8), (0, 8), (24, 24), (16, 0)) == 0.5 and area((0, 8), (0, 8), (24, 24), (16, 0)) == 1.0
+  # The threshold: degraded area of 10% of the patch's 64 pixels (6.4) counts; 6 pixels do not.
+  grazed = np.zeros((1, 32, 32), np.float32)
+  grazed[0, 7, 10:16] = 1.0
+  patch = jnp.array([[(0, 8)]])
+  assert float(rollout_lib.repairs_on_degradation(patch, grazed, 8)[0]) == 0.0
+  grazed[0, 6, 15] = 0.5
+  assert float(rollout_lib.repairs_on_degradation(patch, grazed, 8)[0]) == 1.0
+  # Per example, and undefined (NaN, not 0) where an example has no degraded area.
+  both = rollout_lib.degraded_area_repaired(jnp.array([[(0, 8)], [(0, 8)]]),
+                                            np.concatenate([degraded, np.zeros_like(degraded)]), 8)
+  assert float(both[0]) == 1.0 and np.isnan(float(both[1]))
+
+
+def test_the_input_sized_region_spreads_each_pixel_over_the_target_pixels_it_covers():
+  region = np.zeros((1, 4, 4, 1), np.float32)
+  region[0, 1, 2, 0] = 0.5
+  full = np.asarray(rollout_lib.region_at(region, 32))
+  assert full.shape == (1, 32, 32)
+  np.testing.assert_array_equal(full[0, 8:16, 16:24], 0.5)   # input pixel (row 1, column 2), ×8
+  assert full.sum() == 0.5 * 64
+  with pytest.raises(ValueError, match="whole pixels"):
+    rollout_lib.region_at(region, 30)
+
+
+def test_the_degraded_region_is_in_the_batch_only_with_the_face_worlds_local_degradation():
+  config = tiny_config()
+  assert ipfh.DEGRADED not in ipfh.batch_spec(config)
+  config.data.local_degradation = "occlusion"
+  assert ipfh.batch_spec(config)[ipfh.DEGRADED].shape == (4, 4, 1)   # at the input's resolution
+  config.data.source = "celeb_a"   # the option is the face world's: other sources give no region
+  assert ipfh.DEGRADED not in ipfh.batch_spec(config)

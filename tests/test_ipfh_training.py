@@ -223,3 +223,44 @@ def test_restoration_pretrained_on_its_own_repairs_leaves_them_on_a_second_pass(
   coarse, once, twice = grid_pass_errors(config, state, contrast_batch(config, batch_size, seed=10_000))
   assert once < 0.2 * coarse, f"held-out MSE: ỹ {coarse:.4f}, after one pass of R over the grid {once:.4f}"
   assert twice < 1.2 * once, f"held-out MSE after one pass {once:.4f}, after a second pass {twice:.4f}"
+
+
+def test_no_training_step_reads_the_degraded_region(tiny_state):
+  """The face world's "degraded" field (data.local_degradation) is in the batch of every step, and no training
+  step reads it: in each stage step's program its input feeds no equation and no output."""
+  config, batch, state = tiny_state
+  config = tiny_config()
+  config.data.local_degradation = "occlusion"
+  method = ipfh.make(config)
+  assert ipfh.DEGRADED in method.batch_spec
+  batch = dict(batch, **{ipfh.DEGRADED: np.full((BATCH, 4, 4, 1), 0.5, np.float32)})
+  arguments = (state, {}, batch, jax.random.key(0))
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(arguments)[0]]
+  position = [i for i, path in enumerate(paths) if jax.tree_util.DictKey(ipfh.DEGRADED) in path]
+  assert len(position) == 1
+  for name, step in method.steps.items():
+    program = jax.make_jaxpr(step)(*arguments).jaxpr
+    region = program.invars[position[0]]
+    assert region.aval.shape == (BATCH, 4, 4, 1)
+    read = [equation for equation in program.eqns if any(v is region for v in equation.invars)]
+    assert not read and not any(v is region for v in program.outvars), name
+
+
+def test_evaluation_reports_where_the_repairs_went_against_the_degraded_region(tiny_state):
+  """The grid's 16 patches of 8² tile the 32² face, so they cover all the degraded area, and one repair in 16 (two
+  in the second face) lands on it; the other figures are those without the field, which has none of the two."""
+  config, batch, state = tiny_state
+  config = tiny_config("policy")
+  config.policy.selection = "grid"
+  region = np.zeros((BATCH, 4, 4, 1), np.float32)
+  region[0, 1, 2] = 1.0                       # the grid patch at (8, 16)
+  region[1, 0, 0] = region[1, 3, 3] = 0.5     # the patches at (0, 0) and (24, 24), half degraded
+  evaluate = jax.jit(ipfh.make(config).eval_step)
+  without = jax.device_get(evaluate(state, {}, batch))
+  with_region = jax.device_get(evaluate(state, {}, dict(batch, **{ipfh.DEGRADED: region})))
+  assert "degraded_area_repaired" not in without and "repairs_on_degradation" not in without
+  assert set(with_region) == set(without) | {"degraded_area_repaired", "repairs_on_degradation"}
+  np.testing.assert_array_equal(with_region["degraded_area_repaired"], [1.0, 1.0])
+  np.testing.assert_array_equal(with_region["repairs_on_degradation"], [1 / 16, 2 / 16])
+  for name in without:
+    np.testing.assert_array_equal(with_region[name], without[name])

@@ -78,6 +78,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from hallujax import optim
+from hallujax.data.faceworld import DEGRADED, gives_degraded_region
 from hallujax.methods import MakeContext, Method, phase_at
 from hallujax.methods import ipfh_rollout as rollout_lib
 from hallujax.methods.ipfh_rollout import LR_REFERENCES, REWARDS, SELECTIONS, Selection, StepRecord
@@ -214,11 +215,15 @@ def check_config(config) -> None:
 
 def batch_spec(config) -> dict:
   size, low = config.data.target_size, config.data.input_size
-  return {
+  spec = {
       "input": jax.ShapeDtypeStruct((low, low, config.data.input_channels), jnp.float32),
       "target": jax.ShapeDtypeStruct((size, size, 3), jnp.float32),
       "identity": jax.ShapeDtypeStruct((), jnp.int32),
   }
+  if gives_degraded_region(config.data):
+    # Read by eval_step only (where the repairs go against the degraded region); no training step reads it.
+    spec[DEGRADED] = jax.ShapeDtypeStruct((low, low, 1), jnp.float32)
+  return spec
 
 
 def stages_of(stage: str) -> tuple[str, ...]:
@@ -383,6 +388,9 @@ def eval_step(networks: Networks, evaluation: Callable, selection: Selection, st
   and ŷ; C's identification accuracy on the held-out targets (``identity_accuracy``) and on ŷ
   (``identity_accuracy_output``); the test-time policy entropy (mean over the T steps; 0 for the fixed
   selections) and its fraction of the uniform policy's (``policy_entropy_fraction``); the number of distinct patches repaired.
+  With the face world's degraded region in the batch (data.local_degradation): the share of the degraded area
+  inside the repaired patches (``degraded_area_repaired``) and the share of the T repairs on it
+  (``repairs_on_degradation``; `ipfh_rollout.ON_DEGRADATION_SHARE`); without it these are absent.
 
   `evaluation(state, batch)` gives the image columns and step records (`evaluation_rollout`).
   """
@@ -404,4 +412,10 @@ def eval_step(networks: Networks, evaluation: Callable, selection: Selection, st
   values["policy_entropy"] = entropy
   values["policy_entropy_fraction"] = entropy / math.log(actions)   # 1: uniform over the action grid
   values["distinct_patches"] = rollout_lib.distinct_patches(records.corner)
+  if DEGRADED in batch:   # the face world's data.local_degradation: where the repairs went against the discs
+    degraded = rollout_lib.region_at(batch[DEGRADED], selection.image_size)
+    values["degraded_area_repaired"] = rollout_lib.degraded_area_repaired(records.corner, degraded,
+                                                                          selection.patch_size)
+    values["repairs_on_degradation"] = rollout_lib.repairs_on_degradation(records.corner, degraded,
+                                                                          selection.patch_size)
   return values

@@ -516,3 +516,53 @@ def distinct_patches(corners: jax.Array) -> jax.Array:
   earlier = jnp.tril(jnp.ones(same.shape[1:], bool), k=-1)
   repeated = jnp.any(same & earlier, axis=-1)
   return jnp.sum(~repeated, axis=-1).astype(jnp.float32)
+
+
+# Where the repairs go against a known degraded region (the face world's "degraded" field, data.local_degradation):
+# evaluation diagnostics, not in the paper. `degraded` is (B, H, W) at the target's resolution, a [0, 1] share of
+# each pixel; corners (B, T, 2) are (top, left) of P × P patches, as `StepRecord.corner` and `replay` write them.
+# A repair counts as "on the degradation" when the degraded area inside its patch is at least this share of the
+# patch's pixels: on table7_occlusion (discs of π · 5.1² ≈ 82 pixels, 16² patches) 10% is about a third of one
+# disc, so a patch that only grazes a disc's soft edge (a few pixels) does not count, and one that holds most of a
+# disc does.
+ON_DEGRADATION_SHARE = 0.1
+
+
+def patch_rows_and_columns(corners: jax.Array, patch_size: int, height: int, width: int
+                           ) -> tuple[jax.Array, jax.Array]:
+  """((B, T, H), (B, T, W)) bool: which rows and which columns each P × P patch at corners (B, T, 2) spans."""
+  rows, columns = jnp.arange(height), jnp.arange(width)
+  top, left = corners[..., 0:1], corners[..., 1:2]
+  return ((rows >= top) & (rows < top + patch_size)), ((columns >= left) & (columns < left + patch_size))
+
+
+def degraded_area_repaired(corners: jax.Array, degraded: jax.Array, patch_size: int) -> jax.Array:
+  """Per example, the share of the degraded area inside at least one of its T patches: (B,) float32.
+
+  NaN for an example with no degraded area (the share is undefined there, and a 0 or 1 would be a figure).
+  """
+  in_rows, in_columns = patch_rows_and_columns(corners, patch_size, *degraded.shape[1:])
+  covered = jnp.any(in_rows[..., :, None] & in_columns[..., None, :], axis=1)   # (B, H, W)
+  area = jnp.sum(degraded, axis=(1, 2))
+  repaired = jnp.sum(jnp.where(covered, degraded, 0.0), axis=(1, 2))
+  return jnp.where(area > 0, repaired / jnp.where(area > 0, area, 1.0), jnp.nan).astype(jnp.float32)
+
+
+def repairs_on_degradation(corners: jax.Array, degraded: jax.Array, patch_size: int,
+                           share: float = ON_DEGRADATION_SHARE) -> jax.Array:
+  """Per example, the share of its T repairs whose patch holds degraded area of at least `share` of the patch's
+  pixels (ON_DEGRADATION_SHARE says why 10%): (B,) float32. A patch repaired twice counts twice."""
+  in_rows, in_columns = patch_rows_and_columns(corners, patch_size, *degraded.shape[1:])
+  inside = jnp.einsum("bth,btw,bhw->bt", in_rows.astype(jnp.float32), in_columns.astype(jnp.float32),
+                      degraded.astype(jnp.float32))
+  return jnp.mean(inside >= share * patch_size * patch_size, axis=1).astype(jnp.float32)
+
+
+def region_at(region: jax.Array, size: int) -> jax.Array:
+  """A (B, h, w, 1) per-pixel share (the batch's "degraded", at the input's resolution) at the target's size²:
+  (B, size, size), each input pixel's share spread over the size/h × size/w target pixels it covers (so the
+  region's area, in target pixels, is the input's area times the scale², as the pipeline's block mean left it)."""
+  height, width = region.shape[1:3]
+  if size % height or size % width:
+    raise ValueError(f"A region of {height}×{width} pixels does not scale to {size}² by whole pixels.")
+  return jnp.repeat(jnp.repeat(region[..., 0], size // height, axis=1), size // width, axis=2)
