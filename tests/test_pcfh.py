@@ -7,7 +7,7 @@ import numpy as np
 import skimage.draw
 
 from configs.pcfh import get_config
-from hallujax import methods, optim, loop
+from hallujax import methods, optim, loop, run_setup
 from hallujax.data import pipeline
 from hallujax.methods import pcfh as pcfh_method
 from hallujax.models import pcfh as models
@@ -226,9 +226,11 @@ def test_each_loss_term_switched_off_by_its_weight_leaves_the_others_unchanged()
   config = tiny_config()
   config.loss.identity = 0.002      # the smoke variant leaves L_ID off (no LightCNN weights)
   batch = {name: jnp.asarray(value) for name, value in random_batch(config).items()}
-  method = pcfh_method.make(config)
-  params = jax.jit(method.init)(jax.random.key(0)).params
-  frozen = jax.jit(method.init_frozen)(jax.random.key(1))
+  # The run's initial networks (no trained model needed), as the short run below builds them: one compile of
+  # init and of init_frozen for both tests (the suite's compilation cache), fetched to the host for eager use.
+  run = run_setup.build(config)
+  params = jax.device_get(run.init_state().params)
+  frozen = jax.device_get(run.frozen_networks(load=False)[0])
   # Eager (op by op): one small program per operation, shared by every configuration below.
   everything = {name: float(value) for name, value in
                 pcfh_method.generator_terms(pcfh_method.build(config), params, frozen, batch).items()}
@@ -285,11 +287,10 @@ def test_the_baselines_are_methods_of_their_own_that_train_on_pcfh_pairs():
 # ----------------------------------------------------------------------------- learning
 
 
-def held_out_l1_warped(method, state, batches) -> float:
+def held_out_l1_warped(columns, state, frozen, batches) -> float:
   """Mean |output − I_Warp| over held-out batches, from the image columns (cheaper to compile than eval_step)."""
-  columns = jax.jit(method.hallucinate)
-  values = [columns(state, {}, batch) for batch in batches]
-  return float(np.mean([np.mean(np.abs(np.asarray(v["output"]) - np.asarray(v["warped"]))) for v in values]))
+  values = [columns(state, frozen, batch) for batch in batches]
+  return float(np.mean([np.mean(np.abs(v["output"] - v["warped"])) for v in values]))
 
 
 def test_a_short_run_lowers_the_warped_target_l1_on_held_out_pairs(tmp_path):
@@ -300,10 +301,14 @@ def test_a_short_run_lowers_the_warped_target_l1_on_held_out_pairs(tmp_path):
                       image_every=30, checkpoint_every=30)
   for network in ("generator", "auxiliary", "attention"):
     config.optim[network].learning_rate = 1e-3
-  method = pcfh_method.make(config)
-  spec = method.batch_spec
-  held_out = [{name: batch[name] for name in spec} for batch in pipeline.eval_batches(config)]
-  before = held_out_l1_warped(method, jax.jit(method.init)(jax.random.key(0)), held_out)
+  # The run's own initial state, frozen networks, held-out batches and image-grid program, built as the loop
+  # builds them: the loop's compiles of init, init_frozen and the grid are then the same programs, loaded from
+  # the suite's compilation cache instead of compiled a second time.
+  run = run_setup.build(config)
+  frozen, frozen_shardings = run.frozen_networks()
+  feed = run.feed()
+  held_out = [feed(batch) for batch in pipeline.eval_batches(config)]
+  before = held_out_l1_warped(run.grid_columns(frozen_shardings), run.init_state(), frozen, held_out)
   result = loop.train(config, tmp_path)
   assert int(result.state.step) == 30
   assert result.evaluation["l1_warped"] < 0.8 * before, (before, result.evaluation)
