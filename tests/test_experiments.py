@@ -389,6 +389,30 @@ def test_a_dead_added_component_invalidates_only_the_comparison_of_the_row_that_
     experiments.eval_step_at_least("b_share", 0.05, "B's loss alive", against="C")
 
 
+def test_a_component_dead_in_one_seed_fails_an_every_seed_check_that_its_mean_passes():
+  """IPFH's learning recipe left uniform in 7 seeds and stayed uniform in one: the mean over seeds (0.86) hides
+  the dead seed, whose RL-vs-random pair compares a uniform arg-max with random patches."""
+  table = experiments.Table(name="policy", title="t", paper="none", budget="b", recognizer="",
+                            rows=(experiments.Row("RL", SPEC), experiments.Row("random", OTHER)),
+                            metrics=("psnr",), order=("RL", "random"))
+  per_seed = {"RL": {"psnr": [21.0, 21.2, 20.1]}, "random": {"psnr": [20.8, 21.0, 20.9]}}
+  fractions = [{"entropy_fraction": 0.80}, {"entropy_fraction": 0.78}, {"entropy_fraction": 1.0}]
+  figures = experiments.Figures([4, 5, 6], per_seed, {}, {"RL": fractions, "random": [None] * 3}, [], [])
+  on_mean = experiments.eval_step_at_most("entropy_fraction", 0.9, "the policy left uniform", rows=("RL",))
+  assert [result.passed for result in on_mean.results(table, figures)] == [True]
+  every = experiments.eval_step_at_most("entropy_fraction", 0.9, "the policy left uniform", rows=("RL",),
+                                        every_seed=True)
+  [result] = every.results(table, figures)
+  assert not result.passed
+  assert result.value == "entropy_fraction = 1 on RL at seed 6 (mean 0.86, 3 seeds)"
+  assert "(every seed)" in result.requirement
+  [comparison] = experiments.comparisons(table, per_seed, [result])
+  assert comparison.invalid
+  # at_least takes the smallest seed's figure
+  lowest = experiments.eval_step_at_least("entropy_fraction", 0.79, "x", rows=("RL",), every_seed=True)
+  assert "at seed 5" in lowest.results(table, figures)[0].value
+
+
 def test_a_check_against_a_row_the_table_lacks_is_refused(toy):
   root, _ = toy
   write_checked_table(root / "tables", "eval_step_at_least('x_share', 0.05, 'x alive', rows=('A',), against='Z')")
